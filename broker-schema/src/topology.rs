@@ -1,0 +1,422 @@
+//! The broker topology as data: every exchange, queue, argument and binding
+//! a namespace needs, and the routing of delayed messages.
+//!
+//! Declaring it is the producer's and worker's job; this module only says
+//! what to declare, so that both (and implementations in other languages)
+//! declare exactly the same thing.
+//!
+//! # Delays
+//!
+//! Countdowns, ETAs and retry backoff wait in the broker, in a binary cascade
+//! of [`DELAY_LEVELS`] quorum queues. Level `k` holds messages for
+//! `2^k * DELAY_UNIT_MS` milliseconds (a per-queue TTL, so every message in a
+//! level expires in arrival order and none blocks another), then
+//! dead-letters them into the exchange of level `k - 1`. A delayed message's
+//! routing key spells the delay in units as one word per level, highest
+//! first, followed by the logical queue name: `0.0.….1.0.1.default`. Each
+//! level's topic exchange routes a `1` at its position into its queue and a
+//! `0` on to the next level down; after level 0 the delivery exchange routes
+//! the message by its queue name into the work queue. No plugin, no consumer
+//! and no worker memory is involved while a message waits.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::task_id::TaskId;
+
+/// Default namespace prefix.
+pub const DEFAULT_NAMESPACE: &str = "celeriac";
+/// Default logical work queue.
+pub const DEFAULT_QUEUE: &str = "default";
+/// Default `x-delivery-limit` of work queues: deliveries a message may have
+/// (redeliveries after a crash included) before the broker dead-letters it.
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 5;
+/// Granularity of broker-side delays, in milliseconds.
+pub const DELAY_UNIT_MS: u64 = 100;
+/// Number of delay levels; the longest delay is `(2^DELAY_LEVELS - 1)` units
+/// (about 38.8 days).
+pub const DELAY_LEVELS: u32 = 25;
+
+/// The longest delay the cascade can hold.
+pub const MAX_DELAY: Duration = Duration::from_millis(((1u64 << DELAY_LEVELS) - 1) * DELAY_UNIT_MS);
+
+/// The kind of an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    /// Routes on the exact routing key.
+    Direct,
+    /// Routes on dotted patterns.
+    Topic,
+    /// Routes to every bound queue.
+    Fanout,
+}
+
+/// A queue or exchange argument value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgValue {
+    /// A string argument.
+    Str(String),
+    /// An integer argument.
+    Int(i64),
+}
+
+/// A queue or exchange argument: name and value.
+pub type Argument = (&'static str, ArgValue);
+
+/// One thing to declare on the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Declaration {
+    /// A durable exchange.
+    Exchange {
+        /// Exchange name.
+        name: String,
+        /// Exchange kind.
+        kind: ExchangeKind,
+    },
+    /// A durable queue.
+    Queue {
+        /// Queue name.
+        name: String,
+        /// Its arguments (`x-queue-type` and friends).
+        arguments: Vec<Argument>,
+    },
+    /// A queue bound to an exchange.
+    QueueBinding {
+        /// The queue.
+        queue: String,
+        /// The exchange.
+        exchange: String,
+        /// The binding key.
+        key: String,
+    },
+    /// An exchange bound to another exchange.
+    ExchangeBinding {
+        /// Messages flow from here...
+        source: String,
+        /// ...to here.
+        destination: String,
+        /// The binding key.
+        key: String,
+    },
+}
+
+/// Where to publish a delayed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelayRoute {
+    /// The delay exchange of the highest level the delay needs.
+    pub exchange: String,
+    /// The delay in units, one word per level, then the queue name.
+    pub routing_key: String,
+    /// The delay actually applied (the requested one rounded up to the unit).
+    pub delay: Duration,
+}
+
+/// All names of one namespace.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use celeriac_schema::Topology;
+///
+/// let topo = Topology::new("shop").unwrap();
+/// assert_eq!(topo.work_queue("emails"), "shop.q.emails");
+/// assert_eq!(topo.dead_letter_queue("emails"), "shop.dlq.emails");
+///
+/// let route = topo.delay_route("emails", Duration::from_millis(250)).unwrap().unwrap();
+/// assert_eq!(route.exchange, "shop.delay.01");
+/// assert!(route.routing_key.ends_with(".1.1.emails"));
+/// assert_eq!(route.delay, Duration::from_millis(300));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    namespace: String,
+    delivery_limit: u32,
+}
+
+impl Topology {
+    /// The topology of `namespace`, with the default delivery limit.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] unless the namespace is 1 to 100 characters of
+    /// ASCII letters, digits, `-`, `_` and `.`.
+    pub fn new(namespace: impl Into<String>) -> Result<Self> {
+        let namespace = namespace.into();
+        validate_name("namespace", &namespace)?;
+        Ok(Topology {
+            namespace,
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
+        })
+    }
+
+    /// Sets the work queues' `x-delivery-limit`.
+    ///
+    /// All declarers of a namespace must agree on it: the broker refuses a
+    /// redeclaration with other arguments.
+    pub fn with_delivery_limit(mut self, limit: u32) -> Self {
+        self.delivery_limit = limit.max(1);
+        self
+    }
+
+    /// The namespace prefix.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The work queues' delivery limit.
+    pub fn delivery_limit(&self) -> u32 {
+        self.delivery_limit
+    }
+
+    /// Direct exchange that routes tasks to work queues by logical name.
+    pub fn work_exchange(&self) -> String {
+        format!("{}.work", self.namespace)
+    }
+
+    /// The broker queue of a logical work queue.
+    pub fn work_queue(&self, queue: &str) -> String {
+        format!("{}.q.{queue}", self.namespace)
+    }
+
+    /// Direct exchange for dead letters, routed by logical queue name.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.namespace)
+    }
+
+    /// The dead-letter queue of a logical work queue.
+    pub fn dead_letter_queue(&self, queue: &str) -> String {
+        format!("{}.dlq.{queue}", self.namespace)
+    }
+
+    /// Topic exchange of delay level `level`.
+    pub fn delay_exchange(&self, level: u32) -> String {
+        format!("{}.delay.{level:02}", self.namespace)
+    }
+
+    /// Queue of delay level `level`.
+    pub fn delay_queue(&self, level: u32) -> String {
+        format!("{}.delay.{level:02}", self.namespace)
+    }
+
+    /// Topic exchange that hands expired delays to their work queue.
+    pub fn delay_delivery_exchange(&self) -> String {
+        format!("{}.delay.deliver", self.namespace)
+    }
+
+    /// Topic exchange for task lifecycle events.
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.namespace)
+    }
+
+    /// Fanout exchange for control messages (revoke, ping).
+    pub fn control_exchange(&self) -> String {
+        format!("{}.control", self.namespace)
+    }
+
+    /// Queue that parks a copy of a long-running task while its worker holds
+    /// a lease on it.
+    pub fn lease_queue(&self, task: &TaskId) -> String {
+        format!("{}.lease.{task}", self.namespace)
+    }
+
+    /// Arguments of a work queue: quorum, explicit delivery limit,
+    /// at-least-once dead-lettering into its dead-letter queue.
+    pub fn work_queue_arguments(&self, queue: &str) -> Vec<Argument> {
+        vec![
+            ("x-queue-type", ArgValue::Str("quorum".into())),
+            ("x-delivery-limit", ArgValue::Int(i64::from(self.delivery_limit))),
+            ("x-dead-letter-exchange", ArgValue::Str(self.dead_letter_exchange())),
+            ("x-dead-letter-routing-key", ArgValue::Str(queue.to_owned())),
+            ("x-dead-letter-strategy", ArgValue::Str("at-least-once".into())),
+            ("x-overflow", ArgValue::Str("reject-publish".into())),
+        ]
+    }
+
+    /// Arguments of a dead-letter queue.
+    pub fn dead_letter_queue_arguments(&self) -> Vec<Argument> {
+        vec![("x-queue-type", ArgValue::Str("quorum".into()))]
+    }
+
+    /// Arguments of delay level `level`'s queue.
+    pub fn delay_queue_arguments(&self, level: u32) -> Vec<Argument> {
+        let next = match level {
+            0 => self.delay_delivery_exchange(),
+            _ => self.delay_exchange(level - 1),
+        };
+        vec![
+            ("x-queue-type", ArgValue::Str("quorum".into())),
+            ("x-message-ttl", ArgValue::Int(level_ttl_ms(level) as i64)),
+            ("x-dead-letter-exchange", ArgValue::Str(next)),
+            ("x-dead-letter-strategy", ArgValue::Str("at-least-once".into())),
+            ("x-overflow", ArgValue::Str("reject-publish".into())),
+        ]
+    }
+
+    /// Arguments of a lease queue: it holds one copy of a running task for
+    /// `lease`, then hands it back to the work queue if nobody renewed it.
+    pub fn lease_queue_arguments(&self, queue: &str, lease: Duration) -> Vec<Argument> {
+        let ttl = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        vec![
+            ("x-queue-type", ArgValue::Str("quorum".into())),
+            ("x-message-ttl", ArgValue::Int(ttl)),
+            ("x-dead-letter-exchange", ArgValue::Str(self.work_exchange())),
+            ("x-dead-letter-routing-key", ArgValue::Str(queue.to_owned())),
+            ("x-dead-letter-strategy", ArgValue::Str("at-least-once".into())),
+            ("x-overflow", ArgValue::Str("reject-publish".into())),
+            // Outlives the lease long enough for the copy to expire first.
+            ("x-expires", ArgValue::Int(ttl.saturating_mul(4).max(60_000))),
+        ]
+    }
+
+    /// Everything shared by the namespace: exchanges and the delay cascade.
+    pub fn shared_declarations(&self) -> Vec<Declaration> {
+        let mut out = vec![
+            exchange(self.work_exchange(), ExchangeKind::Direct),
+            exchange(self.dead_letter_exchange(), ExchangeKind::Direct),
+            exchange(self.delay_delivery_exchange(), ExchangeKind::Topic),
+            exchange(self.events_exchange(), ExchangeKind::Topic),
+            exchange(self.control_exchange(), ExchangeKind::Fanout),
+        ];
+        for level in 0..DELAY_LEVELS {
+            out.push(exchange(self.delay_exchange(level), ExchangeKind::Topic));
+        }
+        for level in (0..DELAY_LEVELS).rev() {
+            let prefix = "*.".repeat((DELAY_LEVELS - 1 - level) as usize);
+            out.push(Declaration::Queue {
+                name: self.delay_queue(level),
+                arguments: self.delay_queue_arguments(level),
+            });
+            out.push(Declaration::QueueBinding {
+                queue: self.delay_queue(level),
+                exchange: self.delay_exchange(level),
+                key: format!("{prefix}1.#"),
+            });
+            out.push(Declaration::ExchangeBinding {
+                source: self.delay_exchange(level),
+                destination: match level {
+                    0 => self.delay_delivery_exchange(),
+                    _ => self.delay_exchange(level - 1),
+                },
+                key: format!("{prefix}0.#"),
+            });
+        }
+        out
+    }
+
+    /// A work queue, its dead-letter queue and their bindings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for a queue name that is not 1 to 100
+    /// characters of ASCII letters, digits, `-`, `_` and `.`.
+    pub fn queue_declarations(&self, queue: &str) -> Result<Vec<Declaration>> {
+        validate_name("queue", queue)?;
+        Ok(vec![
+            Declaration::Queue {
+                name: self.dead_letter_queue(queue),
+                arguments: self.dead_letter_queue_arguments(),
+            },
+            Declaration::QueueBinding {
+                queue: self.dead_letter_queue(queue),
+                exchange: self.dead_letter_exchange(),
+                key: queue.to_owned(),
+            },
+            Declaration::Queue {
+                name: self.work_queue(queue),
+                arguments: self.work_queue_arguments(queue),
+            },
+            Declaration::QueueBinding {
+                queue: self.work_queue(queue),
+                exchange: self.work_exchange(),
+                key: queue.to_owned(),
+            },
+            Declaration::QueueBinding {
+                queue: self.work_queue(queue),
+                exchange: self.delay_delivery_exchange(),
+                key: format!("{}{queue}", "*.".repeat(DELAY_LEVELS as usize)),
+            },
+        ])
+    }
+
+    /// Where to publish a message for `queue` that must wait `delay`; `None`
+    /// when the delay rounds to zero units (publish to the work exchange).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DelayTooLong`] beyond [`MAX_DELAY`].
+    pub fn delay_route(&self, queue: &str, delay: Duration) -> Result<Option<DelayRoute>> {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        let units = ms.div_ceil(DELAY_UNIT_MS);
+        if units == 0 {
+            return Ok(None);
+        }
+        if units >= 1u64 << DELAY_LEVELS {
+            return Err(Error::DelayTooLong {
+                requested_ms: ms,
+                max_ms: MAX_DELAY.as_millis() as u64,
+            });
+        }
+        let top = 63 - units.leading_zeros();
+        let mut key = String::with_capacity(2 * DELAY_LEVELS as usize + queue.len());
+        for level in (0..DELAY_LEVELS).rev() {
+            key.push(if units >> level & 1 == 1 { '1' } else { '0' });
+            key.push('.');
+        }
+        key.push_str(queue);
+        Ok(Some(DelayRoute {
+            exchange: self.delay_exchange(top),
+            routing_key: key,
+            delay: Duration::from_millis(units * DELAY_UNIT_MS),
+        }))
+    }
+}
+
+fn exchange(name: String, kind: ExchangeKind) -> Declaration {
+    Declaration::Exchange { name, kind }
+}
+
+/// TTL of delay level `level` in milliseconds.
+pub fn level_ttl_ms(level: u32) -> u64 {
+    (1u64 << level) * DELAY_UNIT_MS
+}
+
+/// Checks a namespace, queue or task name.
+///
+/// # Errors
+///
+/// [`Error::InvalidName`] with the reason.
+///
+/// # Examples
+///
+/// ```
+/// use celeriac_schema::topology::validate_name;
+///
+/// assert!(validate_name("queue", "emails.high").is_ok());
+/// assert!(validate_name("queue", "a#b").is_err());
+/// assert!(validate_name("queue", "").is_err());
+/// ```
+pub fn validate_name(kind: &'static str, name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("must not be empty")
+    } else if name.len() > 100 {
+        Some("must be at most 100 characters")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        Some("may hold only ASCII letters, digits, '-', '_' and '.'")
+    } else if name.starts_with('.') || name.ends_with('.') || name.contains("..") {
+        Some("must not start or end with '.' or hold empty dotted words")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidName {
+            kind,
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
