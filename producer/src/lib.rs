@@ -1,1 +1,47 @@
-//! celeriac-producer
+//! # celeriac-producer: sending tasks
+//!
+//! A [`Producer`] publishes typed tasks ([`celeriac_schema::Task`]) to
+//! RabbitMQ with publisher confirms and the mandatory flag, over a pool of
+//! connections (deadpool-lapin). `send` returns the task id once the broker
+//! holds the task; `send_batch` pipelines thousands of confirms.
+//!
+//! Countdowns and ETAs wait in the broker's delay cascade (see
+//! [`celeriac_schema::topology`]), never in a worker.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> celeriac_producer::Result<()> {
+//! use std::time::Duration;
+//! use celeriac_producer::{Producer, SendOptions};
+//! use celeriac_schema::Task;
+//!
+//! struct Resize;
+//! impl Task for Resize {
+//!     const NAME: &'static str = "images.resize";
+//!     type Input = (String, u32);
+//!     type Output = String;
+//! }
+//!
+//! let producer = Producer::builder("amqp://127.0.0.1:5672/%2f")
+//!     .namespace("shop")
+//!     .connect()
+//!     .await?;
+//! let opts = SendOptions::new().countdown(Duration::from_secs(10)).max_retries(5);
+//! let id = producer.send::<Resize>(&("cat.png".into(), 640), &opts).await?;
+//! println!("queued {id}");
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod producer;
+pub mod publish;
+mod send_options;
+pub mod topology;
+
+pub use error::{redact_url, Error, Result};
+pub use producer::{route_now, PreparedTask, Producer, ProducerBuilder};
+pub use send_options::SendOptions;
+
+pub use celeriac_schema as schema;
+pub use lapin;

@@ -1,0 +1,132 @@
+//! The one error type of the producer crate.
+
+use std::time::Duration;
+
+use celeriac_schema::TaskId;
+
+/// A `Result` whose error is the producer's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while connecting or publishing.
+///
+/// Ask the error what to do rather than matching on it:
+/// [`Error::is_transient`] says whether the same call may succeed later.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No connection to the broker within the connect timeout.
+    #[error("could not reach the broker at {url} within {after:?}: {reason}")]
+    Unreachable {
+        /// The broker URL, password removed.
+        url: String,
+        /// How long we tried.
+        after: Duration,
+        /// The last error seen, if any.
+        reason: String,
+    },
+    /// An AMQP operation failed.
+    #[error("broker error while {doing}: {source}")]
+    Amqp {
+        /// What we were doing.
+        doing: &'static str,
+        /// The client's error.
+        #[source]
+        source: lapin::Error,
+    },
+    /// The broker returned a mandatory message: no queue is bound for it.
+    #[error("task {task_id} is unroutable: exchange {exchange:?} has no queue for routing key {routing_key:?} ({reply})")]
+    Unroutable {
+        /// The task that bounced.
+        task_id: String,
+        /// Where it was published.
+        exchange: String,
+        /// With which key.
+        routing_key: String,
+        /// The broker's reply text.
+        reply: String,
+    },
+    /// The broker refused to take responsibility for a message.
+    #[error("broker nacked task {task_id}")]
+    Nacked {
+        /// The refused task.
+        task_id: String,
+    },
+    /// The broker did not confirm a publish in time.
+    #[error("no publisher confirm within {after:?}")]
+    ConfirmTimeout {
+        /// How long we waited.
+        after: Duration,
+    },
+    /// Building or encoding the task failed (bad name, too large, ...).
+    #[error(transparent)]
+    Schema(#[from] celeriac_schema::Error),
+    /// The producer was configured with contradictory options.
+    #[error("invalid send options: {0}")]
+    InvalidOptions(String),
+    /// A task body is larger than the limit workers accept.
+    #[error("task {task_id} is {size} bytes, over the {limit}-byte limit workers accept")]
+    TooLarge {
+        /// The task.
+        task_id: TaskId,
+        /// Its encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl Error {
+    /// Whether retrying the same call later may succeed (the broker was
+    /// unreachable, a connection dropped, a confirm was late).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use celeriac_producer::Error;
+    ///
+    /// let err = Error::InvalidOptions("eta and countdown".into());
+    /// assert!(!err.is_transient());
+    /// ```
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Unreachable { .. }
+                | Error::Amqp { .. }
+                | Error::ConfirmTimeout { .. }
+                | Error::Nacked { .. }
+        )
+    }
+
+    pub(crate) fn amqp(doing: &'static str) -> impl FnOnce(lapin::Error) -> Error {
+        move |source| Error::Amqp { doing, source }
+    }
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(
+///     celeriac_producer::redact_url("amqp://user:secret@host:5672/%2f"),
+///     "amqp://user:***@host:5672/%2f"
+/// );
+/// assert_eq!(celeriac_producer::redact_url("amqp://host"), "amqp://host");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &authority[..colon],
+            &rest[at..]
+        ),
+        _ => url.to_owned(),
+    }
+}

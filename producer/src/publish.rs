@@ -1,0 +1,192 @@
+//! Publishing envelopes: AMQP properties, headers, routing (immediate or
+//! through the delay cascade) and publisher confirms.
+//!
+//! The producer and the worker (for retries and dead letters) publish
+//! through these functions, so a task looks the same whoever sent it.
+
+use std::time::Duration;
+
+use celeriac_schema::{headers, Envelope, Topology, CONTENT_TYPE};
+use lapin::options::BasicPublishOptions;
+use lapin::{Confirmation, PublisherConfirm};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+
+use crate::error::{Error, Result};
+
+/// How long to wait for a publisher confirm before giving up.
+pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a message goes: exchange and routing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The exchange to publish to.
+    pub exchange: String,
+    /// The routing key.
+    pub routing_key: String,
+}
+
+/// The route of `envelope` to logical queue `queue` at time `now_ms`: the
+/// work exchange when it may run now, else the delay cascade for the time
+/// left until its ETA.
+///
+/// # Errors
+///
+/// [`Error::Schema`] when the ETA is further away than the longest delay.
+///
+/// # Examples
+///
+/// ```
+/// use celeriac_producer::publish::route;
+/// use celeriac_schema::{Envelope, Topology};
+///
+/// let topo = Topology::new("demo").unwrap();
+/// let mut env = Envelope::new("ping", rmpv::Value::Nil);
+/// assert_eq!(route(&topo, "default", &env, 0).unwrap().exchange, "demo.work");
+/// env.eta = Some(2_000);
+/// assert_eq!(route(&topo, "default", &env, 0).unwrap().exchange, "demo.delay.04");
+/// ```
+pub fn route(topology: &Topology, queue: &str, envelope: &Envelope, now_ms: u64) -> Result<Route> {
+    let wait = envelope.wait_before_run(now_ms);
+    Ok(match topology.delay_route(queue, wait)? {
+        Some(delay) => Route {
+            exchange: delay.exchange,
+            routing_key: delay.routing_key,
+        },
+        None => Route {
+            exchange: topology.work_exchange(),
+            routing_key: queue.to_owned(),
+        },
+    })
+}
+
+/// The headers every task message carries.
+pub fn envelope_headers(envelope: &Envelope, queue: &str) -> FieldTable {
+    let mut table = FieldTable::default();
+    table.insert(headers::TASK.into(), long_string(&envelope.task));
+    table.insert(
+        headers::ATTEMPT.into(),
+        AMQPValue::LongLongInt(i64::from(envelope.attempt)),
+    );
+    table.insert(
+        headers::IDEMPOTENCY_KEY.into(),
+        long_string(&envelope.effective_idempotency_key()),
+    );
+    table.insert(headers::QUEUE.into(), long_string(queue));
+    if let Some(workflow) = &envelope.workflow {
+        table.insert(
+            headers::WORKFLOW_ID.into(),
+            long_string(&workflow.workflow_id.to_string()),
+        );
+    }
+    if let Some(group) = &envelope.continuation.group {
+        table.insert(
+            headers::GROUP_ID.into(),
+            long_string(&group.group_id.to_string()),
+        );
+    }
+    if let Some(chord) = &envelope.continuation.chord {
+        table.insert(
+            headers::CHORD_ID.into(),
+            long_string(&chord.chord_id.to_string()),
+        );
+    }
+    table
+}
+
+/// AMQP properties of a task message: `message_id` = task id, MessagePack
+/// content type, persistent, `timestamp` (seconds), `type` = task name.
+pub fn envelope_properties(envelope: &Envelope, headers: FieldTable) -> BasicProperties {
+    let props = BasicProperties::default()
+        .with_message_id(envelope.id.to_string().into())
+        .with_content_type(CONTENT_TYPE.into())
+        .with_delivery_mode(2)
+        .with_timestamp(envelope.created_at / 1000)
+        .with_type(envelope.task.as_str().into())
+        .with_headers(headers);
+    if envelope.priority > 0 {
+        props.with_priority(envelope.priority)
+    } else {
+        props
+    }
+}
+
+/// A string header value.
+pub fn long_string(s: &str) -> AMQPValue {
+    AMQPValue::LongString(s.into())
+}
+
+/// Publishes with the mandatory flag and returns the pending confirm; await
+/// it with [`check_confirm`]. The channel must be in confirm mode.
+///
+/// # Errors
+///
+/// [`Error::Amqp`] when the channel is closed.
+pub async fn publish(
+    channel: &Channel,
+    route: &Route,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<PublisherConfirm> {
+    channel
+        .basic_publish(
+            route.exchange.as_str().into(),
+            route.routing_key.as_str().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            properties,
+        )
+        .await
+        .map_err(Error::amqp("publishing"))
+}
+
+/// Waits for a confirm and turns a returned or nacked message into an error.
+///
+/// # Errors
+///
+/// [`Error::Unroutable`], [`Error::Nacked`], [`Error::ConfirmTimeout`] or
+/// [`Error::Amqp`].
+pub async fn check_confirm(
+    pending: PublisherConfirm,
+    task_id: &str,
+    route: &Route,
+    timeout: Duration,
+) -> Result<()> {
+    let confirmation = tokio::time::timeout(timeout, pending)
+        .await
+        .map_err(|_| Error::ConfirmTimeout { after: timeout })?
+        .map_err(Error::amqp("waiting for a publisher confirm"))?;
+    match confirmation {
+        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+            Err(Error::Unroutable {
+                task_id: task_id.to_owned(),
+                exchange: route.exchange.clone(),
+                routing_key: route.routing_key.clone(),
+                reply: format!("{} {}", returned.reply_code, returned.reply_text),
+            })
+        }
+        Confirmation::Nack(None) => Err(Error::Nacked {
+            task_id: task_id.to_owned(),
+        }),
+    }
+}
+
+/// Publishes and waits for the broker's confirm.
+///
+/// # Errors
+///
+/// See [`publish`] and [`check_confirm`].
+pub async fn publish_confirmed(
+    channel: &Channel,
+    route: &Route,
+    body: &[u8],
+    properties: BasicProperties,
+    task_id: &str,
+) -> Result<()> {
+    let pending = publish(channel, route, body, properties).await?;
+    check_confirm(pending, task_id, route, DEFAULT_CONFIRM_TIMEOUT).await
+}

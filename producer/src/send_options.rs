@@ -1,0 +1,141 @@
+//! Per-send options.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use celeriac_schema::{RetryPolicy, TaskId};
+
+/// Options for one send; every field has a sane default.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use celeriac_producer::SendOptions;
+///
+/// let opts = SendOptions::new()
+///     .queue("emails")
+///     .countdown(Duration::from_secs(30))
+///     .max_retries(5)
+///     .idempotency_key("welcome-mail-42")
+///     .meta("tenant", "acme");
+/// assert_eq!(opts.queue.as_deref(), Some("emails"));
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct SendOptions {
+    /// Logical work queue; the producer's default queue when `None`.
+    pub queue: Option<String>,
+    /// Run no earlier than this long after sending.
+    pub countdown: Option<Duration>,
+    /// Run no earlier than this time.
+    pub eta: Option<SystemTime>,
+    /// Discard the task if it has not started this long after sending.
+    pub expires_in: Option<Duration>,
+    /// Retry policy; the schema default (3 retries, exponential backoff)
+    /// when `None`.
+    pub retry: Option<RetryPolicy>,
+    /// Idempotency key; derived from the task id when `None`.
+    pub idempotency_key: Option<String>,
+    /// Soft time limit.
+    pub soft_time_limit: Option<Duration>,
+    /// Hard time limit.
+    pub hard_time_limit: Option<Duration>,
+    /// Priority 0 to 9.
+    pub priority: u8,
+    /// User metadata.
+    pub meta: BTreeMap<String, String>,
+    /// Use this task id instead of a fresh one.
+    pub task_id: Option<TaskId>,
+}
+
+impl SendOptions {
+    /// Default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sends to logical queue `queue`.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Runs no earlier than `delay` from now.
+    pub fn countdown(mut self, delay: Duration) -> Self {
+        self.countdown = Some(delay);
+        self
+    }
+
+    /// Runs no earlier than `at`.
+    pub fn eta(mut self, at: SystemTime) -> Self {
+        self.eta = Some(at);
+        self
+    }
+
+    /// Discards the task if it has not started within `ttl`.
+    pub fn expires_in(mut self, ttl: Duration) -> Self {
+        self.expires_in = Some(ttl);
+        self
+    }
+
+    /// Sets the whole retry policy.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Sets the number of retries, keeping the backoff.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        let mut policy = self.retry.unwrap_or_default();
+        policy.max_retries = retries;
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Sets the soft time limit.
+    pub fn soft_time_limit(mut self, limit: Duration) -> Self {
+        self.soft_time_limit = Some(limit);
+        self
+    }
+
+    /// Sets the hard time limit.
+    pub fn hard_time_limit(mut self, limit: Duration) -> Self {
+        self.hard_time_limit = Some(limit);
+        self
+    }
+
+    /// Sets the priority (0 to 9).
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Adds a metadata entry.
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.meta.insert(key.into(), value.into());
+        self
+    }
+
+    /// Uses a given task id.
+    pub fn task_id(mut self, id: TaskId) -> Self {
+        self.task_id = Some(id);
+        self
+    }
+}
+
+pub(crate) fn to_unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
