@@ -124,9 +124,11 @@ fn field_error<E: std::fmt::Display>(root: &str, err: serde_path_to_error::Error
     let path = err.path().to_string();
     let message = err.inner().to_string();
     let mut field = join_path(root, if path == "." { "" } else { &path });
-    // serde reports a missing field at its parent, in the message.
+    // serde reports a missing or duplicate field at its parent, in the
+    // message.
     if let Some(name) = message
         .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("duplicate field `"))
         .and_then(|rest| rest.strip_suffix('`'))
     {
         field = join_path(&field, name);

@@ -34,6 +34,7 @@
 //! assert_eq!(a + b, 5);
 //! ```
 
+pub mod builtin;
 mod codec;
 mod envelope;
 mod error;

@@ -58,7 +58,8 @@ impl Default for RetryPolicy {
 }
 
 /// Exponential backoff: attempt `n` (0-based) that failed waits
-/// `min(max_ms, initial_ms * multiplier^n)`, less a random share of up to
+/// `min(max_ms, initial_ms * multiplier^n)` (rounded down to whole
+/// milliseconds), less a random share of up to
 /// `jitter` of it, before attempt `n + 1`.
 ///
 /// So the wait after attempt `n` lies in the window
@@ -146,8 +147,12 @@ impl Backoff {
         };
         let exp = i32::try_from(attempt).unwrap_or(i32::MAX);
         let raw = self.initial_ms as f64 * multiplier.powi(exp);
-        let base = if raw.is_finite() {
-            raw.min(self.max_ms as f64)
+        // 0 * inf is NaN: a zero initial wait stays zero at any attempt.
+        let base = if self.initial_ms == 0 {
+            0.0
+        } else if raw.is_finite() {
+            // Whole milliseconds, so that the window's ends never cross.
+            raw.min(self.max_ms as f64).floor()
         } else {
             self.max_ms as f64
         };

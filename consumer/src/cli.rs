@@ -1,0 +1,176 @@
+//! The `celeriac-worker` command line.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tracing::error;
+
+use crate::registry::Registry;
+use crate::worker::Worker;
+
+/// Runs celeriac tasks from RabbitMQ queues.
+///
+/// Every option can also be set through the environment variable shown.
+/// Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT), 1 when the
+/// worker fails, 2 for invalid options.
+#[derive(Debug, Parser)]
+#[command(name = "celeriac-worker", version, about, long_about = None)]
+pub struct Args {
+    /// Broker URL: amqp://user:password@host:port/vhost (%2f is the
+    /// default vhost "/").
+    #[arg(long, env = "AMQP_ADDR", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", hide_env_values = true)]
+    pub amqp_addr: String,
+
+    /// Namespace prefix of every exchange and queue; producers must use the
+    /// same.
+    #[arg(long, env = "CELERIAC_NAMESPACE", default_value = "celeriac")]
+    pub namespace: String,
+
+    /// Logical queue to consume; repeat the flag or separate with commas.
+    #[arg(long = "queue", short = 'Q', env = "CELERIAC_QUEUES", value_delimiter = ',', default_value = "default")]
+    pub queues: Vec<String>,
+
+    /// Most tasks running at once, across all queues.
+    #[arg(long, short = 'c', env = "CELERIAC_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+
+    /// Unacked deliveries the broker may push to each queue's consumer
+    /// (default: twice the concurrency).
+    #[arg(long, env = "CELERIAC_PREFETCH")]
+    pub prefetch: Option<u16>,
+
+    /// On SIGTERM/SIGINT, how long in-flight tasks may finish before the
+    /// rest go back to the queue (e.g. 30s, 2m).
+    #[arg(long, env = "CELERIAC_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+
+    /// Identity in logs and dead-letter headers (default: host-pid).
+    #[arg(long, env = "CELERIAC_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// Deliveries a message may have before the broker dead-letters it;
+    /// must match the producers' (queue argument x-delivery-limit).
+    #[arg(long, env = "CELERIAC_DELIVERY_LIMIT", default_value_t = celeriac_schema::topology::DEFAULT_DELIVERY_LIMIT)]
+    pub delivery_limit: u32,
+
+    /// The broker's consumer (ack) timeout; a task running past half of it
+    /// swaps its delivery for a lease so it is neither lost nor run twice.
+    #[arg(long, env = "CELERIAC_CONSUMER_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub consumer_timeout: Duration,
+
+    /// How long a leased task's parked copy waits before going back to the
+    /// queue if this worker stops renewing it.
+    #[arg(long, env = "CELERIAC_LEASE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+
+    /// Largest message body accepted, in bytes; larger ones are
+    /// dead-lettered as malformed.
+    #[arg(long, env = "CELERIAC_MAX_MESSAGE_BYTES", default_value_t = celeriac_schema::DecodeLimits::DEFAULT_MAX_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// Log format.
+    #[arg(long, env = "CELERIAC_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Parses the command line, runs a worker with the built-in tasks plus
+/// whatever `extend` registers, and returns the process exit code.
+pub fn main_with(extend: impl FnOnce(&mut Registry)) -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let mut registry = Registry::new();
+    crate::builtin::register(&mut registry);
+    extend(&mut registry);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(args, registry))
+}
+
+async fn run(args: Args, registry: Registry) -> ExitCode {
+    let mut builder = Worker::builder(args.amqp_addr, registry)
+        .namespace(args.namespace)
+        .queues(args.queues)
+        .concurrency(args.concurrency)
+        .grace(args.grace)
+        .delivery_limit(args.delivery_limit)
+        .consumer_timeout(args.consumer_timeout)
+        .lease_ttl(args.lease_ttl)
+        .limits(celeriac_schema::DecodeLimits {
+            max_bytes: args.max_message_bytes,
+            ..celeriac_schema::DecodeLimits::default()
+        });
+    if let Some(prefetch) = args.prefetch {
+        builder = builder.prefetch(prefetch);
+    }
+    if let Some(id) = args.worker_id {
+        builder = builder.worker_id(id);
+    }
+    let worker = match builder.build() {
+        Ok(worker) => worker,
+        Err(e) => {
+            error!(error = %e, "invalid configuration");
+            return ExitCode::from(2);
+        }
+    };
+    let handle = worker.handle();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; finishing in-flight tasks");
+        handle.shutdown();
+        wait_for_signal().await;
+        tracing::warn!("second signal; exiting at once");
+        std::process::exit(130);
+    });
+    match worker.run().await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "worker failed");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,0 +1,46 @@
+//! The one error type of the consumer crate.
+
+/// A `Result` whose error is the consumer's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can stop a worker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The worker was configured wrongly.
+    #[error("invalid worker configuration: {0}")]
+    Config(String),
+    /// Publishing or declaring failed.
+    #[error(transparent)]
+    Producer(#[from] celeriac_producer::Error),
+    /// A name or limit of the wire contract was violated.
+    #[error(transparent)]
+    Schema(#[from] celeriac_schema::Error),
+    /// The worker has no live broker connection at the moment.
+    #[error("no broker connection")]
+    Disconnected,
+    /// An AMQP operation failed.
+    #[error("broker error while {doing}: {source}")]
+    Amqp {
+        /// What we were doing.
+        doing: &'static str,
+        /// The client's error.
+        #[source]
+        source: lapin::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn amqp(doing: &'static str) -> impl FnOnce(lapin::Error) -> Error {
+        move |source| Error::Amqp { doing, source }
+    }
+
+    /// Whether a reconnect may fix it (as opposed to a configuration error).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Amqp { .. } | Error::Disconnected => true,
+            Error::Producer(e) => e.is_transient(),
+            Error::Config(_) | Error::Schema(_) => false,
+        }
+    }
+}

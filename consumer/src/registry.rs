@@ -1,0 +1,198 @@
+//! The handler registry: task names mapped to typed async handlers.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use celeriac_schema::{Envelope, Task, TaskId};
+
+use crate::task_error::TaskError;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What a handler learns about the task it runs.
+///
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct TaskContext {
+    envelope: Arc<Envelope>,
+    queue: Arc<str>,
+    worker: Arc<str>,
+}
+
+impl TaskContext {
+    pub(crate) fn new(envelope: Arc<Envelope>, queue: Arc<str>, worker: Arc<str>) -> Self {
+        TaskContext {
+            envelope,
+            queue,
+            worker,
+        }
+    }
+
+    /// The task id.
+    pub fn task_id(&self) -> TaskId {
+        self.envelope.id
+    }
+
+    /// The task name.
+    pub fn task_name(&self) -> &str {
+        &self.envelope.task
+    }
+
+    /// 0 for the first run, incremented on every retry.
+    pub fn attempt(&self) -> u32 {
+        self.envelope.attempt
+    }
+
+    /// The idempotency key: make your own side effects idempotent with it.
+    pub fn idempotency_key(&self) -> String {
+        self.envelope.effective_idempotency_key()
+    }
+
+    /// The logical queue the task came from.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The id of the worker running the task.
+    pub fn worker_id(&self) -> &str {
+        &self.worker
+    }
+
+    /// User metadata sent with the task.
+    pub fn meta(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.envelope.meta
+    }
+
+    /// The whole envelope (input excluded).
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+}
+
+impl fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("task_id", &self.envelope.id)
+            .field("task", &self.envelope.task)
+            .field("attempt", &self.envelope.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A handler with its types erased: MessagePack value in, value out.
+pub trait ErasedHandler: Send + Sync + 'static {
+    /// Runs the task.
+    fn call(&self, input: rmpv::Value, ctx: TaskContext) -> BoxFuture<Result<rmpv::Value, TaskError>>;
+}
+
+struct TypedHandler<T, F> {
+    f: F,
+    _task: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T, F, Fut> ErasedHandler for TypedHandler<T, F>
+where
+    T: Task,
+    F: Fn(T::Input, TaskContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T::Output, TaskError>> + Send + 'static,
+{
+    fn call(&self, input: rmpv::Value, ctx: TaskContext) -> BoxFuture<Result<rmpv::Value, TaskError>> {
+        let typed: Result<T::Input, _> = celeriac_schema::from_value(&input, "input");
+        match typed {
+            Ok(typed) => {
+                let fut = (self.f)(typed, ctx);
+                Box::pin(async move {
+                    let output = fut.await?;
+                    celeriac_schema::to_value(&output)
+                        .map_err(|e| TaskError::fatal("OutputEncodeError", e.to_string()))
+                })
+            }
+            Err(e) => Box::pin(async move { Err(TaskError::bad_input(e.to_string())) }),
+        }
+    }
+}
+
+/// Task names mapped to handlers.
+///
+/// # Examples
+///
+/// ```
+/// use celeriac_consumer::{Registry, TaskContext, TaskError};
+/// use celeriac_schema::Task;
+///
+/// struct Add;
+/// impl Task for Add {
+///     const NAME: &'static str = "math.add";
+///     type Input = (i64, i64);
+///     type Output = i64;
+/// }
+///
+/// let mut registry = Registry::new();
+/// registry.register::<Add, _, _>(|(a, b), _ctx: TaskContext| async move {
+///     Ok::<_, TaskError>(a + b)
+/// });
+/// assert!(registry.contains("math.add"));
+/// ```
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers the handler of task `T`, replacing any earlier one.
+    pub fn register<T, F, Fut>(&mut self, handler: F) -> &mut Self
+    where
+        T: Task,
+        F: Fn(T::Input, TaskContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T::Output, TaskError>> + Send + 'static,
+    {
+        self.handlers.insert(
+            T::NAME.to_owned(),
+            Arc::new(TypedHandler::<T, F> {
+                f: handler,
+                _task: std::marker::PhantomData,
+            }),
+        );
+        self
+    }
+
+    /// Registers an untyped handler under `name`.
+    pub fn register_erased(&mut self, name: impl Into<String>, handler: Arc<dyn ErasedHandler>) -> &mut Self {
+        self.handlers.insert(name.into(), handler);
+        self
+    }
+
+    /// The handler of `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn ErasedHandler>> {
+        self.handlers.get(name)
+    }
+
+    /// Whether `name` has a handler.
+    pub fn contains(&self, name: &str) -> bool {
+        self.handlers.contains_key(name)
+    }
+
+    /// Registered task names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("tasks", &self.names())
+            .finish()
+    }
+}

@@ -1,0 +1,955 @@
+//! The worker runtime: connect, declare, consume, run handlers, settle
+//! deliveries, reconnect, shut down gracefully.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use celeriac_producer::publish::{self, long_string, Route};
+use celeriac_producer::topology::declare;
+use celeriac_schema::topology::validate_name;
+use celeriac_schema::{decode_with, headers, now_ms, DecodeLimits, Envelope, Topology};
+use futures_util::{FutureExt, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::ack_tracker::{AckAction, AckTracker};
+use crate::disposition::{decide, Disposition, Outcome};
+use crate::error::{Error, Result};
+use crate::lease::Lease;
+use crate::registry::{Registry, TaskContext};
+use crate::stats::{StatsSnapshot, WorkerStats};
+
+/// How often stragglers are acked on their own.
+const ACK_TICK: Duration = Duration::from_millis(20);
+/// Longest pause between reconnection attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of a worker; built by [`WorkerBuilder`].
+#[derive(Debug, Clone)]
+struct Config {
+    url: String,
+    topology: Topology,
+    queues: Vec<String>,
+    concurrency: usize,
+    prefetch: u16,
+    grace: Duration,
+    worker_id: Arc<str>,
+    limits: DecodeLimits,
+    lease_after: Duration,
+    lease_ttl: Duration,
+}
+
+/// Builds a [`Worker`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> celeriac_consumer::Result<()> {
+/// use std::time::Duration;
+/// use celeriac_consumer::{Registry, TaskContext, TaskError, Worker};
+/// use celeriac_schema::builtin::Ping;
+///
+/// let mut registry = Registry::new();
+/// registry.register::<Ping, _, _>(|(), _ctx: TaskContext| async {
+///     Ok::<_, TaskError>("pong".to_owned())
+/// });
+/// let worker = Worker::builder("amqp://127.0.0.1:5672/%2f", registry)
+///     .namespace("shop")
+///     .queues(["default", "emails"])
+///     .concurrency(32)
+///     .grace(Duration::from_secs(20))
+///     .build()?;
+/// let handle = worker.handle();
+/// tokio::spawn(async move {
+///     tokio::signal::ctrl_c().await.ok();
+///     handle.shutdown();
+/// });
+/// let stats = worker.run().await?;
+/// println!("ran {} tasks", stats.succeeded);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct WorkerBuilder {
+    url: String,
+    registry: Registry,
+    namespace: String,
+    queues: Vec<String>,
+    concurrency: usize,
+    prefetch: Option<u16>,
+    grace: Duration,
+    worker_id: Option<String>,
+    delivery_limit: Option<u32>,
+    limits: DecodeLimits,
+    consumer_timeout: Duration,
+    lease_ttl: Duration,
+}
+
+impl WorkerBuilder {
+    /// Namespace prefix (default `celeriac`).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Logical queues to consume (default `["default"]`).
+    pub fn queues<I, S>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Most tasks running at once, across all queues (default 16).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Unacked deliveries the broker may push to each queue's consumer
+    /// (default twice the concurrency, at most 65535).
+    pub fn prefetch(mut self, n: u16) -> Self {
+        self.prefetch = Some(n);
+        self
+    }
+
+    /// How long in-flight tasks may finish after a shutdown request before
+    /// they are abandoned to the queue (default 30 s).
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Identity in logs and dead-letter headers (default `host-pid`).
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = Some(id.into());
+        self
+    }
+
+    /// Work queues' `x-delivery-limit` (default 5); must match the
+    /// producers'.
+    pub fn delivery_limit(mut self, limit: u32) -> Self {
+        self.delivery_limit = Some(limit);
+        self
+    }
+
+    /// Size and nesting limits for message bodies.
+    pub fn limits(mut self, limits: DecodeLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The broker's consumer (ack) timeout (RabbitMQ's default: 30 min). A
+    /// task still running at half of it swaps its delivery for a lease, so
+    /// the broker never closes the channel under it.
+    pub fn consumer_timeout(mut self, timeout: Duration) -> Self {
+        self.consumer_timeout = timeout;
+        self
+    }
+
+    /// How long a leased task's parked copy waits before it is handed back
+    /// to the queue if the worker stops renewing it (default 60 s).
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] or [`Error::Schema`] for an invalid namespace,
+    /// queue name, concurrency or lease setting.
+    pub fn build(self) -> Result<Worker> {
+        let mut topology = Topology::new(self.namespace)?;
+        if let Some(limit) = self.delivery_limit {
+            topology = topology.with_delivery_limit(limit);
+        }
+        if self.queues.is_empty() {
+            return Err(Error::Config("at least one queue is needed".into()));
+        }
+        for queue in &self.queues {
+            validate_name("queue", queue)?;
+        }
+        if self.concurrency == 0 {
+            return Err(Error::Config("concurrency must be at least 1".into()));
+        }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return Err(Error::Config("the lease TTL must be at least 1 s".into()));
+        }
+        let default_prefetch = u16::try_from(self.concurrency.saturating_mul(2)).unwrap_or(u16::MAX);
+        let prefetch = self.prefetch.unwrap_or(default_prefetch).max(1);
+        let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
+        let stats = Arc::new(WorkerStats::default());
+        Ok(Worker {
+            config: Arc::new(Config {
+                url: self.url,
+                topology,
+                queues: self.queues,
+                concurrency: self.concurrency,
+                prefetch,
+                grace: self.grace,
+                worker_id: worker_id.into(),
+                limits: self.limits,
+                lease_after: self.consumer_timeout / 2,
+                lease_ttl: self.lease_ttl,
+            }),
+            registry: Arc::new(self.registry),
+            stats,
+            shutdown: CancellationToken::new(),
+        })
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// A worker: consumes queues and runs their tasks until shut down.
+#[derive(Debug)]
+pub struct Worker {
+    config: Arc<Config>,
+    registry: Arc<Registry>,
+    stats: Arc<WorkerStats>,
+    shutdown: CancellationToken,
+}
+
+/// Controls a running worker from elsewhere; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    stats: Arc<WorkerStats>,
+    shutdown: CancellationToken,
+}
+
+impl WorkerHandle {
+    /// Asks the worker to stop: it stops consuming, lets in-flight tasks
+    /// finish within the grace period and hands the rest back.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Whether the worker is connected, declared and consuming.
+    pub fn is_ready(&self) -> bool {
+        self.stats.is_ready()
+    }
+}
+
+/// State every task of a worker shares.
+struct Shared {
+    config: Arc<Config>,
+    registry: Arc<Registry>,
+    stats: Arc<WorkerStats>,
+    /// The publisher channel of the live session, for leased tasks that
+    /// outlive the session they started in.
+    publisher: watch::Receiver<Option<Channel>>,
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    Shutdown,
+    Lost(String),
+}
+
+impl Worker {
+    /// Starts a builder for the broker at `url`, running `registry`'s tasks.
+    pub fn builder(url: impl Into<String>, registry: Registry) -> WorkerBuilder {
+        WorkerBuilder {
+            url: url.into(),
+            registry,
+            namespace: celeriac_schema::topology::DEFAULT_NAMESPACE.to_owned(),
+            queues: vec![celeriac_schema::topology::DEFAULT_QUEUE.to_owned()],
+            concurrency: 16,
+            prefetch: None,
+            grace: Duration::from_secs(30),
+            worker_id: None,
+            delivery_limit: None,
+            limits: DecodeLimits::default(),
+            consumer_timeout: Duration::from_secs(30 * 60),
+            lease_ttl: Duration::from_secs(60),
+        }
+    }
+
+    /// A handle to stop the worker and read its counters.
+    pub fn handle(&self) -> WorkerHandle {
+        WorkerHandle {
+            stats: self.stats.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
+    /// Runs until [`WorkerHandle::shutdown`]; reconnects with backoff
+    /// whenever the broker connection is lost.
+    ///
+    /// # Errors
+    ///
+    /// Only for errors a reconnect cannot fix, such as a queue declared
+    /// with other arguments.
+    pub async fn run(self) -> Result<StatsSnapshot> {
+        let (publisher_tx, publisher_rx) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            config: self.config.clone(),
+            registry: self.registry.clone(),
+            stats: self.stats.clone(),
+            publisher: publisher_rx,
+        });
+        let semaphore = Arc::new(Semaphore::new(self.config.concurrency));
+        let mut failures: u32 = 0;
+        info!(
+            worker = %self.config.worker_id,
+            namespace = self.config.topology.namespace(),
+            queues = ?self.config.queues,
+            tasks = ?self.registry.names(),
+            "worker starting"
+        );
+        loop {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            match connect(&self.config).await {
+                Ok(session) => {
+                    failures = 0;
+                    publisher_tx.send_replace(Some(session.publisher.clone()));
+                    self.stats.ready.store(true, Ordering::Relaxed);
+                    info!(worker = %self.config.worker_id, "connected and consuming");
+                    let end = session
+                        .run(shared.clone(), semaphore.clone(), self.shutdown.clone())
+                        .await;
+                    self.stats.ready.store(false, Ordering::Relaxed);
+                    publisher_tx.send_replace(None);
+                    match end {
+                        SessionEnd::Shutdown => break,
+                        SessionEnd::Lost(reason) => {
+                            WorkerStats::bump(&self.stats.reconnects);
+                            warn!(%reason, "connection lost; reconnecting");
+                        }
+                    }
+                }
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    warn!(error = %e, attempt = failures, "cannot connect to the broker; retrying");
+                }
+            }
+            let delay = reconnect_delay(failures);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        let stats = self.stats.snapshot();
+        info!(?stats, "worker stopped");
+        Ok(stats)
+    }
+}
+
+/// Exponential backoff with jitter, from 100 ms to [`MAX_RECONNECT_DELAY`].
+fn reconnect_delay(failures: u32) -> Duration {
+    let base = Duration::from_millis(100).saturating_mul(1u32 << failures.min(7));
+    let capped = base.min(MAX_RECONNECT_DELAY);
+    capped.mul_f64(0.5 + rand::random::<f64>() / 2.0)
+}
+
+/// One connection: a publisher channel and one consuming channel per queue.
+struct Session {
+    connection: Connection,
+    publisher: Channel,
+    lanes: Vec<(Arc<str>, Channel, Consumer)>,
+}
+
+async fn connect(config: &Config) -> Result<Session> {
+    let props = ConnectionProperties::default()
+        .with_connection_name(format!("celeriac-worker {}", config.worker_id).into());
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&config.url, props))
+        .await
+        .map_err(|_| Error::Amqp {
+            doing: "connecting",
+            source: lapin::Error::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no connection to {} within {CONNECT_TIMEOUT:?}",
+                    celeriac_producer::redact_url(&config.url)
+                ),
+            )),
+        })?
+        .map_err(Error::amqp("connecting"))?;
+    let publisher = connection
+        .create_channel()
+        .await
+        .map_err(Error::amqp("opening a channel"))?;
+    declare_all(config, &publisher).await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(Error::amqp("enabling publisher confirms"))?;
+    let mut lanes = Vec::with_capacity(config.queues.len());
+    for queue in &config.queues {
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(Error::amqp("opening a channel"))?;
+        // Per consumer, never global: quorum queues refuse global QoS.
+        channel
+            .basic_qos(config.prefetch, BasicQosOptions { global: false })
+            .await
+            .map_err(Error::amqp("setting the prefetch"))?;
+        let consumer = channel
+            .basic_consume(
+                config.topology.work_queue(queue).into(),
+                format!("{}/{queue}", config.worker_id).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(Error::amqp("starting a consumer"))?;
+        lanes.push((Arc::from(queue.as_str()), channel, consumer));
+    }
+    Ok(Session {
+        connection,
+        publisher,
+        lanes,
+    })
+}
+
+async fn declare_all(config: &Config, channel: &Channel) -> Result<()> {
+    let declare_error = |e: celeriac_producer::Error| match e {
+        // A refused declaration (other arguments) will be refused again.
+        celeriac_producer::Error::Amqp { source, .. }
+            if matches!(source.kind(), lapin::ErrorKind::ProtocolError(_)) =>
+        {
+            Error::Config(format!(
+                "the broker refused the topology (is a queue declared with other arguments, \
+                 such as another delivery limit?): {source}"
+            ))
+        }
+        other => Error::Producer(other),
+    };
+    declare(channel, &config.topology.shared_declarations())
+        .await
+        .map_err(declare_error)?;
+    for queue in &config.queues {
+        declare(channel, &config.topology.queue_declarations(queue)?)
+            .await
+            .map_err(declare_error)?;
+    }
+    Ok(())
+}
+
+impl Session {
+    async fn run(
+        self,
+        shared: Arc<Shared>,
+        semaphore: Arc<Semaphore>,
+        shutdown: CancellationToken,
+    ) -> SessionEnd {
+        // Ends every lane when one of them loses its channel.
+        let session_token = shutdown.child_token();
+        let mut lanes = JoinSet::new();
+        for (queue, channel, consumer) in self.lanes {
+            let lane = Lane {
+                shared: shared.clone(),
+                queue,
+                channel,
+                publisher: self.publisher.clone(),
+                semaphore: semaphore.clone(),
+            };
+            lanes.spawn(lane.run(consumer, session_token.clone(), shutdown.clone()));
+        }
+        let mut end = SessionEnd::Shutdown;
+        while let Some(result) = lanes.join_next().await {
+            match result {
+                Ok(SessionEnd::Shutdown) => {}
+                Ok(SessionEnd::Lost(reason)) => {
+                    session_token.cancel();
+                    if matches!(end, SessionEnd::Shutdown) {
+                        end = SessionEnd::Lost(reason);
+                    }
+                }
+                Err(join) => {
+                    session_token.cancel();
+                    end = SessionEnd::Lost(format!("consumer task failed: {join}"));
+                }
+            }
+        }
+        if shutdown.is_cancelled() {
+            end = SessionEnd::Shutdown;
+        }
+        let _ = self.connection.close(200, "worker stopping".into()).await;
+        end
+    }
+}
+
+/// One queue's consumer, its channel and its acknowledgements.
+struct Lane {
+    shared: Arc<Shared>,
+    queue: Arc<str>,
+    channel: Channel,
+    publisher: Channel,
+    semaphore: Arc<Semaphore>,
+}
+
+/// Messages to a lane's acker.
+#[derive(Debug)]
+enum AckMsg {
+    Delivered(u64),
+    Finished(u64),
+    Requeue(u64),
+}
+
+impl Lane {
+    async fn run(
+        self,
+        mut consumer: Consumer,
+        session: CancellationToken,
+        shutdown: CancellationToken,
+    ) -> SessionEnd {
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let acker = tokio::spawn(run_acker(self.channel.clone(), ack_rx));
+        let mut tasks = JoinSet::new();
+        let shared = &self.shared;
+        let end = loop {
+            tokio::select! {
+                biased;
+                _ = session.cancelled() => {
+                    break if shutdown.is_cancelled() {
+                        SessionEnd::Shutdown
+                    } else {
+                        SessionEnd::Lost("another channel of the session closed".into())
+                    };
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let tag = delivery.delivery_tag;
+                        let _ = ack_tx.send(AckMsg::Delivered(tag));
+                        let permit = tokio::select! {
+                            permit = self.semaphore.clone().acquire_owned() => permit,
+                            _ = session.cancelled() => {
+                                let _ = ack_tx.send(AckMsg::Requeue(tag));
+                                WorkerStats::bump(&shared.stats.requeued);
+                                continue;
+                            }
+                        };
+                        let Ok(permit) = permit else {
+                            break SessionEnd::Shutdown;
+                        };
+                        let job = Job {
+                            shared: shared.clone(),
+                            queue: self.queue.clone(),
+                            publisher: self.publisher.clone(),
+                            ack: ack_tx.clone(),
+                            _permit: permit,
+                        };
+                        tasks.spawn(job.run(delivery));
+                    }
+                    Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
+                    None => break SessionEnd::Lost("the broker cancelled the consumer".into()),
+                }
+            }
+        };
+        match end {
+            SessionEnd::Shutdown => {
+                let _ = self
+                    .channel
+                    .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                    .await;
+                let in_flight = tasks.len();
+                if in_flight > 0 {
+                    info!(queue = %self.queue, in_flight, grace = ?shared.config.grace, "waiting for in-flight tasks");
+                }
+                let drained = tokio::time::timeout(shared.config.grace, async {
+                    while tasks.join_next().await.is_some() {}
+                })
+                .await;
+                if drained.is_err() {
+                    let abandoned = tasks.len();
+                    warn!(queue = %self.queue, abandoned, "grace period over; handing unfinished tasks back to the queue");
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    shared
+                        .stats
+                        .requeued
+                        .fetch_add(abandoned as u64, Ordering::Relaxed);
+                }
+                drop(ack_tx);
+                let _ = acker.await;
+                // Closing the channel hands every unacked delivery back.
+                let _ = self.channel.close(200, "worker stopping".into()).await;
+            }
+            SessionEnd::Lost(_) => {
+                // Their deliveries went back to the queue with the channel;
+                // leased runs still finish and settle through the next session.
+                tasks.detach_all();
+                drop(ack_tx);
+                acker.abort();
+            }
+        }
+        end
+    }
+}
+
+async fn run_acker(channel: Channel, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
+    let mut tracker = AckTracker::default();
+    let mut tick = tokio::time::interval(ACK_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                apply(&channel, &mut tracker, msg).await;
+                while let Ok(msg) = rx.try_recv() {
+                    apply(&channel, &mut tracker, msg).await;
+                }
+                if let Some(action) = tracker.take_prefix() {
+                    send_ack(&channel, action).await;
+                }
+            }
+            _ = tick.tick() => {
+                for action in tracker.on_tick() {
+                    send_ack(&channel, action).await;
+                }
+            }
+        }
+    }
+    for action in tracker.drain() {
+        send_ack(&channel, action).await;
+    }
+}
+
+async fn apply(channel: &Channel, tracker: &mut AckTracker, msg: AckMsg) {
+    match msg {
+        AckMsg::Delivered(tag) => tracker.delivered(tag),
+        AckMsg::Finished(tag) => tracker.finished(tag),
+        AckMsg::Requeue(tag) => {
+            tracker.forget(tag);
+            let options = BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            };
+            if let Err(e) = channel.basic_nack(tag, options).await {
+                debug!(tag, error = %e, "nack failed; the channel hands the delivery back anyway");
+            }
+        }
+    }
+}
+
+async fn send_ack(channel: &Channel, action: AckAction) {
+    let (tag, multiple) = match action {
+        AckAction::AckUpTo(tag) => (tag, true),
+        AckAction::AckOne(tag) => (tag, false),
+    };
+    if let Err(e) = channel.basic_ack(tag, BasicAckOptions { multiple }).await {
+        debug!(tag, error = %e, "ack failed; the delivery will be redelivered");
+    }
+}
+
+/// One delivery being handled.
+struct Job {
+    shared: Arc<Shared>,
+    queue: Arc<str>,
+    publisher: Channel,
+    ack: mpsc::UnboundedSender<AckMsg>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Decrements the in-flight gauge when a job ends, however it ends.
+struct InFlight<'a>(&'a WorkerStats);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Job {
+    async fn run(self, delivery: Delivery) {
+        let stats = &self.shared.stats;
+        WorkerStats::bump(&stats.received);
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _in_flight = InFlight(stats);
+        let tag = delivery.delivery_tag;
+        let decoded = decode_with(&delivery.data, &self.shared.config.limits);
+        let (task_id, task_name) = match &decoded {
+            Ok(env) => (env.id.to_string(), env.task.clone()),
+            Err(_) => (
+                delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
+                String::new(),
+            ),
+        };
+        let span = info_span!("task", task_id = %task_id, task = %task_name, queue = %self.queue);
+        self.handle(delivery, decoded, tag).instrument(span).await;
+    }
+
+    async fn handle(&self, delivery: Delivery, decoded: celeriac_schema::Result<Envelope>, tag: u64) {
+        let stats = &self.shared.stats;
+        let mut lease = None;
+        let (outcome, envelope) = match decoded {
+            Err(e) => {
+                warn!(error = %e, "malformed message");
+                (Outcome::Malformed(e.to_string()), None)
+            }
+            Ok(env) => {
+                let now = now_ms();
+                if env.is_expired_at(now) {
+                    WorkerStats::bump(&stats.expired);
+                    info!("task expired before it could run; dropping it");
+                    (Outcome::Expired, Some(env))
+                } else if !env.wait_before_run(now).is_zero() {
+                    (Outcome::Early(env.wait_before_run(now)), Some(env))
+                } else if let Some(handler) = self.shared.registry.get(&env.task).cloned() {
+                    let (outcome, env, held) = self.execute(handler, env, &delivery, tag).await;
+                    lease = held;
+                    (outcome, Some(env))
+                } else {
+                    warn!("no handler registered for this task");
+                    (Outcome::UnknownTask, Some(env))
+                }
+            }
+        };
+        match &outcome {
+            Outcome::Succeeded => WorkerStats::bump(&stats.succeeded),
+            Outcome::Failed(_) | Outcome::Panicked(_) | Outcome::TimedOut(_) => {
+                WorkerStats::bump(&stats.failed)
+            }
+            _ => {}
+        }
+        let disposition = decide(&outcome, envelope.as_ref(), rand::random::<f64>());
+        // A leased run's delivery is already acked and its channel may be
+        // gone: settle through the live session's publisher.
+        let publisher = match &lease {
+            Some(_) => self.shared.publisher.borrow().clone(),
+            None => Some(self.publisher.clone()),
+        };
+        let settled = match publisher {
+            Some(publisher) => {
+                self.settle(&publisher, &disposition, envelope.as_ref(), &delivery)
+                    .await
+            }
+            None => Err("no broker connection to settle the task".to_owned()),
+        };
+        match (settled, lease) {
+            (Ok(()), None) => {
+                let _ = self.ack.send(AckMsg::Finished(tag));
+            }
+            (Ok(()), Some(lease)) => lease.release(&self.shared.publisher).await,
+            (Err(e), None) => {
+                warn!(error = %e, "could not settle the task; handing it back to the queue");
+                let _ = self.ack.send(AckMsg::Requeue(tag));
+            }
+            (Err(e), Some(lease)) => {
+                // The parked copy stays and returns to the queue when the
+                // lease runs out: the task is not lost.
+                warn!(error = %e, lease = %lease.queue_name(), "could not settle a leased task; its lease will hand it back");
+            }
+        }
+    }
+
+    /// Runs the handler under its hard time limit, catching panics, and
+    /// swaps the delivery for a lease if it runs long.
+    async fn execute(
+        &self,
+        handler: Arc<dyn crate::registry::ErasedHandler>,
+        mut env: Envelope,
+        delivery: &Delivery,
+        tag: u64,
+    ) -> (Outcome, Envelope, Option<Lease>) {
+        let config = &self.shared.config;
+        let input = std::mem::replace(&mut env.input, rmpv::Value::Nil);
+        let env = Arc::new(env);
+        if env.attempt > 0 || delivery.redelivered {
+            debug!(attempt = env.attempt, redelivered = delivery.redelivered, "running again");
+        }
+        let ctx = TaskContext::new(env.clone(), self.queue.clone(), config.worker_id.clone());
+        let hard_limit = env.hard_time_limit_ms.map(Duration::from_millis);
+        let run = AssertUnwindSafe(handler.call(input, ctx)).catch_unwind();
+        let run = async move {
+            match hard_limit {
+                Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
+                None => Ok(run.await),
+            }
+        };
+        tokio::pin!(run);
+        let mut lease: Option<Lease> = None;
+        let mut next_lease_check = tokio::time::Instant::now() + config.lease_after;
+        let result = loop {
+            tokio::select! {
+                result = &mut run => break result,
+                _ = tokio::time::sleep_until(next_lease_check) => {
+                    match &mut lease {
+                        None => match self.start_lease(&env, delivery).await {
+                            Ok(held) => {
+                                let _ = self.ack.send(AckMsg::Finished(tag));
+                                WorkerStats::bump(&self.shared.stats.leased);
+                                info!(lease = %held.queue_name(), "long run: delivery swapped for a lease");
+                                lease = Some(held);
+                            }
+                            Err(e) => warn!(error = %e, "could not take a lease for a long run"),
+                        },
+                        Some(held) => {
+                            if let Err(e) = held.renew(&self.shared.publisher).await {
+                                warn!(error = %e, "could not renew the lease of a long run");
+                            }
+                        }
+                    }
+                    next_lease_check = tokio::time::Instant::now() + config.lease_ttl / 3;
+                }
+            }
+        };
+        let outcome = match result {
+            Ok(Ok(Ok(_output))) => Outcome::Succeeded,
+            Ok(Ok(Err(err))) => {
+                warn!(error = %err, attempt = env.attempt, "task failed");
+                Outcome::Failed(err)
+            }
+            Ok(Err(panic)) => {
+                let message = panic_message(panic.as_ref());
+                warn!(%message, attempt = env.attempt, "task panicked");
+                Outcome::Panicked(message)
+            }
+            Err(limit) => {
+                warn!(?limit, attempt = env.attempt, "task hit its hard time limit");
+                Outcome::TimedOut(limit)
+            }
+        };
+        let env = Arc::try_unwrap(env).unwrap_or_else(|shared| (*shared).clone());
+        (outcome, env, lease)
+    }
+
+    async fn start_lease(&self, env: &Envelope, delivery: &Delivery) -> Result<Lease> {
+        Lease::take(
+            &self.publisher,
+            &self.shared.config.topology,
+            &self.queue,
+            env.id,
+            self.shared.config.lease_ttl,
+            &delivery.data,
+            delivery.properties.clone(),
+        )
+        .await
+    }
+
+    /// Makes the disposition durable: publishes the retry, delay or dead
+    /// letter copy and waits for its confirm. The caller acks afterwards.
+    async fn settle(
+        &self,
+        publisher: &Channel,
+        disposition: &Disposition,
+        envelope: Option<&Envelope>,
+        delivery: &Delivery,
+    ) -> std::result::Result<(), String> {
+        let config = &self.shared.config;
+        let stats = &self.shared.stats;
+        match disposition {
+            Disposition::Ack => Ok(()),
+            Disposition::Retry { attempt, delay } => {
+                // Rebuild from the body: the run took the input.
+                let mut next = decode_with(&delivery.data, &config.limits).map_err(|e| e.to_string())?;
+                next.attempt = *attempt;
+                next.eta = Some(now_ms().saturating_add(delay.as_millis() as u64));
+                let body = celeriac_schema::encode(&next).map_err(|e| e.to_string())?;
+                let route = publish::route(&config.topology, &self.queue, &next, now_ms())
+                    .map_err(|e| e.to_string())?;
+                let props = publish::envelope_properties(&next, publish::envelope_headers(&next, &self.queue));
+                publish::publish_confirmed(publisher, &route, &body, props, &next.id.to_string())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                WorkerStats::bump(&stats.retried);
+                info!(attempt, ?delay, "retry scheduled");
+                Ok(())
+            }
+            Disposition::Delay { delay } => {
+                let route = config
+                    .topology
+                    .delay_route(&self.queue, *delay)
+                    .map_err(|e| e.to_string())?
+                    .map(|r| Route {
+                        exchange: r.exchange,
+                        routing_key: r.routing_key,
+                    })
+                    .unwrap_or_else(|| Route {
+                        exchange: config.topology.work_exchange(),
+                        routing_key: self.queue.to_string(),
+                    });
+                let id = envelope.map(|e| e.id.to_string()).unwrap_or_default();
+                publish::publish_confirmed(publisher, &route, &delivery.data, delivery.properties.clone(), &id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                debug!(?delay, "arrived before its ETA; delayed again");
+                Ok(())
+            }
+            Disposition::DeadLetter {
+                reason,
+                error_type,
+                message,
+            } => {
+                let attempts = match (reason, envelope) {
+                    (celeriac_schema::DeadLetterReason::UnknownTask, _) | (_, None) => 0,
+                    (_, Some(env)) => i64::from(env.attempt) + 1,
+                };
+                let mut table = delivery
+                    .properties
+                    .headers()
+                    .clone()
+                    .unwrap_or_default();
+                table.insert(headers::REASON.into(), long_string(reason.as_str()));
+                table.insert(headers::ERROR_TYPE.into(), long_string(error_type));
+                table.insert(
+                    headers::ERROR_MESSAGE.into(),
+                    long_string(headers::truncate_error_message(message)),
+                );
+                table.insert(headers::FAILED_AT.into(), AMQPValue::LongLongInt(now_ms() as i64));
+                table.insert(headers::WORKER.into(), long_string(&config.worker_id));
+                table.insert(headers::ATTEMPTS.into(), AMQPValue::LongLongInt(attempts));
+                table.insert(headers::QUEUE.into(), long_string(&self.queue));
+                let props: BasicProperties = delivery.properties.clone().with_headers(table);
+                let route = Route {
+                    exchange: config.topology.dead_letter_exchange(),
+                    routing_key: self.queue.to_string(),
+                };
+                let id = envelope.map(|e| e.id.to_string()).unwrap_or_default();
+                publish::publish_confirmed(publisher, &route, &delivery.data, props, &id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                WorkerStats::bump(&stats.dead_lettered);
+                warn!(reason = reason.as_str(), %error_type, %message, "dead-lettered");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "the handler panicked".to_owned()
+    }
+}
