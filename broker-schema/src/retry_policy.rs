@@ -178,7 +178,8 @@ impl Backoff {
         } else {
             0.0
         };
-        low + Duration::from_millis((span * r) as u64)
+        // Spans past 2^53 ms round up as floats: stay inside the window.
+        (low + Duration::from_millis((span * r) as u64)).min(high)
     }
 
     /// [`Backoff::delay`] with a random point from the thread's generator.

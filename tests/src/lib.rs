@@ -1,1 +1,280 @@
-//! Test support.
+//! Test support: a real broker for every test, a fresh namespace per test,
+//! worker processes to start, signal and kill, and helpers to look into
+//! queues.
+//!
+//! The broker comes from `AMQP_ADDR` when it is set (CI and machines with a
+//! local RabbitMQ); otherwise a RabbitMQ container is started with
+//! testcontainers. A test that can reach neither fails and says how to
+//! provide one: it never passes silently.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties};
+use testcontainers::core::{ContainerPort, ExecCommand, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage};
+use tokio::sync::OnceCell;
+
+pub use lapin;
+
+/// How a test gets a broker, said in every failure to find one.
+pub const HOW_TO_PROVIDE_A_BROKER: &str = "set AMQP_ADDR=amqp://guest:guest@127.0.0.1:5672/%2f \
+     to a RabbitMQ 3.10+ (e.g. `apt-get install rabbitmq-server && rabbitmq-server -detached`), \
+     or run a Docker engine so that testcontainers can start one";
+
+/// A broker the tests can use.
+#[derive(Debug)]
+pub struct Broker {
+    /// The AMQP URL.
+    pub url: String,
+    container: Option<ContainerAsync<GenericImage>>,
+}
+
+static BROKER: OnceCell<Broker> = OnceCell::const_new();
+
+/// The broker shared by all tests of this process.
+///
+/// # Panics
+///
+/// When no broker can be found or started, with a message saying how to
+/// provide one.
+pub async fn broker() -> &'static Broker {
+    BROKER
+        .get_or_init(|| async {
+            match std::env::var("AMQP_ADDR") {
+                Ok(url) if !url.is_empty() => {
+                    let broker = Broker {
+                        url,
+                        container: None,
+                    };
+                    if let Err(e) = Connection::connect(&broker.url, ConnectionProperties::default()).await {
+                        panic!(
+                            "cannot reach the broker at AMQP_ADDR={}: {e}; {HOW_TO_PROVIDE_A_BROKER}",
+                            celeriac_producer::redact_url(&broker.url)
+                        );
+                    }
+                    broker
+                }
+                _ => start_container().await,
+            }
+        })
+        .await
+}
+
+async fn start_container() -> Broker {
+    let image = GenericImage::new("rabbitmq", "3.13-management")
+        .with_exposed_port(ContainerPort::Tcp(5672))
+        .with_wait_for(WaitFor::message_on_stdout("Server startup complete"));
+    let container = match image.start().await {
+        Ok(c) => c,
+        Err(e) => panic!("AMQP_ADDR is not set and no RabbitMQ container could be started ({e}); {HOW_TO_PROVIDE_A_BROKER}"),
+    };
+    let port = match container.get_host_port_ipv4(5672).await {
+        Ok(p) => p,
+        Err(e) => panic!("the RabbitMQ container exposes no AMQP port ({e}); {HOW_TO_PROVIDE_A_BROKER}"),
+    };
+    Broker {
+        url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+        container: Some(container),
+    }
+}
+
+impl Broker {
+    /// Runs `rabbitmqctl` against this broker and returns its stdout.
+    ///
+    /// # Panics
+    ///
+    /// When rabbitmqctl cannot be run or fails.
+    pub async fn rabbitmqctl(&self, args: &[&str]) -> String {
+        match &self.container {
+            Some(container) => {
+                let mut cmd = vec!["rabbitmqctl"];
+                cmd.extend_from_slice(args);
+                let mut result = container
+                    .exec(ExecCommand::new(cmd))
+                    .await
+                    .unwrap_or_else(|e| panic!("rabbitmqctl {args:?} in the container: {e}"));
+                let out = result.stdout_to_vec().await.unwrap_or_default();
+                String::from_utf8_lossy(&out).into_owned()
+            }
+            None => {
+                let out = Command::new("rabbitmqctl")
+                    .args(args)
+                    .output()
+                    .unwrap_or_else(|e| panic!("cannot run rabbitmqctl {args:?} (the tests that inject broker faults need it on PATH): {e}"));
+                assert!(
+                    out.status.success(),
+                    "rabbitmqctl {args:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            }
+        }
+    }
+
+    /// Opens a plain connection and channel.
+    ///
+    /// # Panics
+    ///
+    /// When the broker cannot be reached.
+    pub async fn channel(&self) -> (Connection, Channel) {
+        let conn = Connection::connect(&self.url, ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("connect to the broker: {e}; {HOW_TO_PROVIDE_A_BROKER}"));
+        let channel = conn
+            .create_channel()
+            .await
+            .unwrap_or_else(|e| panic!("open a channel: {e}"));
+        (conn, channel)
+    }
+}
+
+/// A namespace of its own for one test: `t-{name}-{random}`.
+pub fn namespace(test: &str) -> String {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    format!("t-{test}-{}", &id[id.len() - 10..])
+}
+
+/// Messages ready in a queue (0 when it does not exist).
+pub async fn queue_len(channel: &Channel, queue: &str) -> u32 {
+    match channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+    {
+        Ok(q) => q.message_count(),
+        Err(_) => 0,
+    }
+}
+
+/// Takes every message out of a queue (acked).
+///
+/// # Panics
+///
+/// When the broker refuses.
+pub async fn drain(channel: &Channel, queue: &str) -> Vec<lapin::message::BasicGetMessage> {
+    let mut out = Vec::new();
+    while let Some(msg) = channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap_or_else(|e| panic!("basic.get on {queue}: {e}"))
+    {
+        out.push(msg);
+    }
+    out
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `celeriac-test-worker` process: the real worker binary plus the test
+/// tasks of `src/bin/celeriac-test-worker.rs`.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    child: Child,
+}
+
+impl WorkerProcess {
+    /// Starts a worker on `namespace` with extra arguments; `record` is the
+    /// file the `test.record` task appends to.
+    ///
+    /// # Panics
+    ///
+    /// When the binary cannot be started.
+    pub fn start(binary: &Path, url: &str, namespace: &str, record: &Path, args: &[&str]) -> Self {
+        let child = Command::new(binary)
+            .args(["--namespace", namespace])
+            .args(args)
+            .env("AMQP_ADDR", url)
+            .env("CELERIAC_TEST_RECORD", record)
+            .env("RUST_LOG", std::env::var("TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        WorkerProcess { child }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, ...).
+    ///
+    /// # Panics
+    ///
+    /// When `kill` cannot be run.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("kill -{signal}: {e}"));
+        assert!(status.success(), "kill -{signal} {} failed", self.child.id());
+    }
+
+    /// Waits for the process to exit, at most `timeout`; `None` if it
+    /// did not.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Lines of a record file written by `test.record` (`{task_id} {attempt}
+/// {worker pid}` each).
+pub fn read_record(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// A fresh, empty record file path under the target directory.
+pub fn record_file(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join("celeriac-tests");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join(format!("{}.log", namespace(test)));
+    let _ = std::fs::remove_file(&path);
+    path
+}

@@ -1,0 +1,54 @@
+//! `celeriac-worker` with two more tasks for the end-to-end tests:
+//!
+//! - `test.record` `{ "ms": u64 }`: sleeps, then appends
+//!   `{task_id} {attempt} {pid}` to the file named by `CELERIAC_TEST_RECORD`,
+//!   so a test can count every completed run;
+//! - `test.crash`: aborts the whole process, as a poison message would.
+
+use std::io::Write;
+use std::time::Duration;
+
+use celeriac_consumer::{TaskContext, TaskError};
+use celeriac_schema::Task;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+struct RecordInput {
+    ms: u64,
+}
+
+struct Record;
+impl Task for Record {
+    const NAME: &'static str = "test.record";
+    type Input = RecordInput;
+    type Output = ();
+}
+
+struct Crash;
+impl Task for Crash {
+    const NAME: &'static str = "test.crash";
+    type Input = ();
+    type Output = ();
+}
+
+fn main() -> std::process::ExitCode {
+    celeriac_consumer::cli::main_with(|registry| {
+        registry
+            .register::<Record, _, _>(|input, ctx: TaskContext| async move {
+                tokio::time::sleep(Duration::from_millis(input.ms)).await;
+                let path = std::env::var("CELERIAC_TEST_RECORD")
+                    .map_err(|_| TaskError::fatal("Config", "CELERIAC_TEST_RECORD is not set"))?;
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                // One write per line: O_APPEND keeps concurrent lines whole.
+                let line = format!("{} {} {}\n", ctx.task_id(), ctx.attempt(), std::process::id());
+                file.write_all(line.as_bytes())?;
+                Ok(())
+            })
+            .register::<Crash, _, _>(|(), _ctx: TaskContext| async move {
+                std::process::abort();
+            });
+    })
+}
