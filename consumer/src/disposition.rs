@@ -151,3 +151,134 @@ fn dead_letter(reason: DeadLetterReason, kind: &str, message: String) -> Disposi
         message,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use celeriac_schema::{Backoff, RetryPolicy};
+
+    fn envelope(attempt: u32, max_retries: u32) -> Envelope {
+        let mut env = Envelope::new("t", rmpv::Value::Nil);
+        env.attempt = attempt;
+        env.retry = RetryPolicy {
+            max_retries,
+            backoff: Backoff {
+                initial_ms: 1000,
+                multiplier: 2.0,
+                max_ms: 60_000,
+                jitter: 0.5,
+            },
+        };
+        env
+    }
+
+    fn reason(d: &Disposition) -> Option<DeadLetterReason> {
+        match d {
+            Disposition::DeadLetter { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn success_and_expiry_ack() {
+        let env = envelope(0, 3);
+        assert_eq!(decide(&Outcome::Succeeded, Some(&env), 0.3), Disposition::Ack);
+        assert_eq!(decide(&Outcome::Expired, Some(&env), 0.3), Disposition::Ack);
+    }
+
+    #[test]
+    fn retryable_failures_retry_inside_the_backoff_window() {
+        let env = envelope(2, 3);
+        let failures = [
+            Outcome::Failed(TaskError::new("Io", "reset")),
+            Outcome::Panicked("boom".into()),
+            Outcome::TimedOut(Duration::from_secs(1)),
+        ];
+        for outcome in failures {
+            for random in [0.0, 0.5, 0.999] {
+                match decide(&outcome, Some(&env), random) {
+                    Disposition::Retry { attempt, delay } => {
+                        assert_eq!(attempt, 3);
+                        let (low, high) = env.retry.backoff.window(2);
+                        assert!(delay >= low && delay <= high, "{delay:?} outside {low:?}..{high:?}");
+                    }
+                    other => panic!("{outcome:?} gave {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_last_allowed_attempt_is_dead_lettered_as_exhausted() {
+        let env = envelope(3, 3);
+        let d = decide(&Outcome::Failed(TaskError::new("Io", "reset")), Some(&env), 0.5);
+        assert_eq!(reason(&d), Some(DeadLetterReason::RetriesExhausted));
+        match d {
+            Disposition::DeadLetter { error_type, message, .. } => {
+                assert_eq!(error_type, "Io");
+                assert!(message.contains("reset") && message.contains("after 4 attempts"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let d = decide(&Outcome::Panicked("boom".into()), Some(&env), 0.5);
+        assert!(matches!(d, Disposition::DeadLetter { ref error_type, .. } if error_type == PANIC));
+        let d = decide(&Outcome::TimedOut(Duration::from_secs(2)), Some(&env), 0.5);
+        assert!(matches!(d, Disposition::DeadLetter { ref error_type, .. } if error_type == TIME_LIMIT));
+    }
+
+    #[test]
+    fn zero_retries_dead_letters_the_first_failure() {
+        let env = envelope(0, 0);
+        let d = decide(&Outcome::Failed(TaskError::new("Io", "x")), Some(&env), 0.5);
+        assert_eq!(reason(&d), Some(DeadLetterReason::RetriesExhausted));
+    }
+
+    #[test]
+    fn fatal_errors_are_rejected_without_retry() {
+        let env = envelope(0, 5);
+        let d = decide(&Outcome::Failed(TaskError::fatal("Bad", "no")), Some(&env), 0.5);
+        assert_eq!(reason(&d), Some(DeadLetterReason::Rejected));
+    }
+
+    #[test]
+    fn unknown_and_malformed_are_dead_lettered_at_once() {
+        let env = envelope(0, 5);
+        let d = decide(&Outcome::UnknownTask, Some(&env), 0.5);
+        assert_eq!(reason(&d), Some(DeadLetterReason::UnknownTask));
+        let d = decide(&Outcome::Malformed("field `task`: missing".into()), None, 0.5);
+        assert_eq!(reason(&d), Some(DeadLetterReason::Malformed));
+        match d {
+            Disposition::DeadLetter { message, .. } => assert!(message.contains("`task`")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn early_deliveries_wait_again() {
+        let env = envelope(1, 5);
+        let wait = Duration::from_millis(1500);
+        assert_eq!(
+            decide(&Outcome::Early(wait), Some(&env), 0.5),
+            Disposition::Delay { delay: wait }
+        );
+    }
+
+    #[test]
+    fn without_an_envelope_nothing_is_retried() {
+        let outcomes = [
+            Outcome::Failed(TaskError::new("Io", "x")),
+            Outcome::Panicked("p".into()),
+            Outcome::TimedOut(Duration::from_secs(1)),
+            Outcome::Early(Duration::from_secs(1)),
+            Outcome::UnknownTask,
+        ];
+        for outcome in outcomes {
+            let d = decide(&outcome, None, 0.5);
+            assert!(
+                matches!(d, Disposition::DeadLetter { .. }),
+                "{outcome:?} without an envelope gave {d:?}"
+            );
+        }
+        assert_eq!(decide(&Outcome::Succeeded, None, 0.5), Disposition::Ack);
+    }
+}
