@@ -88,10 +88,15 @@ pub fn decode_with(bytes: &[u8], limits: &DecodeLimits) -> Result<Envelope> {
 ///
 /// [`Error::Encode`] if the value cannot be represented.
 pub fn to_value<T: Serialize>(value: &T) -> Result<rmpv::Value> {
-    rmpv::ext::to_value(value).map_err(|e| Error::Encode {
+    let encode_error = |message: String| Error::Encode {
         what: "value",
-        message: e.to_string(),
-    })
+        message,
+    };
+    // Through the bytes `encode` would write: rmpv's own serializer turns
+    // structs into positional arrays and enum variants into indices, which
+    // other languages cannot read by name.
+    let bytes = rmp_serde::to_vec_named(value).map_err(|e| encode_error(e.to_string()))?;
+    rmpv::decode::read_value(&mut bytes.as_slice()).map_err(|e| encode_error(e.to_string()))
 }
 
 /// Converts a decoded MessagePack value into a typed one, naming the field
@@ -111,7 +116,15 @@ pub fn to_value<T: Serialize>(value: &T) -> Result<rmpv::Value> {
 /// assert_eq!(err.field(), Some("input"));
 /// ```
 pub fn from_value<T: DeserializeOwned>(value: &rmpv::Value, root: &str) -> Result<T> {
-    serde_path_to_error::deserialize(value.clone()).map_err(|e| field_error(root, e))
+    // Read as the envelope is read, so that enums spelled by name (as
+    // `to_value` and other languages write them) are understood.
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, value).map_err(|e| Error::Field {
+        field: root.to_owned(),
+        message: e.to_string(),
+    })?;
+    let mut de = rmp_serde::Deserializer::new(bytes.as_slice());
+    serde_path_to_error::deserialize(&mut de).map_err(|e| field_error(root, e))
 }
 
 /// Decodes `bytes` into any type, naming the field on error.
@@ -296,7 +309,9 @@ pub fn check_limits(bytes: &[u8], limits: &DecodeLimits) -> Result<()> {
             }
             // Every item takes at least one byte: a longer claim is a lie.
             if items > (bytes.len() - reader.pos) as u64 {
-                return Err(reader.malformed_at(start, "container claims more items than bytes left"));
+                return Err(
+                    reader.malformed_at(start, "container claims more items than bytes left")
+                );
             }
             open.push(items);
         }

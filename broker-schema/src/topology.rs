@@ -225,10 +225,19 @@ impl Topology {
     pub fn work_queue_arguments(&self, queue: &str) -> Vec<Argument> {
         vec![
             ("x-queue-type", ArgValue::Str("quorum".into())),
-            ("x-delivery-limit", ArgValue::Int(i64::from(self.delivery_limit))),
-            ("x-dead-letter-exchange", ArgValue::Str(self.dead_letter_exchange())),
+            (
+                "x-delivery-limit",
+                ArgValue::Int(i64::from(self.delivery_limit)),
+            ),
+            (
+                "x-dead-letter-exchange",
+                ArgValue::Str(self.dead_letter_exchange()),
+            ),
             ("x-dead-letter-routing-key", ArgValue::Str(queue.to_owned())),
-            ("x-dead-letter-strategy", ArgValue::Str("at-least-once".into())),
+            (
+                "x-dead-letter-strategy",
+                ArgValue::Str("at-least-once".into()),
+            ),
             ("x-overflow", ArgValue::Str("reject-publish".into())),
         ]
     }
@@ -248,7 +257,10 @@ impl Topology {
             ("x-queue-type", ArgValue::Str("quorum".into())),
             ("x-message-ttl", ArgValue::Int(level_ttl_ms(level) as i64)),
             ("x-dead-letter-exchange", ArgValue::Str(next)),
-            ("x-dead-letter-strategy", ArgValue::Str("at-least-once".into())),
+            (
+                "x-dead-letter-strategy",
+                ArgValue::Str("at-least-once".into()),
+            ),
             ("x-overflow", ArgValue::Str("reject-publish".into())),
         ]
     }
@@ -260,12 +272,21 @@ impl Topology {
         vec![
             ("x-queue-type", ArgValue::Str("quorum".into())),
             ("x-message-ttl", ArgValue::Int(ttl)),
-            ("x-dead-letter-exchange", ArgValue::Str(self.work_exchange())),
+            (
+                "x-dead-letter-exchange",
+                ArgValue::Str(self.work_exchange()),
+            ),
             ("x-dead-letter-routing-key", ArgValue::Str(queue.to_owned())),
-            ("x-dead-letter-strategy", ArgValue::Str("at-least-once".into())),
+            (
+                "x-dead-letter-strategy",
+                ArgValue::Str("at-least-once".into()),
+            ),
             ("x-overflow", ArgValue::Str("reject-publish".into())),
             // Outlives the lease long enough for the copy to expire first.
-            ("x-expires", ArgValue::Int(ttl.saturating_mul(4).max(60_000))),
+            (
+                "x-expires",
+                ArgValue::Int(ttl.saturating_mul(4).max(60_000)),
+            ),
         ]
     }
 

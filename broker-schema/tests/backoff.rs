@@ -63,8 +63,24 @@ fn policies() -> Vec<Backoff> {
             jitter: 0.5,
         },
     ];
-    let odd_multipliers = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -3.0, 0.0, 0.5, 1e308];
-    let odd_jitters = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.5, 1.0, 1.5, 7.0];
+    let odd_multipliers = [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -3.0,
+        0.0,
+        0.5,
+        1e308,
+    ];
+    let odd_jitters = [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -0.5,
+        1.0,
+        1.5,
+        7.0,
+    ];
     for (m, j) in odd_multipliers.into_iter().zip(odd_jitters) {
         out.push(Backoff {
             initial_ms: 1000,

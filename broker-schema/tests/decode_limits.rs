@@ -59,12 +59,19 @@ fn minimal_pairs() -> Vec<(&'static str, V)> {
 
 /// An envelope with every field set, to mutate.
 fn full_envelope() -> Envelope {
-    let id = |n: u128| TaskId::from_uuid(uuid::Uuid::from_u128(0x0193_6b2e_8f40_7000_8000_0000_0000_0000 | n));
+    let id = |n: u128| {
+        TaskId::from_uuid(uuid::Uuid::from_u128(
+            0x0193_6b2e_8f40_7000_8000_0000_0000_0000 | n,
+        ))
+    };
     let mut env = Envelope::new(
         "images.resize",
         map(vec![
             ("url", V::from("https://example.invalid/cat.png")),
-            ("sizes", V::Array(vec![V::from(64), V::from(-1), V::F64(0.5)])),
+            (
+                "sizes",
+                V::Array(vec![V::from(64), V::from(-1), V::F64(0.5)]),
+            ),
             ("raw", V::Binary(vec![0, 1, 2, 255])),
         ]),
     );
@@ -356,10 +363,7 @@ fn thirty_two_levels_are_accepted() {
 fn thirty_three_levels_are_too_deep() {
     let bytes = with_input(nested_arrays(32));
     let err = decode(&bytes).unwrap_err();
-    assert!(
-        matches!(err, Error::TooDeep { limit: 32, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::TooDeep { limit: 32, .. }), "{err:?}");
     assert_eq!(err.field(), None);
 }
 
@@ -436,25 +440,25 @@ fn an_array32_claiming_4_billion_items_in_10_bytes_is_rejected() {
 #[test]
 fn every_length_header_that_overclaims_is_rejected() {
     let claims: &[&[u8]] = &[
-        &[0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, b'v', 0x01],        // map32
-        &[0xde, 0xff, 0xff, 0xa1, b'v', 0x01],                    // map16
-        &[0xdc, 0xff, 0xff, 0xc0, 0xc0],                          // array16
-        &[0x9f, 0xc0],                                            // fixarray 15
-        &[0x8f, 0xc0, 0xc0],                                      // fixmap 15
-        &[0xdb, 0xff, 0xff, 0xff, 0xff, b'a'],                    // str32
-        &[0xda, 0xff, 0xff, b'a'],                                // str16
-        &[0xd9, 0xff, b'a'],                                      // str8
-        &[0xbf, b'a'],                                            // fixstr 31
-        &[0xc6, 0xff, 0xff, 0xff, 0xff, 0x00],                    // bin32
-        &[0xc5, 0xff, 0xff, 0x00],                                // bin16
-        &[0xc4, 0xff, 0x00],                                      // bin8
-        &[0xc9, 0xff, 0xff, 0xff, 0xff, 0x05, 0x00],              // ext32
-        &[0xc8, 0xff, 0xff, 0x05, 0x00],                          // ext16
-        &[0xc7, 0xff, 0x05, 0x00],                                // ext8
-        &[0xd8, 0x05, 0x00],                                      // fixext16
-        &[0xcf, 0x00],                                            // uint64
-        &[0xcb, 0x00, 0x00],                                      // float64
-        &[0xdd, 0xff, 0xff],                                      // array32, length cut
+        &[0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, b'v', 0x01], // map32
+        &[0xde, 0xff, 0xff, 0xa1, b'v', 0x01],             // map16
+        &[0xdc, 0xff, 0xff, 0xc0, 0xc0],                   // array16
+        &[0x9f, 0xc0],                                     // fixarray 15
+        &[0x8f, 0xc0, 0xc0],                               // fixmap 15
+        &[0xdb, 0xff, 0xff, 0xff, 0xff, b'a'],             // str32
+        &[0xda, 0xff, 0xff, b'a'],                         // str16
+        &[0xd9, 0xff, b'a'],                               // str8
+        &[0xbf, b'a'],                                     // fixstr 31
+        &[0xc6, 0xff, 0xff, 0xff, 0xff, 0x00],             // bin32
+        &[0xc5, 0xff, 0xff, 0x00],                         // bin16
+        &[0xc4, 0xff, 0x00],                               // bin8
+        &[0xc9, 0xff, 0xff, 0xff, 0xff, 0x05, 0x00],       // ext32
+        &[0xc8, 0xff, 0xff, 0x05, 0x00],                   // ext16
+        &[0xc7, 0xff, 0x05, 0x00],                         // ext8
+        &[0xd8, 0x05, 0x00],                               // fixext16
+        &[0xcf, 0x00],                                     // uint64
+        &[0xcb, 0x00, 0x00],                               // float64
+        &[0xdd, 0xff, 0xff],                               // array32, length cut
     ];
     for bytes in claims {
         assert_rejected_quickly(bytes);
@@ -466,11 +470,7 @@ fn an_overclaiming_input_inside_a_valid_envelope_is_rejected() {
     let mut bytes = with_input(V::Nil);
     // Replace the input's nil by an array32 claiming u32::MAX items; the
     // created_at field after it cannot fill them.
-    let nil_at = bytes
-        .windows(6)
-        .position(|w| w == b"input\xc0")
-        .unwrap()
-        + 5;
+    let nil_at = bytes.windows(6).position(|w| w == b"input\xc0").unwrap() + 5;
     bytes.splice(nil_at..=nil_at, [0xdd, 0xff, 0xff, 0xff, 0xff]);
     assert_rejected_quickly(&bytes);
 }
@@ -550,7 +550,10 @@ fn check_limits_accepts_every_marker_family() {
 #[test]
 fn every_missing_required_field_is_named() {
     for (name, _) in minimal_pairs() {
-        let pairs = minimal_pairs().into_iter().filter(|(k, _)| *k != name).collect();
+        let pairs = minimal_pairs()
+            .into_iter()
+            .filter(|(k, _)| *k != name)
+            .collect();
         let err = decode(&pack(&map(pairs))).unwrap_err();
         assert!(matches!(err, Error::Field { .. }), "{name}: {err:?}");
         assert_eq!(err.field(), Some(name), "{err}");
@@ -579,7 +582,10 @@ fn every_field_of_the_wrong_type_is_named() {
         "created_at",
     ];
     for name in fields {
-        let mut pairs: Vec<_> = minimal_pairs().into_iter().filter(|(k, _)| *k != name).collect();
+        let mut pairs: Vec<_> = minimal_pairs()
+            .into_iter()
+            .filter(|(k, _)| *k != name)
+            .collect();
         pairs.push((name, V::Boolean(true)));
         let err = decode(&pack(&map(pairs))).unwrap_err();
         assert!(matches!(err, Error::Field { .. }), "{name}: {err:?}");
@@ -606,7 +612,10 @@ fn nested_fields_are_named_by_dotted_path() {
             "retry.backoff.jitter",
         ),
         (
-            map(vec![("workflow_id", V::from("nope")), ("node_id", V::from("n"))]),
+            map(vec![
+                ("workflow_id", V::from("nope")),
+                ("node_id", V::from("n")),
+            ]),
             "workflow",
             "workflow.workflow_id",
         ),
@@ -650,11 +659,7 @@ fn nested_fields_are_named_by_dotted_path() {
             "continuation",
             "continuation.chord.callback.retry.max_retries",
         ),
-        (
-            map(vec![("tenant", V::from(1))]),
-            "meta",
-            "meta.tenant",
-        ),
+        (map(vec![("tenant", V::from(1))]), "meta", "meta.tenant"),
     ];
     for (value, at, field) in cases {
         let mut pairs = minimal_pairs();
@@ -674,7 +679,12 @@ fn a_duplicate_key_is_named() {
 
 #[test]
 fn a_body_that_is_not_a_map_is_named_as_the_envelope_itself() {
-    for value in [V::from("ping"), V::from(1), V::Nil, V::Array(vec![V::from(1)])] {
+    for value in [
+        V::from("ping"),
+        V::from(1),
+        V::Nil,
+        V::Array(vec![V::from(1)]),
+    ] {
         let err = decode(&pack(&value)).unwrap_err();
         assert_eq!(err.field(), Some("."), "{value}: {err}");
     }
@@ -734,12 +744,18 @@ fn unknown_fields_are_ignored_at_every_level() {
     pairs.push(("zzz", map(vec![("deep", nested_arrays(5))])));
     pairs.push((
         "retry",
-        map(vec![("later", V::from(1)), ("backoff", map(vec![("x", V::Nil)]))]),
+        map(vec![
+            ("later", V::from(1)),
+            ("backoff", map(vec![("x", V::Nil)])),
+        ]),
     ));
     pairs.push((
         "continuation",
         map(vec![
-            ("chain", V::Array(vec![map(vec![("task", V::from("a")), ("y", V::Nil)])])),
+            (
+                "chain",
+                V::Array(vec![map(vec![("task", V::from("a")), ("y", V::Nil)])]),
+            ),
             ("z", V::Nil),
         ]),
     ));

@@ -85,10 +85,7 @@ fn dead_letter_reason_wire_names() {
 fn dead_letter_reasons_round_trip() {
     for reason in DeadLetterReason::ALL {
         assert_eq!(reason.to_string(), reason.as_str());
-        assert_eq!(
-            reason.as_str().parse::<DeadLetterReason>().unwrap(),
-            reason
-        );
+        assert_eq!(reason.as_str().parse::<DeadLetterReason>().unwrap(), reason);
     }
 }
 
@@ -122,7 +119,10 @@ fn header_names() {
     let mut seen = BTreeSet::new();
     for (constant, name) in all {
         assert_eq!(constant, name);
-        assert!(!constant.starts_with("x-"), "{constant} uses a broker prefix");
+        assert!(
+            !constant.starts_with("x-"),
+            "{constant} uses a broker prefix"
+        );
         assert!(seen.insert(constant), "{constant} twice");
     }
 }

@@ -86,7 +86,10 @@ fn work_queue_arguments() {
     );
     let strict = topo().with_delivery_limit(2);
     assert_eq!(strict.delivery_limit(), 2);
-    assert_eq!(strict.work_queue_arguments("q")[1], int_arg("x-delivery-limit", 2));
+    assert_eq!(
+        strict.work_queue_arguments("q")[1],
+        int_arg("x-delivery-limit", 2)
+    );
     // At least one delivery, always.
     assert_eq!(topo().with_delivery_limit(0).delivery_limit(), 1);
 }
@@ -231,7 +234,17 @@ fn queue_declarations_of_default() {
 
 #[test]
 fn bad_names_are_refused() {
-    for bad in ["", "a#b", "a*b", "a b", ".a", "a.", "a..b", "é", &"x".repeat(101)] {
+    for bad in [
+        "",
+        "a#b",
+        "a*b",
+        "a b",
+        ".a",
+        "a.",
+        "a..b",
+        "é",
+        &"x".repeat(101),
+    ] {
         assert!(
             matches!(
                 topo().queue_declarations(bad),
@@ -262,7 +275,9 @@ fn no_delay_needs_no_delay_route() {
     assert_eq!(topo().delay_route("default", Duration::ZERO).unwrap(), None);
     // Sub-millisecond delays round to zero milliseconds first.
     assert_eq!(
-        topo().delay_route("default", Duration::from_micros(999)).unwrap(),
+        topo()
+            .delay_route("default", Duration::from_micros(999))
+            .unwrap(),
         None
     );
 }
@@ -274,10 +289,7 @@ fn one_millisecond_rounds_up_to_one_unit() {
         .unwrap()
         .unwrap();
     assert_eq!(route.exchange, "celeriac.delay.00");
-    assert_eq!(
-        route.routing_key,
-        format!("{}1.default", "0.".repeat(24))
-    );
+    assert_eq!(route.routing_key, format!("{}1.default", "0.".repeat(24)));
     assert_eq!(route.delay, Duration::from_millis(100));
 }
 
@@ -421,7 +433,10 @@ impl Broker {
                             assert!(self.exchanges.contains_key(dlx), "{name}: unknown {dlx}");
                         }
                     }
-                    assert!(self.queues.insert(name.clone(), arguments.clone()).is_none());
+                    assert!(self
+                        .queues
+                        .insert(name.clone(), arguments.clone())
+                        .is_none());
                 }
                 Declaration::QueueBinding {
                     queue,
@@ -441,7 +456,10 @@ impl Broker {
                     key,
                 } => {
                     assert!(self.exchanges.contains_key(source), "unknown {source}");
-                    assert!(self.exchanges.contains_key(destination), "unknown {destination}");
+                    assert!(
+                        self.exchanges.contains_key(destination),
+                        "unknown {destination}"
+                    );
                     self.bindings
                         .entry(source.clone())
                         .or_default()
@@ -581,7 +599,11 @@ fn assert_cascade(b: &Broker, queue: &str, delay: Duration) {
     assert_eq!(landed, format!("celeriac.q.{queue}"), "{delay:?}");
     assert_eq!(Duration::from_millis(total), route.delay, "{delay:?}");
     let ms = u64::try_from(delay.as_millis()).unwrap();
-    assert_eq!(total, ms.div_ceil(DELAY_UNIT_MS) * DELAY_UNIT_MS, "{delay:?}");
+    assert_eq!(
+        total,
+        ms.div_ceil(DELAY_UNIT_MS) * DELAY_UNIT_MS,
+        "{delay:?}"
+    );
 }
 
 #[test]
@@ -626,7 +648,11 @@ fn the_cascade_delivers_random_delays() {
         state ^= state >> 7;
         state ^= state << 17;
         let ms = state % MAX_DELAY.as_millis() as u64 + 1;
-        assert_cascade(&b, QUEUES[(state >> 40) as usize % QUEUES.len()], Duration::from_millis(ms));
+        assert_cascade(
+            &b,
+            QUEUES[(state >> 40) as usize % QUEUES.len()],
+            Duration::from_millis(ms),
+        );
     }
 }
 
