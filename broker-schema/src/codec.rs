@@ -77,8 +77,20 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope> {
 /// a schema version other than [`SCHEMA_VERSION`].
 pub fn decode_with(bytes: &[u8], limits: &DecodeLimits) -> Result<Envelope> {
     check_limits(bytes, limits)?;
-    check_version(bytes)?;
-    from_slice_checked(bytes)
+    // One pass on the common path; the version is looked at on its own only
+    // when something is wrong, so a future version is reported as such
+    // rather than as whatever field it changed.
+    match from_slice_checked::<Envelope>(bytes) {
+        Ok(env) if env.v == SCHEMA_VERSION => Ok(env),
+        Ok(env) => Err(Error::UnsupportedVersion {
+            found: env.v,
+            supported: SCHEMA_VERSION,
+        }),
+        Err(err) => {
+            check_version(bytes)?;
+            Err(err)
+        }
+    }
 }
 
 /// Encodes any value as MessagePack with named fields (task inputs and
