@@ -165,9 +165,6 @@ mod tests {
         }
         t.finished(1);
         t.finished(3);
-        assert_eq!(
-            t.drain(),
-            vec![AckAction::AckUpTo(1), AckAction::AckOne(3)]
-        );
+        assert_eq!(t.drain(), vec![AckAction::AckUpTo(1), AckAction::AckOne(3)]);
     }
 }

@@ -19,7 +19,12 @@ use crate::worker::Worker;
 pub struct Args {
     /// Broker URL: amqp://user:password@host:port/vhost (%2f is the
     /// default vhost "/").
-    #[arg(long, env = "AMQP_ADDR", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "AMQP_ADDR",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
     pub amqp_addr: String,
 
     /// Namespace prefix of every exchange and queue; producers must use the
@@ -28,7 +33,13 @@ pub struct Args {
     pub namespace: String,
 
     /// Logical queue to consume; repeat the flag or separate with commas.
-    #[arg(long = "queue", short = 'Q', env = "CELERIAC_QUEUES", value_delimiter = ',', default_value = "default")]
+    #[arg(
+        long = "queue",
+        short = 'Q',
+        env = "CELERIAC_QUEUES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
     pub queues: Vec<String>,
 
     /// Most tasks running at once, across all queues.
@@ -150,7 +161,10 @@ async fn run(args: Args, registry: Registry) -> ExitCode {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

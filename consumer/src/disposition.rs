@@ -96,7 +96,11 @@ pub fn decide(outcome: &Outcome, envelope: Option<&Envelope>, random: f64) -> Di
             if err.is_retryable() {
                 retry_or_exhausted(env, err.kind(), err.message(), random)
             } else {
-                dead_letter(DeadLetterReason::Rejected, err.kind(), err.message().to_owned())
+                dead_letter(
+                    DeadLetterReason::Rejected,
+                    err.kind(),
+                    err.message().to_owned(),
+                )
             }
         }
         (Outcome::Panicked(message), Some(env)) => retry_or_exhausted(env, PANIC, message, random),
@@ -112,9 +116,11 @@ pub fn decide(outcome: &Outcome, envelope: Option<&Envelope>, random: f64) -> Di
             "DecodeError",
             "early delivery without an envelope".to_owned(),
         ),
-        (Outcome::Failed(err), None) => {
-            dead_letter(DeadLetterReason::Malformed, err.kind(), err.message().to_owned())
-        }
+        (Outcome::Failed(err), None) => dead_letter(
+            DeadLetterReason::Malformed,
+            err.kind(),
+            err.message().to_owned(),
+        ),
         (Outcome::Panicked(message), None) => {
             dead_letter(DeadLetterReason::Malformed, PANIC, message.clone())
         }
@@ -136,10 +142,7 @@ fn retry_or_exhausted(env: &Envelope, kind: &str, message: &str, random: f64) ->
         dead_letter(
             DeadLetterReason::RetriesExhausted,
             kind,
-            format!(
-                "{message} (after {} attempts)",
-                u64::from(env.attempt) + 1
-            ),
+            format!("{message} (after {} attempts)", u64::from(env.attempt) + 1),
         )
     }
 }
@@ -182,7 +185,10 @@ mod tests {
     #[test]
     fn success_and_expiry_ack() {
         let env = envelope(0, 3);
-        assert_eq!(decide(&Outcome::Succeeded, Some(&env), 0.3), Disposition::Ack);
+        assert_eq!(
+            decide(&Outcome::Succeeded, Some(&env), 0.3),
+            Disposition::Ack
+        );
         assert_eq!(decide(&Outcome::Expired, Some(&env), 0.3), Disposition::Ack);
     }
 
@@ -200,7 +206,10 @@ mod tests {
                     Disposition::Retry { attempt, delay } => {
                         assert_eq!(attempt, 3);
                         let (low, high) = env.retry.backoff.window(2);
-                        assert!(delay >= low && delay <= high, "{delay:?} outside {low:?}..{high:?}");
+                        assert!(
+                            delay >= low && delay <= high,
+                            "{delay:?} outside {low:?}..{high:?}"
+                        );
                     }
                     other => panic!("{outcome:?} gave {other:?}"),
                 }
@@ -211,10 +220,18 @@ mod tests {
     #[test]
     fn the_last_allowed_attempt_is_dead_lettered_as_exhausted() {
         let env = envelope(3, 3);
-        let d = decide(&Outcome::Failed(TaskError::new("Io", "reset")), Some(&env), 0.5);
+        let d = decide(
+            &Outcome::Failed(TaskError::new("Io", "reset")),
+            Some(&env),
+            0.5,
+        );
         assert_eq!(reason(&d), Some(DeadLetterReason::RetriesExhausted));
         match d {
-            Disposition::DeadLetter { error_type, message, .. } => {
+            Disposition::DeadLetter {
+                error_type,
+                message,
+                ..
+            } => {
                 assert_eq!(error_type, "Io");
                 assert!(message.contains("reset") && message.contains("after 4 attempts"));
             }
@@ -223,7 +240,9 @@ mod tests {
         let d = decide(&Outcome::Panicked("boom".into()), Some(&env), 0.5);
         assert!(matches!(d, Disposition::DeadLetter { ref error_type, .. } if error_type == PANIC));
         let d = decide(&Outcome::TimedOut(Duration::from_secs(2)), Some(&env), 0.5);
-        assert!(matches!(d, Disposition::DeadLetter { ref error_type, .. } if error_type == TIME_LIMIT));
+        assert!(
+            matches!(d, Disposition::DeadLetter { ref error_type, .. } if error_type == TIME_LIMIT)
+        );
     }
 
     #[test]
@@ -236,7 +255,11 @@ mod tests {
     #[test]
     fn fatal_errors_are_rejected_without_retry() {
         let env = envelope(0, 5);
-        let d = decide(&Outcome::Failed(TaskError::fatal("Bad", "no")), Some(&env), 0.5);
+        let d = decide(
+            &Outcome::Failed(TaskError::fatal("Bad", "no")),
+            Some(&env),
+            0.5,
+        );
         assert_eq!(reason(&d), Some(DeadLetterReason::Rejected));
     }
 
@@ -245,7 +268,11 @@ mod tests {
         let env = envelope(0, 5);
         let d = decide(&Outcome::UnknownTask, Some(&env), 0.5);
         assert_eq!(reason(&d), Some(DeadLetterReason::UnknownTask));
-        let d = decide(&Outcome::Malformed("field `task`: missing".into()), None, 0.5);
+        let d = decide(
+            &Outcome::Malformed("field `task`: missing".into()),
+            None,
+            0.5,
+        );
         assert_eq!(reason(&d), Some(DeadLetterReason::Malformed));
         match d {
             Disposition::DeadLetter { message, .. } => assert!(message.contains("`task`")),

@@ -86,7 +86,11 @@ impl fmt::Debug for TaskContext {
 /// A handler with its types erased: MessagePack value in, value out.
 pub trait ErasedHandler: Send + Sync + 'static {
     /// Runs the task.
-    fn call(&self, input: rmpv::Value, ctx: TaskContext) -> BoxFuture<Result<rmpv::Value, TaskError>>;
+    fn call(
+        &self,
+        input: rmpv::Value,
+        ctx: TaskContext,
+    ) -> BoxFuture<Result<rmpv::Value, TaskError>>;
 }
 
 struct TypedHandler<T, F> {
@@ -100,7 +104,11 @@ where
     F: Fn(T::Input, TaskContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<T::Output, TaskError>> + Send + 'static,
 {
-    fn call(&self, input: rmpv::Value, ctx: TaskContext) -> BoxFuture<Result<rmpv::Value, TaskError>> {
+    fn call(
+        &self,
+        input: rmpv::Value,
+        ctx: TaskContext,
+    ) -> BoxFuture<Result<rmpv::Value, TaskError>> {
         let typed: Result<T::Input, _> = celeriac_schema::from_value(&input, "input");
         match typed {
             Ok(typed) => {
@@ -166,7 +174,11 @@ impl Registry {
     }
 
     /// Registers an untyped handler under `name`.
-    pub fn register_erased(&mut self, name: impl Into<String>, handler: Arc<dyn ErasedHandler>) -> &mut Self {
+    pub fn register_erased(
+        &mut self,
+        name: impl Into<String>,
+        handler: Arc<dyn ErasedHandler>,
+    ) -> &mut Self {
         self.handlers.insert(name.into(), handler);
         self
     }

@@ -191,7 +191,8 @@ impl WorkerBuilder {
         if self.lease_ttl < Duration::from_secs(1) {
             return Err(Error::Config("the lease TTL must be at least 1 s".into()));
         }
-        let default_prefetch = u16::try_from(self.concurrency.saturating_mul(2)).unwrap_or(u16::MAX);
+        let default_prefetch =
+            u16::try_from(self.concurrency.saturating_mul(2)).unwrap_or(u16::MAX);
         let prefetch = self.prefetch.unwrap_or(default_prefetch).max(1);
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
         let stats = Arc::new(WorkerStats::default());
@@ -706,7 +707,12 @@ impl Job {
         self.handle(delivery, decoded, tag).instrument(span).await;
     }
 
-    async fn handle(&self, delivery: Delivery, decoded: celeriac_schema::Result<Envelope>, tag: u64) {
+    async fn handle(
+        &self,
+        delivery: Delivery,
+        decoded: celeriac_schema::Result<Envelope>,
+        tag: u64,
+    ) {
         let stats = &self.shared.stats;
         let mut lease = None;
         let (outcome, envelope) = match decoded {
@@ -783,7 +789,11 @@ impl Job {
         let input = std::mem::replace(&mut env.input, rmpv::Value::Nil);
         let env = Arc::new(env);
         if env.attempt > 0 || delivery.redelivered {
-            debug!(attempt = env.attempt, redelivered = delivery.redelivered, "running again");
+            debug!(
+                attempt = env.attempt,
+                redelivered = delivery.redelivered,
+                "running again"
+            );
         }
         let ctx = TaskContext::new(env.clone(), self.queue.clone(), config.worker_id.clone());
         let hard_limit = env.hard_time_limit_ms.map(Duration::from_millis);
@@ -833,7 +843,11 @@ impl Job {
                 Outcome::Panicked(message)
             }
             Err(limit) => {
-                warn!(?limit, attempt = env.attempt, "task hit its hard time limit");
+                warn!(
+                    ?limit,
+                    attempt = env.attempt,
+                    "task hit its hard time limit"
+                );
                 Outcome::TimedOut(limit)
             }
         };
@@ -869,13 +883,17 @@ impl Job {
             Disposition::Ack => Ok(()),
             Disposition::Retry { attempt, delay } => {
                 // Rebuild from the body: the run took the input.
-                let mut next = decode_with(&delivery.data, &config.limits).map_err(|e| e.to_string())?;
+                let mut next =
+                    decode_with(&delivery.data, &config.limits).map_err(|e| e.to_string())?;
                 next.attempt = *attempt;
                 next.eta = Some(now_ms().saturating_add(delay.as_millis() as u64));
                 let body = celeriac_schema::encode(&next).map_err(|e| e.to_string())?;
                 let route = publish::route(&config.topology, &self.queue, &next, now_ms())
                     .map_err(|e| e.to_string())?;
-                let props = publish::envelope_properties(&next, publish::envelope_headers(&next, &self.queue));
+                let props = publish::envelope_properties(
+                    &next,
+                    publish::envelope_headers(&next, &self.queue),
+                );
                 publish::publish_confirmed(publisher, &route, &body, props, &next.id.to_string())
                     .await
                     .map_err(|e| e.to_string())?;
@@ -897,9 +915,15 @@ impl Job {
                         routing_key: self.queue.to_string(),
                     });
                 let id = envelope.map(|e| e.id.to_string()).unwrap_or_default();
-                publish::publish_confirmed(publisher, &route, &delivery.data, delivery.properties.clone(), &id)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                publish::publish_confirmed(
+                    publisher,
+                    &route,
+                    &delivery.data,
+                    delivery.properties.clone(),
+                    &id,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 debug!(?delay, "arrived before its ETA; delayed again");
                 Ok(())
             }
@@ -912,18 +936,17 @@ impl Job {
                     (celeriac_schema::DeadLetterReason::UnknownTask, _) | (_, None) => 0,
                     (_, Some(env)) => i64::from(env.attempt) + 1,
                 };
-                let mut table = delivery
-                    .properties
-                    .headers()
-                    .clone()
-                    .unwrap_or_default();
+                let mut table = delivery.properties.headers().clone().unwrap_or_default();
                 table.insert(headers::REASON.into(), long_string(reason.as_str()));
                 table.insert(headers::ERROR_TYPE.into(), long_string(error_type));
                 table.insert(
                     headers::ERROR_MESSAGE.into(),
                     long_string(headers::truncate_error_message(message)),
                 );
-                table.insert(headers::FAILED_AT.into(), AMQPValue::LongLongInt(now_ms() as i64));
+                table.insert(
+                    headers::FAILED_AT.into(),
+                    AMQPValue::LongLongInt(now_ms() as i64),
+                );
                 table.insert(headers::WORKER.into(), long_string(&config.worker_id));
                 table.insert(headers::ATTEMPTS.into(), AMQPValue::LongLongInt(attempts));
                 table.insert(headers::QUEUE.into(), long_string(&self.queue));

@@ -32,7 +32,10 @@ async fn main() -> anyhow::Result<()> {
     let handle = worker.handle();
     let running = tokio::spawn(worker.run());
 
-    let producer = Producer::builder(&url).namespace(namespace).connect().await?;
+    let producer = Producer::builder(&url)
+        .namespace(namespace)
+        .connect()
+        .await?;
     let started = Instant::now();
     let ids = producer
         .send_batch::<Add>((0..1000).map(|i| (i, 1)), &SendOptions::new())
@@ -40,7 +43,10 @@ async fn main() -> anyhow::Result<()> {
     println!("sent {} tasks in {:?}", ids.len(), started.elapsed());
 
     let delayed = producer
-        .send::<Add>(&(2, 2), &SendOptions::new().countdown(Duration::from_secs(2)))
+        .send::<Add>(
+            &(2, 2),
+            &SendOptions::new().countdown(Duration::from_secs(2)),
+        )
         .await?;
     println!("sent {delayed}, to run in 2 s");
 

@@ -20,7 +20,10 @@ async fn main() -> anyhow::Result<()> {
         .register::<SendWelcomeEmail, _, _>(|input, ctx: TaskContext| async move {
             if !input.to.contains('@') {
                 // Retrying cannot fix a bad address: dead-letter at once.
-                return Err(TaskError::fatal("InvalidAddress", format!("{:?}", input.to)));
+                return Err(TaskError::fatal(
+                    "InvalidAddress",
+                    format!("{:?}", input.to),
+                ));
             }
             // The idempotency key lets the mail service drop duplicates.
             let message_id = format!("{}@mail.example", ctx.idempotency_key());

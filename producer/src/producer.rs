@@ -242,7 +242,11 @@ impl Producer {
     /// [`Error::InvalidOptions`] for contradictory options (both ETA and
     /// countdown, a priority above 9); [`Error::Schema`] when the input
     /// cannot be encoded or a name is invalid.
-    pub fn prepare<T: Task>(&self, input: &T::Input, options: &SendOptions) -> Result<PreparedTask> {
+    pub fn prepare<T: Task>(
+        &self,
+        input: &T::Input,
+        options: &SendOptions,
+    ) -> Result<PreparedTask> {
         let value = celeriac_schema::to_value(input)?;
         self.prepare_value(T::NAME, value, options)
     }

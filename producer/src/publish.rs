@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use celeriac_schema::{headers, Envelope, Topology, CONTENT_TYPE};
 use lapin::options::BasicPublishOptions;
-use lapin::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
+use lapin::{Confirmation, PublisherConfirm};
 
 use crate::error::{Error, Result};
 
