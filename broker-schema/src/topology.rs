@@ -28,8 +28,9 @@ use crate::task_id::TaskId;
 pub const DEFAULT_NAMESPACE: &str = "celeriac";
 /// Default logical work queue.
 pub const DEFAULT_QUEUE: &str = "default";
-/// Default `x-delivery-limit` of work queues: deliveries a message may have
-/// (redeliveries after a crash included) before the broker dead-letters it.
+/// Default `x-delivery-limit` of work queues: redeliveries a message may
+/// have (after a crashed worker or a requeue) before the broker
+/// dead-letters it; a message is delivered at most limit + 1 times.
 pub const DEFAULT_DELIVERY_LIMIT: u32 = 5;
 /// Granularity of broker-side delays, in milliseconds.
 pub const DELAY_UNIT_MS: u64 = 100;

@@ -60,8 +60,10 @@ pub struct Args {
     #[arg(long, env = "CELERIAC_WORKER_ID")]
     pub worker_id: Option<String>,
 
-    /// Deliveries a message may have before the broker dead-letters it;
-    /// must match the producers' (queue argument x-delivery-limit).
+    /// Redeliveries a message may have (after a crashed worker or a
+    /// requeue) before the broker dead-letters it: with a limit of N it runs
+    /// at most N + 1 times. Must match the producers' (queue argument
+    /// x-delivery-limit).
     #[arg(long, env = "CELERIAC_DELIVERY_LIMIT", default_value_t = celeriac_schema::topology::DEFAULT_DELIVERY_LIMIT)]
     pub delivery_limit: u32,
 
@@ -116,6 +118,15 @@ pub fn main_with(extend: impl FnOnce(&mut Registry)) -> ExitCode {
 }
 
 async fn run(args: Args, registry: Registry) -> ExitCode {
+    // Before anything else, so a signal during start-up is a clean
+    // shutdown rather than the default action.
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            error!(error = %e, "cannot install signal handlers");
+            return ExitCode::from(1);
+        }
+    };
     let mut builder = Worker::builder(args.amqp_addr, registry)
         .namespace(args.namespace)
         .queues(args.queues)
@@ -143,10 +154,10 @@ async fn run(args: Args, registry: Registry) -> ExitCode {
     };
     let handle = worker.handle();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.next().await;
         tracing::info!("shutdown requested; finishing in-flight tasks");
         handle.shutdown();
-        wait_for_signal().await;
+        signals.next().await;
         tracing::warn!("second signal; exiting at once");
         std::process::exit(130);
     });
@@ -159,20 +170,25 @@ async fn run(args: Args, registry: Registry) -> ExitCode {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+/// SIGTERM and SIGINT, listened to from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
 }

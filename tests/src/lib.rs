@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use celeriac_schema::topology::Declaration;
+use celeriac_schema::Topology;
+use lapin::options::{
+    BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 use testcontainers::core::{ContainerPort, ExecCommand, WaitFor};
@@ -75,7 +79,9 @@ async fn start_container() -> Broker {
     };
     let port = match container.get_host_port_ipv4(5672).await {
         Ok(p) => p,
-        Err(e) => panic!("the RabbitMQ container exposes no AMQP port ({e}); {HOW_TO_PROVIDE_A_BROKER}"),
+        Err(e) => {
+            panic!("the RabbitMQ container exposes no AMQP port ({e}); {HOW_TO_PROVIDE_A_BROKER}")
+        }
     };
     Broker {
         url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
@@ -133,10 +139,136 @@ impl Broker {
     }
 }
 
-/// A namespace of its own for one test: `t-{name}-{random}`.
-pub fn namespace(test: &str) -> String {
+/// A namespace of its own for one test, `t-{name}-{random}`, whose queues
+/// and exchanges are deleted when it is dropped, whether the test passed or
+/// not: a long-lived broker that keeps every test's quorum queues runs out
+/// of file handles.
+///
+/// Create it before the test's workers, so that they are stopped first and
+/// cannot declare the topology again. It reads as the namespace string
+/// (`&ns` where a `&str` is expected, `String::from(&ns)`, `{ns}`).
+#[derive(Debug)]
+pub struct TestNamespace {
+    topology: Topology,
+    queues: Vec<String>,
+}
+
+/// A fresh [`TestNamespace`] whose logical queue is `default`.
+pub fn namespace(test: &str) -> TestNamespace {
     let id = uuid::Uuid::now_v7().simple().to_string();
-    format!("t-{test}-{}", &id[id.len() - 10..])
+    let name = format!("t-{test}-{}", &id[id.len() - 10..]);
+    TestNamespace {
+        topology: Topology::new(name)
+            .unwrap_or_else(|e| panic!("test namespace for {test:?}: {e}")),
+        queues: vec![celeriac_schema::topology::DEFAULT_QUEUE.to_owned()],
+    }
+}
+
+impl TestNamespace {
+    /// Also deletes logical queue `queue` (and its dead-letter queue) at the
+    /// end.
+    pub fn with_queue(mut self, queue: &str) -> Self {
+        self.queues.push(queue.to_owned());
+        self
+    }
+
+    /// The namespace.
+    pub fn name(&self) -> &str {
+        self.topology.namespace()
+    }
+
+    /// Its topology (names of queues and exchanges).
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+}
+
+impl std::ops::Deref for TestNamespace {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.name()
+    }
+}
+
+impl std::fmt::Display for TestNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl From<&TestNamespace> for String {
+    fn from(ns: &TestNamespace) -> String {
+        ns.name().to_owned()
+    }
+}
+
+impl From<TestNamespace> for String {
+    fn from(ns: TestNamespace) -> String {
+        ns.name().to_owned()
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let topology = self.topology.clone();
+        let queues = std::mem::take(&mut self.queues);
+        // A thread and runtime of its own: the test's runtime may be
+        // unwinding or blocked in this drop.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let cleanup = delete_topology(&topology, &queues);
+                if tokio::time::timeout(Duration::from_secs(20), cleanup)
+                    .await
+                    .is_err()
+                {
+                    eprintln!("could not delete the queues of {}", topology.namespace());
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn delete_topology(topology: &Topology, queues: &[String]) {
+    let Some(broker) = BROKER.get() else { return };
+    let Ok(conn) = Connection::connect(&broker.url, ConnectionProperties::default()).await else {
+        return;
+    };
+    let Ok(channel) = conn.create_channel().await else {
+        return;
+    };
+    let mut declarations = topology.shared_declarations();
+    for queue in queues {
+        if let Ok(more) = topology.queue_declarations(queue) {
+            declarations.extend(more);
+        }
+    }
+    for declaration in declarations {
+        let result = match declaration {
+            Declaration::Queue { name, .. } => channel
+                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map(drop),
+            Declaration::Exchange { name, .. } => {
+                channel
+                    .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+                    .await
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            eprintln!("cleaning up {}: {e}", topology.namespace());
+            return;
+        }
+    }
+    let _ = conn.close(200, "test namespace deleted".into()).await;
 }
 
 /// Messages ready in a queue (0 when it does not exist).
@@ -212,7 +344,10 @@ impl WorkerProcess {
             .args(args)
             .env("AMQP_ADDR", url)
             .env("CELERIAC_TEST_RECORD", record)
-            .env("RUST_LOG", std::env::var("TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
@@ -234,7 +369,11 @@ impl WorkerProcess {
             .args([format!("-{signal}"), self.child.id().to_string()])
             .status()
             .unwrap_or_else(|e| panic!("kill -{signal}: {e}"));
-        assert!(status.success(), "kill -{signal} {} failed", self.child.id());
+        assert!(
+            status.success(),
+            "kill -{signal} {} failed",
+            self.child.id()
+        );
     }
 
     /// Waits for the process to exit, at most `timeout`; `None` if it
@@ -274,7 +413,7 @@ pub fn read_record(path: &Path) -> Vec<String> {
 pub fn record_file(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join("celeriac-tests");
     let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join(format!("{}.log", namespace(test)));
+    let path = dir.join(format!("{test}-{}.log", uuid::Uuid::now_v7().simple()));
     let _ = std::fs::remove_file(&path);
     path
 }

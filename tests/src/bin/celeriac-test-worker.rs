@@ -43,7 +43,12 @@ fn main() -> std::process::ExitCode {
                     .append(true)
                     .open(path)?;
                 // One write per line: O_APPEND keeps concurrent lines whole.
-                let line = format!("{} {} {}\n", ctx.task_id(), ctx.attempt(), std::process::id());
+                let line = format!(
+                    "{} {} {}\n",
+                    ctx.task_id(),
+                    ctx.attempt(),
+                    std::process::id()
+                );
                 file.write_all(line.as_bytes())?;
                 Ok(())
             })

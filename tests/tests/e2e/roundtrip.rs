@@ -16,7 +16,10 @@ async fn many_tasks_round_trip() {
     let _worker = worker(&ns, &record, &["--concurrency", "32"]).await;
 
     let ids = producer
-        .send_batch::<Record>((0..5000).map(|_| RecordInput { ms: 0 }), &SendOptions::new())
+        .send_batch::<Record>(
+            (0..5000).map(|_| RecordInput { ms: 0 }),
+            &SendOptions::new(),
+        )
         .await
         .unwrap();
     assert_eq!(ids.len(), 5000);
@@ -34,10 +37,18 @@ async fn many_tasks_round_trip() {
     let sent: HashSet<String> = ids.iter().map(ToString::to_string).collect();
     let missing = sent.difference(&ran).count();
     let unknown = ran.difference(&sent).count();
-    assert_eq!((missing, unknown), (0, 0), "every sent task ran, and only those");
+    assert_eq!(
+        (missing, unknown),
+        (0, 0),
+        "every sent task ran, and only those"
+    );
     assert_eq!(lines.len(), ids.len(), "no task ran twice");
 
     let (_conn, channel) = broker().await.channel().await;
     let dlq = producer.topology().dead_letter_queue("default");
-    assert_eq!(queue_len(&channel, &dlq).await, 0, "nothing may be dead-lettered");
+    assert_eq!(
+        queue_len(&channel, &dlq).await,
+        0,
+        "nothing may be dead-lettered"
+    );
 }

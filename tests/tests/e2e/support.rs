@@ -1,6 +1,6 @@
 //! Shared helpers of the end-to-end tests.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use celeriac_producer::Producer;
 use celeriac_tests::{broker, WorkerProcess};
@@ -21,7 +21,7 @@ pub async fn producer(namespace: &str) -> Producer {
 }
 
 /// Starts a worker process on `namespace`.
-pub async fn worker(namespace: &str, record: &PathBuf, args: &[&str]) -> WorkerProcess {
+pub async fn worker(namespace: &str, record: &Path, args: &[&str]) -> WorkerProcess {
     let broker = broker().await;
     WorkerProcess::start(worker_bin(), &broker.url, namespace, record, args)
 }
