@@ -151,6 +151,7 @@ impl Broker {
 pub struct TestNamespace {
     topology: Topology,
     queues: Vec<String>,
+    raw_queues: Vec<String>,
 }
 
 /// A fresh [`TestNamespace`] whose logical queue is `default`.
@@ -161,6 +162,7 @@ pub fn namespace(test: &str) -> TestNamespace {
         topology: Topology::new(name)
             .unwrap_or_else(|e| panic!("test namespace for {test:?}: {e}")),
         queues: vec![celeriac_schema::topology::DEFAULT_QUEUE.to_owned()],
+        raw_queues: Vec::new(),
     }
 }
 
@@ -169,6 +171,13 @@ impl TestNamespace {
     /// end.
     pub fn with_queue(mut self, queue: &str) -> Self {
         self.queues.push(queue.to_owned());
+        self
+    }
+
+    /// Also deletes the broker queue named `queue` at the end (a queue the
+    /// test declared itself).
+    pub fn with_raw_queue(mut self, queue: &str) -> Self {
+        self.raw_queues.push(queue.to_owned());
         self
     }
 
@@ -213,6 +222,7 @@ impl Drop for TestNamespace {
     fn drop(&mut self) {
         let topology = self.topology.clone();
         let queues = std::mem::take(&mut self.queues);
+        let raw_queues = std::mem::take(&mut self.raw_queues);
         // A thread and runtime of its own: the test's runtime may be
         // unwinding or blocked in this drop.
         let _ = std::thread::spawn(move || {
@@ -223,7 +233,7 @@ impl Drop for TestNamespace {
                 return;
             };
             runtime.block_on(async {
-                let cleanup = delete_topology(&topology, &queues);
+                let cleanup = delete_topology(&topology, &queues, &raw_queues);
                 if tokio::time::timeout(Duration::from_secs(20), cleanup)
                     .await
                     .is_err()
@@ -236,7 +246,7 @@ impl Drop for TestNamespace {
     }
 }
 
-async fn delete_topology(topology: &Topology, queues: &[String]) {
+async fn delete_topology(topology: &Topology, queues: &[String], raw_queues: &[String]) {
     let Some(broker) = BROKER.get() else { return };
     let Ok(conn) = Connection::connect(&broker.url, ConnectionProperties::default()).await else {
         return;
@@ -250,6 +260,10 @@ async fn delete_topology(topology: &Topology, queues: &[String]) {
             declarations.extend(more);
         }
     }
+    declarations.extend(raw_queues.iter().map(|name| Declaration::Queue {
+        name: name.clone(),
+        arguments: Vec::new(),
+    }));
     for declaration in declarations {
         let result = match declaration {
             Declaration::Queue { name, .. } => channel
@@ -271,9 +285,14 @@ async fn delete_topology(topology: &Topology, queues: &[String]) {
     let _ = conn.close(200, "test namespace deleted".into()).await;
 }
 
-/// Messages ready in a queue (0 when it does not exist).
-pub async fn queue_len(channel: &Channel, queue: &str) -> u32 {
-    match channel
+/// Ready messages and consumers of a queue, from a passive declare. A
+/// missing queue is an error, and closes `channel`.
+///
+/// # Errors
+///
+/// The broker's refusal, typically `NOT_FOUND`.
+pub async fn queue_stats(channel: &Channel, queue: &str) -> lapin::Result<(u32, u32)> {
+    let q = channel
         .queue_declare(
             queue.into(),
             QueueDeclareOptions {
@@ -282,11 +301,15 @@ pub async fn queue_len(channel: &Channel, queue: &str) -> u32 {
             },
             FieldTable::default(),
         )
+        .await?;
+    Ok((q.message_count(), q.consumer_count()))
+}
+
+/// Messages ready in a queue (0 when it does not exist).
+pub async fn queue_len(channel: &Channel, queue: &str) -> u32 {
+    queue_stats(channel, queue)
         .await
-    {
-        Ok(q) => q.message_count(),
-        Err(_) => 0,
-    }
+        .map_or(0, |(ready, _)| ready)
 }
 
 /// Takes every message out of a queue (acked).

@@ -19,11 +19,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use celeriac_producer::{Producer, SendOptions};
-use celeriac_schema::topology::Declaration;
-use celeriac_schema::{Task, Topology};
+use celeriac_schema::Task;
 use celeriac_tests::lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
 };
 use celeriac_tests::lapin::types::{AMQPValue, FieldTable};
 use celeriac_tests::lapin::{BasicProperties, Connection};
@@ -142,19 +140,11 @@ async fn queue_exists(connection: &Connection, queue: &str) -> bool {
 /// Consumer count of a queue that must exist.
 async fn consumers(connection: &Connection, queue: &str) -> u32 {
     let channel = connection.create_channel().await.unwrap();
-    let q = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
+    let (_, consumers) = celeriac_tests::queue_stats(&channel, queue)
         .await
         .unwrap_or_else(|e| panic!("passive declare of {queue}: {e}"));
     let _ = channel.close(200, "done".into()).await;
-    q.consumer_count()
+    consumers
 }
 
 fn runs_of(record: &Path, task_id: &str) -> usize {
@@ -246,66 +236,6 @@ async fn spawn_unacking_consumer(
     })
 }
 
-/// Deletes the namespace's queues and exchanges (and the probe queue) when
-/// dropped, passed or failed: a long-lived broker that keeps every test's
-/// quorum queues runs out of file handles. Declared before the worker, so
-/// the worker is killed first and cannot declare them again.
-struct Cleanup {
-    topology: Topology,
-    extra_queues: Vec<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let topology = self.topology.clone();
-        let extra_queues = std::mem::take(&mut self.extra_queues);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let cleanup = delete_topology(&topology, &extra_queues);
-                if tokio::time::timeout(Duration::from_secs(20), cleanup)
-                    .await
-                    .is_err()
-                {
-                    eprintln!("could not delete the queues of {}", topology.namespace());
-                }
-            });
-        })
-        .join();
-    }
-}
-
-async fn delete_topology(topology: &Topology, extra_queues: &[String]) {
-    let (_conn, channel) = broker().await.channel().await;
-    let mut declarations = topology.shared_declarations();
-    declarations.extend(topology.queue_declarations("default").unwrap());
-    declarations.extend(extra_queues.iter().map(|name| Declaration::Queue {
-        name: name.clone(),
-        arguments: Vec::new(),
-    }));
-    for declaration in declarations {
-        let result = match declaration {
-            Declaration::Queue { name, .. } => channel
-                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                .await
-                .map(drop),
-            Declaration::Exchange { name, .. } => {
-                channel
-                    .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
-                    .await
-            }
-            _ => Ok(()),
-        };
-        if let Err(e) = result {
-            eprintln!("cleaning up {}: {e}", topology.namespace());
-            return;
-        }
-    }
-}
-
 /// Longest the test may take: a wedged broker fails it instead of hanging
 /// the run.
 const TEST_LIMIT: Duration = Duration::from_secs(80);
@@ -326,6 +256,8 @@ async fn a_task_longer_than_the_consumer_timeout_runs_exactly_once() {
 async fn long_task_scenario() {
     let broker = broker().await;
     let ns = namespace("ctimeout");
+    let probe_queue = format!("{ns}.unacked-probe");
+    let ns = ns.with_raw_queue(&probe_queue);
     let record = record_file("ctimeout");
     let producer = Producer::builder(&broker.url)
         .namespace(&ns)
@@ -334,11 +266,6 @@ async fn long_task_scenario() {
         .unwrap();
     let topology = producer.topology().clone();
     let work = topology.work_queue("default");
-    let probe_queue = format!("{ns}.unacked-probe");
-    let _cleanup = Cleanup {
-        topology: topology.clone(),
-        extra_queues: vec![probe_queue.clone()],
-    };
     let (looker, _) = broker.channel().await;
 
     let lowered = LoweredTimeout::set(broker).await;

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use celeriac_producer::{Producer, SendOptions};
 use celeriac_schema::TaskId;
-use celeriac_tests::lapin::options::QueueDeclareOptions;
-use celeriac_tests::lapin::types::{AMQPValue, FieldTable};
+use celeriac_tests::lapin::types::AMQPValue;
 use celeriac_tests::lapin::Channel;
 use celeriac_tests::{broker, eventually, namespace, read_record, record_file, WorkerProcess};
 
@@ -66,18 +65,9 @@ async fn send_records(producer: &Producer, n: usize, ms: u64) -> Vec<TaskId> {
 /// Ready messages and consumers of a queue that must exist; unlike
 /// `queue_len`, an error fails the test instead of reading as 0.
 async fn queue_stats(channel: &Channel, queue: &str) -> (u32, u32) {
-    let q = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
+    celeriac_tests::queue_stats(channel, queue)
         .await
-        .unwrap_or_else(|e| panic!("passive declare of {queue}: {e}"));
-    (q.message_count(), q.consumer_count())
+        .unwrap_or_else(|e| panic!("passive declare of {queue}: {e}"))
 }
 
 async fn ready(channel: &Channel, queue: &str) -> u32 {
