@@ -14,8 +14,7 @@ use celeriac_schema::{now_ms, Task, Topology};
 use celeriac_tests::{broker, eventually, queue_len};
 use lapin::Channel;
 
-use crate::failures::{builtins, delete_queues, InProcessWorker};
-use crate::support::producer;
+use crate::support::{builtins, delete_queues, producer, InProcessWorker};
 
 /// `test.stamp`: records its label, when it ran and its ETA.
 struct Stamp;

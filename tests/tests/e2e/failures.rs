@@ -8,21 +8,20 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use celeriac_consumer::{
-    Registry, StatsSnapshot, TaskContext, TaskError, Worker, WorkerBuilder, WorkerHandle,
-};
+use celeriac_consumer::{Registry, TaskContext, TaskError};
 use celeriac_producer::publish::{self, Route};
 use celeriac_producer::{Error as ProducerError, Producer, SendOptions};
 use celeriac_schema::builtin::{Fail, FailInput, Panic, Ping};
-use celeriac_schema::topology::DELAY_LEVELS;
-use celeriac_schema::{headers, now_ms, Backoff, Envelope, RetryPolicy, Task, TaskId, Topology};
+use celeriac_schema::{headers, now_ms, Backoff, Envelope, RetryPolicy, Task, TaskId};
 use celeriac_tests::{broker, drain, eventually, queue_len, read_record, WorkerProcess};
 use lapin::message::BasicGetMessage;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation};
 
-use crate::support::{producer, worker, Record, RecordInput};
+use crate::support::{
+    builtins, delete_queues, producer, worker, InProcessWorker, Record, RecordInput,
+};
 
 /// How long a dead letter may take to appear.
 const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(20);
@@ -43,54 +42,6 @@ impl Task for Perishable {
     const NAME: &'static str = "test.perishable";
     type Input = ();
     type Output = ();
-}
-
-/// A worker running inside the test process, so its counters can be read
-/// (also used by the delay tests).
-pub(crate) struct InProcessWorker {
-    handle: WorkerHandle,
-    run: tokio::task::JoinHandle<celeriac_consumer::Result<StatsSnapshot>>,
-}
-
-impl InProcessWorker {
-    /// Builds a worker on `namespace` (tuned by `configure`), runs it and
-    /// waits until it consumes.
-    pub(crate) async fn start(
-        namespace: &str,
-        registry: Registry,
-        configure: impl FnOnce(WorkerBuilder) -> WorkerBuilder,
-    ) -> Self {
-        let builder = Worker::builder(&broker().await.url, registry)
-            .namespace(namespace)
-            .grace(Duration::from_secs(5));
-        let worker = configure(builder).build().unwrap();
-        let handle = worker.handle();
-        let run = tokio::spawn(worker.run());
-        let ready = eventually(Duration::from_secs(15), || async { handle.is_ready() }).await;
-        assert!(ready, "the in-process worker never became ready");
-        InProcessWorker { handle, run }
-    }
-
-    pub(crate) fn stats(&self) -> StatsSnapshot {
-        self.handle.stats()
-    }
-
-    /// Shuts the worker down and returns its final counters.
-    pub(crate) async fn stop(self) -> StatsSnapshot {
-        self.handle.shutdown();
-        tokio::time::timeout(Duration::from_secs(15), self.run)
-            .await
-            .expect("the worker stops within its grace period")
-            .expect("the worker task does not panic")
-            .expect("the worker stops cleanly")
-    }
-}
-
-/// A registry with the built-in tasks.
-pub(crate) fn builtins() -> Registry {
-    let mut registry = Registry::new();
-    celeriac_consumer::builtin::register(&mut registry);
-    registry
 }
 
 /// Waits until `queue` holds exactly `expected` messages, then takes them.
@@ -220,24 +171,6 @@ fn stop_process(mut process: WorkerProcess) {
         status.is_some_and(|s| s.success()),
         "the worker process did not exit cleanly on SIGTERM: {status:?}"
     );
-}
-
-/// Deletes the namespace's queues so the broker does not keep them; returns
-/// how many messages they still held.
-pub(crate) async fn delete_queues(channel: &Channel, topology: &Topology) -> u32 {
-    let mut queues = vec![
-        topology.work_queue("default"),
-        topology.dead_letter_queue("default"),
-    ];
-    queues.extend((0..DELAY_LEVELS).map(|level| topology.delay_queue(level)));
-    let mut held = 0;
-    for queue in queues {
-        held += channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .unwrap_or_else(|e| panic!("delete {queue}: {e}"));
-    }
-    held
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
