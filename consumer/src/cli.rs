@@ -101,6 +101,11 @@ pub enum LogFormat {
 pub fn main_with(extend: impl FnOnce(&mut Registry)) -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format);
+    // Panics go to the log as structured events (a handler's panic is also
+    // reported with its task id by the worker, which survives it).
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "panic");
+    }));
     let mut registry = Registry::new();
     crate::builtin::register(&mut registry);
     extend(&mut registry);
