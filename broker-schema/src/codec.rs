@@ -135,12 +135,21 @@ pub fn from_value<T: DeserializeOwned>(value: &rmpv::Value, root: &str) -> Resul
         field: root.to_owned(),
         message: e.to_string(),
     })?;
+    if let Ok(typed) = rmp_serde::from_slice(&bytes) {
+        return Ok(typed);
+    }
     let mut de = rmp_serde::Deserializer::new(bytes.as_slice());
     serde_path_to_error::deserialize(&mut de).map_err(|e| field_error(root, e))
 }
 
 /// Decodes `bytes` into any type, naming the field on error.
+///
+/// The plain decode runs first; field paths are tracked only to explain a
+/// failure, so the common path pays nothing for them.
 fn from_slice_checked<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    if let Ok(value) = rmp_serde::from_slice(bytes) {
+        return Ok(value);
+    }
     let mut de = rmp_serde::Deserializer::new(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| field_error("", e))
 }

@@ -47,7 +47,8 @@ pub struct Args {
     pub concurrency: usize,
 
     /// Unacked deliveries the broker may push to each queue's consumer
-    /// (default: twice the concurrency).
+    /// (default: four times the concurrency). Keep it deep for short tasks,
+    /// small for long ones so waiting messages go to other workers.
     #[arg(long, env = "CELERIAC_PREFETCH")]
     pub prefetch: Option<u16>,
 

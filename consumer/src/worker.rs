@@ -121,7 +121,9 @@ impl WorkerBuilder {
     }
 
     /// Unacked deliveries the broker may push to each queue's consumer
-    /// (default twice the concurrency, at most 65535).
+    /// (default four times the concurrency, at most 65535). Short tasks need
+    /// a deep prefetch to keep the worker busy; for long tasks a small one
+    /// leaves the waiting messages to other workers.
     pub fn prefetch(mut self, n: u16) -> Self {
         self.prefetch = Some(n);
         self
@@ -192,7 +194,7 @@ impl WorkerBuilder {
             return Err(Error::Config("the lease TTL must be at least 1 s".into()));
         }
         let default_prefetch =
-            u16::try_from(self.concurrency.saturating_mul(2)).unwrap_or(u16::MAX);
+            u16::try_from(self.concurrency.saturating_mul(4)).unwrap_or(u16::MAX);
         let prefetch = self.prefetch.unwrap_or(default_prefetch).max(1);
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
         let stats = Arc::new(WorkerStats::default());
@@ -562,7 +564,9 @@ impl Lane {
                             ack: ack_tx.clone(),
                             _permit: permit,
                         };
-                        tasks.spawn(job.run(delivery));
+                        // Boxed: the job's future is large, and the runtime would copy it
+                        // several times on its way to a thread.
+                        tasks.spawn(Box::pin(job.run(delivery)));
                     }
                     Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
                     None => break SessionEnd::Lost("the broker cancelled the consumer".into()),
