@@ -80,14 +80,13 @@ struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     runs: u64,
 
-    /// The worker's concurrency. The default keeps the worker's own rule
-    /// (prefetch = twice the concurrency) at a prefetch where the consumer
-    /// keeps up with the producer on a 2-core machine.
+    /// The worker's concurrency.
     #[arg(long, default_value_t = 128)]
     concurrency: usize,
 
     /// Per-consumer prefetch, for both the raw consumer and the worker
-    /// (default: twice the concurrency, the worker's own default).
+    /// (default 256: from there on the consumer keeps up with the producer
+    /// on a 2-core machine; at 128 tasks wait about a second).
     #[arg(long)]
     prefetch: Option<u16>,
 
@@ -110,13 +109,12 @@ struct Args {
     worker_bin: Option<PathBuf>,
 }
 
+/// Prefetch of both consumers unless `--prefetch` says otherwise.
+const DEFAULT_PREFETCH: u16 = 256;
+
 impl Args {
     fn prefetch(&self) -> u16 {
-        self.prefetch
-            .unwrap_or_else(|| {
-                u16::try_from(self.concurrency.saturating_mul(2)).unwrap_or(u16::MAX)
-            })
-            .max(1)
+        self.prefetch.unwrap_or(DEFAULT_PREFETCH).max(1)
     }
 }
 
