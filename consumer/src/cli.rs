@@ -9,13 +9,14 @@ use tracing::error;
 use crate::registry::Registry;
 use crate::worker::Worker;
 
-/// Runs celeriac tasks from RabbitMQ queues.
-///
-/// Every option can also be set through the environment variable shown.
-/// Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT), 1 when the
-/// worker fails, 2 for invalid options.
+/// The worker's options (see `--help`).
 #[derive(Debug, Parser)]
-#[command(name = "celeriac-worker", version, about, long_about = None)]
+#[command(
+    name = "celeriac-worker",
+    version,
+    about = "Runs celeriac tasks from RabbitMQ queues.",
+    after_help = "Every option can also come from the environment variable shown.\nExit codes: 0 after a clean shutdown (SIGTERM or SIGINT; a second signal exits at once with 130), 1 when the worker fails, 2 for invalid options."
+)]
 pub struct Args {
     /// Broker URL: amqp://user:password@host:port/vhost (%2f is the
     /// default vhost "/").
@@ -83,6 +84,11 @@ pub struct Args {
     #[arg(long, env = "CELERIAC_MAX_MESSAGE_BYTES", default_value_t = celeriac_schema::DecodeLimits::DEFAULT_MAX_BYTES)]
     pub max_message_bytes: usize,
 
+    /// Threads of the async runtime (default: one per CPU). Handlers that
+    /// mostly wait on I/O often run best on one or two.
+    #[arg(long, env = "CELERIAC_THREADS")]
+    pub threads: Option<usize>,
+
     /// Log format.
     #[arg(long, env = "CELERIAC_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -110,10 +116,11 @@ pub fn main_with(extend: impl FnOnce(&mut Registry)) -> ExitCode {
     let mut registry = Registry::new();
     crate::builtin::register(&mut registry);
     extend(&mut registry);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start the async runtime");
