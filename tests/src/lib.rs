@@ -440,3 +440,32 @@ pub fn record_file(test: &str) -> PathBuf {
     let _ = std::fs::remove_file(&path);
     path
 }
+
+/// The tasks the `celeriac-test-worker` binary adds to the built-in ones.
+pub mod test_tasks {
+    /// Input of the worker's `test.record` task.
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    pub struct RecordInput {
+        /// How long the task sleeps before recording its run.
+        pub ms: u64,
+    }
+
+    /// `test.record`: sleeps `ms`, then appends `{task_id} {attempt} {pid}` to
+    /// the worker's record file.
+    pub struct Record;
+
+    impl celeriac_schema::Task for Record {
+        const NAME: &'static str = "test.record";
+        type Input = RecordInput;
+        type Output = ();
+    }
+
+    /// `test.crash`: aborts the worker process.
+    pub struct Crash;
+
+    impl celeriac_schema::Task for Crash {
+        const NAME: &'static str = "test.crash";
+        type Input = ();
+        type Output = ();
+    }
+}

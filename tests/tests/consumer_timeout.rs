@@ -19,12 +19,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use celeriac_producer::{Producer, SendOptions};
-use celeriac_schema::Task;
 use celeriac_tests::lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
 };
 use celeriac_tests::lapin::types::{AMQPValue, FieldTable};
 use celeriac_tests::lapin::{BasicProperties, Connection};
+use celeriac_tests::test_tasks::{Record, RecordInput};
 use celeriac_tests::{
     broker, eventually, namespace, read_record, record_file, Broker, WorkerProcess,
 };
@@ -41,20 +41,6 @@ const DEFAULT_CONSUMER_TIMEOUT_MS: u64 = 1_800_000;
 const DEFAULT_CHANNEL_TICK_MS: u64 = 60_000;
 /// The channel tick while the test runs.
 const TEST_CHANNEL_TICK_MS: u64 = 1_000;
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct RecordInput {
-    ms: u64,
-}
-
-/// `test.record` of the test worker.
-struct Record;
-
-impl Task for Record {
-    const NAME: &'static str = "test.record";
-    type Input = RecordInput;
-    type Output = ();
-}
 
 async fn set_env(broker: &Broker, key: &str, value: u64) {
     broker

@@ -9,27 +9,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use celeriac_consumer::{TaskContext, TaskError};
-use celeriac_schema::Task;
-use serde::{Deserialize, Serialize};
-
-#[derive(Serialize, Deserialize)]
-struct RecordInput {
-    ms: u64,
-}
-
-struct Record;
-impl Task for Record {
-    const NAME: &'static str = "test.record";
-    type Input = RecordInput;
-    type Output = ();
-}
-
-struct Crash;
-impl Task for Crash {
-    const NAME: &'static str = "test.crash";
-    type Input = ();
-    type Output = ();
-}
+use celeriac_tests::test_tasks::{Crash, Record};
 
 fn main() -> std::process::ExitCode {
     celeriac_consumer::cli::main_with(|registry| {

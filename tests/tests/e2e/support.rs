@@ -32,32 +32,7 @@ pub async fn worker(namespace: &str, record: &Path, args: &[&str]) -> WorkerProc
     WorkerProcess::start(worker_bin(), &broker.url, namespace, record, args)
 }
 
-/// Input of the worker's `test.record` task.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct RecordInput {
-    /// How long the task sleeps before recording its run.
-    pub ms: u64,
-}
-
-/// `test.record`: sleeps `ms`, then appends `{task_id} {attempt} {pid}` to
-/// the worker's record file.
-pub struct Record;
-
-impl celeriac_schema::Task for Record {
-    const NAME: &'static str = "test.record";
-    type Input = RecordInput;
-    type Output = ();
-}
-
-/// `test.crash`: aborts the worker process.
-#[allow(dead_code)]
-pub struct Crash;
-
-impl celeriac_schema::Task for Crash {
-    const NAME: &'static str = "test.crash";
-    type Input = ();
-    type Output = ();
-}
+pub use celeriac_tests::test_tasks::{Crash, Record, RecordInput};
 
 /// A worker running inside the test process, so its counters can be read.
 pub(crate) struct InProcessWorker {
