@@ -173,6 +173,24 @@ fn stop_process(mut process: WorkerProcess) {
     );
 }
 
+/// The end of every worker-process test: the worker still runs new tasks,
+/// stops cleanly, and no message is left in the namespace.
+async fn finish(
+    producer: &Producer,
+    mut process: WorkerProcess,
+    record: &std::path::Path,
+    channel: &Channel,
+    topology: &celeriac_schema::Topology,
+) {
+    assert_keeps_consuming(producer, &mut process, record).await;
+    stop_process(process);
+    assert_eq!(
+        delete_queues(channel, topology).await,
+        0,
+        "a message was left behind"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_wait_inside_their_backoff_window() {
     let ns = celeriac_tests::namespace("retry-window");
@@ -357,13 +375,7 @@ async fn unknown_task_names_are_dead_lettered() {
         "the input is kept"
     );
 
-    assert_keeps_consuming(&producer, &mut process, &record).await;
-    stop_process(process);
-    assert_eq!(
-        delete_queues(&channel, &topology).await,
-        0,
-        "a message was left behind"
-    );
+    finish(&producer, process, &record, &channel, &topology).await;
 }
 
 #[tokio::test]
@@ -456,13 +468,7 @@ async fn malformed_bodies_are_dead_lettered_byte_for_byte() {
         "error message {message:?} does not name the missing field"
     );
 
-    assert_keeps_consuming(&producer, &mut process, &record).await;
-    stop_process(process);
-    assert_eq!(
-        delete_queues(&channel, &topology).await,
-        0,
-        "a message was left behind"
-    );
+    finish(&producer, process, &record, &channel, &topology).await;
 }
 
 #[tokio::test]
@@ -500,13 +506,7 @@ async fn panicking_handlers_are_retried_then_dead_lettered() {
     let envelope = celeriac_schema::decode(&msg.delivery.data).unwrap();
     assert_eq!((envelope.id, envelope.attempt), (id, 1));
 
-    assert_keeps_consuming(&producer, &mut process, &record).await;
-    stop_process(process);
-    assert_eq!(
-        delete_queues(&channel, &topology).await,
-        0,
-        "a message was left behind"
-    );
+    finish(&producer, process, &record, &channel, &topology).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
