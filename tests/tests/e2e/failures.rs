@@ -344,7 +344,7 @@ async fn unknown_task_names_are_dead_lettered() {
     let topology = producer.topology().clone();
     let record = celeriac_tests::record_file("unknown-task");
     let worker_id = format!("{ns}-worker");
-    let mut process = worker(&ns, &record, &["--worker-id", &worker_id]).await;
+    let process = worker(&ns, &record, &["--worker-id", &worker_id]).await;
     let since = now_ms();
 
     let task = producer
@@ -386,7 +386,7 @@ async fn malformed_bodies_are_dead_lettered_byte_for_byte() {
     let topology = producer.topology().clone();
     let record = celeriac_tests::record_file("malformed");
     let worker_id = format!("{ns}-worker");
-    let mut process = worker(&ns, &record, &["--worker-id", &worker_id]).await;
+    let process = worker(&ns, &record, &["--worker-id", &worker_id]).await;
     let since = now_ms();
 
     let garbage: Vec<u8> = b"\xc1 this is not MessagePack \x00\xff\xfe".to_vec();
@@ -478,7 +478,7 @@ async fn panicking_handlers_are_retried_then_dead_lettered() {
     let topology = producer.topology().clone();
     let record = celeriac_tests::record_file("panic");
     let worker_id = format!("{ns}-worker");
-    let mut process = worker(&ns, &record, &["--worker-id", &worker_id]).await;
+    let process = worker(&ns, &record, &["--worker-id", &worker_id]).await;
     let since = now_ms();
 
     let policy = RetryPolicy {
