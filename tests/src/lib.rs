@@ -468,4 +468,29 @@ pub mod test_tasks {
         type Input = ();
         type Output = ();
     }
+
+    /// Input of [`BenchNoop`].
+    #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+    pub struct NoopInput {
+        /// When the task was handed to the producer, in Unix microseconds.
+        pub t: u64,
+    }
+
+    /// `bench.noop`: the benchmark worker's no-op task, which measures the
+    /// time from `t` to its start.
+    pub struct BenchNoop;
+
+    impl celeriac_schema::Task for BenchNoop {
+        const NAME: &'static str = "bench.noop";
+        type Input = NoopInput;
+        type Output = ();
+    }
+
+    /// The current time in Unix microseconds.
+    pub fn unix_micros() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
 }

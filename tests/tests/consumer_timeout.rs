@@ -106,17 +106,7 @@ impl Drop for LoweredTimeout {
 /// each check gets a fresh one).
 async fn queue_exists(connection: &Connection, queue: &str) -> bool {
     let channel = connection.create_channel().await.unwrap();
-    let exists = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .is_ok();
+    let exists = celeriac_tests::queue_stats(&channel, queue).await.is_ok();
     if exists {
         let _ = channel.close(200, "done".into()).await;
     }

@@ -17,23 +17,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use celeriac_consumer::{TaskContext, TaskError};
-use celeriac_schema::Task;
-use serde::{Deserialize, Serialize};
-
-#[derive(Serialize, Deserialize)]
-struct NoopInput {
-    t: u64,
-}
-
-struct BenchNoop;
-impl Task for BenchNoop {
-    const NAME: &'static str = "bench.noop";
-    type Input = NoopInput;
-    type Output = ();
-}
+use celeriac_tests::test_tasks::{unix_micros, BenchNoop};
 
 /// Values below this are their own bucket.
 const EXACT: u64 = 128;
@@ -82,15 +68,8 @@ fn percentile(counts: &[u64], total: u64, p: f64) -> u64 {
     0
 }
 
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 fn record(sent_at: u64) {
-    let now = now_micros();
+    let now = unix_micros();
     let latency = now.saturating_sub(sent_at);
     HISTOGRAM[bucket(latency)].fetch_add(1, Ordering::Relaxed);
     MAX_LATENCY.fetch_max(latency, Ordering::Relaxed);

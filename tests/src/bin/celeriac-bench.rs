@@ -35,6 +35,7 @@ use celeriac_producer::topology::field_table;
 use celeriac_producer::{publish, Producer, SendOptions};
 use celeriac_schema::topology::DELAY_LEVELS;
 use celeriac_schema::{encode, Envelope, Task, Topology};
+use celeriac_tests::test_tasks::{unix_micros, BenchNoop, NoopInput};
 use clap::Parser;
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
@@ -116,20 +117,6 @@ impl Args {
     fn prefetch(&self) -> u16 {
         self.prefetch.unwrap_or(DEFAULT_PREFETCH).max(1)
     }
-}
-
-#[derive(Serialize, Deserialize)]
-struct NoopInput {
-    /// When the task was handed to the producer, in Unix microseconds.
-    t: u64,
-}
-
-/// The worker's no-op task (see `celeriac-bench-worker.rs`).
-struct BenchNoop;
-impl Task for BenchNoop {
-    const NAME: &'static str = "bench.noop";
-    type Input = NoopInput;
-    type Output = ();
 }
 
 fn main() -> ExitCode {
@@ -996,13 +983,6 @@ fn local_broker_pid(url: &str) -> Option<u32> {
 fn noop_envelope() -> Result<Envelope> {
     let input = celeriac_schema::to_value(&NoopInput { t: unix_micros() })?;
     Ok(Envelope::new(BenchNoop::NAME, input))
-}
-
-fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// A `kB` field of /proc/<pid>/status (`VmRSS`, `VmHWM`).
