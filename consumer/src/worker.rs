@@ -695,19 +695,15 @@ impl Job {
         let _in_flight = InFlight(stats);
         let tag = delivery.delivery_tag;
         let decoded = decode_with(&delivery.data, &self.shared.config.limits);
-        let (task_id, task_name) = match &decoded {
-            Ok(env) => (env.id.to_string(), env.task.clone()),
-            Err(_) => (
-                delivery
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|m| m.to_string())
-                    .unwrap_or_default(),
-                String::new(),
+        // Fields are formatted only if the span is recorded.
+        let span = match &decoded {
+            Ok(env) => info_span!("task", task_id = %env.id, task = %env.task, queue = %self.queue),
+            Err(_) => info_span!(
+                "task",
+                message_id = ?delivery.properties.message_id(),
+                queue = %self.queue
             ),
         };
-        let span = info_span!("task", task_id = %task_id, task = %task_name, queue = %self.queue);
         self.handle(delivery, decoded, tag).instrument(span).await;
     }
 
@@ -726,12 +722,13 @@ impl Job {
             }
             Ok(env) => {
                 let now = now_ms();
+                let wait = env.wait_before_run(now);
                 if env.is_expired_at(now) {
                     WorkerStats::bump(&stats.expired);
                     info!("task expired before it could run; dropping it");
                     (Outcome::Expired, Some(env))
-                } else if !env.wait_before_run(now).is_zero() {
-                    (Outcome::Early(env.wait_before_run(now)), Some(env))
+                } else if !wait.is_zero() {
+                    (Outcome::Early(wait), Some(env))
                 } else if let Some(handler) = self.shared.registry.get(&env.task).cloned() {
                     let (outcome, env, held) = self.execute(handler, env, &delivery, tag).await;
                     lease = held;
@@ -906,19 +903,11 @@ impl Job {
                 Ok(())
             }
             Disposition::Delay { delay } => {
-                let route = config
-                    .topology
-                    .delay_route(&self.queue, *delay)
-                    .map_err(|e| e.to_string())?
-                    .map(|r| Route {
-                        exchange: r.exchange,
-                        routing_key: r.routing_key,
-                    })
-                    .unwrap_or_else(|| Route {
-                        exchange: config.topology.work_exchange(),
-                        routing_key: self.queue.to_string(),
-                    });
-                let id = envelope.map(|e| e.id.to_string()).unwrap_or_default();
+                let env = envelope.ok_or("an early delivery without an envelope")?;
+                // Routed by its ETA, like any delayed task.
+                let route = publish::route(&config.topology, &self.queue, env, now_ms())
+                    .map_err(|e| e.to_string())?;
+                let id = env.id.to_string();
                 publish::publish_confirmed(
                     publisher,
                     &route,
