@@ -36,6 +36,7 @@
 
 pub mod builtin;
 mod codec;
+pub mod dag;
 mod envelope;
 mod error;
 pub mod headers;
