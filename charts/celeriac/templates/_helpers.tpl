@@ -1,0 +1,120 @@
+{{/* Chart name, truncated to a DNS label. */}}
+{{- define "celeriac.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: <release>-<chart> unless the release already contains it. */}}
+{{- define "celeriac.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the worker Deployment and its companions. */}}
+{{- define "celeriac.workerName" -}}
+{{- printf "%s-worker" (include "celeriac.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "celeriac.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Common labels. */}}
+{{- define "celeriac.labels" -}}
+helm.sh/chart: {{ include "celeriac.chart" . }}
+{{ include "celeriac.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: celeriac
+{{- end }}
+
+{{/* Selector labels shared by every component. */}}
+{{- define "celeriac.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "celeriac.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Selector labels of the workers. */}}
+{{- define "celeriac.workerSelectorLabels" -}}
+{{ include "celeriac.selectorLabels" . }}
+app.kubernetes.io/component: worker
+{{- end }}
+
+{{/* Name of the Secret with the broker and store URLs. */}}
+{{- define "celeriac.secretName" -}}
+{{- if .Values.credentials.existingSecret }}
+{{- .Values.credentials.existingSecret }}
+{{- else }}
+{{- include "celeriac.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{- define "celeriac.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "celeriac.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Image reference; call with (dict "root" $ "override" $daemonImage). */}}
+{{- define "celeriac.image" -}}
+{{- $img := .root.Values.image }}
+{{- $o := .override | default dict }}
+{{- $repo := $o.repository | default $img.repository }}
+{{- if and (not $o.repository) $img.digest }}
+{{- printf "%s@%s" $repo $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo ($o.tag | default $img.tag | default .root.Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* Environment shared by every celeriac container: broker, store, namespace. */}}
+{{- define "celeriac.commonEnv" -}}
+- name: AMQP_ADDR
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "celeriac.secretName" . }}
+      key: {{ .Values.credentials.amqpAddrKey }}
+{{- if .Values.store.enabled }}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "celeriac.secretName" . }}
+      key: {{ .Values.credentials.redisUrlKey }}
+{{- end }}
+- name: CELERIAC_NAMESPACE
+  value: {{ .Values.celeriacNamespace | quote }}
+{{- end }}
+
+{{/* Work queue names on the broker, one per line. */}}
+{{- define "celeriac.workQueues" -}}
+{{- range .Values.worker.queues }}
+{{ printf "%s.q.%s" $.Values.celeriacNamespace . }}
+{{- end }}
+{{- end }}
+
+{{/* Checks of values that the schema cannot express. */}}
+{{- define "celeriac.validate" -}}
+{{- if not .Values.worker.queues }}
+{{- fail "worker.queues must name at least one queue" }}
+{{- end }}
+{{- if and (not .Values.credentials.existingSecret) (not .Values.credentials.amqpAddr) }}
+{{- fail "set credentials.amqpAddr or credentials.existingSecret" }}
+{{- end }}
+{{- if and .Values.store.enabled (not .Values.credentials.existingSecret) (not .Values.credentials.redisUrl) }}
+{{- fail "set credentials.redisUrl or credentials.existingSecret (or store.enabled=false)" }}
+{{- end }}
+{{- if and .Values.autoscaling.keda.enabled (eq .Values.autoscaling.keda.protocol "http") (not .Values.credentials.existingSecret) (not .Values.autoscaling.keda.managementUrl) }}
+{{- fail "autoscaling.keda.protocol=http needs autoscaling.keda.managementUrl or a managementUrlKey in credentials.existingSecret" }}
+{{- end }}
+{{- end }}
