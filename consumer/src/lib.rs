@@ -49,6 +49,7 @@ pub mod cli;
 pub mod disposition;
 mod error;
 mod lease;
+pub mod local;
 mod registry;
 mod stats;
 mod task_error;
@@ -56,6 +57,10 @@ mod worker;
 
 pub use ack_tracker::{AckAction, AckTracker};
 pub use error::{Error, Result};
+pub use local::{
+    CancelHandle, LocalContext, LocalError, LocalScheduler, LocalTask, TaskOptions, TaskResult,
+    TaskStatus,
+};
 pub use registry::{BoxFuture, ErasedHandler, Registry, TaskContext};
 pub use stats::{StatsSnapshot, WorkerStats};
 pub use task_error::{TaskError, BAD_INPUT, PANIC, TIME_LIMIT};

@@ -1,0 +1,36 @@
+//! Why a workflow cannot be run in-process.
+
+use celeriac_schema::dag::DagError;
+
+/// A workflow the [`LocalScheduler`](crate::LocalScheduler) refuses, before
+/// any of its tasks runs.
+///
+/// Failing tasks are not errors of the run: they are reported in their
+/// [`TaskResult`](crate::TaskResult).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocalError {
+    /// A task id was added twice.
+    #[error("task `{id}` is added twice")]
+    DuplicateTask {
+        /// The repeated id.
+        id: String,
+    },
+    /// The dependencies do not form a DAG: an unknown id or a cycle.
+    #[error(transparent)]
+    Graph(#[from] DagError),
+    /// A task wants a resource pool that was not declared.
+    #[error("task `{task}` uses resource pool `{resource}`, which is not declared")]
+    UnknownResource {
+        /// The task.
+        task: String,
+        /// The pool it names.
+        resource: String,
+    },
+    /// A pool or the worker count is zero, so some task could never start.
+    #[error("{what} must be at least 1")]
+    ZeroCapacity {
+        /// `max_workers` or `resource pool "<name>"`.
+        what: String,
+    },
+}

@@ -1,0 +1,698 @@
+//! The in-process executor.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use celeriac_schema::dag::Dag;
+use futures_util::FutureExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::error::LocalError;
+use super::result::{TaskResult, CANCELLED, DEPENDENCY_FAILED};
+use super::task::{Body, LocalContext, LocalTask, TaskOptions, TaskOutput};
+use crate::task_error::{TaskError, PANIC, TIME_LIMIT};
+
+/// Workers of a scheduler built with [`LocalScheduler::new`].
+pub const DEFAULT_MAX_WORKERS: usize = 4;
+
+/// Runs a DAG of tasks in-process, with no broker.
+///
+/// Tasks are added with [`add_task`](Self::add_task) (or
+/// [`add_task_with`](Self::add_task_with) for timeouts and resource pools)
+/// in any order, then [`run`](Self::run) checks the graph and runs it:
+///
+/// - a task starts the moment all its dependencies have succeeded, and
+///   every ready task starts at once, up to `max_workers` running together
+///   (ready tasks start in the order they became ready);
+/// - a task receives its dependencies' results by id
+///   ([`LocalContext::input`]);
+/// - a failed attempt is retried up to the task's `retries`; a task whose
+///   last attempt fails is `failed` with that attempt's error, and every
+///   task downstream of it is `skipped` with 0 attempts, while independent
+///   branches run to completion;
+/// - a task holding a unit of a resource pool also holds one of the
+///   `max_workers`: with a `gpu` pool of 2 and 4 workers, two other tasks
+///   run beside two `gpu` tasks.
+///
+/// # Examples
+///
+/// The diamond `a → {b, c} → d`, with `b` failing once before it succeeds:
+///
+/// ```
+/// use celeriac_consumer::{LocalScheduler, LocalTask, TaskError, TaskStatus};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let mut dag = LocalScheduler::new();
+/// dag.add_task("a", LocalTask::blocking(|_| Ok::<_, TaskError>(1)), &[], 0)?;
+/// dag.add_task("b", LocalTask::blocking(|ctx| {
+///     if ctx.attempt() == 1 {
+///         return Err(TaskError::new("Flaky", "first attempt fails"));
+///     }
+///     Ok(ctx.input("a").and_then(|v| v.as_i64()).unwrap_or(0) + 10)
+/// }), &["a"], 1)?;
+/// dag.add_task("c", LocalTask::new(|ctx| async move {
+///     Ok::<_, TaskError>(ctx.input("a").and_then(|v| v.as_i64()).unwrap_or(0) + 100)
+/// }), &["a"], 0)?;
+/// dag.add_task("d", LocalTask::blocking(|ctx| {
+///     Ok::<_, TaskError>(ctx.inputs().filter_map(|(_, v)| v.as_i64()).sum::<i64>())
+/// }), &["b", "c"], 0)?;
+///
+/// let results = dag.run().await?;
+/// assert_eq!(results["b"].attempts, 2);
+/// assert_eq!(results["d"].status, TaskStatus::Success);
+/// assert_eq!(results["d"].result, Some(serde_json::json!(112)));
+/// # Ok::<(), celeriac_consumer::LocalError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct LocalScheduler {
+    max_workers: usize,
+    pools: Vec<(String, usize)>,
+    entries: Vec<Entry>,
+    ids: HashSet<String>,
+    cancel: CancelHandle,
+    cancel_requests: mpsc::UnboundedReceiver<String>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: String,
+    task: LocalTask,
+    options: TaskOptions,
+}
+
+/// Cancels the tasks of a [`LocalScheduler`], from anywhere, before or
+/// during its run.
+///
+/// Cancellation is cooperative: a running task sees it through its
+/// [`LocalContext::cancellation_token`], is not retried, and its result is
+/// kept if it returns one. A task cancelled before it started is `skipped`
+/// with kind [`CANCELLED`].
+///
+/// Cheap to clone.
+///
+/// # Examples
+///
+/// ```
+/// use celeriac_consumer::{LocalScheduler, LocalTask, TaskError, TaskStatus};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let mut dag = LocalScheduler::new();
+/// dag.add_task("a", LocalTask::blocking(|_| Ok::<_, TaskError>(())), &[], 0)?;
+/// dag.add_task("b", LocalTask::blocking(|_| Ok::<_, TaskError>(())), &["a"], 0)?;
+/// dag.cancel_handle().cancel("a");
+/// let results = dag.run().await?;
+/// assert_eq!(results["a"].status, TaskStatus::Skipped);
+/// assert_eq!(results["b"].status, TaskStatus::Skipped);
+/// # Ok::<(), celeriac_consumer::LocalError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct CancelHandle {
+    all: CancellationToken,
+    requests: mpsc::UnboundedSender<String>,
+}
+
+impl CancelHandle {
+    /// Cancels task `id` and everything downstream of it. An unknown id is
+    /// ignored (and logged).
+    pub fn cancel(&self, id: impl Into<String>) {
+        // The receiver lives as long as the scheduler; once the run is over
+        // there is nothing left to cancel.
+        let _ = self.requests.send(id.into());
+    }
+
+    /// Cancels every task: nothing new starts, running tasks see their
+    /// tokens cancelled, tasks not yet started are `skipped`.
+    pub fn cancel_all(&self) {
+        self.all.cancel();
+    }
+
+    /// Whether [`cancel_all`](Self::cancel_all) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.all.is_cancelled()
+    }
+}
+
+impl Default for LocalScheduler {
+    fn default() -> Self {
+        LocalScheduler::new()
+    }
+}
+
+impl LocalScheduler {
+    /// An empty scheduler with [`DEFAULT_MAX_WORKERS`] workers.
+    pub fn new() -> Self {
+        LocalScheduler::with_max_workers(DEFAULT_MAX_WORKERS)
+    }
+
+    /// An empty scheduler that runs at most `max_workers` tasks at once.
+    pub fn with_max_workers(max_workers: usize) -> Self {
+        let (requests, cancel_requests) = mpsc::unbounded_channel();
+        LocalScheduler {
+            max_workers,
+            pools: Vec::new(),
+            entries: Vec::new(),
+            ids: HashSet::new(),
+            cancel: CancelHandle {
+                all: CancellationToken::new(),
+                requests,
+            },
+            cancel_requests,
+        }
+    }
+
+    /// How many tasks may run at once.
+    pub fn max_workers(&self) -> usize {
+        self.max_workers
+    }
+
+    /// Declares (or resizes) resource pool `name`: at most `capacity` tasks
+    /// that use it run at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use celeriac_consumer::{LocalScheduler, LocalTask, TaskError, TaskOptions};
+    ///
+    /// let mut dag = LocalScheduler::new();
+    /// dag.resource_pool("gpu", 2);
+    /// for i in 0..8 {
+    ///     let train = LocalTask::blocking(|_| Ok::<_, TaskError>(()));
+    ///     dag.add_task_with(format!("train-{i}"), train, TaskOptions::new().resource("gpu"))?;
+    /// }
+    /// # Ok::<(), celeriac_consumer::LocalError>(())
+    /// ```
+    pub fn resource_pool(&mut self, name: impl Into<String>, capacity: usize) -> &mut Self {
+        let name = name.into();
+        match self.pools.iter_mut().find(|(n, _)| *n == name) {
+            Some(pool) => pool.1 = capacity,
+            None => self.pools.push((name, capacity)),
+        }
+        self
+    }
+
+    /// A handle to cancel tasks while [`run`](Self::run) runs.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        self.cancel.clone()
+    }
+
+    /// Number of tasks added.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no task was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds task `id`, which waits for `dependencies` and is retried up to
+    /// `retries` times. Dependencies may be added later; they are checked by
+    /// [`run`](Self::run).
+    ///
+    /// # Errors
+    ///
+    /// [`LocalError::DuplicateTask`] when `id` is already taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use celeriac_consumer::{LocalError, LocalScheduler, LocalTask, TaskError};
+    ///
+    /// let mut dag = LocalScheduler::new();
+    /// let noop = LocalTask::blocking(|_| Ok::<_, TaskError>(()));
+    /// dag.add_task("report", noop.clone(), &["extract"], 3)?;
+    /// dag.add_task("extract", noop.clone(), &[], 0)?;
+    /// assert_eq!(
+    ///     dag.add_task("extract", noop, &[], 0),
+    ///     Err(LocalError::DuplicateTask { id: "extract".into() })
+    /// );
+    /// # Ok::<(), LocalError>(())
+    /// ```
+    pub fn add_task(
+        &mut self,
+        id: impl Into<String>,
+        task: LocalTask,
+        dependencies: &[&str],
+        retries: u32,
+    ) -> Result<(), LocalError> {
+        let options = TaskOptions::new()
+            .depends_on(dependencies.iter().copied())
+            .retries(retries);
+        self.add_task_with(id, task, options)
+    }
+
+    /// Adds task `id` with all its [`TaskOptions`].
+    ///
+    /// # Errors
+    ///
+    /// [`LocalError::DuplicateTask`] when `id` is already taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use celeriac_consumer::{LocalScheduler, LocalTask, TaskError, TaskOptions};
+    ///
+    /// let mut dag = LocalScheduler::new();
+    /// let slow = LocalTask::new(|ctx| async move {
+    ///     tokio::select! {
+    ///         _ = ctx.cancellation_token().cancelled() => Err(TaskError::new("Stopped", "told to stop")),
+    ///         _ = tokio::time::sleep(Duration::from_millis(10)) => Ok(()),
+    ///     }
+    /// });
+    /// let deps = vec!["a".to_string()];
+    /// dag.add_task_with("slow", slow, TaskOptions::new()
+    ///     .depends_on(deps)
+    ///     .retries(1)
+    ///     .timeout(Duration::from_secs(5)))?;
+    /// # Ok::<(), celeriac_consumer::LocalError>(())
+    /// ```
+    pub fn add_task_with(
+        &mut self,
+        id: impl Into<String>,
+        task: LocalTask,
+        options: TaskOptions,
+    ) -> Result<(), LocalError> {
+        let id = id.into();
+        if !self.ids.insert(id.clone()) {
+            return Err(LocalError::DuplicateTask { id });
+        }
+        self.entries.push(Entry { id, task, options });
+        Ok(())
+    }
+
+    /// Runs every task and reports each one's outcome by id.
+    ///
+    /// Needs a tokio runtime (either flavour). Returns once every task has
+    /// an outcome; after [`CancelHandle::cancel_all`], once the tasks that
+    /// were running have returned.
+    ///
+    /// # Errors
+    ///
+    /// Before anything runs: [`LocalError::Graph`] naming an unknown
+    /// dependency or a cycle, [`LocalError::UnknownResource`] for an
+    /// undeclared pool, [`LocalError::ZeroCapacity`] when `max_workers` or a
+    /// pool used by a task is 0. Task failures are not errors: see
+    /// [`TaskResult`].
+    pub async fn run(self) -> Result<HashMap<String, TaskResult>, LocalError> {
+        if self.max_workers == 0 {
+            return Err(LocalError::ZeroCapacity {
+                what: "max_workers".into(),
+            });
+        }
+        let dag = Dag::new(
+            self.entries
+                .iter()
+                .map(|e| (e.id.clone(), &e.options.dependencies)),
+        )?;
+        let mut pool_of = Vec::with_capacity(self.entries.len());
+        let mut used = vec![false; self.pools.len()];
+        for entry in &self.entries {
+            let pool = match &entry.options.resource {
+                None => None,
+                Some(name) => match self.pools.iter().position(|(n, _)| n == name) {
+                    Some(p) => {
+                        used[p] = true;
+                        Some(p)
+                    }
+                    None => {
+                        return Err(LocalError::UnknownResource {
+                            task: entry.id.clone(),
+                            resource: name.clone(),
+                        })
+                    }
+                },
+            };
+            pool_of.push(pool);
+        }
+        for (p, (name, capacity)) in self.pools.iter().enumerate() {
+            if used[p] && *capacity == 0 {
+                return Err(LocalError::ZeroCapacity {
+                    what: format!("resource pool {name:?}"),
+                });
+            }
+        }
+
+        let span = tracing::debug_span!("local_run", tasks = dag.len(), edges = dag.edge_count());
+        let n = dag.len();
+        let specs = self
+            .entries
+            .into_iter()
+            .map(|e| {
+                Arc::new(Spec {
+                    id: Arc::from(e.id),
+                    task: e.task,
+                    retries: e.options.retries,
+                    timeout: e.options.timeout,
+                })
+            })
+            .collect();
+        let run = Run {
+            max_workers: self.max_workers,
+            pool_free: self.pools.iter().map(|(_, c)| *c).collect(),
+            queues: vec![VecDeque::new(); self.pools.len() + 1],
+            pool_of,
+            specs,
+            waiting: (0..n).map(|i| dag.dependencies(i).len()).collect(),
+            state: vec![State::Waiting; n],
+            outcomes: vec![None; n],
+            results: vec![None; n],
+            tokens: vec![None; n],
+            running: 0,
+            ready_seq: 0,
+            join: JoinSet::new(),
+            in_flight: HashMap::new(),
+            all: self.cancel.all.clone(),
+            requests: self.cancel_requests,
+            dag,
+        };
+        // The sender half stays alive in `self.cancel` for the whole run, so
+        // the request channel never reports closed.
+        let _keep_sender = self.cancel;
+        Ok(run.drive().instrument(span).await)
+    }
+}
+
+/// One task, as the spawned attempt loop needs it.
+struct Spec {
+    id: Arc<str>,
+    task: LocalTask,
+    retries: u32,
+    timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Some dependency has not succeeded yet.
+    Waiting,
+    /// In a ready queue.
+    Ready,
+    Running,
+    Done,
+}
+
+/// The state of one run. Nodes are the indices of the [`Dag`].
+struct Run {
+    dag: Dag,
+    specs: Vec<Arc<Spec>>,
+    max_workers: usize,
+    pool_of: Vec<Option<usize>>,
+    pool_free: Vec<usize>,
+    /// Ready nodes by pool (0: no pool, `p + 1`: pool `p`), each with the
+    /// sequence number of its becoming ready. Cancelled nodes stay queued
+    /// and are dropped when they reach the front.
+    queues: Vec<VecDeque<(u64, usize)>>,
+    ready_seq: u64,
+    /// Dependencies each node still waits for.
+    waiting: Vec<usize>,
+    state: Vec<State>,
+    outcomes: Vec<Option<TaskResult>>,
+    /// Results of the nodes that succeeded, shared with their dependents.
+    results: Vec<Option<Arc<Value>>>,
+    /// Tokens of the running nodes.
+    tokens: Vec<Option<CancellationToken>>,
+    running: usize,
+    join: JoinSet<(usize, u32, TaskOutput)>,
+    in_flight: HashMap<tokio::task::Id, usize>,
+    all: CancellationToken,
+    requests: mpsc::UnboundedReceiver<String>,
+}
+
+impl Run {
+    async fn drive(mut self) -> HashMap<String, TaskResult> {
+        while let Ok(id) = self.requests.try_recv() {
+            self.cancel(&id);
+        }
+        for node in self.dag.roots().collect::<Vec<_>>() {
+            if self.state[node] == State::Waiting {
+                self.make_ready(node);
+            }
+        }
+        self.dispatch();
+        while self.running > 0 {
+            tokio::select! {
+                biased;
+                Some(id) = self.requests.recv() => self.cancel(&id),
+                joined = self.join.join_next_with_id() => match joined {
+                    Some(Ok((task, (node, attempts, output)))) => {
+                        self.in_flight.remove(&task);
+                        self.finish(node, attempts, output);
+                    }
+                    Some(Err(e)) => {
+                        // The attempt loop catches panics, so only an abort
+                        // gets here.
+                        if let Some(node) = self.in_flight.remove(&e.id()) {
+                            let error = TaskError::new(PANIC, format!("the task was lost: {e}"));
+                            self.finish(node, 1, Err(error));
+                        }
+                    }
+                    None => break,
+                },
+            }
+            self.dispatch();
+        }
+        self.report()
+    }
+
+    fn make_ready(&mut self, node: usize) {
+        self.state[node] = State::Ready;
+        let queue = self.pool_of[node].map_or(0, |p| p + 1);
+        self.queues[queue].push_back((self.ready_seq, node));
+        self.ready_seq += 1;
+    }
+
+    /// Starts ready nodes while workers (and their pools) are free, oldest
+    /// ready first.
+    fn dispatch(&mut self) {
+        while self.running < self.max_workers && !self.all.is_cancelled() {
+            let mut best: Option<(u64, usize)> = None;
+            for q in 0..self.queues.len() {
+                if q > 0 && self.pool_free[q - 1] == 0 {
+                    continue;
+                }
+                let queue = &mut self.queues[q];
+                while let Some(&(_, node)) = queue.front() {
+                    if self.state[node] == State::Ready {
+                        break;
+                    }
+                    queue.pop_front();
+                }
+                if let Some(&(seq, _)) = queue.front() {
+                    if best.is_none_or(|(s, _)| seq < s) {
+                        best = Some((seq, q));
+                    }
+                }
+            }
+            let Some((_, q)) = best else { break };
+            if let Some((_, node)) = self.queues[q].pop_front() {
+                self.start(node);
+            }
+        }
+    }
+
+    fn start(&mut self, node: usize) {
+        self.state[node] = State::Running;
+        self.running += 1;
+        if let Some(p) = self.pool_of[node] {
+            self.pool_free[p] -= 1;
+        }
+        let token = self.all.child_token();
+        self.tokens[node] = Some(token.clone());
+        let inputs: Arc<[(Arc<str>, Arc<Value>)]> = self
+            .dag
+            .dependencies(node)
+            .iter()
+            .filter_map(|&d| {
+                let value = self.results[d].clone()?;
+                Some((self.specs[d].id.clone(), value))
+            })
+            .collect();
+        let spec = self.specs[node].clone();
+        let span = tracing::debug_span!("local_task", task_id = %spec.id);
+        let handle = self.join.spawn(
+            async move {
+                let (attempts, output) = attempt_loop(&spec, inputs, token).await;
+                (node, attempts, output)
+            }
+            .instrument(span),
+        );
+        self.in_flight.insert(handle.id(), node);
+    }
+
+    fn finish(&mut self, node: usize, attempts: u32, output: TaskOutput) {
+        self.running -= 1;
+        if let Some(p) = self.pool_of[node] {
+            self.pool_free[p] += 1;
+        }
+        self.tokens[node] = None;
+        self.state[node] = State::Done;
+        match output {
+            Ok(value) => {
+                self.outcomes[node] = Some(TaskResult::success(Value::Null, attempts));
+                self.results[node] = Some(Arc::new(value));
+                for i in 0..self.dag.dependents(node).len() {
+                    let child = self.dag.dependents(node)[i];
+                    if self.state[child] == State::Waiting {
+                        self.waiting[child] -= 1;
+                        if self.waiting[child] == 0 {
+                            self.make_ready(child);
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::debug!(task_id = %self.specs[node].id, attempts, %error, "task failed");
+                self.outcomes[node] = Some(TaskResult::failed(error, attempts));
+                let failed = self.specs[node].id.clone();
+                // Only nodes still waiting can be downstream of a node that
+                // has not succeeded; the others were already skipped.
+                let mut stack = vec![node];
+                while let Some(n) = stack.pop() {
+                    for &child in self.dag.dependents(n) {
+                        if self.state[child] == State::Waiting {
+                            self.state[child] = State::Done;
+                            self.outcomes[child] = Some(TaskResult::skipped(TaskError::new(
+                                DEPENDENCY_FAILED,
+                                format!("dependency `{failed}` failed"),
+                            )));
+                            stack.push(child);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cancels node `id` and everything downstream of it.
+    fn cancel(&mut self, id: &str) {
+        let Some(node) = self.dag.index_of(id) else {
+            tracing::warn!(task_id = id, "cannot cancel an unknown task");
+            return;
+        };
+        tracing::debug!(task_id = id, "cancelling the task and its dependents");
+        for n in self.dag.downstream(node) {
+            match self.state[n] {
+                State::Waiting | State::Ready => {
+                    self.state[n] = State::Done;
+                    let why = if n == node {
+                        "cancelled before it started".to_owned()
+                    } else {
+                        format!("dependency `{id}` was cancelled")
+                    };
+                    self.outcomes[n] = Some(TaskResult::skipped(TaskError::new(CANCELLED, why)));
+                }
+                State::Running => {
+                    if let Some(token) = &self.tokens[n] {
+                        token.cancel();
+                    }
+                }
+                State::Done => {}
+            }
+        }
+    }
+
+    fn report(mut self) -> HashMap<String, TaskResult> {
+        let mut report = HashMap::with_capacity(self.dag.len());
+        for node in 0..self.dag.len() {
+            let outcome = match self.outcomes[node].take() {
+                Some(mut outcome) => {
+                    if let Some(value) = self.results[node].take() {
+                        outcome.result =
+                            Some(Arc::try_unwrap(value).unwrap_or_else(|shared| (*shared).clone()));
+                    }
+                    outcome
+                }
+                // Only a cancelled run leaves nodes without an outcome.
+                None => TaskResult::skipped(TaskError::new(
+                    CANCELLED,
+                    "the run was cancelled before it started",
+                )),
+            };
+            report.insert(self.specs[node].id.to_string(), outcome);
+        }
+        report
+    }
+}
+
+/// Runs the attempts of one task until one succeeds, the failure is not
+/// retryable, the retries are used up or the task is cancelled.
+async fn attempt_loop(
+    spec: &Spec,
+    inputs: Arc<[(Arc<str>, Arc<Value>)]>,
+    token: CancellationToken,
+) -> (u32, TaskOutput) {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        // An attempt with a timeout gets a token of its own, cancelled when
+        // it overruns, so that the next attempt starts with a fresh one.
+        let attempt_token = match spec.timeout {
+            Some(_) => token.child_token(),
+            None => token.clone(),
+        };
+        let ctx = LocalContext {
+            id: spec.id.clone(),
+            attempt,
+            inputs: inputs.clone(),
+            token: attempt_token.clone(),
+        };
+        tracing::trace!(attempt, "attempt started");
+        let output = match spec.timeout {
+            None => run_body(&spec.task, ctx).await,
+            Some(limit) => match tokio::time::timeout(limit, run_body(&spec.task, ctx)).await {
+                Ok(output) => output,
+                Err(_) => {
+                    attempt_token.cancel();
+                    Err(TaskError::new(
+                        TIME_LIMIT,
+                        format!("attempt {attempt} ran longer than {limit:?}"),
+                    ))
+                }
+            },
+        };
+        match output {
+            Ok(value) => return (attempt, Ok(value)),
+            Err(error) => {
+                let retries_left = attempt <= spec.retries;
+                if !retries_left || !error.is_retryable() || token.is_cancelled() {
+                    return (attempt, Err(error));
+                }
+                tracing::debug!(attempt, %error, "attempt failed, retrying");
+            }
+        }
+    }
+}
+
+async fn run_body(task: &LocalTask, ctx: LocalContext) -> TaskOutput {
+    match &task.body {
+        Body::Async(body) => AssertUnwindSafe(async { body(ctx).await })
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(panicked(panic.as_ref()))),
+        Body::Blocking(body) => {
+            let body = body.clone();
+            match tokio::task::spawn_blocking(move || body(ctx)).await {
+                Ok(output) => output,
+                Err(e) if e.is_panic() => Err(panicked(e.into_panic().as_ref())),
+                Err(e) => Err(TaskError::new(CANCELLED, e.to_string())),
+            }
+        }
+    }
+}
+
+fn panicked(panic: &(dyn std::any::Any + Send)) -> TaskError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "the task panicked".to_owned());
+    TaskError::new(PANIC, message)
+}
