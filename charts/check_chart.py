@@ -303,6 +303,14 @@ def check_lint() -> None:
        f"k8s {' and '.join(KUBE_VERSIONS)}" + (f"; info only: {'; '.join(sorted(infos))}" if infos else ""))
 
 
+def check_packaged_files() -> None:
+    with helm.Chart.load(str(CHART)) as chart:
+        files = {f["name"] for f in chart.files}
+    need({"files/alerts.yaml", "files/dashboard.json"} <= files, f"chart files {sorted(files)}")
+    need(not any(f.startswith("tests/") for f in files), "tests/ is packaged; add it to .helmignore")
+    ok("packaged chart carries files/alerts.yaml and files/dashboard.json, not tests/")
+
+
 def check_bad_values() -> None:
     for what, (values, expect) in BAD_VALUES.items():
         try:
@@ -717,6 +725,7 @@ def main() -> int:
         tmp = Path(t)
         section("values", check_values_documented)
         section("helm lint", check_lint)
+        section("packaged files", check_packaged_files)
         section("render and validate", check_render_and_validate)
         section("refused values", check_bad_values)
         section("worker Deployment", check_worker_deployment)
