@@ -25,6 +25,8 @@ use tokio::sync::OnceCell;
 
 pub use lapin;
 
+pub mod scenarios;
+
 /// How a test gets a broker, said in every failure to find one.
 pub const HOW_TO_PROVIDE_A_BROKER: &str = "set AMQP_ADDR=amqp://guest:guest@127.0.0.1:5672/%2f \
      to a RabbitMQ 3.10+ (e.g. `apt-get install rabbitmq-server && rabbitmq-server -detached`), \
