@@ -78,6 +78,22 @@ pub enum Error {
         /// The longest delay the topology supports.
         max_ms: u64,
     },
+    /// The state store could not be reached or refused an operation.
+    #[error("state store unavailable during {op}: {message}")]
+    StoreUnavailable {
+        /// What was being done (`record`, `get`, `begin`, ...).
+        op: &'static str,
+        /// The store client's message (credentials redacted).
+        message: String,
+    },
+    /// The state store holds data this build cannot read.
+    #[error("state store holds an unreadable {what}: {message}")]
+    StoreData {
+        /// What was being read.
+        what: &'static str,
+        /// What was wrong with it.
+        message: String,
+    },
 }
 
 impl Error {

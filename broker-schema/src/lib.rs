@@ -44,6 +44,7 @@ mod retry_policy;
 mod state;
 mod task;
 mod task_id;
+pub mod store;
 pub mod topology;
 
 pub use codec::{check_limits, decode, decode_with, encode, from_value, to_value, DecodeLimits};

@@ -35,4 +35,7 @@ pub trait Task: Send + Sync + 'static {
     type Input: Serialize + DeserializeOwned + Send + 'static;
     /// What the handler returns.
     type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// Whether workers store the output in the state store (for result
+    /// handles and workflows). Tasks whose output nobody reads can opt out.
+    const STORE_RESULT: bool = true;
 }

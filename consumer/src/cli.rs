@@ -89,6 +89,33 @@ pub struct Args {
     #[arg(long, env = "CELERIAC_THREADS")]
     pub threads: Option<usize>,
 
+    /// The Redis state store (`redis://[:password@]host:port[/db]`): task
+    /// states, results, idempotency keys and run leases. Without it tasks
+    /// run without results or duplicate suppression.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Run without a state store even if REDIS_URL is set.
+    #[arg(long, env = "CELERIAC_NO_STORE", conflicts_with = "redis_url")]
+    pub no_store: bool,
+
+    /// How long task records and results are kept after their last change.
+    #[arg(long, env = "CELERIAC_RESULT_TTL", default_value = "1day", value_parser = humantime::parse_duration)]
+    pub result_ttl: Duration,
+
+    /// How long an idempotency key that succeeded is remembered.
+    #[arg(long, env = "CELERIAC_KEY_TTL", default_value = "1day", value_parser = humantime::parse_duration)]
+    pub key_ttl: Duration,
+
+    /// How long a run lease lasts without renewal (renewed every third of
+    /// it); a task whose worker died runs again once it expires.
+    #[arg(long, env = "CELERIAC_RUN_LEASE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub run_lease_ttl: Duration,
+
+    /// Publish task completion events to the events exchange.
+    #[arg(long, env = "CELERIAC_EVENTS")]
+    pub events: bool,
+
     /// Log format.
     #[arg(long, env = "CELERIAC_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -141,7 +168,7 @@ async fn run(args: Args, registry: Registry) -> ExitCode {
         }
     };
     let mut builder = Worker::builder(args.amqp_addr, registry)
-        .namespace(args.namespace)
+        .namespace(args.namespace.clone())
         .queues(args.queues)
         .concurrency(args.concurrency)
         .grace(args.grace)
@@ -157,6 +184,25 @@ async fn run(args: Args, registry: Registry) -> ExitCode {
     }
     if let Some(id) = args.worker_id {
         builder = builder.worker_id(id);
+    }
+    builder = builder.events(args.events);
+    if let (Some(url), false) = (&args.redis_url, args.no_store) {
+        if args.run_lease_ttl < Duration::from_secs(1) {
+            error!("--run-lease-ttl must be at least 1s");
+            return ExitCode::from(2);
+        }
+        let settings = celeriac_schema::store::StoreSettings {
+            result_ttl: args.result_ttl,
+            key_ttl: args.key_ttl,
+            lease_ttl: args.run_lease_ttl,
+        };
+        match celeriac_producer::RedisStore::connect(url, &args.namespace, settings).await {
+            Ok(store) => builder = builder.store(std::sync::Arc::new(store)),
+            Err(e) => {
+                error!(error = %e, "cannot use the state store (set REDIS_URL to a reachable Redis, or pass --no-store)");
+                return ExitCode::from(1);
+            }
+        }
     }
     let worker = match builder.build() {
         Ok(worker) => worker,

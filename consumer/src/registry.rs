@@ -148,6 +148,8 @@ where
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+    /// Tasks whose output is not stored ([`Task::STORE_RESULT`] false).
+    no_result: std::collections::HashSet<String>,
 }
 
 impl Registry {
@@ -163,6 +165,11 @@ impl Registry {
         F: Fn(T::Input, TaskContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T::Output, TaskError>> + Send + 'static,
     {
+        if T::STORE_RESULT {
+            self.no_result.remove(T::NAME);
+        } else {
+            self.no_result.insert(T::NAME.to_owned());
+        }
         self.handlers.insert(
             T::NAME.to_owned(),
             Arc::new(TypedHandler::<T, F> {
@@ -186,6 +193,12 @@ impl Registry {
     /// The handler of `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn ErasedHandler>> {
         self.handlers.get(name)
+    }
+
+    /// Whether workers store the output of `name` (true unless its task
+    /// type opted out).
+    pub fn stores_result(&self, name: &str) -> bool {
+        !self.no_result.contains(name)
     }
 
     /// Whether `name` has a handler.

@@ -15,7 +15,11 @@ pub struct WorkerStats {
     pub(crate) leased: AtomicU64,
     pub(crate) reconnects: AtomicU64,
     pub(crate) in_flight: AtomicU64,
+    pub(crate) duplicates_suppressed: AtomicU64,
+    pub(crate) deferred: AtomicU64,
+    pub(crate) store_errors: AtomicU64,
     pub(crate) ready: AtomicBool,
+    pub(crate) store_down: AtomicBool,
 }
 
 /// A copy of the counters at one moment.
@@ -41,6 +45,12 @@ pub struct StatsSnapshot {
     pub reconnects: u64,
     /// Runs in progress.
     pub in_flight: u64,
+    /// Deliveries not run because their idempotency key already succeeded.
+    pub duplicates_suppressed: u64,
+    /// Deliveries put back to wait because another run held their lease.
+    pub deferred: u64,
+    /// Failed calls to the state store.
+    pub store_errors: u64,
 }
 
 impl WorkerStats {
@@ -48,9 +58,15 @@ impl WorkerStats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Whether the worker is connected, declared and consuming.
+    /// Whether the worker is connected, declared and consuming, and its
+    /// state store (if any) answers.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && !self.store_down.load(Ordering::Relaxed)
+    }
+
+    /// Whether the state store failed its last call.
+    pub fn store_down(&self) -> bool {
+        self.store_down.load(Ordering::Relaxed)
     }
 
     /// The counters now.
@@ -67,6 +83,9 @@ impl WorkerStats {
             leased: get(&self.leased),
             reconnects: get(&self.reconnects),
             in_flight: get(&self.in_flight),
+            duplicates_suppressed: get(&self.duplicates_suppressed),
+            deferred: get(&self.deferred),
+            store_errors: get(&self.store_errors),
         }
     }
 }

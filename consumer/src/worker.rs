@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use celeriac_producer::publish::{self, long_string, Route};
 use celeriac_producer::topology::declare;
+use celeriac_schema::store::{Begin, Store, TaskFailure, Update};
 use celeriac_schema::topology::validate_name;
-use celeriac_schema::{decode_with, headers, now_ms, DecodeLimits, Envelope, Topology};
+use celeriac_schema::{
+    decode_with, headers, now_ms, DecodeLimits, Envelope, TaskId, TaskState, Topology,
+};
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
@@ -32,6 +35,8 @@ use crate::stats::{StatsSnapshot, WorkerStats};
 
 /// How often stragglers are acked on their own.
 const ACK_TICK: Duration = Duration::from_millis(20);
+/// How often a delivery held behind another run's lease asks again.
+const BUSY_RECHECK: Duration = Duration::from_millis(500);
 /// Longest pause between reconnection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
 /// How long one connection attempt may take.
@@ -50,6 +55,8 @@ struct Config {
     limits: DecodeLimits,
     lease_after: Duration,
     lease_ttl: Duration,
+    store: Option<Arc<dyn Store>>,
+    events: bool,
 }
 
 /// Builds a [`Worker`].
@@ -95,9 +102,29 @@ pub struct WorkerBuilder {
     limits: DecodeLimits,
     consumer_timeout: Duration,
     lease_ttl: Duration,
+    store: Option<Arc<dyn Store>>,
+    events: bool,
 }
 
 impl WorkerBuilder {
+    /// The state store (default: none). With a store the worker records
+    /// every state change and result, never runs a task whose idempotency
+    /// key already succeeded, holds a run lease so a task never runs twice
+    /// at once, and acks a delivery only once its outcome is stored; while
+    /// the store is down it is not ready and holds its deliveries.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Publish a lifecycle event to the events exchange when a task
+    /// succeeds or fails for good, again for a suppressed duplicate
+    /// (default off).
+    pub fn events(mut self, on: bool) -> Self {
+        self.events = on;
+        self
+    }
+
     /// Namespace prefix (default `celeriac`).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
@@ -210,6 +237,8 @@ impl WorkerBuilder {
                 limits: self.limits,
                 lease_after: self.consumer_timeout / 2,
                 lease_ttl: self.lease_ttl,
+                store: self.store,
+                events: self.events,
             }),
             registry: Arc::new(self.registry),
             stats,
@@ -267,6 +296,7 @@ struct Shared {
     /// The publisher channel of the live session, for leased tasks that
     /// outlive the session they started in.
     publisher: watch::Receiver<Option<Channel>>,
+    shutdown: CancellationToken,
 }
 
 /// Why a session ended.
@@ -291,6 +321,8 @@ impl Worker {
             limits: DecodeLimits::default(),
             consumer_timeout: Duration::from_secs(30 * 60),
             lease_ttl: Duration::from_secs(60),
+            store: None,
+            events: false,
         }
     }
 
@@ -316,6 +348,7 @@ impl Worker {
             registry: self.registry.clone(),
             stats: self.stats.clone(),
             publisher: publisher_rx,
+            shutdown: self.shutdown.clone(),
         });
         let semaphore = Arc::new(Semaphore::new(self.config.concurrency));
         let mut failures: u32 = 0;
@@ -714,13 +747,18 @@ impl Job {
         tag: u64,
     ) {
         let stats = &self.shared.stats;
+        let store = self.shared.config.store.clone();
         let mut lease = None;
+        // The run this delivery started in the store: (key, token).
+        let mut run: Option<(String, String)> = None;
+        let mut output = None;
+        let mut suppressed = None;
         let (outcome, envelope) = match decoded {
             Err(e) => {
                 warn!(error = %e, "malformed message");
                 (Outcome::Malformed(e.to_string()), None)
             }
-            Ok(env) => {
+            Ok(mut env) => {
                 let now = now_ms();
                 let wait = env.wait_before_run(now);
                 if env.is_expired_at(now) {
@@ -730,9 +768,49 @@ impl Job {
                 } else if !wait.is_zero() {
                     (Outcome::Early(wait), Some(env))
                 } else if let Some(handler) = self.shared.registry.get(&env.task).cloned() {
-                    let (outcome, env, held) = self.execute(handler, env, &delivery, tag).await;
-                    lease = held;
-                    (outcome, Some(env))
+                    let begin = match &store {
+                        None => Some(Begin::Run),
+                        Some(store) => {
+                            let key = env.effective_idempotency_key();
+                            let token =
+                                format!("{}/{}", self.shared.config.worker_id, TaskId::new());
+                            let begun = self.begin(store, &env, &key, &token).await;
+                            if matches!(begun, Some(Begin::Run)) {
+                                run = Some((key, token));
+                            }
+                            begun
+                        }
+                    };
+                    match begin {
+                        // Shutting down while the store is unreachable.
+                        None => {
+                            let _ = self.ack.send(AckMsg::Requeue(tag));
+                            return;
+                        }
+                        Some(Begin::Run) => {
+                            let (outcome, env, held, out) = self
+                                .execute(handler, env, &delivery, tag, run.as_ref())
+                                .await;
+                            lease = held;
+                            output = out;
+                            (outcome, Some(env))
+                        }
+                        Some(Begin::Succeeded { task_id }) => {
+                            WorkerStats::bump(&stats.duplicates_suppressed);
+                            info!(first = %task_id, "idempotency key already succeeded; not running again");
+                            suppressed = Some(task_id);
+                            (Outcome::Succeeded, Some(env))
+                        }
+                        Some(Begin::Busy { retry_after }) => {
+                            WorkerStats::bump(&stats.deferred);
+                            debug!(
+                                ?retry_after,
+                                "running elsewhere; trying again when its lease ends"
+                            );
+                            env.eta = Some(now.saturating_add(retry_after.as_millis() as u64));
+                            (Outcome::Early(retry_after), Some(env))
+                        }
+                    }
                 } else {
                     warn!("no handler registered for this task");
                     (Outcome::UnknownTask, Some(env))
@@ -740,13 +818,30 @@ impl Job {
             }
         };
         match &outcome {
-            Outcome::Succeeded => WorkerStats::bump(&stats.succeeded),
+            Outcome::Succeeded if suppressed.is_none() => WorkerStats::bump(&stats.succeeded),
             Outcome::Failed(_) | Outcome::Panicked(_) | Outcome::TimedOut(_) => {
                 WorkerStats::bump(&stats.failed)
             }
             _ => {}
         }
         let disposition = decide(&outcome, envelope.as_ref(), rand::random::<f64>());
+        // The outcome is stored before anything is acked or published.
+        if let (Some(store), Some(env)) = (&store, envelope.as_ref()) {
+            if !self
+                .store_outcome(store, env, &outcome, &disposition, run.as_ref(), output)
+                .await
+            {
+                // Shutting down while the store is unreachable: hand the
+                // delivery back (a leased run's copy returns by itself).
+                if lease.is_none() {
+                    let _ = self.ack.send(AckMsg::Requeue(tag));
+                }
+                return;
+            }
+        }
+        if let (Some(env), Outcome::Succeeded) = (envelope.as_ref(), &outcome) {
+            self.follow_up(env, suppressed.unwrap_or(env.id)).await;
+        }
         // A leased run's delivery is already acked and its channel may be
         // gone: settle through the live session's publisher.
         let publisher = match &lease {
@@ -777,6 +872,200 @@ impl Job {
         }
     }
 
+    /// Asks the store whether to run. While another run holds the lease,
+    /// the delivery is held (unacked, so a crash loop still counts toward
+    /// the delivery limit) and asked again as the lease nears its end; a
+    /// hold longer than half the consumer timeout is deferred through the
+    /// delay cascade instead. `None` when the worker shuts down.
+    async fn begin(
+        &self,
+        store: &Arc<dyn Store>,
+        env: &Envelope,
+        key: &str,
+        token: &str,
+    ) -> Option<Begin> {
+        let held_since = tokio::time::Instant::now();
+        loop {
+            let started = self.update(env, TaskState::Started);
+            let begun = self
+                .store_call("begin", || store.begin(key, token, &started))
+                .await?;
+            let Begin::Busy { retry_after } = begun else {
+                return Some(begun);
+            };
+            if held_since.elapsed() + retry_after > self.shared.config.lease_after {
+                return Some(begun);
+            }
+            debug!(
+                ?retry_after,
+                "running elsewhere; holding the delivery until its lease ends"
+            );
+            let pause = retry_after.min(BUSY_RECHECK) + Duration::from_millis(5);
+            tokio::select! {
+                _ = self.shared.shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// A store update for `env` entering `state`, written by this worker.
+    fn update(&self, env: &Envelope, state: TaskState) -> Update {
+        let mut update = Update::new(env.id, env.task.clone(), &*self.queue, state, env.attempt);
+        update.worker = Some(self.shared.config.worker_id.to_string());
+        update.idempotency_key = env.idempotency_key.clone();
+        update.workflow_id = env.workflow.as_ref().map(|w| w.workflow_id.to_string());
+        update
+    }
+
+    /// Calls the store until it answers; while it does not, the worker is
+    /// not ready. `None` when the worker shuts down first.
+    async fn store_call<T, F, Fut>(&self, op: &'static str, call: F) -> Option<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = celeriac_schema::Result<T>>,
+    {
+        let stats = &self.shared.stats;
+        let mut failures: u32 = 0;
+        loop {
+            match call().await {
+                Ok(value) => {
+                    if failures > 0 {
+                        stats.store_down.store(false, Ordering::Relaxed);
+                        info!(op, "state store reachable again");
+                    }
+                    return Some(value);
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    WorkerStats::bump(&stats.store_errors);
+                    stats.store_down.store(true, Ordering::Relaxed);
+                    warn!(op, error = %e, attempt = failures, "state store call failed; holding the delivery and retrying");
+                    tokio::select! {
+                        _ = self.shared.shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(reconnect_delay(failures)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores what became of a delivery; `false` when the worker shut down
+    /// before the store could take it.
+    async fn store_outcome(
+        &self,
+        store: &Arc<dyn Store>,
+        env: &Envelope,
+        outcome: &Outcome,
+        disposition: &Disposition,
+        run: Option<&(String, String)>,
+        output: Option<rmpv::Value>,
+    ) -> bool {
+        let mut update = match (outcome, disposition) {
+            (Outcome::Succeeded, _) if run.is_some() => {
+                let mut update = self.update(env, TaskState::Succeeded);
+                if self.shared.registry.stores_result(&env.task) {
+                    match output
+                        .map(|v| celeriac_schema::store::encode_result(&v))
+                        .transpose()
+                    {
+                        Ok(result) => update.result = result,
+                        Err(e) => warn!(error = %e, "could not encode the result; storing none"),
+                    }
+                }
+                update
+            }
+            (_, Disposition::Retry { .. }) => self.update(env, TaskState::Retrying),
+            (Outcome::Expired, _) => {
+                let mut update = self.update(env, TaskState::Revoked);
+                update.error = Some(failure("Expired", "past its expiry before it could run"));
+                update
+            }
+            (_, Disposition::DeadLetter { .. }) => self.update(env, TaskState::Failed),
+            // Deferred, early or suppressed: nothing new to store.
+            _ => return true,
+        };
+        if matches!(
+            disposition,
+            Disposition::Retry { .. } | Disposition::DeadLetter { .. }
+        ) {
+            let (error_type, message) = match (outcome, disposition) {
+                (Outcome::Failed(err), _) => (err.kind().to_owned(), err.message().to_owned()),
+                (Outcome::Panicked(message), _) => (crate::PANIC.to_owned(), message.clone()),
+                (Outcome::TimedOut(limit), _) => (
+                    crate::TIME_LIMIT.to_owned(),
+                    format!("aborted at the hard time limit of {limit:?}"),
+                ),
+                (
+                    _,
+                    Disposition::DeadLetter {
+                        error_type,
+                        message,
+                        ..
+                    },
+                ) => (error_type.clone(), message.clone()),
+                _ => ("Unknown".to_owned(), String::new()),
+            };
+            update.error = Some(failure(&error_type, &message));
+        }
+        let stored = match run {
+            Some((key, token)) => {
+                self.store_call("finish", || store.finish(key, token, &update))
+                    .await
+            }
+            None => {
+                self.store_call("record", || store.record(std::slice::from_ref(&update)))
+                    .await
+            }
+        };
+        stored.is_some()
+    }
+
+    /// The steps after a success, repeated for a suppressed duplicate so a
+    /// crash between them never stalls what comes next: the completion
+    /// event.
+    async fn follow_up(&self, env: &Envelope, succeeded_as: TaskId) {
+        if !self.shared.config.events {
+            return;
+        }
+        let event = TaskEvent {
+            id: env.id.to_string(),
+            task: env.task.clone(),
+            state: TaskState::Succeeded,
+            key: env.effective_idempotency_key(),
+            succeeded_as: succeeded_as.to_string(),
+            worker: self.shared.config.worker_id.to_string(),
+            at: now_ms(),
+        };
+        let body = match rmp_serde::to_vec_named(&event) {
+            Ok(body) => body,
+            Err(e) => {
+                warn!(error = %e, "could not encode the completion event");
+                return;
+            }
+        };
+        let exchange = self.shared.config.topology.events_exchange();
+        let routing_key = format!("task.succeeded.{}", env.task);
+        let props = BasicProperties::default()
+            .with_content_type(celeriac_schema::CONTENT_TYPE.into())
+            .with_delivery_mode(2)
+            .with_message_id(env.id.to_string().into());
+        let sent = async {
+            self.publisher
+                .basic_publish(
+                    exchange.as_str().into(),
+                    routing_key.as_str().into(),
+                    lapin::options::BasicPublishOptions::default(),
+                    &body,
+                    props,
+                )
+                .await?
+                .await
+        };
+        if let Err(e) = sent.await {
+            warn!(error = %e, "could not publish the completion event");
+        }
+    }
+
     /// Runs the handler under its hard time limit, catching panics, and
     /// swaps the delivery for a lease if it runs long.
     async fn execute(
@@ -785,7 +1074,8 @@ impl Job {
         mut env: Envelope,
         delivery: &Delivery,
         tag: u64,
-    ) -> (Outcome, Envelope, Option<Lease>) {
+        store_run: Option<&(String, String)>,
+    ) -> (Outcome, Envelope, Option<Lease>, Option<rmpv::Value>) {
         let config = &self.shared.config;
         let input = std::mem::replace(&mut env.input, rmpv::Value::Nil);
         let env = Arc::new(env);
@@ -808,9 +1098,26 @@ impl Job {
         tokio::pin!(run);
         let mut lease: Option<Lease> = None;
         let mut next_lease_check = tokio::time::Instant::now() + config.lease_after;
+        // The store's run lease is renewed three times per TTL.
+        let renew_every = config
+            .store
+            .as_ref()
+            .map(|s| s.settings().lease_ttl / 3)
+            .unwrap_or(Duration::from_secs(3600));
+        let mut next_renewal = tokio::time::Instant::now() + renew_every;
         let result = loop {
             tokio::select! {
                 result = &mut run => break result,
+                _ = tokio::time::sleep_until(next_renewal), if store_run.is_some() => {
+                    if let (Some(store), Some((key, token))) = (&config.store, store_run) {
+                        match store.renew(key, token).await {
+                            Ok(true) => {}
+                            Ok(false) => warn!("the run lease expired; another delivery of this task may run"),
+                            Err(e) => warn!(error = %e, "could not renew the run lease"),
+                        }
+                    }
+                    next_renewal = tokio::time::Instant::now() + renew_every;
+                }
                 _ = tokio::time::sleep_until(next_lease_check) => {
                     match &mut lease {
                         None => match self.start_lease(&env, delivery).await {
@@ -832,8 +1139,12 @@ impl Job {
                 }
             }
         };
+        let mut output = None;
         let outcome = match result {
-            Ok(Ok(Ok(_output))) => Outcome::Succeeded,
+            Ok(Ok(Ok(value))) => {
+                output = Some(value);
+                Outcome::Succeeded
+            }
             Ok(Ok(Err(err))) => {
                 warn!(error = %err, attempt = env.attempt, "task failed");
                 Outcome::Failed(err)
@@ -853,7 +1164,7 @@ impl Job {
             }
         };
         let env = Arc::try_unwrap(env).unwrap_or_else(|shared| (*shared).clone());
-        (outcome, env, lease)
+        (outcome, env, lease, output)
     }
 
     async fn start_lease(&self, env: &Envelope, delivery: &Delivery) -> Result<Lease> {
@@ -960,6 +1271,14 @@ impl Job {
     }
 }
 
+/// A failure as stored, its message truncated like the DLQ header.
+fn failure(error_type: &str, message: &str) -> TaskFailure {
+    TaskFailure {
+        error_type: error_type.to_owned(),
+        message: headers::truncate_error_message(message).to_owned(),
+    }
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
@@ -968,4 +1287,19 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     } else {
         "the handler panicked".to_owned()
     }
+}
+
+/// A lifecycle event on the events exchange (routing key
+/// `task.{state}.{task name}`).
+#[derive(Debug, serde::Serialize)]
+struct TaskEvent {
+    id: String,
+    task: String,
+    state: TaskState,
+    key: String,
+    /// The task whose run succeeded with this key (differs from `id` for a
+    /// suppressed duplicate sent under another id).
+    succeeded_as: String,
+    worker: String,
+    at: u64,
 }

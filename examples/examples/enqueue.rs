@@ -26,12 +26,15 @@ async fn main() -> anyhow::Result<()> {
         .idempotency_key("welcome-ada")
         .max_retries(5)
         .meta("tenant", "acme");
-    let id = producer.send::<SendWelcomeEmail>(&welcome, &opts).await?;
+    let id = producer
+        .send::<SendWelcomeEmail>(&welcome, &opts)
+        .await?
+        .id();
     println!("queued welcome email {id}");
 
     // A task that waits ten seconds in the broker before it may run.
     let later = SendOptions::new().countdown(Duration::from_secs(10));
-    let id = producer.send::<Add>(&(40, 2), &later).await?;
+    let id = producer.send::<Add>(&(40, 2), &later).await?.id();
     println!("queued delayed addition {id}");
 
     // A thousand tasks with pipelined confirms.

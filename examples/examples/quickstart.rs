@@ -47,7 +47,8 @@ async fn main() -> anyhow::Result<()> {
             &(2, 2),
             &SendOptions::new().countdown(Duration::from_secs(2)),
         )
-        .await?;
+        .await?
+        .id();
     println!("sent {delayed}, to run in 2 s");
 
     let quick_retries = RetryPolicy {
@@ -62,7 +63,8 @@ async fn main() -> anyhow::Result<()> {
             },
             &SendOptions::new().retry(quick_retries),
         )
-        .await?;
+        .await?
+        .id();
     println!("sent {failing}, which fails 3 times and is dead-lettered");
 
     let deadline = Instant::now() + Duration::from_secs(30);

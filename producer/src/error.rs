@@ -73,6 +73,49 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// Results or idempotency were asked of a producer without a store.
+    #[error("{what} needs a state store: build the producer with `.store(...)` (for example a RedisStore from REDIS_URL)")]
+    NoStore {
+        /// What was asked.
+        what: &'static str,
+    },
+    /// The task ran and failed for good.
+    #[error("task {task_id} failed: {failure}")]
+    TaskFailed {
+        /// The task.
+        task_id: TaskId,
+        /// Its last error.
+        failure: celeriac_schema::store::TaskFailure,
+    },
+    /// The task was revoked (or expired) before it could succeed.
+    #[error("task {task_id} was revoked")]
+    TaskRevoked {
+        /// The task.
+        task_id: TaskId,
+    },
+    /// The task was skipped because a task it depends on failed.
+    #[error("task {task_id} was skipped: a task it depends on failed")]
+    TaskSkipped {
+        /// The task.
+        task_id: TaskId,
+    },
+    /// The task did not finish within the wait.
+    #[error("task {task_id} did not finish within {after:?} (state: {})", state.map_or("unknown", |s| s.as_str()))]
+    WaitTimedOut {
+        /// The task.
+        task_id: TaskId,
+        /// How long we waited.
+        after: Duration,
+        /// Its state when the wait ended, if the store knows it.
+        state: Option<celeriac_schema::TaskState>,
+    },
+    /// The task succeeded without storing a result (its task type opts
+    /// out), so there is nothing to return.
+    #[error("task {task_id} succeeded but stored no result (its task opts out of results)")]
+    NoResult {
+        /// The task.
+        task_id: TaskId,
+    },
 }
 
 impl Error {
@@ -94,6 +137,8 @@ impl Error {
                 | Error::Amqp { .. }
                 | Error::ConfirmTimeout { .. }
                 | Error::Nacked { .. }
+                | Error::WaitTimedOut { .. }
+                | Error::Schema(celeriac_schema::Error::StoreUnavailable { .. })
         )
     }
 

@@ -34,13 +34,17 @@
 //! ```
 
 mod error;
+mod handle;
 mod producer;
 pub mod publish;
+mod redis_store;
 mod send_options;
 pub mod topology;
 
 pub use error::{redact_url, Error, Result};
+pub use handle::TaskHandle;
 pub use producer::{route_now, PreparedTask, Producer, ProducerBuilder};
+pub use redis_store::RedisStore;
 pub use send_options::SendOptions;
 
 pub use celeriac_schema as schema;

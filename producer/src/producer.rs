@@ -4,13 +4,15 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use celeriac_schema::store::{Claim, Store, Update};
 use celeriac_schema::topology::{validate_name, DEFAULT_NAMESPACE, DEFAULT_QUEUE};
-use celeriac_schema::{encode, now_ms, DecodeLimits, Envelope, Task, TaskId, Topology};
+use celeriac_schema::{encode, now_ms, DecodeLimits, Envelope, Task, TaskId, TaskState, Topology};
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, ConnectionProperties};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::error::{redact_url, Error, Result};
+use crate::handle::TaskHandle;
 use crate::publish::{self, Route};
 use crate::send_options::{duration_ms, to_unix_ms, SendOptions};
 use crate::topology::declare;
@@ -36,7 +38,7 @@ const BATCH_WINDOW: usize = 2048;
 ///     .await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProducerBuilder {
     url: String,
     namespace: String,
@@ -46,6 +48,17 @@ pub struct ProducerBuilder {
     connect_timeout: Duration,
     confirm_timeout: Duration,
     max_body_bytes: usize,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl std::fmt::Debug for ProducerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProducerBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("namespace", &self.namespace)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProducerBuilder {
@@ -83,6 +96,14 @@ impl ProducerBuilder {
     /// How long to wait for a publisher confirm (default 30 s).
     pub fn confirm_timeout(mut self, timeout: Duration) -> Self {
         self.confirm_timeout = timeout;
+        self
+    }
+
+    /// The state store that records sent tasks, answers result handles
+    /// and remembers enqueue idempotency keys (default: none; results and
+    /// enqueue keys then are unavailable).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
         self
     }
 
@@ -131,6 +152,7 @@ impl ProducerBuilder {
                 max_body_bytes: self.max_body_bytes,
                 idle: Mutex::new(Vec::new()),
                 declared: Mutex::new(HashSet::new()),
+                store: self.store.clone(),
             }),
         };
         let channel = producer.channel().await?;
@@ -186,6 +208,8 @@ struct Inner {
     idle: Mutex<Vec<Channel>>,
     /// Queues this producer has declared.
     declared: Mutex<HashSet<String>>,
+    /// The state store, for results and enqueue idempotency.
+    store: Option<Arc<dyn Store>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -218,6 +242,7 @@ impl Producer {
             connect_timeout: Duration::from_secs(10),
             confirm_timeout: publish::DEFAULT_CONFIRM_TIMEOUT,
             max_body_bytes: DecodeLimits::DEFAULT_MAX_BYTES,
+            store: None,
         }
     }
 
@@ -310,9 +335,25 @@ impl Producer {
     /// [`Error::Unroutable`] when no queue takes it, [`Error::Unreachable`]
     /// or [`Error::Amqp`] when the broker is gone, plus the errors of
     /// [`Producer::prepare`].
-    pub async fn send<T: Task>(&self, input: &T::Input, options: &SendOptions) -> Result<TaskId> {
+    pub async fn send<T: Task>(
+        &self,
+        input: &T::Input,
+        options: &SendOptions,
+    ) -> Result<TaskHandle<T>> {
         let task = self.prepare::<T>(input, options)?;
-        self.send_prepared(&task).await
+        let id = self.send_prepared(&task).await?;
+        Ok(self.handle(id))
+    }
+
+    /// A handle on a task sent earlier, by id (kept from
+    /// [`TaskHandle::id`] or from [`Producer::send_batch`]).
+    pub fn handle<T: Task>(&self, id: TaskId) -> TaskHandle<T> {
+        TaskHandle::new(id, self.inner.store.clone())
+    }
+
+    /// The state store, if the producer has one.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.inner.store.as_ref()
     }
 
     /// Sends one prepared task.
@@ -365,6 +406,72 @@ impl Producer {
             .collect::<HashSet<_>>()
         {
             self.ensure_queue(queue).await?;
+        }
+        let Some(store) = self.inner.store.clone() else {
+            return self.publish_all(tasks).await;
+        };
+        // Enqueue idempotency: tasks whose key is already bound are not
+        // published; their answer is the first task's id.
+        let keyed: Vec<(usize, (String, Update))> = tasks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let key = t.envelope.idempotency_key.clone()?;
+                Some((i, (key, update_for(t, TaskState::Created))))
+            })
+            .collect();
+        let claims: Vec<(String, Update)> = keyed.iter().map(|(_, c)| c.clone()).collect();
+        let answers = store.claim(&claims).await?;
+        let mut ids: Vec<TaskId> = tasks.iter().map(|t| t.envelope.id).collect();
+        let mut skip = vec![false; tasks.len()];
+        let mut rebound: Vec<PreparedTask> = Vec::new();
+        let mut claimed: Vec<(String, TaskId)> = Vec::new();
+        for ((i, (key, _)), answer) in keyed.iter().zip(answers) {
+            match answer {
+                Claim::Claimed => claimed.push((key.clone(), ids[*i])),
+                Claim::Existing { task_id, republish } => {
+                    debug!(%key, first = %task_id, republish, "idempotency key already used");
+                    ids[*i] = task_id;
+                    skip[*i] = true;
+                    if republish {
+                        let mut task = tasks[*i].clone();
+                        task.envelope.id = task_id;
+                        rebound.push(task);
+                    }
+                }
+            }
+        }
+        let to_publish: Vec<PreparedTask> = tasks
+            .iter()
+            .zip(&skip)
+            .filter(|(_, skip)| !**skip)
+            .map(|(t, _)| t.clone())
+            .chain(rebound)
+            .collect();
+        if let Err(e) = self.publish_all(&to_publish).await {
+            // Unbind the keys so that sending again publishes; tasks that
+            // did reach the broker keep their ids through the worker's
+            // execution keys.
+            if let Err(release) = store.unclaim(&claimed).await {
+                warn!(error = %release, "could not release idempotency keys after a failed send");
+            }
+            return Err(e);
+        }
+        let queued: Vec<Update> = to_publish
+            .iter()
+            .map(|t| update_for(t, TaskState::Queued))
+            .collect();
+        if let Err(e) = store.record(&queued).await {
+            // The broker holds the tasks: the send succeeded; only the
+            // `queued` mark is missing until a worker starts them.
+            warn!(error = %e, tasks = queued.len(), "could not record sent tasks as queued");
+        }
+        Ok(ids)
+    }
+
+    async fn publish_all(&self, tasks: &[PreparedTask]) -> Result<Vec<TaskId>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
         }
         let channel = self.channel().await?;
         let result = self.publish_on(&channel, tasks).await;
@@ -488,6 +595,21 @@ impl Producer {
             self.lock_idle().push(channel);
         }
     }
+}
+
+/// The store update a producer writes for `task` entering `state`.
+fn update_for(task: &PreparedTask, state: TaskState) -> Update {
+    let env = &task.envelope;
+    let mut update = Update::new(
+        env.id,
+        env.task.clone(),
+        task.queue.clone(),
+        state,
+        env.attempt,
+    );
+    update.idempotency_key = env.idempotency_key.clone();
+    update.workflow_id = env.workflow.as_ref().map(|w| w.workflow_id.to_string());
+    update
 }
 
 /// Where a task with this envelope would be published now (for tools and

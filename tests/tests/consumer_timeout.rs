@@ -274,6 +274,7 @@ async fn long_task_scenario() {
         .send::<Record>(&RecordInput { ms: TASK_MS }, &SendOptions::new())
         .await
         .unwrap()
+        .id()
         .to_string();
     let lease = format!("{ns}.lease.{task_id}");
     let leased = eventually(CONSUMER_TIMEOUT, || queue_exists(&looker, &lease)).await;

@@ -138,6 +138,7 @@ async fn assert_keeps_consuming(
         .send::<Record>(&RecordInput { ms: 0 }, &SendOptions::new())
         .await
         .unwrap()
+        .id()
         .to_string();
     let ran = eventually(Duration::from_secs(20), || async {
         read_record(record).iter().any(|line| line.starts_with(&id))
@@ -275,7 +276,8 @@ async fn exhausted_retries_are_dead_lettered_with_failure_headers() {
     let id = producer
         .send::<Fail>(&input, &SendOptions::new().retry(policy))
         .await
-        .unwrap();
+        .unwrap()
+        .id();
 
     let (_conn, channel) = broker().await.channel().await;
     let dlq = topology.dead_letter_queue("default");
@@ -491,7 +493,8 @@ async fn panicking_handlers_are_retried_then_dead_lettered() {
             &SendOptions::new().retry(policy),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .id();
 
     let (_conn, channel) = broker().await.channel().await;
     let dlq = topology.dead_letter_queue("default");
@@ -526,7 +529,8 @@ async fn fatal_errors_are_dead_lettered_at_once() {
     let id = producer
         .send::<Fail>(&input, &SendOptions::new().max_retries(3))
         .await
-        .unwrap();
+        .unwrap()
+        .id();
 
     let (_conn, channel) = broker().await.channel().await;
     let dlq = topology.dead_letter_queue("default");

@@ -518,7 +518,8 @@ async fn poison_message_ends_in_the_dead_letter_queue_scenario() {
     let poison = producer
         .send::<Crash>(&(), &SendOptions::new())
         .await
-        .unwrap();
+        .unwrap()
+        .id();
     // Each worker that takes the message dies with it; the broker counts the
     // deliveries and dead-letters the message past the limit.
     let deadline = Instant::now() + Duration::from_secs(45);
@@ -589,7 +590,8 @@ async fn poison_message_ends_in_the_dead_letter_queue_scenario() {
     let normal = producer
         .send::<Record>(&RecordInput { ms: 0 }, &SendOptions::new())
         .await
-        .unwrap();
+        .unwrap()
+        .id();
     let ran = eventually(Duration::from_secs(15), || async {
         runs(&record)
             .iter()

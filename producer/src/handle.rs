@@ -1,0 +1,152 @@
+//! Typed handles on sent tasks: their state and their result.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use celeriac_schema::store::{decode_result, Store, TaskFailure, TaskRecord};
+use celeriac_schema::{Task, TaskId, TaskState};
+
+use crate::error::{Error, Result};
+
+/// A sent task of type `T`: ask for its state or wait for its output.
+///
+/// Handles are cheap to clone and to keep by the thousand: waiting costs no
+/// polling, and every handle of a process shares one store connection for
+/// its wake-ups. Build one for an id you kept with
+/// [`Producer::handle`](crate::Producer::handle).
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo(producer: celeriac_producer::Producer) -> celeriac_producer::Result<()> {
+/// use std::time::Duration;
+/// use celeriac_producer::{Error, SendOptions};
+/// use celeriac_schema::Task;
+///
+/// struct Add;
+/// impl Task for Add {
+///     const NAME: &'static str = "math.add";
+///     type Input = (i64, i64);
+///     type Output = i64;
+/// }
+///
+/// let handle = producer.send::<Add>(&(2, 3), &SendOptions::new()).await?;
+/// match handle.wait(Duration::from_secs(10)).await {
+///     Ok(sum) => assert_eq!(sum, 5),
+///     Err(Error::TaskFailed { failure, .. }) => eprintln!("failed: {failure}"),
+///     Err(Error::WaitTimedOut { state, .. }) => eprintln!("still {state:?}"),
+///     Err(e) => return Err(e),
+/// }
+/// # Ok(()) }
+/// ```
+pub struct TaskHandle<T> {
+    id: TaskId,
+    store: Option<Arc<dyn Store>>,
+    _task: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for TaskHandle<T> {
+    fn clone(&self) -> Self {
+        TaskHandle {
+            id: self.id,
+            store: self.store.clone(),
+            _task: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for TaskHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle").field("id", &self.id).finish()
+    }
+}
+
+impl<T: Task> TaskHandle<T> {
+    pub(crate) fn new(id: TaskId, store: Option<Arc<dyn Store>>) -> Self {
+        TaskHandle {
+            id,
+            store,
+            _task: PhantomData,
+        }
+    }
+
+    /// The task id.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    fn store(&self, what: &'static str) -> Result<&Arc<dyn Store>> {
+        self.store.as_ref().ok_or(Error::NoStore { what })
+    }
+
+    /// The task's current state; `None` when the store does not know the
+    /// id (never sent with this store, or expired after its result TTL).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoStore`] without a store; [`Error::Schema`] when the store
+    /// is unreachable.
+    pub async fn status(&self) -> Result<Option<TaskState>> {
+        Ok(self.record().await?.map(|r| r.state))
+    }
+
+    /// Everything the store knows about the task.
+    ///
+    /// # Errors
+    ///
+    /// As [`TaskHandle::status`].
+    pub async fn record(&self) -> Result<Option<TaskRecord>> {
+        Ok(self.store("task status")?.get(self.id).await?)
+    }
+
+    /// Waits up to `timeout` for the task to finish and returns its output.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::TaskFailed`] with its last error when it failed for good;
+    /// - [`Error::TaskRevoked`] / [`Error::TaskSkipped`];
+    /// - [`Error::WaitTimedOut`] with its state when `timeout` passed first;
+    /// - [`Error::NoResult`] when it succeeded without storing a result;
+    /// - [`Error::NoStore`] without a store, [`Error::Schema`] when the
+    ///   store is unreachable or the result is not a `T::Output`.
+    pub async fn wait(&self, timeout: Duration) -> Result<T::Output> {
+        let store = self.store("waiting for a result")?;
+        let Some(record) = store.wait(self.id, timeout).await? else {
+            let state = store.get(self.id).await?.map(|r| r.state);
+            return Err(Error::WaitTimedOut {
+                task_id: self.id,
+                after: timeout,
+                state,
+            });
+        };
+        outcome::<T>(record)
+    }
+}
+
+/// The output of a finished task, or its failure as an error.
+pub(crate) fn outcome<T: Task>(record: TaskRecord) -> Result<T::Output> {
+    let task_id = record.id;
+    match record.state {
+        TaskState::Succeeded => match &record.result {
+            Some(bytes) => Ok(decode_result(bytes)?),
+            // A unit-like output is stored as nothing at all when opted out.
+            None => decode_result(&[0xc0]).map_err(|_| Error::NoResult { task_id }),
+        },
+        TaskState::Failed => Err(Error::TaskFailed {
+            task_id,
+            failure: record.error.unwrap_or_else(|| TaskFailure {
+                error_type: "Unknown".into(),
+                message: "the task failed without a recorded error".into(),
+            }),
+        }),
+        TaskState::Revoked => Err(Error::TaskRevoked { task_id }),
+        TaskState::Skipped => Err(Error::TaskSkipped { task_id }),
+        state => Err(Error::WaitTimedOut {
+            task_id,
+            after: Duration::ZERO,
+            state: Some(state),
+        }),
+    }
+}

@@ -1,0 +1,543 @@
+//! The Redis implementation of the state store.
+//!
+//! One multiplexed connection (reconnecting on its own) carries every
+//! command; each store step is one Lua script, so it is atomic, and batches
+//! of them are pipelined. Waiting for results costs one more connection,
+//! shared by every waiter of the process: each waiter subscribes to its
+//! task's channel, and the final write publishes on it.
+//!
+//! Keys, under the namespace `{ns}`:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{ns}:t:{task id}` | hash | the record |
+//! | `{ns}:t:{task id}:h` | list | the history (MessagePack transitions) |
+//! | `{ns}:k:{key}` | string | the task id whose run with this key succeeded |
+//! | `{ns}:l:{key}` | string | the run lease token |
+//! | `{ns}:e:{key}` | string | the task id an enqueue key is bound to |
+//! | channel `{ns}:done:{task id}` | pub/sub | the final state, when reached |
+
+mod scripts;
+mod waiters;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use celeriac_schema::store::{
+    Begin, Claim, Store, StoreSettings, TaskFailure, TaskRecord, Transition, Update,
+    CLAIM_STALE_AFTER, HISTORY_LIMIT,
+};
+use celeriac_schema::{Error as SchemaError, TaskId, TaskState};
+use redis::aio::ConnectionManager;
+use redis::{Pipeline, Script};
+use tracing::debug;
+
+use crate::error::redact_url;
+
+use waiters::Waiters;
+
+type StoreResult<T> = celeriac_schema::Result<T>;
+
+/// How long a store command may take before it counts as a failure.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A [`Store`] in Redis, for clusters.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use celeriac_producer::RedisStore;
+/// use celeriac_schema::store::{Store, StoreSettings};
+///
+/// # async fn demo() -> celeriac_schema::Result<()> {
+/// let store = RedisStore::connect("redis://127.0.0.1:6379", "celeriac", StoreSettings::default()).await?;
+/// let store: Arc<dyn Store> = Arc::new(store);
+/// store.ping().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    prefix: String,
+    settings: StoreSettings,
+    conn: ConnectionManager,
+    apply: Scripts,
+    waiters: Waiters,
+}
+
+struct Scripts {
+    record: Script,
+    claim: Script,
+    begin: Script,
+    renew: Script,
+    finish: Script,
+    unclaim: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.inner.url)
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable<'a>(
+    op: &'static str,
+    url: &'a str,
+) -> impl Fn(redis::RedisError) -> SchemaError + 'a {
+    move |e| SchemaError::StoreUnavailable {
+        op,
+        message: format!("{} ({})", e, redact_url(url)),
+    }
+}
+
+impl RedisStore {
+    /// Connects to Redis at `url` (`redis://[:password@]host:port[/db]`,
+    /// `rediss://` for TLS), keeping keys under `namespace`.
+    ///
+    /// # Errors
+    ///
+    /// [`SchemaError::StoreUnavailable`] when Redis cannot be reached within
+    /// five seconds or the URL is invalid; the message names the URL with
+    /// its password redacted.
+    pub async fn connect(
+        url: &str,
+        namespace: &str,
+        settings: StoreSettings,
+    ) -> StoreResult<RedisStore> {
+        let redacted = redact_url(url);
+        let client = redis::Client::open(url).map_err(|e| SchemaError::StoreUnavailable {
+            op: "connect",
+            message: format!("invalid Redis URL {redacted}: {e}"),
+        })?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = tokio::time::timeout(
+            RESPONSE_TIMEOUT,
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        .map_err(|_| SchemaError::StoreUnavailable {
+            op: "connect",
+            message: format!("no answer from {redacted} within {RESPONSE_TIMEOUT:?}"),
+        })?
+        .map_err(unavailable("connect", url))?;
+        let with_apply = |body: &str| Script::new(&format!("{}{}", scripts::APPLY, body));
+        let store = RedisStore {
+            inner: Arc::new(Inner {
+                url: redacted,
+                prefix: format!("{namespace}:"),
+                settings,
+                conn,
+                apply: Scripts {
+                    record: with_apply(scripts::RECORD),
+                    claim: with_apply(scripts::CLAIM),
+                    begin: with_apply(scripts::BEGIN),
+                    renew: Script::new(scripts::RENEW),
+                    finish: with_apply(scripts::FINISH),
+                    unclaim: Script::new(scripts::UNCLAIM),
+                },
+                waiters: Waiters::new(client),
+            }),
+        };
+        store.ping().await?;
+        store.load_scripts().await?;
+        Ok(store)
+    }
+
+    /// The key prefix (`{namespace}:`).
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    async fn load_scripts(&self) -> StoreResult<()> {
+        let scripts = &self.inner.apply;
+        let mut pipe = redis::pipe();
+        for script in [
+            &scripts.record,
+            &scripts.claim,
+            &scripts.begin,
+            &scripts.renew,
+            &scripts.finish,
+            &scripts.unclaim,
+        ] {
+            pipe.load_script(script).ignore();
+        }
+        let mut conn = self.inner.conn.clone();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable("loading scripts", &self.inner.url))
+    }
+
+    /// Runs a pipeline of script calls, loading the scripts again if Redis
+    /// lost them (a restart or `SCRIPT FLUSH`).
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &Pipeline,
+    ) -> StoreResult<T> {
+        let mut conn = self.inner.conn.clone();
+        match pipe.query_async::<T>(&mut conn).await {
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                debug!("Redis lost the store scripts; loading them again");
+                self.load_scripts().await?;
+                pipe.query_async::<T>(&mut conn)
+                    .await
+                    .map_err(unavailable(op, &self.inner.url))
+            }
+            other => other.map_err(unavailable(op, &self.inner.url)),
+        }
+    }
+
+    fn record_key(&self, id: TaskId) -> String {
+        format!("{}t:{id}", self.inner.prefix)
+    }
+
+    fn history_key(&self, id: TaskId) -> String {
+        format!("{}t:{id}:h", self.inner.prefix)
+    }
+
+    fn channel(&self, id: TaskId) -> String {
+        format!("{}done:{id}", self.inner.prefix)
+    }
+
+    fn ttl_ms(ttl: Duration) -> u64 {
+        (ttl.as_millis() as u64).max(1)
+    }
+
+    fn update_args(&self, update: &Update) -> StoreResult<Vec<Vec<u8>>> {
+        let entry =
+            rmp_serde::to_vec_named(&update.transition()).map_err(|e| SchemaError::Encode {
+                what: "transition",
+                message: e.to_string(),
+            })?;
+        let (has_err, err_type, err_msg) = match &update.error {
+            Some(f) => ("1", f.error_type.as_str(), f.message.as_str()),
+            None => ("0", "", ""),
+        };
+        let (has_result, result) = match &update.result {
+            Some(bytes) => ("1", bytes.clone()),
+            None => ("0", Vec::new()),
+        };
+        Ok(vec![
+            update.state.as_str().into(),
+            update.attempt.to_string().into(),
+            update.at_ms.to_string().into(),
+            update.worker.clone().unwrap_or_default().into(),
+            update.idempotency_key.clone().unwrap_or_default().into(),
+            update.workflow_id.clone().unwrap_or_default().into(),
+            update.task.clone().into(),
+            update.queue.clone().into(),
+            has_err.into(),
+            err_type.into(),
+            err_msg.into(),
+            entry,
+            has_result.into(),
+            result,
+        ])
+    }
+
+    fn invoke(pipe: &mut Pipeline, script: &Script, keys: &[String], args: Vec<Vec<u8>>) {
+        let cmd = pipe.cmd("EVALSHA").arg(script.get_hash()).arg(keys.len());
+        for key in keys {
+            cmd.arg(key);
+        }
+        for arg in args {
+            cmd.arg(arg);
+        }
+    }
+
+    fn parse_record(
+        &self,
+        id: TaskId,
+        fields: HashMap<String, Vec<u8>>,
+        history: Vec<Vec<u8>>,
+    ) -> StoreResult<Option<TaskRecord>> {
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let text = |name: &str| -> Option<String> {
+            fields
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        let number = |name: &'static str| -> StoreResult<Option<u64>> {
+            text(name)
+                .map(|s| {
+                    s.parse::<u64>().map_err(|e| SchemaError::StoreData {
+                        what: name,
+                        message: format!("{s:?}: {e}"),
+                    })
+                })
+                .transpose()
+        };
+        let state_text = text("state").unwrap_or_default();
+        let state = TaskState::ALL
+            .into_iter()
+            .find(|s| s.as_str() == state_text)
+            .ok_or_else(|| SchemaError::StoreData {
+                what: "state",
+                message: format!("unknown state {state_text:?}"),
+            })?;
+        let error = match (text("err_type"), text("err_msg")) {
+            (Some(error_type), message) => Some(TaskFailure {
+                error_type,
+                message: message.unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        let history = history
+            .iter()
+            .map(|bytes| {
+                rmp_serde::from_slice::<Transition>(bytes).map_err(|e| SchemaError::StoreData {
+                    what: "history",
+                    message: e.to_string(),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Some(TaskRecord {
+            id,
+            task: text("task").unwrap_or_default(),
+            queue: text("queue").unwrap_or_default(),
+            state,
+            attempt: number("attempt")?.unwrap_or(0) as u32,
+            runs: number("runs")?.unwrap_or(0) as u32,
+            worker: text("worker"),
+            idempotency_key: text("key"),
+            workflow_id: text("wf"),
+            created_at: number("created_at")?,
+            queued_at: number("queued_at")?,
+            started_at: number("started_at")?,
+            finished_at: number("finished_at")?,
+            error,
+            result: fields.get("result").cloned(),
+            history,
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for RedisStore {
+    fn settings(&self) -> &StoreSettings {
+        &self.inner.settings
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let mut conn = self.inner.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable("ping", &self.inner.url))
+    }
+
+    async fn record(&self, updates: &[Update]) -> StoreResult<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let ttl = Self::ttl_ms(self.inner.settings.result_ttl);
+        let mut pipe = redis::pipe();
+        for update in updates {
+            let mut args = vec![
+                ttl.to_string().into_bytes(),
+                self.channel(update.id).into_bytes(),
+            ];
+            args.extend(self.update_args(update)?);
+            Self::invoke(
+                &mut pipe,
+                &self.inner.apply.record,
+                &[self.record_key(update.id), self.history_key(update.id)],
+                args,
+            );
+            pipe.ignore();
+        }
+        self.run::<()>("record", &pipe).await
+    }
+
+    async fn get(&self, id: TaskId) -> StoreResult<Option<TaskRecord>> {
+        let mut pipe = redis::pipe();
+        pipe.hgetall(self.record_key(id)).lrange(
+            self.history_key(id),
+            -(HISTORY_LIMIT as isize),
+            -1,
+        );
+        let (fields, history): (HashMap<String, Vec<u8>>, Vec<Vec<u8>>) =
+            self.run("get", &pipe).await?;
+        self.parse_record(id, fields, history)
+    }
+
+    async fn wait(&self, id: TaskId, timeout: Duration) -> StoreResult<Option<TaskRecord>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let channel = self.channel(id);
+        let mut subscription = self.inner.waiters.subscribe(&channel).await;
+        loop {
+            // Subscribed first, read second: a final write between the two
+            // is seen by the read.
+            if let Some(record) = self.get(id).await? {
+                if record.state.is_terminal() {
+                    return Ok(Some(record));
+                }
+            }
+            if !subscription.changed_before(deadline).await {
+                return Ok(None);
+            }
+            subscription.resubscribe_if_needed().await;
+        }
+    }
+
+    async fn claim(&self, claims: &[(String, Update)]) -> StoreResult<Vec<Claim>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let settings = &self.inner.settings;
+        let mut pipe = redis::pipe();
+        for (key, update) in claims {
+            let mut args = vec![
+                Self::ttl_ms(settings.key_ttl).to_string().into_bytes(),
+                (CLAIM_STALE_AFTER.as_millis() as u64)
+                    .to_string()
+                    .into_bytes(),
+                format!("{}t:", self.inner.prefix).into_bytes(),
+                update.id.to_string().into_bytes(),
+                Self::ttl_ms(settings.result_ttl).to_string().into_bytes(),
+                self.channel(update.id).into_bytes(),
+            ];
+            args.extend(self.update_args(update)?);
+            Self::invoke(
+                &mut pipe,
+                &self.inner.apply.claim,
+                &[
+                    format!("{}e:{key}", self.inner.prefix),
+                    self.record_key(update.id),
+                    self.history_key(update.id),
+                ],
+                args,
+            );
+        }
+        let answers: Vec<(i64, String, i64)> = self.run("claim", &pipe).await?;
+        answers
+            .into_iter()
+            .map(|(code, id, republish)| match code {
+                0 => Ok(Claim::Claimed),
+                _ => id
+                    .parse::<TaskId>()
+                    .map(|task_id| Claim::Existing {
+                        task_id,
+                        republish: republish == 1,
+                    })
+                    .map_err(|e| SchemaError::StoreData {
+                        what: "enqueue key",
+                        message: format!("{id:?}: {e}"),
+                    }),
+            })
+            .collect()
+    }
+
+    async fn unclaim(&self, claims: &[(String, TaskId)]) -> StoreResult<()> {
+        let mut pipe = redis::pipe();
+        for (key, id) in claims {
+            Self::invoke(
+                &mut pipe,
+                &self.inner.apply.unclaim,
+                &[format!("{}e:{key}", self.inner.prefix)],
+                vec![id.to_string().into_bytes()],
+            );
+            pipe.ignore();
+        }
+        self.run::<()>("unclaim", &pipe).await
+    }
+
+    async fn begin(&self, key: &str, token: &str, update: &Update) -> StoreResult<Begin> {
+        let settings = &self.inner.settings;
+        let mut args = vec![
+            token.as_bytes().to_vec(),
+            Self::ttl_ms(settings.lease_ttl).to_string().into_bytes(),
+            Self::ttl_ms(settings.result_ttl).to_string().into_bytes(),
+            self.channel(update.id).into_bytes(),
+        ];
+        args.extend(self.update_args(update)?);
+        let mut pipe = redis::pipe();
+        Self::invoke(
+            &mut pipe,
+            &self.inner.apply.begin,
+            &[
+                format!("{}k:{key}", self.inner.prefix),
+                format!("{}l:{key}", self.inner.prefix),
+                self.record_key(update.id),
+                self.history_key(update.id),
+            ],
+            args,
+        );
+        let ((code, value),): ((i64, String),) = self.run("begin", &pipe).await?;
+        match code {
+            0 => Ok(Begin::Run),
+            1 => value
+                .parse::<TaskId>()
+                .map(|task_id| Begin::Succeeded { task_id })
+                .map_err(|e| SchemaError::StoreData {
+                    what: "execution key",
+                    message: format!("{value:?}: {e}"),
+                }),
+            _ => {
+                let left = value.parse::<i64>().unwrap_or(0).max(1) as u64;
+                Ok(Begin::Busy {
+                    retry_after: Duration::from_millis(left),
+                })
+            }
+        }
+    }
+
+    async fn renew(&self, key: &str, token: &str) -> StoreResult<bool> {
+        let mut pipe = redis::pipe();
+        Self::invoke(
+            &mut pipe,
+            &self.inner.apply.renew,
+            &[format!("{}l:{key}", self.inner.prefix)],
+            vec![
+                token.as_bytes().to_vec(),
+                Self::ttl_ms(self.inner.settings.lease_ttl)
+                    .to_string()
+                    .into_bytes(),
+            ],
+        );
+        let (renewed,): (i64,) = self.run("renew", &pipe).await?;
+        Ok(renewed == 1)
+    }
+
+    async fn finish(&self, key: &str, token: &str, update: &Update) -> StoreResult<()> {
+        let settings = &self.inner.settings;
+        let mut args = vec![
+            token.as_bytes().to_vec(),
+            Self::ttl_ms(settings.key_ttl).to_string().into_bytes(),
+            Self::ttl_ms(settings.result_ttl).to_string().into_bytes(),
+            self.channel(update.id).into_bytes(),
+            update.id.to_string().into_bytes(),
+        ];
+        args.extend(self.update_args(update)?);
+        let mut pipe = redis::pipe();
+        Self::invoke(
+            &mut pipe,
+            &self.inner.apply.finish,
+            &[
+                format!("{}k:{key}", self.inner.prefix),
+                format!("{}l:{key}", self.inner.prefix),
+                self.record_key(update.id),
+                self.history_key(update.id),
+            ],
+            args,
+        );
+        pipe.ignore();
+        self.run::<()>("finish", &pipe).await
+    }
+}
