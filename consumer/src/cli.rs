@@ -1,6 +1,8 @@
 //! The `celeriac-worker` command line.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
@@ -116,9 +118,41 @@ pub struct Args {
     #[arg(long, env = "CELERIAC_EVENTS")]
     pub events: bool,
 
+    /// Where to serve /metrics (Prometheus), /healthz and /readyz;
+    /// `off` (or empty) for no server.
+    #[arg(long, env = "CELERIAC_METRICS_ADDR", default_value = "0.0.0.0:9464")]
+    pub metrics_addr: MetricsAddr,
+
+    /// How often the metrics sample the depth and consumers of the consumed
+    /// queues and their dead-letter queues.
+    #[arg(long, env = "CELERIAC_QUEUE_SAMPLE_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub queue_sample_interval: Duration,
+
     /// Log format.
     #[arg(long, env = "CELERIAC_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// The value of `--metrics-addr`: a socket address, or `None` for `off`.
+///
+/// # Examples
+///
+/// ```
+/// use celeriac_consumer::cli::MetricsAddr;
+///
+/// let on: MetricsAddr = "127.0.0.1:9464".parse().unwrap();
+/// assert_eq!(on.0, Some(([127, 0, 0, 1], 9464).into()));
+/// assert_eq!("off".parse::<MetricsAddr>().unwrap().0, None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+impl FromStr for MetricsAddr {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        crate::http::parse_metrics_addr(value).map(MetricsAddr)
+    }
 }
 
 /// How logs are written to stderr.
@@ -185,7 +219,12 @@ async fn run(args: Args, registry: Registry) -> ExitCode {
     if let Some(id) = args.worker_id {
         builder = builder.worker_id(id);
     }
-    builder = builder.events(args.events);
+    builder = builder
+        .events(args.events)
+        .queue_sample_interval(args.queue_sample_interval);
+    if let Some(addr) = args.metrics_addr.0 {
+        builder = builder.metrics_addr(addr);
+    }
     if let (Some(url), false) = (&args.redis_url, args.no_store) {
         if args.run_lease_ttl < Duration::from_secs(1) {
             error!("--run-lease-ttl must be at least 1s");
@@ -206,6 +245,10 @@ async fn run(args: Args, registry: Registry) -> ExitCode {
     }
     let worker = match builder.build() {
         Ok(worker) => worker,
+        Err(e @ crate::Error::MetricsServer { .. }) => {
+            error!(error = %e, "cannot start the metrics server (choose another --metrics-addr, or `off`)");
+            return ExitCode::from(1);
+        }
         Err(e) => {
             error!(error = %e, "invalid configuration");
             return ExitCode::from(2);

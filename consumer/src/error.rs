@@ -19,6 +19,15 @@ pub enum Error {
     /// The worker has no live broker connection at the moment.
     #[error("no broker connection")]
     Disconnected,
+    /// The metrics server could not listen on its address.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    MetricsServer {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// An AMQP operation failed.
     #[error("broker error while {doing}: {source}")]
     Amqp {
@@ -40,7 +49,7 @@ impl Error {
         match self {
             Error::Amqp { .. } | Error::Disconnected => true,
             Error::Producer(e) => e.is_transient(),
-            Error::Config(_) | Error::Schema(_) => false,
+            Error::Config(_) | Error::Schema(_) | Error::MetricsServer { .. } => false,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The worker runtime: connect, declare, consume, run handlers, settle
 //! deliveries, reconnect, shut down gracefully.
 
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,7 +30,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::ack_tracker::{AckAction, AckTracker};
 use crate::disposition::{decide, Disposition, Outcome};
 use crate::error::{Error, Result};
+use crate::http::HttpState;
 use crate::lease::Lease;
+use crate::metrics::{QueueMetrics, TaskMetrics, WorkerMetrics};
 use crate::registry::{Registry, TaskContext};
 use crate::stats::{StatsSnapshot, WorkerStats};
 
@@ -41,6 +44,8 @@ const BUSY_RECHECK: Duration = Duration::from_millis(500);
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default period of the queue-depth sample.
+const DEFAULT_QUEUE_SAMPLE: Duration = Duration::from_secs(15);
 
 /// Settings of a worker; built by [`WorkerBuilder`].
 #[derive(Debug, Clone)]
@@ -57,6 +62,8 @@ struct Config {
     lease_ttl: Duration,
     store: Option<Arc<dyn Store>>,
     events: bool,
+    /// Period of the queue-depth sample; `None` without a metrics server.
+    queue_sample: Option<Duration>,
 }
 
 /// Builds a [`Worker`].
@@ -104,9 +111,42 @@ pub struct WorkerBuilder {
     lease_ttl: Duration,
     store: Option<Arc<dyn Store>>,
     events: bool,
+    metrics_addr: Option<SocketAddr>,
+    queue_sample_interval: Duration,
 }
 
 impl WorkerBuilder {
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` while the
+    /// worker runs (default: no server). Port 0 picks a free port; read it
+    /// from [`WorkerHandle::metrics_addr`]. With the server on, the worker
+    /// also samples the depth of its work and dead-letter queues.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn demo() -> celeriac_consumer::Result<()> {
+    /// use celeriac_consumer::{Registry, Worker};
+    ///
+    /// let worker = Worker::builder("amqp://127.0.0.1:5672/%2f", Registry::new())
+    ///     .metrics_addr(([127, 0, 0, 1], 0).into())
+    ///     .build()?;
+    /// let addr = worker.handle().metrics_addr().expect("metrics are on");
+    /// println!("scrape http://{addr}/metrics");
+    /// # Ok(()) }
+    /// ```
+    pub fn metrics_addr(mut self, addr: SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
+        self
+    }
+
+    /// How often the depth and consumers of the consumed queues and their
+    /// dead-letter queues are sampled for the metrics (default 15 s; at
+    /// least 100 ms). Only with [`metrics_addr`](Self::metrics_addr).
+    pub fn queue_sample_interval(mut self, interval: Duration) -> Self {
+        self.queue_sample_interval = interval;
+        self
+    }
+
     /// The state store (default: none). With a store the worker records
     /// every state change and result, never runs a task whose idempotency
     /// key already succeeded, holds a run lease so a task never runs twice
@@ -197,12 +237,13 @@ impl WorkerBuilder {
         self
     }
 
-    /// Checks the settings.
+    /// Checks the settings, and binds the metrics address if one is set.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] or [`Error::Schema`] for an invalid namespace,
-    /// queue name, concurrency or lease setting.
+    /// queue name, concurrency or lease setting;
+    /// [`Error::MetricsServer`] when the metrics address cannot be bound.
     pub fn build(self) -> Result<Worker> {
         let mut topology = Topology::new(self.namespace)?;
         if let Some(limit) = self.delivery_limit {
@@ -225,6 +266,19 @@ impl WorkerBuilder {
         let prefetch = self.prefetch.unwrap_or(default_prefetch).max(1);
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
         let stats = Arc::new(WorkerStats::default());
+        let metrics = Arc::new(WorkerMetrics::new(&self.queues, self.registry.names()));
+        let listener = match self.metrics_addr {
+            None => None,
+            Some(addr) => {
+                let bound = std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .and_then(|l| l.local_addr().map(|local| (l, local)));
+                Some(bound.map_err(|source| Error::MetricsServer { addr, source })?)
+            }
+        };
+        let queue_sample = listener
+            .as_ref()
+            .map(|_| self.queue_sample_interval.max(Duration::from_millis(100)));
         Ok(Worker {
             config: Arc::new(Config {
                 url: self.url,
@@ -239,9 +293,13 @@ impl WorkerBuilder {
                 lease_ttl: self.lease_ttl,
                 store: self.store,
                 events: self.events,
+                queue_sample,
             }),
             registry: Arc::new(self.registry),
             stats,
+            metrics,
+            metrics_addr: listener.as_ref().map(|(_, local)| *local),
+            listener: listener.map(|(l, _)| l),
             shutdown: CancellationToken::new(),
         })
     }
@@ -260,6 +318,10 @@ pub struct Worker {
     config: Arc<Config>,
     registry: Arc<Registry>,
     stats: Arc<WorkerStats>,
+    metrics: Arc<WorkerMetrics>,
+    /// The bound metrics address, served from `run`.
+    listener: Option<std::net::TcpListener>,
+    metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
 }
 
@@ -267,6 +329,8 @@ pub struct Worker {
 #[derive(Debug, Clone)]
 pub struct WorkerHandle {
     stats: Arc<WorkerStats>,
+    http: HttpState,
+    metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
 }
 
@@ -282,9 +346,38 @@ impl WorkerHandle {
         self.stats.snapshot()
     }
 
-    /// Whether the worker is connected, declared and consuming.
+    /// Whether the worker is connected, declared and consuming, its state
+    /// store (if any) answers, and no shutdown has begun: what `/readyz`
+    /// reports.
     pub fn is_ready(&self) -> bool {
-        self.stats.is_ready()
+        self.http.readiness().is_ok()
+    }
+
+    /// The address `/metrics`, `/healthz` and `/readyz` are served on
+    /// (`None` without [`WorkerBuilder::metrics_addr`]); with port 0 asked
+    /// for, the port the system picked.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The worker's metrics in the Prometheus text format, as `/metrics`
+    /// serves them (also without a metrics server).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn demo() -> celeriac_consumer::Result<()> {
+    /// use celeriac_consumer::{Registry, Worker};
+    ///
+    /// let worker = Worker::builder("amqp://127.0.0.1:5672/%2f", Registry::new()).build()?;
+    /// assert!(worker.handle().metrics().contains("celeriac_worker_ready 0"));
+    /// # Ok(()) }
+    /// ```
+    pub fn metrics(&self) -> String {
+        self.http.render_metrics().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot render the metrics");
+            String::new()
+        })
     }
 }
 
@@ -293,6 +386,7 @@ struct Shared {
     config: Arc<Config>,
     registry: Arc<Registry>,
     stats: Arc<WorkerStats>,
+    metrics: Arc<WorkerMetrics>,
     /// The publisher channel of the live session, for leased tasks that
     /// outlive the session they started in.
     publisher: watch::Receiver<Option<Channel>>,
@@ -323,6 +417,8 @@ impl Worker {
             lease_ttl: Duration::from_secs(60),
             store: None,
             events: false,
+            metrics_addr: None,
+            queue_sample_interval: DEFAULT_QUEUE_SAMPLE,
         }
     }
 
@@ -330,7 +426,18 @@ impl Worker {
     pub fn handle(&self) -> WorkerHandle {
         WorkerHandle {
             stats: self.stats.clone(),
+            http: self.http_state(),
+            metrics_addr: self.metrics_addr,
             shutdown: self.shutdown.clone(),
+        }
+    }
+
+    fn http_state(&self) -> HttpState {
+        HttpState {
+            metrics: self.metrics.clone(),
+            stats: self.stats.clone(),
+            shutdown: self.shutdown.clone(),
+            has_store: self.config.store.is_some(),
         }
     }
 
@@ -341,12 +448,32 @@ impl Worker {
     ///
     /// Only for errors a reconnect cannot fix, such as a queue declared
     /// with other arguments.
-    pub async fn run(self) -> Result<StatsSnapshot> {
+    pub async fn run(mut self) -> Result<StatsSnapshot> {
+        // Served until `run` returns: through the grace period, /readyz
+        // says 503 and /metrics shows the drain.
+        let http_stop = CancellationToken::new();
+        let _http_guard = http_stop.clone().drop_guard();
+        if let Some(listener) = self.listener.take() {
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| {
+                Error::MetricsServer {
+                    addr: self
+                        .metrics_addr
+                        .unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
+                    source,
+                }
+            })?;
+            tokio::spawn(crate::http::serve(
+                listener,
+                self.http_state(),
+                http_stop.clone(),
+            ));
+        }
         let (publisher_tx, publisher_rx) = watch::channel(None);
         let shared = Arc::new(Shared {
             config: self.config.clone(),
             registry: self.registry.clone(),
             stats: self.stats.clone(),
+            metrics: self.metrics.clone(),
             publisher: publisher_rx,
             shutdown: self.shutdown.clone(),
         });
@@ -378,6 +505,7 @@ impl Worker {
                         SessionEnd::Shutdown => break,
                         SessionEnd::Lost(reason) => {
                             WorkerStats::bump(&self.stats.reconnects);
+                            self.metrics.reconnects.inc();
                             warn!(%reason, "connection lost; reconnecting");
                         }
                     }
@@ -409,7 +537,7 @@ fn reconnect_delay(failures: u32) -> Duration {
 
 /// One connection: a publisher channel and one consuming channel per queue.
 struct Session {
-    connection: Connection,
+    connection: Arc<Connection>,
     publisher: Channel,
     lanes: Vec<(Arc<str>, Channel, Consumer)>,
 }
@@ -462,7 +590,7 @@ async fn connect(config: &Config) -> Result<Session> {
         lanes.push((Arc::from(queue.as_str()), channel, consumer));
     }
     Ok(Session {
-        connection,
+        connection: Arc::new(connection),
         publisher,
         lanes,
     })
@@ -501,10 +629,20 @@ impl Session {
     ) -> SessionEnd {
         // Ends every lane when one of them loses its channel.
         let session_token = shutdown.child_token();
+        if let Some(every) = shared.config.queue_sample {
+            tokio::spawn(sample_queues(
+                self.connection.clone(),
+                shared.clone(),
+                every,
+                session_token.clone(),
+            ));
+        }
         let mut lanes = JoinSet::new();
         for (queue, channel, consumer) in self.lanes {
+            let metrics = shared.metrics.queue(&queue);
             let lane = Lane {
                 shared: shared.clone(),
+                metrics,
                 queue,
                 channel,
                 publisher: self.publisher.clone(),
@@ -536,9 +674,99 @@ impl Session {
     }
 }
 
+/// Samples the depth of each consumed work queue and its dead-letter queue,
+/// and the work queue's consumers, for the metrics; pings the state store
+/// on the same beat so readiness notices a store that went away while the
+/// worker is idle. Passive declares on a channel of its own: a refusal
+/// (a queue deleted under the worker) closes only that channel, reopened on
+/// the next beat.
+async fn sample_queues(
+    connection: Arc<Connection>,
+    shared: Arc<Shared>,
+    every: Duration,
+    session: CancellationToken,
+) {
+    let topology = &shared.config.topology;
+    let queues: Vec<(Arc<QueueMetrics>, String, String)> = shared
+        .config
+        .queues
+        .iter()
+        .map(|queue| {
+            (
+                shared.metrics.queue(queue),
+                topology.work_queue(queue),
+                topology.dead_letter_queue(queue),
+            )
+        })
+        .collect();
+    let mut channel: Option<Channel> = None;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = session.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if let Some(store) = &shared.config.store {
+            match tokio::time::timeout(every.max(Duration::from_secs(1)), store.ping()).await {
+                Ok(Ok(())) => shared.stats.store_down.store(false, Ordering::Relaxed),
+                Ok(Err(e)) => {
+                    debug!(error = %e, "state store ping failed");
+                    shared.stats.store_down.store(true, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    debug!("state store ping timed out");
+                    shared.stats.store_down.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        let open = match channel.take() {
+            Some(open) if open.status().connected() => open,
+            _ => match connection.create_channel().await {
+                Ok(open) => open,
+                Err(e) => {
+                    debug!(error = %e, "cannot open the queue-sampling channel");
+                    continue;
+                }
+            },
+        };
+        for (metrics, work, dlq) in &queues {
+            match passive_declare(&open, work).await {
+                Ok(q) => {
+                    metrics.work_messages.set(i64::from(q.message_count()));
+                    metrics.consumers.set(i64::from(q.consumer_count()));
+                }
+                Err(e) => debug!(queue = %work, error = %e, "cannot sample the queue"),
+            }
+            match passive_declare(&open, dlq).await {
+                Ok(q) => metrics.dlq_messages.set(i64::from(q.message_count())),
+                Err(e) => debug!(queue = %dlq, error = %e, "cannot sample the queue"),
+            }
+        }
+        channel = Some(open);
+    }
+    if let Some(open) = channel {
+        let _ = open.close(200, "worker stopping".into()).await;
+    }
+}
+
+async fn passive_declare(channel: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+    channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
 /// One queue's consumer, its channel and its acknowledgements.
 struct Lane {
     shared: Arc<Shared>,
+    metrics: Arc<QueueMetrics>,
     queue: Arc<str>,
     channel: Channel,
     publisher: Channel,
@@ -592,6 +820,7 @@ impl Lane {
                         };
                         let job = Job {
                             shared: shared.clone(),
+                            metrics: self.metrics.clone(),
                             queue: self.queue.clone(),
                             publisher: self.publisher.clone(),
                             ack: ack_tx.clone(),
@@ -705,18 +934,20 @@ async fn send_ack(channel: &Channel, action: AckAction) {
 /// One delivery being handled.
 struct Job {
     shared: Arc<Shared>,
+    metrics: Arc<QueueMetrics>,
     queue: Arc<str>,
     publisher: Channel,
     ack: mpsc::UnboundedSender<AckMsg>,
     _permit: OwnedSemaphorePermit,
 }
 
-/// Decrements the in-flight gauge when a job ends, however it ends.
-struct InFlight<'a>(&'a WorkerStats);
+/// Decrements the in-flight gauges when a job ends, however it ends.
+struct InFlight<'a>(&'a WorkerStats, &'a QueueMetrics);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.1.in_flight.dec();
     }
 }
 
@@ -725,9 +956,14 @@ impl Job {
         let stats = &self.shared.stats;
         WorkerStats::bump(&stats.received);
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _in_flight = InFlight(stats);
+        self.metrics.in_flight.inc();
+        let _in_flight = InFlight(stats, &self.metrics);
         let tag = delivery.delivery_tag;
         let decoded = decode_with(&delivery.data, &self.shared.config.limits);
+        let metrics = self
+            .metrics
+            .task(decoded.as_ref().ok().map(|env| env.task.as_str()));
+        metrics.received.inc();
         // Fields are formatted only if the span is recorded.
         let span = match &decoded {
             Ok(env) => info_span!("task", task_id = %env.id, task = %env.task, queue = %self.queue),
@@ -737,7 +973,9 @@ impl Job {
                 queue = %self.queue
             ),
         };
-        self.handle(delivery, decoded, tag).instrument(span).await;
+        self.handle(delivery, decoded, tag, metrics)
+            .instrument(span)
+            .await;
     }
 
     async fn handle(
@@ -745,6 +983,7 @@ impl Job {
         delivery: Delivery,
         decoded: celeriac_schema::Result<Envelope>,
         tag: u64,
+        metrics: &TaskMetrics,
     ) {
         let stats = &self.shared.stats;
         let store = self.shared.config.store.clone();
@@ -763,6 +1002,7 @@ impl Job {
                 let wait = env.wait_before_run(now);
                 if env.is_expired_at(now) {
                     WorkerStats::bump(&stats.expired);
+                    metrics.expired.inc();
                     info!("task expired before it could run; dropping it");
                     (Outcome::Expired, Some(env))
                 } else if !wait.is_zero() {
@@ -788,15 +1028,19 @@ impl Job {
                             return;
                         }
                         Some(Begin::Run) => {
+                            let started = std::time::Instant::now();
+                            metrics.observe_wait(env.created_at, env.eta, now_ms());
                             let (outcome, env, held, out) = self
                                 .execute(handler, env, &delivery, tag, run.as_ref())
                                 .await;
+                            metrics.run_seconds.observe(started.elapsed().as_secs_f64());
                             lease = held;
                             output = out;
                             (outcome, Some(env))
                         }
                         Some(Begin::Succeeded { task_id }) => {
                             WorkerStats::bump(&stats.duplicates_suppressed);
+                            metrics.duplicates_suppressed.inc();
                             info!(first = %task_id, "idempotency key already succeeded; not running again");
                             suppressed = Some(task_id);
                             (Outcome::Succeeded, Some(env))
@@ -818,9 +1062,13 @@ impl Job {
             }
         };
         match &outcome {
-            Outcome::Succeeded if suppressed.is_none() => WorkerStats::bump(&stats.succeeded),
+            Outcome::Succeeded if suppressed.is_none() => {
+                WorkerStats::bump(&stats.succeeded);
+                metrics.succeeded.inc();
+            }
             Outcome::Failed(_) | Outcome::Panicked(_) | Outcome::TimedOut(_) => {
-                WorkerStats::bump(&stats.failed)
+                WorkerStats::bump(&stats.failed);
+                metrics.failed.inc();
             }
             _ => {}
         }
@@ -855,6 +1103,9 @@ impl Job {
             }
             None => Err("no broker connection to settle the task".to_owned()),
         };
+        if settled.is_ok() {
+            metrics.settled(&disposition);
+        }
         match (settled, lease) {
             (Ok(()), None) => {
                 let _ = self.ack.send(AckMsg::Finished(tag));

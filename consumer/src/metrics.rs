@@ -1,0 +1,454 @@
+//! Prometheus metrics of a worker.
+//!
+//! Every series a worker can produce is created when the worker is built:
+//! one label set per consumed queue and registered task name, plus
+//! `task="unknown"` for names the worker has no handler for (and for bodies
+//! that do not decode), so a stray task name never creates a new series.
+//! The hot path holds pre-resolved handles and only touches atomics.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `celeriac_tasks_received_total` | counter | queue, task |
+//! | `celeriac_tasks_succeeded_total` | counter | queue, task |
+//! | `celeriac_tasks_failed_total` | counter | queue, task |
+//! | `celeriac_tasks_retried_total` | counter | queue, task |
+//! | `celeriac_tasks_dead_lettered_total` | counter | queue, task, reason |
+//! | `celeriac_tasks_expired_total` | counter | queue, task |
+//! | `celeriac_tasks_duplicates_suppressed_total` | counter | queue, task |
+//! | `celeriac_tasks_revoked_total` | counter | queue, task |
+//! | `celeriac_broker_reconnects_total` | counter | |
+//! | `celeriac_workflow_releases_total` | counter | |
+//! | `celeriac_task_run_seconds` | histogram | queue, task |
+//! | `celeriac_task_queue_wait_seconds` | histogram | queue, task |
+//! | `celeriac_tasks_in_flight` | gauge | queue |
+//! | `celeriac_worker_ready` | gauge | |
+//! | `celeriac_store_up` | gauge | |
+//! | `celeriac_queue_messages` | gauge | queue, kind |
+//! | `celeriac_queue_consumers` | gauge | queue |
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use celeriac_schema::DeadLetterReason;
+use prometheus::core::Collector;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::disposition::Disposition;
+
+/// The `task` label of names without a handler and of undecodable bodies.
+pub(crate) const UNKNOWN_TASK: &str = "unknown";
+
+/// Buckets of the run-time histogram, in seconds: 1 ms to 1 h.
+const RUN_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// Buckets of the queue-wait histogram, in seconds: 1 ms to 2 h, with
+/// resolution around the 300 s threshold of the queue-wait alert.
+const WAIT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 240.0, 300.0,
+    450.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+];
+
+/// The metrics of one worker, in a Prometheus registry of its own (so
+/// several workers in one process do not collide).
+#[derive(Debug)]
+pub(crate) struct WorkerMetrics {
+    registry: Registry,
+    families: Families,
+    tasks: Vec<Box<str>>,
+    queues: HashMap<Arc<str>, Arc<QueueMetrics>>,
+    pub(crate) reconnects: IntCounter,
+    /// Stays at 0 until the worker releases workflow steps.
+    #[allow(dead_code)]
+    pub(crate) workflow_releases: IntCounter,
+    pub(crate) worker_ready: IntGauge,
+    pub(crate) store_up: IntGauge,
+}
+
+/// The handles of one consumed queue.
+#[derive(Debug)]
+pub(crate) struct QueueMetrics {
+    tasks: HashMap<Box<str>, TaskMetrics>,
+    unknown: TaskMetrics,
+    pub(crate) in_flight: IntGauge,
+    pub(crate) work_messages: IntGauge,
+    pub(crate) dlq_messages: IntGauge,
+    pub(crate) consumers: IntGauge,
+}
+
+/// The handles of one (queue, task) pair.
+#[derive(Debug)]
+pub(crate) struct TaskMetrics {
+    pub(crate) received: IntCounter,
+    pub(crate) succeeded: IntCounter,
+    pub(crate) failed: IntCounter,
+    pub(crate) retried: IntCounter,
+    dead_lettered: [(DeadLetterReason, IntCounter); DeadLetterReason::ALL.len()],
+    pub(crate) expired: IntCounter,
+    pub(crate) duplicates_suppressed: IntCounter,
+    /// Stays at 0 until the worker honours revocations.
+    #[allow(dead_code)]
+    pub(crate) revoked: IntCounter,
+    pub(crate) run_seconds: Histogram,
+    pub(crate) queue_wait_seconds: Histogram,
+}
+
+/// The labelled families the handles are resolved from.
+#[derive(Debug)]
+struct Families {
+    received: IntCounterVec,
+    succeeded: IntCounterVec,
+    failed: IntCounterVec,
+    retried: IntCounterVec,
+    dead_lettered: IntCounterVec,
+    expired: IntCounterVec,
+    duplicates_suppressed: IntCounterVec,
+    revoked: IntCounterVec,
+    run_seconds: HistogramVec,
+    queue_wait_seconds: HistogramVec,
+    in_flight: IntGaugeVec,
+    queue_messages: IntGaugeVec,
+    queue_consumers: IntGaugeVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(registry, IntGaugeVec::new(Opts::new(name, help), labels))
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register(registry, HistogramVec::new(opts, &["queue", "task"]))
+}
+
+/// Registers a collector whose name and labels are constants of this
+/// module: an error here is a bug, caught by the unit tests.
+fn register<C: Collector + Clone + 'static>(registry: &Registry, made: prometheus::Result<C>) -> C {
+    let collector = made.expect("valid metric definition");
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric names are unique");
+    collector
+}
+
+impl WorkerMetrics {
+    /// Creates every series for `queues` × (`tasks` + unknown).
+    pub(crate) fn new<'a>(queues: &[String], tasks: impl IntoIterator<Item = &'a str>) -> Self {
+        let registry = Registry::new();
+        let qt = &["queue", "task"];
+        let families = Families {
+            received: counter(
+                &registry,
+                "celeriac_tasks_received_total",
+                "Deliveries received.",
+                qt,
+            ),
+            succeeded: counter(
+                &registry,
+                "celeriac_tasks_succeeded_total",
+                "Runs that succeeded.",
+                qt,
+            ),
+            failed: counter(
+                &registry,
+                "celeriac_tasks_failed_total",
+                "Runs that raised, panicked or hit their time limit, retried or not.",
+                qt,
+            ),
+            retried: counter(
+                &registry,
+                "celeriac_tasks_retried_total",
+                "Retries scheduled.",
+                qt,
+            ),
+            dead_lettered: counter(
+                &registry,
+                "celeriac_tasks_dead_lettered_total",
+                "Messages the worker dead-lettered, by reason.",
+                &["queue", "task", "reason"],
+            ),
+            expired: counter(
+                &registry,
+                "celeriac_tasks_expired_total",
+                "Tasks dropped because they were past their expiry.",
+                qt,
+            ),
+            duplicates_suppressed: counter(
+                &registry,
+                "celeriac_tasks_duplicates_suppressed_total",
+                "Deliveries not run because their idempotency key already succeeded.",
+                qt,
+            ),
+            revoked: counter(
+                &registry,
+                "celeriac_tasks_revoked_total",
+                "Tasks not run because they were revoked.",
+                qt,
+            ),
+            run_seconds: histogram(
+                &registry,
+                "celeriac_task_run_seconds",
+                "Run time of a task's handler.",
+                RUN_BUCKETS,
+            ),
+            queue_wait_seconds: histogram(
+                &registry,
+                "celeriac_task_queue_wait_seconds",
+                "Time from publish, or from the ETA when later, to the start of the run.",
+                WAIT_BUCKETS,
+            ),
+            in_flight: gauge(
+                &registry,
+                "celeriac_tasks_in_flight",
+                "Deliveries being handled.",
+                &["queue"],
+            ),
+            queue_messages: gauge(
+                &registry,
+                "celeriac_queue_messages",
+                "Messages ready in the queue (kind=work) and its dead-letter queue (kind=dlq), \
+                 as last sampled.",
+                &["queue", "kind"],
+            ),
+            queue_consumers: gauge(
+                &registry,
+                "celeriac_queue_consumers",
+                "Consumers of the work queue, as last sampled.",
+                &["queue"],
+            ),
+        };
+        let single = |name: &str, help: &str| {
+            register(&registry, IntCounter::with_opts(Opts::new(name, help)))
+        };
+        let reconnects = single(
+            "celeriac_broker_reconnects_total",
+            "Reconnections after a lost broker connection.",
+        );
+        let workflow_releases = single(
+            "celeriac_workflow_releases_total",
+            "Workflow steps released by this worker.",
+        );
+        let flag = |name: &str, help: &str| {
+            register(&registry, IntGauge::with_opts(Opts::new(name, help)))
+        };
+        let worker_ready = flag(
+            "celeriac_worker_ready",
+            "1 when the worker is connected, declared, consuming and its store answers.",
+        );
+        let store_up = flag(
+            "celeriac_store_up",
+            "1 when the state store answered its last call (also 1 without a store).",
+        );
+        let tasks: Vec<Box<str>> = tasks.into_iter().map(Box::from).collect();
+        let queues = queues
+            .iter()
+            .map(|queue| {
+                let metrics = QueueMetrics::new(&families, queue, &tasks);
+                (Arc::from(queue.as_str()), Arc::new(metrics))
+            })
+            .collect();
+        WorkerMetrics {
+            registry,
+            families,
+            tasks,
+            queues,
+            reconnects,
+            workflow_releases,
+            worker_ready,
+            store_up,
+        }
+    }
+
+    /// The handles of a consumed queue, resolved once per session. The
+    /// worker consumes only the queues it was built with, so the fallback
+    /// for another queue is never taken.
+    pub(crate) fn queue(&self, queue: &str) -> Arc<QueueMetrics> {
+        match self.queues.get(queue) {
+            Some(metrics) => metrics.clone(),
+            None => Arc::new(QueueMetrics::new(&self.families, queue, &self.tasks)),
+        }
+    }
+
+    /// Sets the readiness gauges and renders the Prometheus text format.
+    pub(crate) fn render(&self, ready: bool, store_up: bool) -> prometheus::Result<String> {
+        self.worker_ready.set(i64::from(ready));
+        self.store_up.set(i64::from(store_up));
+        prometheus::TextEncoder::new().encode_to_string(&self.registry.gather())
+    }
+}
+
+impl QueueMetrics {
+    fn new(families: &Families, queue: &str, tasks: &[Box<str>]) -> Self {
+        let tasks = tasks
+            .iter()
+            .filter(|task| &***task != UNKNOWN_TASK)
+            .map(|task| (task.clone(), TaskMetrics::new(families, queue, task)))
+            .collect();
+        QueueMetrics {
+            tasks,
+            unknown: TaskMetrics::new(families, queue, UNKNOWN_TASK),
+            in_flight: families.in_flight.with_label_values(&[queue]),
+            work_messages: families.queue_messages.with_label_values(&[queue, "work"]),
+            dlq_messages: families.queue_messages.with_label_values(&[queue, "dlq"]),
+            consumers: families.queue_consumers.with_label_values(&[queue]),
+        }
+    }
+
+    /// The handles of `task` (`None`: the body did not decode); names
+    /// without a handler share `task="unknown"`.
+    pub(crate) fn task(&self, task: Option<&str>) -> &TaskMetrics {
+        task.and_then(|name| self.tasks.get(name))
+            .unwrap_or(&self.unknown)
+    }
+}
+
+impl TaskMetrics {
+    fn new(families: &Families, queue: &str, task: &str) -> Self {
+        let labels = &[queue, task];
+        TaskMetrics {
+            received: families.received.with_label_values(labels),
+            succeeded: families.succeeded.with_label_values(labels),
+            failed: families.failed.with_label_values(labels),
+            retried: families.retried.with_label_values(labels),
+            dead_lettered: DeadLetterReason::ALL.map(|reason| {
+                let counter =
+                    families
+                        .dead_lettered
+                        .with_label_values(&[queue, task, reason.as_str()]);
+                (reason, counter)
+            }),
+            expired: families.expired.with_label_values(labels),
+            duplicates_suppressed: families.duplicates_suppressed.with_label_values(labels),
+            revoked: families.revoked.with_label_values(labels),
+            run_seconds: families.run_seconds.with_label_values(labels),
+            queue_wait_seconds: families.queue_wait_seconds.with_label_values(labels),
+        }
+    }
+
+    /// Counts a disposition the broker confirmed: a retry or a dead letter.
+    pub(crate) fn settled(&self, disposition: &Disposition) {
+        match disposition {
+            Disposition::Retry { .. } => self.retried.inc(),
+            Disposition::DeadLetter { reason, .. } => {
+                if let Some((_, counter)) = self.dead_lettered.iter().find(|(r, _)| r == reason) {
+                    counter.inc();
+                }
+            }
+            Disposition::Ack | Disposition::Delay { .. } => {}
+        }
+    }
+
+    /// Observes the wait of a task that starts now: from its publication,
+    /// or from its ETA when that is later.
+    pub(crate) fn observe_wait(&self, created_at_ms: u64, eta_ms: Option<u64>, now_ms: u64) {
+        let since = eta_ms.map_or(created_at_ms, |eta| eta.max(created_at_ms));
+        let wait = Duration::from_millis(now_ms.saturating_sub(since));
+        self.queue_wait_seconds.observe(wait.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn every_series_exists_at_zero_and_unknown_names_share_one() {
+        let metrics = WorkerMetrics::new(&["default".to_owned()], ["celeriac.ping"]);
+        let q = metrics.queue("default");
+        q.task(Some("celeriac.ping")).received.inc();
+        q.task(Some("no.such.task")).received.inc();
+        q.task(Some("another.stray")).received.inc();
+        q.task(None).received.inc();
+        let text = metrics.render(true, true).expect("renders");
+        assert_eq!(
+            sample(
+                &text,
+                r#"celeriac_tasks_received_total{queue="default",task="celeriac.ping"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"celeriac_tasks_received_total{queue="default",task="unknown"}"#
+            ),
+            Some(3.0)
+        );
+        assert!(!text.contains("no.such.task") && !text.contains("another.stray"));
+        for reason in DeadLetterReason::ALL {
+            let series = format!(
+                r#"celeriac_tasks_dead_lettered_total{{queue="default",reason="{}",task="celeriac.ping"}}"#,
+                reason.as_str()
+            );
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        assert_eq!(sample(&text, "celeriac_worker_ready"), Some(1.0));
+        assert_eq!(sample(&text, "celeriac_store_up"), Some(1.0));
+        assert_eq!(sample(&text, "celeriac_workflow_releases_total"), Some(0.0));
+        assert_eq!(
+            sample(
+                &text,
+                r#"celeriac_queue_messages{kind="dlq",queue="default"}"#
+            ),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn settled_counts_retries_and_dead_letters_by_reason() {
+        let metrics = WorkerMetrics::new(&["q".to_owned()], ["t"]);
+        let t = metrics.queue("q");
+        let t = t.task(Some("t"));
+        t.settled(&Disposition::Retry {
+            attempt: 1,
+            delay: Duration::from_secs(1),
+        });
+        t.settled(&Disposition::Ack);
+        t.settled(&Disposition::DeadLetter {
+            reason: DeadLetterReason::Rejected,
+            error_type: "E".into(),
+            message: "m".into(),
+        });
+        let text = metrics.render(false, false).expect("renders");
+        assert_eq!(
+            sample(&text, r#"celeriac_tasks_retried_total{queue="q",task="t"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"celeriac_tasks_dead_lettered_total{queue="q",reason="rejected",task="t"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(sample(&text, "celeriac_worker_ready"), Some(0.0));
+        assert_eq!(sample(&text, "celeriac_store_up"), Some(0.0));
+    }
+
+    #[test]
+    fn queue_wait_starts_at_the_later_of_publish_and_eta() {
+        let metrics = WorkerMetrics::new(&["q".to_owned()], ["t"]);
+        let q = metrics.queue("q");
+        let t = q.task(Some("t"));
+        t.observe_wait(1_000, None, 4_000);
+        t.observe_wait(1_000, Some(3_500), 4_000);
+        t.observe_wait(5_000, None, 4_000);
+        assert_eq!(t.queue_wait_seconds.get_sample_count(), 3);
+        assert!((t.queue_wait_seconds.get_sample_sum() - 3.5).abs() < 1e-9);
+        assert!(WAIT_BUCKETS.iter().any(|b| *b >= 3600.0));
+    }
+}
