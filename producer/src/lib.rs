@@ -39,6 +39,7 @@ mod producer;
 pub mod publish;
 mod redis_store;
 mod send_options;
+pub mod status;
 pub mod topology;
 
 pub use error::{redact_url, Error, Result};

@@ -23,6 +23,7 @@ use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage};
 use tokio::sync::OnceCell;
 
+pub use ::redis as redis_client;
 pub use lapin;
 
 pub mod scenarios;
@@ -141,6 +142,91 @@ impl Broker {
     }
 }
 
+/// How a test gets a Redis, said in every failure to find one.
+pub const HOW_TO_PROVIDE_REDIS: &str = "set REDIS_URL=redis://127.0.0.1:6379 to a Redis 6+ \
+     (e.g. `apt-get install redis-server && redis-server --daemonize yes`), \
+     or run a Docker engine so that testcontainers can start one";
+
+/// A Redis the tests can use.
+#[derive(Debug)]
+pub struct Redis {
+    /// The Redis URL.
+    pub url: String,
+    _container: Option<ContainerAsync<GenericImage>>,
+}
+
+static REDIS: OnceCell<Redis> = OnceCell::const_new();
+
+/// The Redis shared by all tests of this process: `REDIS_URL`, or a
+/// container.
+///
+/// # Panics
+///
+/// When no Redis can be found or started, with a message saying how to
+/// provide one.
+pub async fn redis() -> &'static Redis {
+    REDIS
+        .get_or_init(|| async {
+            match std::env::var("REDIS_URL") {
+                Ok(url) if !url.is_empty() => {
+                    let reachable = async {
+                        let client = ::redis::Client::open(url.as_str())?;
+                        let mut conn = client.get_multiplexed_async_connection().await?;
+                        ::redis::cmd("PING").query_async::<String>(&mut conn).await
+                    };
+                    match tokio::time::timeout(Duration::from_secs(5), reachable).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => panic!(
+                            "cannot reach Redis at REDIS_URL={}: {e}; {HOW_TO_PROVIDE_REDIS}",
+                            celeriac_producer::redact_url(&url)
+                        ),
+                        Err(_) => panic!(
+                            "no answer from Redis at REDIS_URL={} within 5 s; {HOW_TO_PROVIDE_REDIS}",
+                            celeriac_producer::redact_url(&url)
+                        ),
+                    }
+                    Redis {
+                        url,
+                        _container: None,
+                    }
+                }
+                _ => {
+                    let image = GenericImage::new("redis", "7")
+                        .with_exposed_port(ContainerPort::Tcp(6379))
+                        .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"));
+                    let container = match image.start().await {
+                        Ok(c) => c,
+                        Err(e) => panic!("REDIS_URL is not set and no Redis container could be started ({e}); {HOW_TO_PROVIDE_REDIS}"),
+                    };
+                    let port = match container.get_host_port_ipv4(6379).await {
+                        Ok(p) => p,
+                        Err(e) => panic!("the Redis container exposes no port ({e}); {HOW_TO_PROVIDE_REDIS}"),
+                    };
+                    Redis {
+                        url: format!("redis://127.0.0.1:{port}"),
+                        _container: Some(container),
+                    }
+                }
+            }
+        })
+        .await
+}
+
+/// A Redis store on the test's namespace with `settings`.
+///
+/// # Panics
+///
+/// When Redis cannot be reached.
+pub async fn redis_store(
+    namespace: &str,
+    settings: celeriac_schema::store::StoreSettings,
+) -> celeriac_producer::RedisStore {
+    let redis = redis().await;
+    celeriac_producer::RedisStore::connect(&redis.url, namespace, settings)
+        .await
+        .unwrap_or_else(|e| panic!("Redis store: {e}; {HOW_TO_PROVIDE_REDIS}"))
+}
+
 /// A namespace of its own for one test, `t-{name}-{random}`, whose queues
 /// and exchanges are deleted when it is dropped, whether the test passed or
 /// not: a long-lived broker that keeps every test's quorum queues runs out
@@ -235,6 +321,16 @@ impl Drop for TestNamespace {
                 return;
             };
             runtime.block_on(async {
+                let keys = delete_keys(topology.namespace());
+                if tokio::time::timeout(Duration::from_secs(20), keys)
+                    .await
+                    .is_err()
+                {
+                    eprintln!(
+                        "could not delete the Redis keys of {}",
+                        topology.namespace()
+                    );
+                }
                 let cleanup = delete_topology(&topology, &queues, &raw_queues);
                 if tokio::time::timeout(Duration::from_secs(20), cleanup)
                     .await
@@ -245,6 +341,42 @@ impl Drop for TestNamespace {
             });
         })
         .join();
+    }
+}
+
+/// Deletes the namespace's Redis keys, if this process used Redis.
+async fn delete_keys(namespace: &str) {
+    let Some(redis) = REDIS.get() else { return };
+    let Ok(client) = ::redis::Client::open(redis.url.as_str()) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let pattern = format!("{namespace}:*");
+    let mut cursor: u64 = 0;
+    loop {
+        let Ok((next, keys)): ::redis::RedisResult<(u64, Vec<String>)> = ::redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+        else {
+            return;
+        };
+        if !keys.is_empty() {
+            let _: ::redis::RedisResult<()> = ::redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await;
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
     }
 }
 
@@ -368,6 +500,8 @@ impl WorkerProcess {
             .args(["--namespace", namespace])
             .args(args)
             .env("AMQP_ADDR", url)
+            // A worker uses the state store only when a test asks for it.
+            .env_remove("REDIS_URL")
             .env("CELERIAC_TEST_RECORD", record)
             .env(
                 "RUST_LOG",
@@ -460,6 +594,26 @@ pub mod test_tasks {
         const NAME: &'static str = "test.record";
         type Input = RecordInput;
         type Output = ();
+    }
+
+    /// Input of [`Effect`].
+    #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+    pub struct EffectInput {
+        /// Any number; the result is twice it.
+        pub n: u64,
+        /// How long the run takes.
+        pub ms: u64,
+    }
+
+    /// `test.effect`: appends `start {task_id} {pid} {unix µs}` to the
+    /// record file, sleeps `ms`, appends `end {task_id} {pid} {unix µs}`
+    /// and returns `2 n`. The lines show every run, finished or cut short.
+    pub struct Effect;
+
+    impl celeriac_schema::Task for Effect {
+        const NAME: &'static str = "test.effect";
+        type Input = EffectInput;
+        type Output = u64;
     }
 
     /// `test.crash`: aborts the worker process.

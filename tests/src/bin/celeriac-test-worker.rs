@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use celeriac_consumer::{TaskContext, TaskError};
-use celeriac_tests::test_tasks::{Crash, Record};
+use celeriac_tests::test_tasks::{unix_micros, Crash, Effect, Record};
 
 fn main() -> std::process::ExitCode {
     celeriac_consumer::cli::main_with(|registry| {
@@ -32,8 +32,35 @@ fn main() -> std::process::ExitCode {
                 file.write_all(line.as_bytes())?;
                 Ok(())
             })
+            .register::<Effect, _, _>(|input, ctx: TaskContext| async move {
+                let line = |phase: &str| {
+                    format!(
+                        "{phase} {} {} {}\n",
+                        ctx.task_id(),
+                        std::process::id(),
+                        unix_micros()
+                    )
+                };
+                append(&line("start"))?;
+                tokio::time::sleep(Duration::from_millis(input.ms)).await;
+                append(&line("end"))?;
+                Ok(input.n * 2)
+            })
             .register::<Crash, _, _>(|(), _ctx: TaskContext| async move {
                 std::process::abort();
             });
     })
+}
+
+/// Appends one line to the record file (one write: O_APPEND keeps
+/// concurrent lines whole).
+fn append(line: &str) -> Result<(), TaskError> {
+    let path = std::env::var("CELERIAC_TEST_RECORD")
+        .map_err(|_| TaskError::fatal("Config", "CELERIAC_TEST_RECORD is not set"))?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    file.write_all(line.as_bytes())?;
+    Ok(())
 }

@@ -9,3 +9,4 @@ mod delays;
 mod failures;
 mod faults;
 mod roundtrip;
+mod store;

@@ -63,6 +63,10 @@ impl InProcessWorker {
         self.handle.stats()
     }
 
+    pub(crate) fn is_ready(&self) -> bool {
+        self.handle.is_ready()
+    }
+
     /// Shuts the worker down and returns its final counters.
     pub(crate) async fn stop(self) -> StatsSnapshot {
         self.handle.shutdown();

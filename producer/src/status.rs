@@ -1,0 +1,159 @@
+//! Task records for people and programs: the table and the JSON that
+//! `celeriac status` prints.
+
+use std::fmt::Write as _;
+
+use celeriac_schema::store::TaskRecord;
+
+/// The record as JSON: every field, times as Unix milliseconds and RFC
+/// 3339, the result decoded from MessagePack.
+///
+/// # Examples
+///
+/// ```
+/// use celeriac_schema::store::{TaskRecord, Update};
+/// use celeriac_schema::{TaskId, TaskState};
+///
+/// let record = TaskRecord::from_first(&Update::new(TaskId::new(), "math.add", "default", TaskState::Queued, 0));
+/// let json = celeriac_producer::status::to_json(&record);
+/// assert_eq!(json["state"], "queued");
+/// assert_eq!(json["task"], "math.add");
+/// ```
+pub fn to_json(record: &TaskRecord) -> serde_json::Value {
+    let time = |ms: Option<u64>| match ms {
+        Some(ms) => serde_json::json!({ "unix_ms": ms, "utc": rfc3339(ms) }),
+        None => serde_json::Value::Null,
+    };
+    let history: Vec<serde_json::Value> = record
+        .history
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "state": t.state.as_str(),
+                "at": time(Some(t.at_ms)),
+                "attempt": t.attempt,
+                "worker": t.worker,
+                "error": t.error.as_ref().map(|e| serde_json::json!({
+                    "type": e.error_type, "message": e.message
+                })),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "id": record.id.to_string(),
+        "task": record.task,
+        "queue": record.queue,
+        "state": record.state.as_str(),
+        "attempt": record.attempt,
+        "runs": record.runs,
+        "worker": record.worker,
+        "idempotency_key": record.idempotency_key,
+        "workflow_id": record.workflow_id,
+        "created_at": time(record.created_at),
+        "queued_at": time(record.queued_at),
+        "started_at": time(record.started_at),
+        "finished_at": time(record.finished_at),
+        "run_ms": record.run_time().map(|d| d.as_millis() as u64),
+        "error": record.error.as_ref().map(|e| serde_json::json!({
+            "type": e.error_type, "message": e.message
+        })),
+        "result": result_json(record),
+        "history": history,
+    })
+}
+
+/// The stored result as JSON (`null` when none is stored).
+pub fn result_json(record: &TaskRecord) -> serde_json::Value {
+    match &record.result {
+        None => serde_json::Value::Null,
+        Some(bytes) => match rmpv::decode::read_value(&mut bytes.as_slice()) {
+            Ok(value) => serde_json::to_value(&value).unwrap_or_else(
+                |e| serde_json::json!({ "unreadable": e.to_string(), "bytes": bytes.len() }),
+            ),
+            Err(e) => serde_json::json!({ "unreadable": e.to_string(), "bytes": bytes.len() }),
+        },
+    }
+}
+
+/// The record as an aligned table, history last.
+///
+/// # Examples
+///
+/// ```
+/// use celeriac_schema::store::{TaskRecord, Update};
+/// use celeriac_schema::{TaskId, TaskState};
+///
+/// let record = TaskRecord::from_first(&Update::new(TaskId::new(), "math.add", "default", TaskState::Queued, 0));
+/// let table = celeriac_producer::status::to_table(&record);
+/// assert!(table.contains("state      queued"));
+/// ```
+pub fn to_table(record: &TaskRecord) -> String {
+    let mut out = String::new();
+    let mut row = |name: &str, value: String| {
+        let _ = writeln!(out, "{name:<10} {value}");
+    };
+    let time = |ms: Option<u64>| ms.map_or_else(|| "-".to_owned(), rfc3339);
+    row("task id", record.id.to_string());
+    row("task", record.task.clone());
+    row("queue", record.queue.clone());
+    row("state", record.state.as_str().to_owned());
+    row(
+        "attempts",
+        format!("attempt {} ({} runs started)", record.attempt, record.runs),
+    );
+    row(
+        "worker",
+        record.worker.clone().unwrap_or_else(|| "-".into()),
+    );
+    if let Some(key) = &record.idempotency_key {
+        row("key", key.clone());
+    }
+    if let Some(workflow) = &record.workflow_id {
+        row("workflow", workflow.clone());
+    }
+    row("created", time(record.created_at));
+    row("queued", time(record.queued_at));
+    row("started", time(record.started_at));
+    row("finished", time(record.finished_at));
+    if let Some(run) = record.run_time() {
+        row("run time", format!("{run:?}"));
+    }
+    if let Some(error) = &record.error {
+        row("error", error.to_string());
+    }
+    let result = result_json(record);
+    if !result.is_null() {
+        row("result", result.to_string());
+    }
+    let _ = writeln!(out, "history");
+    for t in &record.history {
+        let _ = write!(
+            out,
+            "  {}  {:<9} attempt {}",
+            rfc3339(t.at_ms),
+            t.state.as_str(),
+            t.attempt
+        );
+        if let Some(worker) = &t.worker {
+            let _ = write!(out, "  {worker}");
+        }
+        if let Some(error) = &t.error {
+            let _ = write!(out, "  {error}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Unix milliseconds as an RFC 3339 UTC time with milliseconds.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(celeriac_producer::status::rfc3339(0), "1970-01-01T00:00:00.000Z");
+/// assert_eq!(celeriac_producer::status::rfc3339(1_764_079_200_123), "2025-11-25T14:00:00.123Z");
+/// ```
+pub fn rfc3339(unix_ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_millis(at).to_string()
+}
