@@ -502,6 +502,8 @@ impl WorkerProcess {
             .env("AMQP_ADDR", url)
             // A worker uses the state store only when a test asks for it.
             .env_remove("REDIS_URL")
+            // Many workers run at once: no fixed metrics port unless asked.
+            .env("CELERIAC_METRICS_ADDR", "off")
             .env("CELERIAC_TEST_RECORD", record)
             .env(
                 "RUST_LOG",
