@@ -133,6 +133,11 @@ pub enum Command {
         /// At most this many messages per second.
         #[arg(long)]
         rate: Option<f64>,
+        /// Copies published and not yet confirmed at once, at most
+        /// [default: 256, or a tenth of a second's worth at --rate]. A
+        /// killed run leaves at most this many duplicate copies.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        in_flight: Option<u32>,
         /// Show what would be replayed; change nothing.
         #[arg(long)]
         dry_run: bool,

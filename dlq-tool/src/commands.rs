@@ -171,6 +171,7 @@ async fn execute(
         Command::Replay {
             limit,
             rate,
+            in_flight,
             dry_run,
             allow_malformed,
             ..
@@ -178,6 +179,7 @@ async fn execute(
             let opts = ReplayOptions {
                 limit: *limit,
                 rate: *rate,
+                in_flight: *in_flight,
                 dry_run: *dry_run,
                 allow_malformed: *allow_malformed,
             };
@@ -710,6 +712,7 @@ impl Pace {
 struct ReplayOptions {
     limit: Option<u64>,
     rate: Option<f64>,
+    in_flight: Option<u32>,
     dry_run: bool,
     allow_malformed: bool,
 }
@@ -755,9 +758,10 @@ async fn replay_all(
             .await
             .map_err(Error::amqp("enabling publisher confirms"))?;
     }
-    let window = match opts.rate {
-        Some(rate) => ((rate / 10.0) as usize).clamp(1, MAX_IN_FLIGHT),
-        None => MAX_IN_FLIGHT,
+    let window = match (opts.in_flight, opts.rate) {
+        (Some(n), _) => n as usize,
+        (None, Some(rate)) => ((rate / 10.0).ceil() as usize).clamp(1, MAX_IN_FLIGHT),
+        (None, None) => MAX_IN_FLIGHT,
     };
     let bar = progress(
         cli,
@@ -869,11 +873,9 @@ async fn settle_one(
         }
         Err(e) => return Err(e.into()),
     }
-    if in_flight.is_empty() {
-        // Nothing in flight: acknowledge now, so that a kill leaves no
-        // more copies behind than necessary.
-        scan.flush().await?;
-    }
+    // Acknowledge at once (the ack has no reply to wait for), so that a
+    // kill leaves no more duplicates behind than the copies in flight.
+    scan.flush().await?;
     Ok(())
 }
 

@@ -1,0 +1,104 @@
+//! A replay killed with SIGKILL in the middle loses nothing and leaves at
+//! most the copies that were in flight as duplicates.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_killed_mid_run_loses_nothing() {
+    const N: usize = 2000;
+    const RATE: &str = "400";
+    let s = setup("dlq-kill").await;
+    let specs: Vec<Spec> = (0..N)
+        .map(|i| Spec::new("default", &format!("t{}", i % 7)))
+        .collect();
+    let published = dead_letters(&s, &specs).await;
+    expect_len(&s, &dlq_name(&s, "default"), N as u32).await;
+    let url = celeriac_tests::broker().await.url.clone();
+
+    let mut child = Command::new(bin())
+        .env("AMQP_ADDR", &url)
+        .args([
+            "--namespace",
+            &s.ns,
+            "--queue",
+            "default",
+            "replay",
+            "--rate",
+            RATE,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start celeriac-dlq");
+    // Wait until it is well into the run, then kill it without warning.
+    let work = work_name(&s, "default");
+    let started = celeriac_tests::eventually(Duration::from_secs(20), || async {
+        len(&s, &work).await >= (N / 4) as u32
+    })
+    .await;
+    assert!(started, "the replay did not get going");
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("reap");
+    assert!(!status.success(), "killed, not finished");
+
+    // The broker returns what the killed run held; nothing is lost.
+    let dead = dlq_name(&s, "default");
+    let settled = celeriac_tests::eventually(Duration::from_secs(20), || async {
+        len(&s, &dead).await + len(&s, &work).await >= N as u32
+    })
+    .await;
+    assert!(settled, "messages missing after the kill");
+    // ...a moment after the connection closed: wait until the DLQ holds no
+    // unacknowledged message, so that the next run counts them all.
+    let broker = celeriac_tests::broker().await;
+    let returned = celeriac_tests::eventually(Duration::from_secs(20), || async {
+        let out = broker
+            .rabbitmqctl(&["list_queues", "-q", "name", "messages_unacknowledged"])
+            .await;
+        out.lines().any(|l| {
+            let mut cols = l.split_whitespace();
+            cols.next() == Some(dead.as_str()) && cols.next() == Some("0")
+        })
+    })
+    .await;
+    assert!(
+        returned,
+        "the broker did not return the killed run's messages"
+    );
+    let after_kill = len(&s, &work).await;
+    assert!(
+        after_kill < N as u32,
+        "the run was not cut in the middle ({after_kill} replayed)"
+    );
+
+    let run = dlq(&s.ns, &["--queue", "default", "replay"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    expect_len(&s, &dead, 0).await;
+
+    let copies = celeriac_tests::drain(&s.channel, &work).await;
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for msg in &copies {
+        let env = celeriac_schema::decode(&msg.delivery.data).expect("a replayed copy decodes");
+        assert_eq!(env.attempt, 0);
+        *count.entry(env.id.to_string()).or_default() += 1;
+    }
+    for p in &published {
+        assert!(count.contains_key(&p.task_id), "task {} lost", p.task_id);
+    }
+    assert_eq!(count.len(), N, "only the published tasks");
+    let duplicated = count.values().filter(|&&c| c > 1).count();
+    assert!(
+        count.values().all(|&c| c <= 2),
+        "a task copied more than twice"
+    );
+    // Only copies in flight at the kill are duplicated: at most the
+    // window, a tenth of a second's worth at --rate.
+    assert!(duplicated <= 40, "{duplicated} duplicates");
+    eprintln!("killed after {after_kill} replayed; {duplicated} duplicate copies");
+}
