@@ -819,3 +819,47 @@ async fn results_serialize_as_json() {
     );
     assert_eq!(TaskStatus::Skipped.to_string(), "skipped");
 }
+
+/// Sets its flag when dropped.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_run_stops_its_async_tasks() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (started, running) = oneshot::channel();
+    let started = Arc::new(Mutex::new(Some(started)));
+    let mut s = LocalScheduler::new();
+    let flag = dropped.clone();
+    s.add_task(
+        "forever",
+        LocalTask::new(move |_| {
+            let guard = DropFlag(flag.clone());
+            let started = started.lock().unwrap().take();
+            async move {
+                let _guard = guard;
+                if let Some(tx) = started {
+                    let _ = tx.send(());
+                }
+                std::future::pending::<()>().await;
+                Ok::<_, TaskError>(())
+            }
+        }),
+        &[],
+        0,
+    )
+    .unwrap();
+    let run = tokio::spawn(s.run());
+    tokio::time::timeout(BOUND, running).await.unwrap().unwrap();
+    run.abort();
+    let deadline = Instant::now() + BOUND;
+    while !dropped.load(Ordering::SeqCst) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(dropped.load(Ordering::SeqCst));
+}

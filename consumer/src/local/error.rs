@@ -33,4 +33,7 @@ pub enum LocalError {
         /// `max_workers` or `resource pool "<name>"`.
         what: String,
     },
+    /// The runtime shut down while the workflow ran.
+    #[error("the run was aborted: the runtime is shutting down")]
+    Aborted,
 }

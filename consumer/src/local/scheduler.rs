@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::error::LocalError;
 use super::result::{TaskResult, CANCELLED, DEPENDENCY_FAILED};
-use super::task::{Body, LocalContext, LocalTask, TaskOptions, TaskOutput};
+use super::task::{Body, Inputs, LocalContext, LocalTask, TaskOptions, TaskOutput};
 use crate::task_error::{TaskError, PANIC, TIME_LIMIT};
 
 /// Workers of a scheduler built with [`LocalScheduler::new`].
@@ -297,6 +297,7 @@ impl LocalScheduler {
     ///
     /// # Errors
     ///
+    /// [`LocalError::Aborted`] when the runtime shuts down during the run.
     /// Before anything runs: [`LocalError::Graph`] naming an unknown
     /// dependency or a cycle, [`LocalError::UnknownResource`] for an
     /// undeclared pool, [`LocalError::ZeroCapacity`] when `max_workers` or a
@@ -372,12 +373,32 @@ impl LocalScheduler {
             in_flight: HashMap::new(),
             all: self.cancel.all.clone(),
             requests: self.cancel_requests,
-            dag,
+            dag: Arc::new(dag),
         };
         // The sender half stays alive in `self.cancel` for the whole run, so
         // the request channel never reports closed.
         let _keep_sender = self.cancel;
-        Ok(run.drive().instrument(span).await)
+        // The loop runs as a task of its own: awaited from `block_on`, it
+        // would sit on a thread outside the runtime and every task would
+        // cross threads twice. Dropping `run` drops the loop, whose
+        // `JoinSet` aborts the tasks still running.
+        let mut driver = AbortOnDrop(tokio::spawn(run.drive().instrument(span)));
+        match (&mut driver.0).await {
+            Ok(report) => Ok(report),
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(LocalError::Aborted),
+            },
+        }
+    }
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -401,7 +422,7 @@ enum State {
 
 /// The state of one run. Nodes are the indices of the [`Dag`].
 struct Run {
-    dag: Dag,
+    dag: Arc<Dag>,
     specs: Vec<Arc<Spec>>,
     max_workers: usize,
     pool_of: Vec<Option<usize>>,
@@ -506,15 +527,18 @@ impl Run {
         }
         let token = self.all.child_token();
         self.tokens[node] = Some(token.clone());
-        let inputs: Arc<[(Arc<str>, Arc<Value>)]> = self
+        let values = self
             .dag
             .dependencies(node)
             .iter()
-            .filter_map(|&d| {
-                let value = self.results[d].clone()?;
-                Some((self.specs[d].id.clone(), value))
-            })
+            // Every dependency succeeded, so every one has a result.
+            .map(|&d| self.results[d].clone().unwrap_or_default())
             .collect();
+        let inputs = Arc::new(Inputs {
+            dag: self.dag.clone(),
+            node,
+            values,
+        });
         let spec = self.specs[node].clone();
         let span = tracing::debug_span!("local_task", task_id = %spec.id);
         let handle = self.join.spawn(
@@ -538,8 +562,8 @@ impl Run {
             Ok(value) => {
                 self.outcomes[node] = Some(TaskResult::success(Value::Null, attempts));
                 self.results[node] = Some(Arc::new(value));
-                for i in 0..self.dag.dependents(node).len() {
-                    let child = self.dag.dependents(node)[i];
+                let dag = self.dag.clone();
+                for &child in dag.dependents(node) {
                     if self.state[child] == State::Waiting {
                         self.waiting[child] -= 1;
                         if self.waiting[child] == 0 {
@@ -626,7 +650,7 @@ impl Run {
 /// retryable, the retries are used up or the task is cancelled.
 async fn attempt_loop(
     spec: &Spec,
-    inputs: Arc<[(Arc<str>, Arc<Value>)]>,
+    inputs: Arc<Inputs>,
     token: CancellationToken,
 ) -> (u32, TaskOutput) {
     let mut attempt = 0;
@@ -639,7 +663,6 @@ async fn attempt_loop(
             None => token.clone(),
         };
         let ctx = LocalContext {
-            id: spec.id.clone(),
             attempt,
             inputs: inputs.clone(),
             token: attempt_token.clone(),

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use celeriac_schema::dag::Dag;
 use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -204,16 +205,24 @@ impl TaskOptions {
 /// ```
 #[derive(Clone)]
 pub struct LocalContext {
-    pub(crate) id: Arc<str>,
     pub(crate) attempt: u32,
-    pub(crate) inputs: Arc<[(Arc<str>, Arc<Value>)]>,
+    pub(crate) inputs: Arc<Inputs>,
     pub(crate) token: CancellationToken,
+}
+
+/// A task's place in the graph and its dependencies' results, shared by its
+/// attempts. Names are read from the graph rather than copied per edge.
+pub(crate) struct Inputs {
+    pub(crate) dag: Arc<Dag>,
+    pub(crate) node: usize,
+    /// One per `dag.dependencies(node)`, in that order.
+    pub(crate) values: Vec<Arc<Value>>,
 }
 
 impl LocalContext {
     /// The task's id.
     pub fn id(&self) -> &str {
-        &self.id
+        self.inputs.dag.id(self.inputs.node)
     }
 
     /// The attempt, 1 for the first run.
@@ -223,16 +232,19 @@ impl LocalContext {
 
     /// The result of dependency `id`, when this task depends on it.
     pub fn input(&self, id: &str) -> Option<&Value> {
-        self.inputs
-            .iter()
-            .find(|(dep, _)| &**dep == id)
-            .map(|(_, value)| &**value)
+        self.inputs()
+            .find(|(dep, _)| *dep == id)
+            .map(|(_, value)| value)
     }
 
     /// Every dependency's id and result, in the order the dependencies were
     /// declared.
     pub fn inputs(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> + '_ {
-        self.inputs.iter().map(|(id, value)| (&**id, &**value))
+        let dag = &*self.inputs.dag;
+        dag.dependencies(self.inputs.node)
+            .iter()
+            .zip(&self.inputs.values)
+            .map(move |(&dep, value)| (dag.id(dep), &**value))
     }
 
     /// The dependencies' results as one JSON object keyed by id.
@@ -258,9 +270,9 @@ impl LocalContext {
 impl fmt::Debug for LocalContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalContext")
-            .field("id", &self.id)
+            .field("id", &self.id())
             .field("attempt", &self.attempt)
-            .field("inputs", &self.inputs.len())
+            .field("inputs", &self.inputs.values.len())
             .field("cancelled", &self.is_cancelled())
             .finish()
     }
