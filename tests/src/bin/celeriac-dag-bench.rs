@@ -3,9 +3,10 @@
 //! Builds random DAGs of no-op tasks (fixed seed; node i depends on up to
 //! three distinct earlier nodes, so about three edges a node) at several
 //! sizes, runs each several times, and prints one JSON document: every run,
-//! then per size the medians of the time per node and per edge. With no-op
-//! tasks the whole run time is the scheduler's; linear growth shows as a
-//! flat time per node across sizes.
+//! then per size the medians of the time per node and per edge, in wall
+//! time and in CPU time of the process (which a busy machine inflates
+//! less). With no-op tasks the whole run time is the scheduler's; linear
+//! growth shows as a flat time per node across sizes.
 //!
 //! ```text
 //! cargo build --release -p celeriac-tests --bin celeriac-dag-bench
@@ -84,6 +85,19 @@ fn random_dag(n: usize, per_node: usize, seed: u64) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// CPU time used so far by every live thread of the process, in
+/// nanoseconds (Linux; `None` elsewhere). Unlike wall time it does not
+/// count waiting for a CPU on a busy machine.
+fn cpu_ns() -> Option<u64> {
+    let mut total = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = entry.ok()?.path().join("schedstat");
+        let text = std::fs::read_to_string(path).ok()?;
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
@@ -111,7 +125,9 @@ async fn measure(args: &Args) -> anyhow::Result<Value> {
         let ids: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
         let edges: usize = graph.iter().map(Vec::len).sum();
         let (mut per_node, mut per_edge, mut totals) = (Vec::new(), Vec::new(), Vec::new());
+        let mut cpu_per_node = Vec::new();
         for run in 0..args.runs {
+            let cpu_before = cpu_ns();
             let started = Instant::now();
             let mut scheduler = LocalScheduler::with_max_workers(args.workers);
             for (i, deps) in graph.iter().enumerate() {
@@ -121,6 +137,9 @@ async fn measure(args: &Args) -> anyhow::Result<Value> {
             let built = started.elapsed();
             let results = scheduler.run().await?;
             let total = started.elapsed();
+            let cpu_us = cpu_before
+                .zip(cpu_ns())
+                .map(|(before, after)| after.saturating_sub(before) as f64 / 1e3);
             let ran = total - built;
             let succeeded = results.values().filter(|r| r.is_success()).count();
             anyhow::ensure!(succeeded == n, "only {succeeded} of {n} tasks succeeded");
@@ -129,6 +148,9 @@ async fn measure(args: &Args) -> anyhow::Result<Value> {
             per_node.push(us(total) / n as f64);
             per_edge.push(us(total) / edges.max(1) as f64);
             totals.push(total.as_secs_f64() * 1e3);
+            if let Some(cpu) = cpu_us {
+                cpu_per_node.push(cpu / n as f64);
+            }
             runs.push(json!({
                 "nodes": n,
                 "edges": edges,
@@ -139,6 +161,7 @@ async fn measure(args: &Args) -> anyhow::Result<Value> {
                 "us_per_node": round(us(total) / n as f64, 3),
                 "us_per_edge": round(us(total) / edges.max(1) as f64, 3),
                 "run_us_per_node": round(us(ran) / n as f64, 3),
+                "cpu_us_per_node": cpu_us.map(|cpu| round(cpu / n as f64, 3)),
             }));
         }
         summary.push(json!({
@@ -148,6 +171,8 @@ async fn measure(args: &Args) -> anyhow::Result<Value> {
             "median_total_ms": round(median(&mut totals), 2),
             "median_us_per_node": round(median(&mut per_node), 3),
             "median_us_per_edge": round(median(&mut per_edge), 3),
+            "median_cpu_us_per_node": (!cpu_per_node.is_empty())
+                .then(|| round(median(&mut cpu_per_node), 3)),
         }));
     }
     // Per-node cost relative to the smallest size: about 1.0 throughout
@@ -156,11 +181,20 @@ async fn measure(args: &Args) -> anyhow::Result<Value> {
         .first()
         .and_then(|s| s["median_us_per_node"].as_f64())
         .unwrap_or(f64::NAN);
+    let cpu_base = summary
+        .first()
+        .and_then(|s| s["median_cpu_us_per_node"].as_f64())
+        .unwrap_or(f64::NAN);
     let growth: Vec<Value> = summary
         .iter()
         .map(|s| {
             let per_node = s["median_us_per_node"].as_f64().unwrap_or(f64::NAN);
-            json!({"nodes": s["nodes"], "per_node_vs_smallest": round(per_node / base, 2)})
+            let cpu = s["median_cpu_us_per_node"].as_f64().unwrap_or(f64::NAN);
+            json!({
+                "nodes": s["nodes"],
+                "per_node_vs_smallest": round(per_node / base, 2),
+                "cpu_per_node_vs_smallest": round(cpu / cpu_base, 2),
+            })
         })
         .collect();
     Ok(json!({
