@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use celeriac_producer::topology::field_table;
 use celeriac_producer::{publish, Producer, SendOptions};
+use celeriac_schema::store::StoreSettings;
 use celeriac_schema::topology::DELAY_LEVELS;
 use celeriac_schema::{encode, Envelope, Task, Topology};
 use celeriac_tests::test_tasks::{unix_micros, BenchNoop, NoopInput};
@@ -103,6 +104,12 @@ struct Args {
     /// in the next one.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     settle: Duration,
+
+    /// The Redis state store for the third measurement (celeriac with
+    /// results, task states and idempotency keys on); without it only raw
+    /// lapin and plain celeriac are measured.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
 
     /// The bench worker binary (default: `celeriac-bench-worker` beside this
     /// executable).
@@ -176,21 +183,43 @@ async fn bench(args: Args) -> Result<Report> {
     }
 
     let mut runs = Vec::new();
+    let mut store_runs: Vec<Option<(CeleriacResult, f64)>> = Vec::new();
     for run in 1..=args.runs {
         // Alternate the order so that neither side always follows the
         // other's clean-up.
-        let (raw, celeriac) = if run % 2 == 1 {
+        let store_url = args.redis_url.as_deref();
+        let (raw, celeriac, stored) = if run % 2 == 1 {
             let raw = raw_phase(&args, broker_pid, run).await?;
-            let celeriac = celeriac_phase(&args, &worker_bin, broker_pid, run).await?;
-            (raw, celeriac)
+            let celeriac = celeriac_phase(&args, &worker_bin, broker_pid, run, None).await?;
+            let stored = match store_url {
+                Some(url) => {
+                    Some(celeriac_phase(&args, &worker_bin, broker_pid, run, Some(url)).await?)
+                }
+                None => None,
+            };
+            (raw, celeriac, stored)
         } else {
-            let celeriac = celeriac_phase(&args, &worker_bin, broker_pid, run).await?;
+            let stored = match store_url {
+                Some(url) => {
+                    Some(celeriac_phase(&args, &worker_bin, broker_pid, run, Some(url)).await?)
+                }
+                None => None,
+            };
+            let celeriac = celeriac_phase(&args, &worker_bin, broker_pid, run, None).await?;
             let raw = raw_phase(&args, broker_pid, run).await?;
-            (raw, celeriac)
+            (raw, celeriac, stored)
         };
         let ratio = celeriac.tasks_per_sec() / raw.msgs_per_sec();
-        eprintln!("run {run}/{}: ratio {ratio:.3}", args.runs);
+        let store_ratio = stored
+            .as_ref()
+            .map(|s| s.tasks_per_sec() / raw.msgs_per_sec());
+        eprintln!(
+            "run {run}/{}: ratio {ratio:.3}, with the store {}",
+            args.runs,
+            store_ratio.map_or("not measured".to_owned(), |r| format!("{r:.3}"))
+        );
         runs.push((raw, celeriac, ratio));
+        store_runs.push(stored.zip(store_ratio));
     }
 
     let med =
@@ -221,6 +250,37 @@ async fn bench(args: Args) -> Result<Report> {
             cpu_seconds: None,
         },
         ratio: round(med(&|r| r.2), 3),
+        with_store: store_runs
+            .iter()
+            .all(Option::is_some)
+            .then(|| {
+                let all: Vec<&(CeleriacResult, f64)> = store_runs.iter().flatten().collect();
+                let med = |f: &dyn Fn(&(CeleriacResult, f64)) -> f64| {
+                    median(all.iter().map(|r| f(r)).collect())
+                };
+                StoreFigures {
+                    tasks_per_sec: round(med(&|r| r.0.tasks_per_sec()), 1),
+                    seconds: round(med(&|r| r.0.seconds), 3),
+                    latency_ms: Latency {
+                        p50: round(med(&|r| r.0.p50_us as f64 / 1000.0), 3),
+                        p99: round(med(&|r| r.0.p99_us as f64 / 1000.0), 3),
+                        max: None,
+                    },
+                    worker_peak_rss_mib: round(med(&|r| mib(r.0.peak_rss_kib)), 2),
+                    ratio_to_raw: round(med(&|r| r.1), 3),
+                    ratio_to_plain: round(
+                        median(
+                            all.iter()
+                                .zip(&runs)
+                                .map(|(s, plain)| s.0.tasks_per_sec() / plain.1.tasks_per_sec())
+                                .collect(),
+                        ),
+                        3,
+                    ),
+                    runs: all.iter().map(|r| r.0.figures()).collect(),
+                }
+            })
+            .filter(|_| !store_runs.is_empty()),
         settings: Settings {
             runs: args.runs,
             prefetch: args.prefetch(),
@@ -261,8 +321,25 @@ struct Report {
     celeriac: CeleriacFigures,
     /// celeriac tasks/s over raw lapin msgs/s (median of the runs' ratios).
     ratio: f64,
+    /// celeriac with the Redis store: results, task states, execution
+    /// idempotency keys and run leases (when a Redis URL was given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    with_store: Option<StoreFigures>,
     settings: Settings,
     runs: Vec<RunFigures>,
+}
+
+#[derive(Debug, Serialize)]
+struct StoreFigures {
+    tasks_per_sec: f64,
+    seconds: f64,
+    latency_ms: Latency,
+    worker_peak_rss_mib: f64,
+    /// Over raw lapin in the same run (median).
+    ratio_to_raw: f64,
+    /// Over plain celeriac in the same run (median).
+    ratio_to_plain: f64,
+    runs: Vec<CeleriacFigures>,
 }
 
 #[derive(Debug, Serialize)]
@@ -583,16 +660,22 @@ async fn celeriac_phase(
     worker_bin: &Path,
     broker_pid: Option<u32>,
     run: u64,
+    store_url: Option<&str>,
 ) -> Result<CeleriacResult> {
-    let topology = Topology::new(namespace("celeriac"))?;
+    let kind = if store_url.is_some() {
+        "celeriac-store"
+    } else {
+        "celeriac"
+    };
+    let topology = Topology::new(namespace(kind))?;
     eprintln!(
-        "run {run}/{}: celeriac in {}",
+        "run {run}/{}: {kind} in {}",
         args.runs,
         topology.namespace()
     );
     let result = tokio::time::timeout(
         args.timeout,
-        celeriac_measure(args, &topology, worker_bin, broker_pid),
+        celeriac_measure(args, &topology, worker_bin, broker_pid, store_url),
     )
     .await
     .map_err(|_| anyhow!("celeriac: not done within {:?}", args.timeout))
@@ -613,9 +696,12 @@ async fn celeriac_phase(
         exchanges.push(topology.delay_exchange(level));
     }
     cleanup(&args.amqp_addr, &queues, &exchanges).await;
-    let result = result.context("celeriac")?;
+    if let Some(url) = store_url {
+        delete_keys(url, topology.namespace()).await;
+    }
+    let result = result.context(kind)?;
     eprintln!(
-        "run {run}/{}: celeriac: {} tasks in {:.3} s = {:.0} tasks/s (published in {:.3} s), \
+        "run {run}/{}: {kind}: {} tasks in {:.3} s = {:.0} tasks/s (published in {:.3} s), \
          latency p50 {:.1} ms p99 {:.1} ms, worker RSS idle {:.1} MiB peak {:.1} MiB",
         args.runs,
         result.tasks,
@@ -645,14 +731,19 @@ async fn celeriac_measure(
     topology: &Topology,
     worker_bin: &Path,
     broker_pid: Option<u32>,
+    store_url: Option<&str>,
 ) -> Result<CeleriacResult> {
     let n = args.tasks;
     let ns = topology.namespace();
     // Declares the namespace, so the worker can be watched for readiness.
-    let producer = Producer::builder(&args.amqp_addr)
-        .namespace(ns)
-        .connect()
-        .await?;
+    let mut producer = Producer::builder(&args.amqp_addr).namespace(ns);
+    if let Some(url) = store_url {
+        let store = celeriac_producer::RedisStore::connect(url, ns, StoreSettings::default())
+            .await
+            .map_err(|e| anyhow!("{e}; {}", celeriac_tests::HOW_TO_PROVIDE_REDIS))?;
+        producer = producer.store(std::sync::Arc::new(store));
+    }
+    let producer = producer.connect().await?;
     let admin = connect(&args.amqp_addr, "watch").await?;
     let channel = admin.create_channel().await?;
     let work_queue = topology.work_queue("default");
@@ -663,11 +754,16 @@ async fn celeriac_measure(
         .args(["--concurrency", &args.concurrency.to_string()])
         .args(["--prefetch", &args.prefetch().to_string()])
         .env("AMQP_ADDR", &args.amqp_addr)
+        .env_remove("REDIS_URL")
+        .env("CELERIAC_METRICS_ADDR", "127.0.0.1:0")
         .env("CELERIAC_BENCH_TASKS", n.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
+    if let Some(url) = store_url {
+        command.args(["--redis-url", url]);
+    }
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "warn");
     }
@@ -819,6 +915,40 @@ async fn celeriac_measure(
         idle_rss_kib,
         cpu,
     })
+}
+
+/// Deletes a namespace's keys from the store.
+async fn delete_keys(url: &str, namespace: &str) {
+    use celeriac_tests::redis_client as redis;
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let pattern = format!("{namespace}:*");
+    let mut cursor: u64 = 0;
+    loop {
+        let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(5000)
+            .query_async(&mut conn)
+            .await
+        else {
+            return;
+        };
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> =
+                redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await;
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
+    }
 }
 
 fn locate_worker(given: Option<&Path>) -> Result<PathBuf> {
