@@ -393,3 +393,62 @@ async fn a_taken_metrics_address_is_an_error_at_build() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_drops_while_the_worker_reconnects() {
+    let ns = celeriac_tests::namespace("metrics-reconnect");
+    let worker = MetricsWorker::start(&ns, Duration::from_millis(200)).await;
+    worker.wait_ready().await;
+    let broker = broker().await;
+    // Only this worker's connection, found by its connection name.
+    let listing = broker
+        .rabbitmqctl(&["list_connections", "-q", "pid", "client_properties"])
+        .await;
+    let wanted = format!("celeriac-worker {ns}-worker");
+    let pid = listing
+        .lines()
+        .find(|line| line.contains(&wanted))
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no connection named {wanted:?} in:\n{listing}"))
+        .to_owned();
+
+    // Watch /readyz closely while the connection goes.
+    let addr = worker.addr;
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = tokio::spawn({
+        let watching = watching.clone();
+        async move {
+            let mut not_ready = Vec::new();
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, body) = get(addr, "/readyz").await;
+                if status == 503 {
+                    not_ready.push(body);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            not_ready
+        }
+    });
+    broker
+        .rabbitmqctl(&["close_connection", &pid, "test: connection lost"])
+        .await;
+    let back = eventually(Duration::from_secs(15), || async {
+        let m = worker.scrape().await;
+        m.get("celeriac_broker_reconnects_total", &[]) == Some(1.0)
+            && m.get("celeriac_worker_ready", &[]) == Some(1.0)
+    })
+    .await;
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let not_ready = watcher.await.unwrap();
+    assert!(
+        back,
+        "the worker did not reconnect and become ready: {:?}",
+        worker.handle.stats()
+    );
+    assert!(
+        not_ready.iter().any(|body| body.contains("not connected")),
+        "/readyz never said 503 while reconnecting: {not_ready:?}"
+    );
+    assert_eq!(get(addr, "/readyz").await.0, 200, "ready again");
+    worker.stop().await;
+}

@@ -41,6 +41,7 @@ impl MetricsWorker {
     pub async fn start(namespace: &str, sample: Duration) -> Self {
         let worker = Worker::builder(&broker().await.url, builtins())
             .namespace(namespace)
+            .worker_id(format!("{namespace}-worker"))
             .concurrency(8)
             .grace(Duration::from_secs(10))
             .metrics_addr(([127, 0, 0, 1], 0).into())
