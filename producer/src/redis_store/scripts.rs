@@ -14,39 +14,49 @@ local function apply(rec, hist, ttl, chan, b)
   local task, queue = ARGV[b+6], ARGV[b+7]
   local has_err, err_type, err_msg = ARGV[b+8], ARGV[b+9], ARGV[b+10]
   local entry, has_result, result = ARGV[b+11], ARGV[b+12], ARGV[b+13]
-  redis.call('RPUSH', hist, entry)
-  redis.call('LTRIM', hist, -100, -1)
-  redis.call('PEXPIRE', hist, ttl)
-  local cur = redis.call('HGET', rec, 'state')
-  redis.call('HSET', rec, 'task', task, 'queue', queue)
-  if ikey ~= '' then redis.call('HSET', rec, 'key', ikey) end
-  if wf ~= '' then redis.call('HSET', rec, 'wf', wf) end
-  if state == 'created' then redis.call('HSETNX', rec, 'created_at', at) end
-  if state == 'queued' then redis.call('HSETNX', rec, 'queued_at', at) end
-  redis.call('PEXPIRE', rec, ttl)
-  local producer = (state == 'created' or state == 'queued')
-  if producer and cur and cur ~= 'created' and cur ~= 'queued' then
-    return 0
+  if redis.call('RPUSH', hist, entry) > 100 then
+    redis.call('LTRIM', hist, -100, -1)
   end
-  redis.call('HSET', rec, 'state', state, 'attempt', attempt)
-  if worker ~= '' then redis.call('HSET', rec, 'worker', worker) end
+  redis.call('PEXPIRE', hist, ttl)
+  local f = {'task', task, 'queue', queue}
+  if ikey ~= '' then f[#f+1] = 'key'; f[#f+1] = ikey end
+  if wf ~= '' then f[#f+1] = 'wf'; f[#f+1] = wf end
+  if state == 'created' or state == 'queued' then
+    redis.call('HSETNX', rec, state .. '_at', at)
+    local cur = redis.call('HGET', rec, 'state')
+    if cur and cur ~= 'created' and cur ~= 'queued' then
+      redis.call('HSET', rec, unpack(f))
+      redis.call('PEXPIRE', rec, ttl)
+      return 0
+    end
+  end
+  f[#f+1] = 'state'; f[#f+1] = state
+  f[#f+1] = 'attempt'; f[#f+1] = attempt
+  if worker ~= '' then f[#f+1] = 'worker'; f[#f+1] = worker end
+  local del = {}
   local final = (state == 'succeeded' or state == 'failed' or state == 'skipped' or state == 'revoked')
   if state == 'started' then
     redis.call('HINCRBY', rec, 'runs', 1)
-    redis.call('HSET', rec, 'started_at', at)
-    redis.call('HDEL', rec, 'finished_at')
+    f[#f+1] = 'started_at'; f[#f+1] = at
+    del[#del+1] = 'finished_at'
   elseif final then
-    redis.call('HSET', rec, 'finished_at', at)
+    f[#f+1] = 'finished_at'; f[#f+1] = at
   end
-  if has_err == '1' then redis.call('HSET', rec, 'err_type', err_type, 'err_msg', err_msg) end
+  if has_err == '1' then
+    f[#f+1] = 'err_type'; f[#f+1] = err_type
+    f[#f+1] = 'err_msg'; f[#f+1] = err_msg
+  end
   if state == 'succeeded' then
-    redis.call('HDEL', rec, 'err_type', 'err_msg')
+    del[#del+1] = 'err_type'; del[#del+1] = 'err_msg'
     if has_result == '1' then
-      redis.call('HSET', rec, 'result', result)
+      f[#f+1] = 'result'; f[#f+1] = result
     else
-      redis.call('HDEL', rec, 'result')
+      del[#del+1] = 'result'
     end
   end
+  redis.call('HSET', rec, unpack(f))
+  if #del > 0 then redis.call('HDEL', rec, unpack(del)) end
+  redis.call('PEXPIRE', rec, ttl)
   if final then redis.call('PUBLISH', chan, state) end
   return 1
 end
