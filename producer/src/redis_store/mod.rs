@@ -10,8 +10,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{ns}:t:{task id}` | hash | the record |
-//! | `{ns}:t:{task id}:h` | list | the history (MessagePack transitions) |
+//! | `{ns}:t:{task id}` | hash | the record; field `h` holds the history (MessagePack transitions) |
 //! | `{ns}:k:{key}` | string | the task id whose run with this key succeeded |
 //! | `{ns}:l:{key}` | string | the run lease token |
 //! | `{ns}:e:{key}` | string | the task id an enqueue key is bound to |
@@ -26,7 +25,7 @@ use std::time::Duration;
 
 use celeriac_schema::store::{
     Begin, Claim, Store, StoreSettings, TaskFailure, TaskRecord, Transition, Update,
-    CLAIM_STALE_AFTER, HISTORY_LIMIT,
+    CLAIM_STALE_AFTER,
 };
 use celeriac_schema::{Error as SchemaError, TaskId, TaskState};
 use redis::aio::ConnectionManager;
@@ -204,10 +203,6 @@ impl RedisStore {
         format!("{}t:{id}", self.inner.prefix)
     }
 
-    fn history_key(&self, id: TaskId) -> String {
-        format!("{}t:{id}:h", self.inner.prefix)
-    }
-
     fn channel(&self, id: TaskId) -> String {
         format!("{}done:{id}", self.inner.prefix)
     }
@@ -262,14 +257,15 @@ impl RedisStore {
         &self,
         id: TaskId,
         fields: HashMap<String, Vec<u8>>,
-        history: Vec<Vec<u8>>,
     ) -> StoreResult<Option<TaskRecord>> {
         if fields.is_empty() {
             return Ok(None);
         }
+        // An empty field means "none".
         let text = |name: &str| -> Option<String> {
             fields
                 .get(name)
+                .filter(|v| !v.is_empty())
                 .map(|v| String::from_utf8_lossy(v).into_owned())
         };
         let number = |name: &'static str| -> StoreResult<Option<u64>> {
@@ -297,15 +293,16 @@ impl RedisStore {
             }),
             _ => None,
         };
-        let history = history
-            .iter()
-            .map(|bytes| {
-                rmp_serde::from_slice::<Transition>(bytes).map_err(|e| SchemaError::StoreData {
+        let mut history = Vec::new();
+        let mut rest: &[u8] = fields.get("h").map_or(&[], Vec::as_slice);
+        while !rest.is_empty() {
+            let transition: Transition =
+                rmp_serde::from_read(&mut rest).map_err(|e| SchemaError::StoreData {
                     what: "history",
                     message: e.to_string(),
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
+                })?;
+            history.push(transition);
+        }
         Ok(Some(TaskRecord {
             id,
             task: text("task").unwrap_or_default(),
@@ -321,7 +318,7 @@ impl RedisStore {
             started_at: number("started_at")?,
             finished_at: number("finished_at")?,
             error,
-            result: fields.get("result").cloned(),
+            result: fields.get("result").filter(|v| !v.is_empty()).cloned(),
             history,
         }))
     }
@@ -357,7 +354,7 @@ impl Store for RedisStore {
             Self::invoke(
                 &mut pipe,
                 &self.inner.apply.record,
-                &[self.record_key(update.id), self.history_key(update.id)],
+                &[self.record_key(update.id)],
                 args,
             );
             pipe.ignore();
@@ -367,14 +364,9 @@ impl Store for RedisStore {
 
     async fn get(&self, id: TaskId) -> StoreResult<Option<TaskRecord>> {
         let mut pipe = redis::pipe();
-        pipe.hgetall(self.record_key(id)).lrange(
-            self.history_key(id),
-            -(HISTORY_LIMIT as isize),
-            -1,
-        );
-        let (fields, history): (HashMap<String, Vec<u8>>, Vec<Vec<u8>>) =
-            self.run("get", &pipe).await?;
-        self.parse_record(id, fields, history)
+        pipe.hgetall(self.record_key(id));
+        let (fields,): (HashMap<String, Vec<u8>>,) = self.run("get", &pipe).await?;
+        self.parse_record(id, fields)
     }
 
     async fn wait(&self, id: TaskId, timeout: Duration) -> StoreResult<Option<TaskRecord>> {
@@ -420,7 +412,6 @@ impl Store for RedisStore {
                 &[
                     format!("{}e:{key}", self.inner.prefix),
                     self.record_key(update.id),
-                    self.history_key(update.id),
                 ],
                 args,
             );
@@ -475,7 +466,6 @@ impl Store for RedisStore {
                 format!("{}k:{key}", self.inner.prefix),
                 format!("{}l:{key}", self.inner.prefix),
                 self.record_key(update.id),
-                self.history_key(update.id),
             ],
             args,
         );
@@ -533,7 +523,6 @@ impl Store for RedisStore {
                 format!("{}k:{key}", self.inner.prefix),
                 format!("{}l:{key}", self.inner.prefix),
                 self.record_key(update.id),
-                self.history_key(update.id),
             ],
             args,
         );

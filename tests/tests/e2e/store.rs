@@ -548,7 +548,10 @@ async fn a_crashed_runs_lease_expires_and_the_task_runs_again() {
         Begin::Run
     );
     let taken = Instant::now();
-    producer.send_all(&[task.clone()]).await.unwrap();
+    producer
+        .send_all(std::slice::from_ref(&task))
+        .await
+        .unwrap();
     let worker = InProcessWorker::start(&ns, builtins(), |b| b.store(store.clone())).await;
     let handle = producer.handle::<Echo>(task.envelope.id);
     assert_eq!(
@@ -847,4 +850,35 @@ async fn status_cli_shows_a_task_and_says_when_an_id_is_unknown() {
     let invalid = status(&["not-an-id"]);
     assert_eq!(invalid.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&invalid.stderr).contains("not a task id"));
+}
+
+#[tokio::test]
+async fn a_record_keeps_the_last_hundred_transitions() {
+    let ns = namespace("store-history");
+    for store in [
+        Arc::new(MemoryStore::new(StoreSettings::default())) as Arc<dyn Store>,
+        Arc::new(redis_store(&ns, StoreSettings::default()).await),
+    ] {
+        let id = TaskId::new();
+        let updates: Vec<Update> = (0..130)
+            .map(|attempt| {
+                let mut u = Update::new(id, "t.history", "default", TaskState::Retrying, attempt);
+                u.error = Some(celeriac_schema::store::TaskFailure {
+                    error_type: "Io".into(),
+                    message: format!("attempt {attempt}"),
+                });
+                u
+            })
+            .collect();
+        store.record(&updates).await.unwrap();
+        let record = store.get(id).await.unwrap().unwrap();
+        assert_eq!(record.history.len(), 100, "{store:?}");
+        assert_eq!(record.history[0].attempt, 30);
+        assert_eq!(record.history[99].attempt, 129);
+        assert_eq!(
+            record.history[0].error.as_ref().map(|e| e.message.as_str()),
+            Some("attempt 30")
+        );
+        assert_eq!(record.attempt, 129);
+    }
 }
