@@ -46,6 +46,7 @@ mod task;
 mod task_id;
 pub mod store;
 pub mod topology;
+pub mod workflow;
 
 pub use codec::{check_limits, decode, decode_with, encode, from_value, to_value, DecodeLimits};
 pub use envelope::{

@@ -60,6 +60,10 @@ pub enum Error {
     /// Building or encoding the task failed (bad name, too large, ...).
     #[error(transparent)]
     Schema(#[from] celeriac_schema::Error),
+    /// The workflow is not a DAG the cluster can run (a duplicate id, an
+    /// unknown dependency, a cycle), named in the message.
+    #[error(transparent)]
+    Workflow(#[from] celeriac_schema::workflow::WorkflowError),
     /// The producer was configured with contradictory options.
     #[error("invalid send options: {0}")]
     InvalidOptions(String),

@@ -33,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod canvas;
 mod error;
 mod handle;
 mod producer;
