@@ -46,6 +46,7 @@
 mod ack_tracker;
 pub mod builtin;
 pub mod cli;
+mod coordinator;
 pub mod disposition;
 mod error;
 mod http;

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::ack_tracker::{AckAction, AckTracker};
+use crate::coordinator;
 use crate::disposition::{decide, Disposition, Outcome};
 use crate::error::{Error, Result};
 use crate::http::HttpState;
@@ -391,6 +392,8 @@ struct Shared {
     /// outlive the session they started in.
     publisher: watch::Receiver<Option<Channel>>,
     shutdown: CancellationToken,
+    /// Queues declared for released workflow nodes.
+    declared: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Why a session ended.
@@ -476,6 +479,7 @@ impl Worker {
             metrics: self.metrics.clone(),
             publisher: publisher_rx,
             shutdown: self.shutdown.clone(),
+            declared: std::sync::Mutex::new(self.config.queues.iter().cloned().collect()),
         });
         let semaphore = Arc::new(Semaphore::new(self.config.concurrency));
         let mut failures: u32 = 0;
@@ -1087,15 +1091,52 @@ impl Job {
                 return;
             }
         }
-        if let (Some(env), Outcome::Succeeded) = (envelope.as_ref(), &outcome) {
-            self.follow_up(env, suppressed.unwrap_or(env.id)).await;
-        }
         // A leased run's delivery is already acked and its channel may be
         // gone: settle through the live session's publisher.
         let publisher = match &lease {
             Some(_) => self.shared.publisher.borrow().clone(),
             None => Some(self.publisher.clone()),
         };
+        if let (Some(env), Outcome::Succeeded) = (envelope.as_ref(), &outcome) {
+            self.follow_up(env, suppressed.unwrap_or(env.id)).await;
+        }
+        // Workflow nodes: release dependents, or skip them, before the ack.
+        if let (Some(store), Some(env)) = (&store, envelope.as_ref()) {
+            let step = match (&outcome, &disposition) {
+                (Outcome::Succeeded, _) => Some(true),
+                (_, Disposition::DeadLetter { .. }) => Some(false),
+                _ => None,
+            };
+            if let (Some(succeeded), Some(_)) = (step, &env.workflow) {
+                let done = match &publisher {
+                    Some(publisher) => {
+                        let cx = coordinator::Context {
+                            store,
+                            publisher,
+                            topology: &self.shared.config.topology,
+                            declared: &self.shared.declared,
+                            queue: &self.queue,
+                            worker: &self.shared.config.worker_id,
+                        };
+                        if succeeded {
+                            coordinator::release(&cx, env).await.map(|first| {
+                                self.shared.metrics.workflow_releases.inc_by(first as u64);
+                            })
+                        } else {
+                            coordinator::fail(&cx, env).await
+                        }
+                    }
+                    None => Err("no broker connection".to_owned()),
+                };
+                if let Err(e) = done {
+                    warn!(error = %e, "workflow step failed; handing the task back to run it again");
+                    if lease.is_none() {
+                        let _ = self.ack.send(AckMsg::Requeue(tag));
+                    }
+                    return;
+                }
+            }
+        }
         let settled = match publisher {
             Some(publisher) => {
                 self.settle(&publisher, &disposition, envelope.as_ref(), &delivery)

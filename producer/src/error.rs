@@ -113,6 +113,16 @@ pub enum Error {
         /// Its state when the wait ended, if the store knows it.
         state: Option<celeriac_schema::TaskState>,
     },
+    /// A workflow finished with failed nodes (their dependents skipped).
+    #[error("workflow {workflow_id} failed: node(s) {} failed{}", failed.join(", "), first_error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
+    WorkflowFailed {
+        /// The workflow.
+        workflow_id: TaskId,
+        /// The nodes that failed for good.
+        failed: Vec<String>,
+        /// The first failed node's error, when recorded.
+        first_error: Option<celeriac_schema::store::TaskFailure>,
+    },
     /// The task succeeded without storing a result (its task type opts
     /// out), so there is nothing to return.
     #[error("task {task_id} succeeded but stored no result (its task opts out of results)")]

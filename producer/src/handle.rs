@@ -5,7 +5,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use celeriac_schema::store::{decode_result, Store, TaskFailure, TaskRecord};
+use celeriac_schema::store::{
+    decode_result, NodeProgress, Store, TaskFailure, TaskRecord, WorkflowRecord, WorkflowState,
+};
+use celeriac_schema::workflow::node_task_id;
 use celeriac_schema::{Task, TaskId, TaskState};
 
 use crate::error::{Error, Result};
@@ -149,4 +152,165 @@ pub(crate) fn outcome<T: Task>(record: TaskRecord) -> Result<T::Output> {
             state: Some(state),
         }),
     }
+}
+
+/// A submitted workflow: its status and its result.
+///
+/// The result is that of its output nodes: the one output's result, or a
+/// list of them in order (a group).
+#[derive(Clone)]
+pub struct WorkflowHandle {
+    id: TaskId,
+    store: Arc<dyn Store>,
+}
+
+impl fmt::Debug for WorkflowHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkflowHandle")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// One node of a workflow status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeStatus {
+    /// The node id.
+    pub id: String,
+    /// Its task id.
+    pub task_id: TaskId,
+    /// The coordinator's view.
+    pub progress: NodeProgress,
+    /// Its task's record, once it has one.
+    pub record: Option<TaskRecord>,
+}
+
+impl NodeStatus {
+    /// Runs started (0 for a node that never ran).
+    pub fn attempts(&self) -> u32 {
+        self.record.as_ref().map_or(0, |r| r.runs)
+    }
+
+    /// Its last error.
+    pub fn error(&self) -> Option<&TaskFailure> {
+        self.record.as_ref().and_then(|r| r.error.as_ref())
+    }
+}
+
+/// Every node of a workflow.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WorkflowStatus {
+    /// The coordinator's record.
+    pub workflow: WorkflowRecord,
+    /// Each node, sorted by id.
+    pub nodes: Vec<NodeStatus>,
+}
+
+impl WorkflowHandle {
+    pub(crate) fn new(id: TaskId, store: Arc<dyn Store>) -> Self {
+        WorkflowHandle { id, store }
+    }
+
+    /// The workflow id.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// Every node's progress, state, attempts and error; `None` for an
+    /// unknown id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Schema`] when the store is unreachable.
+    pub async fn status(&self) -> Result<Option<WorkflowStatus>> {
+        workflow_status(self.store.as_ref(), self.id).await
+    }
+
+    /// Waits up to `timeout` for every node to finish and returns the
+    /// workflow's result.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WorkflowFailed`] naming the failed nodes;
+    /// [`Error::WaitTimedOut`]; [`Error::Schema`] for store failures.
+    pub async fn wait(&self, timeout: Duration) -> Result<rmpv::Value> {
+        let Some(record) = self.store.wait_workflow(self.id, timeout).await? else {
+            return Err(Error::WaitTimedOut {
+                task_id: self.id,
+                after: timeout,
+                state: None,
+            });
+        };
+        if record.state == WorkflowState::Failed {
+            let mut failed: Vec<String> = record
+                .progress
+                .iter()
+                .filter(|(_, p)| **p == NodeProgress::Failed)
+                .map(|(n, _)| n.clone())
+                .collect();
+            failed.sort();
+            let first_error = match failed.first() {
+                Some(node) => self
+                    .store
+                    .get(node_task_id(self.id, node))
+                    .await?
+                    .and_then(|r| r.error),
+                None => None,
+            };
+            return Err(Error::WorkflowFailed {
+                workflow_id: self.id,
+                failed,
+                first_error,
+            });
+        }
+        let ids: Vec<TaskId> = record
+            .outputs
+            .iter()
+            .map(|n| node_task_id(self.id, n))
+            .collect();
+        let mut values = Vec::with_capacity(ids.len());
+        for bytes in self.store.results(&ids).await? {
+            values.push(match bytes {
+                Some(bytes) => decode_result::<rmpv::Value>(&bytes)?,
+                None => rmpv::Value::Nil,
+            });
+        }
+        Ok(match values.len() {
+            1 => values.swap_remove(0),
+            _ => rmpv::Value::Array(values),
+        })
+    }
+
+    /// [`WorkflowHandle::wait`], decoded as `T`.
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkflowHandle::wait`], and [`Error::Schema`] when the result
+    /// is not a `T`.
+    pub async fn wait_as<T: serde::de::DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
+        let value = self.wait(timeout).await?;
+        Ok(celeriac_schema::from_value(&value, "result")?)
+    }
+}
+
+/// Every node of workflow `id`, joined with its task record.
+///
+/// # Errors
+///
+/// [`Error::Schema`] when the store is unreachable.
+pub async fn workflow_status(store: &dyn Store, id: TaskId) -> Result<Option<WorkflowStatus>> {
+    let Some(workflow) = store.get_workflow(id).await? else {
+        return Ok(None);
+    };
+    let mut nodes = Vec::with_capacity(workflow.progress.len());
+    for (node, progress) in &workflow.progress {
+        let task_id = node_task_id(id, node);
+        nodes.push(NodeStatus {
+            id: node.clone(),
+            task_id,
+            progress: *progress,
+            record: store.get(task_id).await?,
+        });
+    }
+    Ok(Some(WorkflowStatus { workflow, nodes }))
 }

@@ -44,7 +44,7 @@ pub mod status;
 pub mod topology;
 
 pub use error::{redact_url, Error, Result};
-pub use handle::TaskHandle;
+pub use handle::{workflow_status, NodeStatus, TaskHandle, WorkflowHandle, WorkflowStatus};
 pub use producer::{route_now, PreparedTask, Producer, ProducerBuilder};
 pub use redis_store::RedisStore;
 pub use send_options::SendOptions;

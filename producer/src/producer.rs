@@ -6,13 +6,16 @@ use std::time::Duration;
 
 use celeriac_schema::store::{Claim, Store, Update};
 use celeriac_schema::topology::{validate_name, DEFAULT_NAMESPACE, DEFAULT_QUEUE};
+use celeriac_schema::workflow::{node_key, node_task_id, InputFrom, Node, Workflow};
+use celeriac_schema::WorkflowRef;
 use celeriac_schema::{encode, now_ms, DecodeLimits, Envelope, Task, TaskId, TaskState, Topology};
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, ConnectionProperties};
 use tracing::{debug, warn};
 
+use crate::canvas::Canvas;
 use crate::error::{redact_url, Error, Result};
-use crate::handle::TaskHandle;
+use crate::handle::{TaskHandle, WorkflowHandle};
 use crate::publish::{self, Route};
 use crate::send_options::{duration_ms, to_unix_ms, SendOptions};
 use crate::topology::declare;
@@ -349,6 +352,116 @@ impl Producer {
     /// [`TaskHandle::id`] or from [`Producer::send_batch`]).
     pub fn handle<T: Task>(&self, id: TaskId) -> TaskHandle<T> {
         TaskHandle::new(id, self.inner.store.clone())
+    }
+
+    /// Submits a workflow: validates it, stores it for the coordinator and
+    /// publishes the nodes that wait for nothing. `outputs` names the
+    /// nodes whose results are the workflow's result (empty: every node
+    /// nothing depends on, in order).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Workflow`] naming a duplicate id, unknown dependency or
+    /// cycle (nothing is published); [`Error::NoStore`]; broker and store
+    /// errors as for [`Producer::send`].
+    pub async fn submit(&self, workflow: &Workflow, outputs: &[String]) -> Result<WorkflowHandle> {
+        let store = self
+            .inner
+            .store
+            .clone()
+            .ok_or(Error::NoStore { what: "a workflow" })?;
+        let dag = workflow.validate()?;
+        let outputs: Vec<String> = if outputs.is_empty() {
+            (0..dag.len())
+                .filter(|&i| dag.dependents(i).is_empty())
+                .map(|i| dag.id(i).to_owned())
+                .collect()
+        } else {
+            outputs.to_vec()
+        };
+        let prepared: Vec<PreparedTask> = workflow
+            .nodes
+            .iter()
+            .map(|node| self.prepare_node(workflow.id, node))
+            .collect::<Result<_>>()?;
+        store.create_workflow(workflow, &outputs).await?;
+        let created: Vec<Update> = prepared
+            .iter()
+            .map(|t| update_for(t, TaskState::Created))
+            .collect();
+        store.record(&created).await?;
+        let roots: Vec<PreparedTask> = prepared
+            .into_iter()
+            .zip(&workflow.nodes)
+            .filter(|(_, node)| node.dependencies.is_empty())
+            .map(|(task, _)| task)
+            .collect();
+        for queue in roots
+            .iter()
+            .map(|t| t.queue.as_str())
+            .collect::<HashSet<_>>()
+        {
+            self.ensure_queue(queue).await?;
+        }
+        self.publish_all(&roots).await?;
+        let queued: Vec<Update> = roots
+            .iter()
+            .map(|t| update_for(t, TaskState::Queued))
+            .collect();
+        if let Err(e) = store.record(&queued).await {
+            warn!(error = %e, "could not record workflow roots as queued");
+        }
+        debug!(workflow = %workflow.id, nodes = workflow.nodes.len(), roots = roots.len(), "workflow submitted");
+        Ok(WorkflowHandle::new(workflow.id, store))
+    }
+
+    /// Compiles and submits a canvas (chain, group, chord, nested).
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::submit`].
+    pub async fn submit_canvas(&self, canvas: &Canvas) -> Result<WorkflowHandle> {
+        let (workflow, outputs) = canvas.compile()?;
+        self.submit(&workflow, &outputs).await
+    }
+
+    /// A handle on a workflow submitted earlier.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoStore`] without a store.
+    pub fn workflow(&self, id: TaskId) -> Result<WorkflowHandle> {
+        let store = self
+            .inner
+            .store
+            .clone()
+            .ok_or(Error::NoStore { what: "a workflow" })?;
+        Ok(WorkflowHandle::new(id, store))
+    }
+
+    /// The envelope of a workflow node, without its input when that comes
+    /// from its dependencies.
+    fn prepare_node(&self, workflow: TaskId, node: &Node) -> Result<PreparedTask> {
+        let options = SendOptions {
+            queue: node.queue.clone(),
+            retry: node.retry,
+            idempotency_key: Some(node_key(workflow, &node.id)),
+            task_id: Some(node_task_id(workflow, &node.id)),
+            ..SendOptions::default()
+        };
+        // A root's inputs from dependencies are empty.
+        let input = match node.input_from {
+            InputFrom::ByName => rmpv::Value::Map(Vec::new()),
+            InputFrom::InOrder => rmpv::Value::Array(Vec::new()),
+            InputFrom::Given | InputFrom::Result => node.input.clone(),
+        };
+        let mut task = self.prepare_value(&node.task, input, &options)?;
+        task.envelope.workflow = Some(WorkflowRef {
+            workflow_id: workflow,
+            node_id: node.id.clone(),
+        });
+        task.envelope.root_id = Some(workflow);
+        Ok(task)
     }
 
     /// The state store, if the producer has one.

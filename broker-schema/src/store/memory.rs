@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{Begin, Claim, Store, StoreSettings, TaskRecord, Update, CLAIM_STALE_AFTER};
+use super::{
+    Begin, Claim, NodeProgress, Ready, Store, StoreSettings, TaskRecord, Update, WorkflowRecord,
+    WorkflowState, CLAIM_STALE_AFTER,
+};
+use crate::workflow::{Node, Workflow};
 use crate::{Result, TaskId, TaskState};
 
 /// A [`Store`] in process memory. TTLs are honoured lazily, on access.
@@ -38,6 +42,42 @@ struct Inner {
     claims: HashMap<String, (TaskId, Instant)>,
     /// Waiters woken when a task reaches a final state.
     waiters: HashMap<TaskId, watch::Sender<bool>>,
+    /// Workflows and their coordination state.
+    workflows: HashMap<TaskId, Flow>,
+}
+
+#[derive(Debug)]
+struct Flow {
+    record: WorkflowRecord,
+    nodes: HashMap<String, Node>,
+    children: HashMap<String, Vec<String>>,
+    pending: HashMap<String, usize>,
+}
+
+impl Inner {
+    fn wake(&mut self, id: TaskId) {
+        if let Some(tx) = self.waiters.remove(&id) {
+            let _ = tx.send(true);
+        }
+    }
+
+    /// One node finished: counts it and closes the workflow after the last.
+    fn node_finished(&mut self, workflow: TaskId) {
+        let Some(flow) = self.workflows.get_mut(&workflow) else {
+            return;
+        };
+        let record = &mut flow.record;
+        record.remaining = record.remaining.saturating_sub(1);
+        if record.remaining == 0 && record.state == WorkflowState::Running {
+            record.state = if record.failed > 0 {
+                WorkflowState::Failed
+            } else {
+                WorkflowState::Succeeded
+            };
+            record.finished_at = Some(crate::now_ms());
+            self.wake(workflow);
+        }
+    }
 }
 
 impl MemoryStore {
@@ -69,9 +109,7 @@ impl Inner {
             }
         }
         if update.state.is_terminal() {
-            if let Some(tx) = self.waiters.remove(&update.id) {
-                let _ = tx.send(true);
-            }
+            self.wake(update.id);
         }
     }
 
@@ -184,6 +222,194 @@ impl Store for MemoryStore {
         );
         inner.record(update, self.settings.result_ttl);
         Ok(Begin::Run)
+    }
+
+    async fn results(&self, ids: &[TaskId]) -> Result<Vec<Option<Vec<u8>>>> {
+        let inner = self.lock();
+        Ok(ids
+            .iter()
+            .map(|id| inner.get(*id).and_then(|r| r.result))
+            .collect())
+    }
+
+    async fn create_workflow(&self, workflow: &Workflow, outputs: &[String]) -> Result<()> {
+        let mut children: HashMap<String, Vec<String>> = HashMap::new();
+        let mut progress = std::collections::BTreeMap::new();
+        let mut pending = HashMap::new();
+        for node in &workflow.nodes {
+            for dep in &node.dependencies {
+                children
+                    .entry(dep.clone())
+                    .or_default()
+                    .push(node.id.clone());
+            }
+            pending.insert(node.id.clone(), node.dependencies.len());
+            let state = if node.dependencies.is_empty() {
+                NodeProgress::Released
+            } else {
+                NodeProgress::Waiting
+            };
+            progress.insert(node.id.clone(), state);
+        }
+        let flow = Flow {
+            record: WorkflowRecord {
+                id: workflow.id,
+                state: if workflow.nodes.is_empty() {
+                    WorkflowState::Succeeded
+                } else {
+                    WorkflowState::Running
+                },
+                nodes: workflow.nodes.len(),
+                remaining: workflow.nodes.len(),
+                failed: 0,
+                outputs: outputs.to_vec(),
+                created_at: crate::now_ms(),
+                finished_at: workflow.nodes.is_empty().then(crate::now_ms),
+                progress,
+            },
+            nodes: workflow
+                .nodes
+                .iter()
+                .map(|n| (n.id.clone(), n.clone()))
+                .collect(),
+            children,
+            pending,
+        };
+        self.lock().workflows.insert(workflow.id, flow);
+        Ok(())
+    }
+
+    async fn workflow_nodes(
+        &self,
+        workflow: TaskId,
+        nodes: &[String],
+    ) -> Result<Vec<Option<Node>>> {
+        let inner = self.lock();
+        let flow = inner.workflows.get(&workflow);
+        Ok(nodes
+            .iter()
+            .map(|id| flow.and_then(|f| f.nodes.get(id).cloned()))
+            .collect())
+    }
+
+    async fn node_succeeded(&self, workflow: TaskId, node: &str) -> Result<Vec<Ready>> {
+        let mut inner = self.lock();
+        let Some(flow) = inner.workflows.get_mut(&workflow) else {
+            return Ok(Vec::new());
+        };
+        let children = flow.children.get(node).cloned().unwrap_or_default();
+        let mut newly_done = false;
+        match flow.record.progress.get(node) {
+            Some(NodeProgress::Succeeded) => {}
+            Some(NodeProgress::Failed | NodeProgress::Skipped) | None => return Ok(Vec::new()),
+            Some(_) => {
+                flow.record
+                    .progress
+                    .insert(node.to_owned(), NodeProgress::Succeeded);
+                for child in &children {
+                    if let Some(p) = flow.pending.get_mut(child) {
+                        *p = p.saturating_sub(1);
+                    }
+                }
+                newly_done = true;
+            }
+        }
+        let mut ready = Vec::new();
+        for child in children {
+            if flow.pending.get(&child).copied().unwrap_or(0) > 0 {
+                continue;
+            }
+            match flow.record.progress.get(&child) {
+                Some(NodeProgress::Waiting) => {
+                    flow.record
+                        .progress
+                        .insert(child.clone(), NodeProgress::Released);
+                    ready.push(Ready {
+                        node: child,
+                        first: true,
+                    });
+                }
+                Some(NodeProgress::Released) => ready.push(Ready {
+                    node: child,
+                    first: false,
+                }),
+                _ => {}
+            }
+        }
+        if newly_done {
+            inner.node_finished(workflow);
+        }
+        Ok(ready)
+    }
+
+    async fn node_failed(&self, workflow: TaskId, node: &str) -> Result<Vec<String>> {
+        let mut inner = self.lock();
+        let Some(flow) = inner.workflows.get_mut(&workflow) else {
+            return Ok(Vec::new());
+        };
+        match flow.record.progress.get(node) {
+            Some(NodeProgress::Waiting | NodeProgress::Released) => {}
+            _ => return Ok(Vec::new()),
+        }
+        flow.record
+            .progress
+            .insert(node.to_owned(), NodeProgress::Failed);
+        flow.record.failed += 1;
+        let mut skipped = Vec::new();
+        let mut queue: Vec<String> = flow.children.get(node).cloned().unwrap_or_default();
+        while let Some(child) = queue.pop() {
+            if matches!(
+                flow.record.progress.get(&child),
+                Some(NodeProgress::Waiting | NodeProgress::Released)
+            ) {
+                flow.record
+                    .progress
+                    .insert(child.clone(), NodeProgress::Skipped);
+                queue.extend(flow.children.get(&child).cloned().unwrap_or_default());
+                skipped.push(child);
+            }
+        }
+        let finished = 1 + skipped.len();
+        for _ in 0..finished {
+            inner.node_finished(workflow);
+        }
+        Ok(skipped)
+    }
+
+    async fn get_workflow(&self, workflow: TaskId) -> Result<Option<WorkflowRecord>> {
+        Ok(self
+            .lock()
+            .workflows
+            .get(&workflow)
+            .map(|f| f.record.clone()))
+    }
+
+    async fn wait_workflow(
+        &self,
+        workflow: TaskId,
+        timeout: Duration,
+    ) -> Result<Option<WorkflowRecord>> {
+        let mut rx = {
+            let mut inner = self.lock();
+            match inner.workflows.get(&workflow) {
+                Some(f) if f.record.state != WorkflowState::Running => {
+                    return Ok(Some(f.record.clone()))
+                }
+                _ => {}
+            }
+            inner
+                .waiters
+                .entry(workflow)
+                .or_insert_with(|| watch::channel(false).0)
+                .subscribe()
+        };
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|done| *done)).await;
+        Ok(self
+            .lock()
+            .workflows
+            .get(&workflow)
+            .map(|f| f.record.clone())
+            .filter(|r| r.state != WorkflowState::Running))
     }
 
     async fn renew(&self, key: &str, token: &str) -> Result<bool> {

@@ -62,6 +62,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::workflow::{Node, Workflow};
 use crate::{Error, Result, TaskId, TaskState};
 
 pub use memory::MemoryStore;
@@ -399,6 +400,90 @@ pub enum Claim {
 /// a second send with its key publishes it again.
 pub const CLAIM_STALE_AFTER: Duration = Duration::from_secs(60);
 
+/// Where a workflow stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkflowState {
+    /// Nodes are still to run.
+    Running,
+    /// Every node succeeded.
+    Succeeded,
+    /// Every node finished, and at least one failed (its dependents are
+    /// skipped).
+    Failed,
+}
+
+impl WorkflowState {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkflowState::Running => "running",
+            WorkflowState::Succeeded => "succeeded",
+            WorkflowState::Failed => "failed",
+        }
+    }
+
+    /// From the lowercase name.
+    pub fn parse(s: &str) -> Option<WorkflowState> {
+        match s {
+            "running" => Some(WorkflowState::Running),
+            "succeeded" => Some(WorkflowState::Succeeded),
+            "failed" => Some(WorkflowState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// The coordinator's view of one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeProgress {
+    /// Waiting for dependencies.
+    Waiting,
+    /// Released (published), not finished.
+    Released,
+    /// Succeeded.
+    Succeeded,
+    /// Failed for good.
+    Failed,
+    /// Skipped because a node it depends on failed.
+    Skipped,
+}
+
+/// A workflow as the coordinator keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowRecord {
+    /// The workflow id.
+    pub id: TaskId,
+    /// Where it stands.
+    pub state: WorkflowState,
+    /// Its node count.
+    pub nodes: usize,
+    /// Nodes not finished yet.
+    pub remaining: usize,
+    /// Nodes that failed for good.
+    pub failed: usize,
+    /// The nodes whose results are the workflow's result, in order.
+    pub outputs: Vec<String>,
+    /// When it was submitted (Unix ms).
+    pub created_at: u64,
+    /// When its last node finished.
+    pub finished_at: Option<u64>,
+    /// Every node's progress.
+    pub progress: std::collections::BTreeMap<String, NodeProgress>,
+}
+
+/// A node the coordinator found ready to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    /// The node id.
+    pub node: String,
+    /// Whether this call released it (`false`: released before, and not
+    /// finished; publishing it again is harmless, its key keeps it to one
+    /// run).
+    pub first: bool,
+}
+
 /// A shared state store. See the module documentation for its rules.
 ///
 /// Implementations are cheap to share behind an `Arc`.
@@ -478,4 +563,65 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ///
     /// [`Error::StoreUnavailable`].
     async fn finish(&self, key: &str, token: &str, update: &Update) -> Result<()>;
+
+    /// The stored results of many tasks at once, in order (`None` where a
+    /// task has no stored result).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`].
+    async fn results(&self, ids: &[TaskId]) -> Result<Vec<Option<Vec<u8>>>>;
+
+    /// Stores a validated workflow for the coordinator: its nodes, who
+    /// depends on whom, and `outputs`. Its root nodes count as released.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`].
+    async fn create_workflow(&self, workflow: &Workflow, outputs: &[String]) -> Result<()>;
+
+    /// The stored definitions of some nodes of a workflow, in order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`], [`Error::StoreData`].
+    async fn workflow_nodes(&self, workflow: TaskId, nodes: &[String])
+        -> Result<Vec<Option<Node>>>;
+
+    /// Marks `node` succeeded (once, however often it is called) and
+    /// returns its dependents whose dependencies have all succeeded and
+    /// that have not finished: each is released exactly once
+    /// ([`Ready::first`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`].
+    async fn node_succeeded(&self, workflow: TaskId, node: &str) -> Result<Vec<Ready>>;
+
+    /// Marks `node` failed for good and every node downstream of it
+    /// skipped; returns the nodes this call skipped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`].
+    async fn node_failed(&self, workflow: TaskId, node: &str) -> Result<Vec<String>>;
+
+    /// The coordinator's record of a workflow.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`], [`Error::StoreData`].
+    async fn get_workflow(&self, workflow: TaskId) -> Result<Option<WorkflowRecord>>;
+
+    /// Waits until the workflow finishes (woken by its last node, no
+    /// polling), or returns `None` after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::get_workflow`].
+    async fn wait_workflow(
+        &self,
+        workflow: TaskId,
+        timeout: Duration,
+    ) -> Result<Option<WorkflowRecord>>;
 }

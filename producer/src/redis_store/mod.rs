@@ -24,9 +24,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celeriac_schema::store::{
-    Begin, Claim, Store, StoreSettings, TaskFailure, TaskRecord, Transition, Update,
-    CLAIM_STALE_AFTER,
+    Begin, Claim, NodeProgress, Ready, Store, StoreSettings, TaskFailure, TaskRecord, Transition,
+    Update, WorkflowRecord, WorkflowState, CLAIM_STALE_AFTER,
 };
+use celeriac_schema::workflow::{Node, Workflow};
 use celeriac_schema::{Error as SchemaError, TaskId, TaskState};
 use redis::aio::ConnectionManager;
 use redis::{Pipeline, Script};
@@ -77,6 +78,8 @@ struct Scripts {
     renew: Script,
     finish: Script,
     unclaim: Script,
+    node_succeeded: Script,
+    node_failed: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -146,6 +149,8 @@ impl RedisStore {
                     renew: Script::new(scripts::RENEW),
                     finish: with_apply(scripts::FINISH),
                     unclaim: Script::new(scripts::UNCLAIM),
+                    node_succeeded: Script::new(&scripts::node_succeeded()),
+                    node_failed: Script::new(&scripts::node_failed()),
                 },
                 waiters: Waiters::new(client),
             }),
@@ -170,6 +175,8 @@ impl RedisStore {
             &scripts.renew,
             &scripts.finish,
             &scripts.unclaim,
+            &scripts.node_succeeded,
+            &scripts.node_failed,
         ] {
             pipe.load_script(script).ignore();
         }
@@ -201,6 +208,44 @@ impl RedisStore {
 
     fn record_key(&self, id: TaskId) -> String {
         format!("{}t:{id}", self.inner.prefix)
+    }
+
+    /// The keys of a workflow: record, children, pending, status, nodes.
+    fn workflow_keys(&self, id: TaskId) -> [String; 5] {
+        let base = format!("{}w:{id}", self.inner.prefix);
+        [
+            base.clone(),
+            format!("{base}:c"),
+            format!("{base}:p"),
+            format!("{base}:s"),
+            format!("{base}:n"),
+        ]
+    }
+
+    async fn coordinate(
+        &self,
+        op: &'static str,
+        script: &Script,
+        workflow: TaskId,
+        node: &str,
+    ) -> StoreResult<redis::Value> {
+        let keys = self.workflow_keys(workflow);
+        let mut pipe = redis::pipe();
+        Self::invoke(
+            &mut pipe,
+            script,
+            &keys[..4],
+            vec![
+                node.as_bytes().to_vec(),
+                Self::ttl_ms(self.inner.settings.result_ttl)
+                    .to_string()
+                    .into_bytes(),
+                celeriac_schema::now_ms().to_string().into_bytes(),
+                self.channel(workflow).into_bytes(),
+            ],
+        );
+        let (value,): (redis::Value,) = self.run(op, &pipe).await?;
+        Ok(value)
     }
 
     fn channel(&self, id: TaskId) -> String {
@@ -488,6 +533,244 @@ impl Store for RedisStore {
         }
     }
 
+    async fn results(&self, ids: &[TaskId]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.hget(self.record_key(*id), "result");
+            }
+            let values: Vec<Option<Vec<u8>>> = self.run("results", &pipe).await?;
+            out.extend(values.into_iter().map(|v| v.filter(|b| !b.is_empty())));
+        }
+        Ok(out)
+    }
+
+    async fn create_workflow(&self, workflow: &Workflow, outputs: &[String]) -> StoreResult<()> {
+        let [w, c, p, st, n] = self.workflow_keys(workflow.id);
+        let encode = |what: &'static str, value: &dyn erased::Encode| {
+            value.encode().map_err(|e| SchemaError::Encode {
+                what,
+                message: e.to_string(),
+            })
+        };
+        let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+        for node in &workflow.nodes {
+            for dep in &node.dependencies {
+                children.entry(dep.as_str()).or_default().push(&node.id);
+            }
+        }
+        let total = workflow.nodes.len();
+        let now = celeriac_schema::now_ms();
+        let mut pipe = redis::pipe();
+        pipe.hset_multiple(
+            &w,
+            &[
+                (
+                    "state",
+                    if total == 0 { "succeeded" } else { "running" }
+                        .as_bytes()
+                        .to_vec(),
+                ),
+                ("nodes", total.to_string().into_bytes()),
+                ("remaining", total.to_string().into_bytes()),
+                ("failed", b"0".to_vec()),
+                ("outputs", encode("outputs", &outputs)?),
+                ("created_at", now.to_string().into_bytes()),
+            ],
+        )
+        .ignore();
+        for chunk in workflow.nodes.chunks(1000) {
+            let specs = chunk
+                .iter()
+                .map(|node| Ok((node.id.as_str(), encode("workflow node", node)?)))
+                .collect::<StoreResult<Vec<_>>>()?;
+            pipe.hset_multiple(&n, &specs).ignore();
+            let status: Vec<(&str, &str)> = chunk
+                .iter()
+                .map(|node| {
+                    (
+                        node.id.as_str(),
+                        if node.dependencies.is_empty() {
+                            "r"
+                        } else {
+                            "w"
+                        },
+                    )
+                })
+                .collect();
+            pipe.hset_multiple(&st, &status).ignore();
+            let pending: Vec<(&str, usize)> = chunk
+                .iter()
+                .filter(|node| !node.dependencies.is_empty())
+                .map(|node| (node.id.as_str(), node.dependencies.len()))
+                .collect();
+            if !pending.is_empty() {
+                pipe.hset_multiple(&p, &pending).ignore();
+            }
+        }
+        let edges: Vec<(&str, Vec<u8>)> = children
+            .iter()
+            .map(|(node, kids)| Ok((*node, encode("workflow edges", kids)?)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        for chunk in edges.chunks(1000) {
+            pipe.hset_multiple(&c, chunk).ignore();
+        }
+        let ttl = Self::ttl_ms(self.inner.settings.result_ttl);
+        for key in [&w, &c, &p, &st, &n] {
+            pipe.cmd("PEXPIRE").arg(key).arg(ttl).ignore();
+        }
+        self.run::<()>("create_workflow", &pipe).await
+    }
+
+    async fn workflow_nodes(
+        &self,
+        workflow: TaskId,
+        nodes: &[String],
+    ) -> StoreResult<Vec<Option<Node>>> {
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let [.., n] = self.workflow_keys(workflow);
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET").arg(&n).arg(nodes);
+        let (specs,): (Vec<Option<Vec<u8>>>,) = self.run("workflow_nodes", &pipe).await?;
+        specs
+            .into_iter()
+            .map(|spec| {
+                spec.map(|bytes| {
+                    rmp_serde::from_slice::<Node>(&bytes).map_err(|e| SchemaError::StoreData {
+                        what: "workflow node",
+                        message: e.to_string(),
+                    })
+                })
+                .transpose()
+            })
+            .collect()
+    }
+
+    async fn node_succeeded(&self, workflow: TaskId, node: &str) -> StoreResult<Vec<Ready>> {
+        let value = self
+            .coordinate(
+                "node_succeeded",
+                &self.inner.apply.node_succeeded,
+                workflow,
+                node,
+            )
+            .await?;
+        let flat: Vec<redis::Value> =
+            redis::from_redis_value(value).map_err(|e| SchemaError::StoreData {
+                what: "released nodes",
+                message: e.to_string(),
+            })?;
+        let mut ready = Vec::with_capacity(flat.len() / 2);
+        for pair in flat.chunks(2) {
+            let [node, first] = pair else { continue };
+            let node: String =
+                redis::from_redis_value(node.clone()).map_err(|e| SchemaError::StoreData {
+                    what: "released node",
+                    message: e.to_string(),
+                })?;
+            let first: i64 = redis::from_redis_value(first.clone()).unwrap_or(0);
+            ready.push(Ready {
+                node,
+                first: first == 1,
+            });
+        }
+        Ok(ready)
+    }
+
+    async fn node_failed(&self, workflow: TaskId, node: &str) -> StoreResult<Vec<String>> {
+        let value = self
+            .coordinate("node_failed", &self.inner.apply.node_failed, workflow, node)
+            .await?;
+        redis::from_redis_value(value).map_err(|e| SchemaError::StoreData {
+            what: "skipped nodes",
+            message: e.to_string(),
+        })
+    }
+
+    async fn get_workflow(&self, workflow: TaskId) -> StoreResult<Option<WorkflowRecord>> {
+        let [w, _, _, st, _] = self.workflow_keys(workflow);
+        let mut pipe = redis::pipe();
+        pipe.hgetall(&w).hgetall(&st);
+        let (fields, status): (HashMap<String, Vec<u8>>, HashMap<String, String>) =
+            self.run("get_workflow", &pipe).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let text = |name: &str| {
+            fields
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        let number = |name: &'static str| -> StoreResult<u64> {
+            text(name)
+                .parse::<u64>()
+                .map_err(|e| SchemaError::StoreData {
+                    what: name,
+                    message: e.to_string(),
+                })
+        };
+        let state = WorkflowState::parse(&text("state")).ok_or_else(|| SchemaError::StoreData {
+            what: "workflow state",
+            message: text("state"),
+        })?;
+        let outputs: Vec<String> = match fields.get("outputs") {
+            Some(bytes) => rmp_serde::from_slice(bytes).map_err(|e| SchemaError::StoreData {
+                what: "workflow outputs",
+                message: e.to_string(),
+            })?,
+            None => Vec::new(),
+        };
+        let progress = status
+            .into_iter()
+            .map(|(node, s)| {
+                let p = match s.as_str() {
+                    "r" => NodeProgress::Released,
+                    "s" => NodeProgress::Succeeded,
+                    "f" => NodeProgress::Failed,
+                    "k" => NodeProgress::Skipped,
+                    _ => NodeProgress::Waiting,
+                };
+                (node, p)
+            })
+            .collect();
+        Ok(Some(WorkflowRecord {
+            id: workflow,
+            state,
+            nodes: number("nodes")? as usize,
+            remaining: text("remaining").parse::<i64>().unwrap_or(0).max(0) as usize,
+            failed: number("failed")? as usize,
+            outputs,
+            created_at: number("created_at")?,
+            finished_at: text("finished_at").parse().ok(),
+            progress,
+        }))
+    }
+
+    async fn wait_workflow(
+        &self,
+        workflow: TaskId,
+        timeout: Duration,
+    ) -> StoreResult<Option<WorkflowRecord>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let channel = self.channel(workflow);
+        let mut subscription = self.inner.waiters.subscribe(&channel).await;
+        loop {
+            if let Some(record) = self.get_workflow(workflow).await? {
+                if record.state != WorkflowState::Running {
+                    return Ok(Some(record));
+                }
+            }
+            if !subscription.changed_before(deadline).await {
+                return Ok(None);
+            }
+            subscription.resubscribe_if_needed().await;
+        }
+    }
+
     async fn renew(&self, key: &str, token: &str) -> StoreResult<bool> {
         let mut pipe = redis::pipe();
         Self::invoke(
@@ -528,5 +811,18 @@ impl Store for RedisStore {
         );
         pipe.ignore();
         self.run::<()>("finish", &pipe).await
+    }
+}
+
+/// MessagePack encoding behind one object-safe call.
+mod erased {
+    pub(super) trait Encode {
+        fn encode(&self) -> Result<Vec<u8>, rmp_serde::encode::Error>;
+    }
+
+    impl<T: serde::Serialize + ?Sized> Encode for T {
+        fn encode(&self) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+            rmp_serde::to_vec_named(self)
+        }
     }
 }

@@ -130,3 +130,95 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 1
 "#;
+
+/// Closes a workflow after its last node: `finalize(w, chan, now)`.
+const FINALIZE: &str = r#"
+local function finalize(w, chan, now)
+  local failed = tonumber(redis.call('HGET', w, 'failed') or '0')
+  local state = 'succeeded'
+  if failed > 0 then state = 'failed' end
+  redis.call('HSET', w, 'state', state, 'finished_at', now)
+  redis.call('PUBLISH', chan, state)
+end
+"#;
+
+/// KEYS: w, children, pending, status. ARGV: node, ttl_ms, now, chan.
+/// Marks the node succeeded once; returns {child, first, ...} for every
+/// child whose dependencies all succeeded and that has not finished.
+pub fn node_succeeded() -> String {
+    format!(
+        "{FINALIZE}{}",
+        r#"
+local node = ARGV[1]
+local st = redis.call('HGET', KEYS[4], node)
+if st == 'f' or st == 'k' then return {} end
+local children = {}
+local packed = redis.call('HGET', KEYS[2], node)
+if packed then children = cmsgpack.unpack(packed) end
+if st ~= 's' then
+  redis.call('HSET', KEYS[4], node, 's')
+  for _, c in ipairs(children) do redis.call('HINCRBY', KEYS[3], c, -1) end
+  if redis.call('HINCRBY', KEYS[1], 'remaining', -1) == 0 then
+    finalize(KEYS[1], ARGV[4], ARGV[3])
+  end
+end
+local ready = {}
+for _, c in ipairs(children) do
+  if tonumber(redis.call('HGET', KEYS[3], c) or '0') <= 0 then
+    local cs = redis.call('HGET', KEYS[4], c)
+    if not cs or cs == 'w' then
+      redis.call('HSET', KEYS[4], c, 'r')
+      ready[#ready+1] = c
+      ready[#ready+1] = 1
+    elseif cs == 'r' then
+      ready[#ready+1] = c
+      ready[#ready+1] = 0
+    end
+  end
+end
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+return ready
+"#
+    )
+}
+
+/// KEYS: w, children, pending, status. ARGV: node, ttl_ms, now, chan.
+/// Marks the node failed and everything downstream skipped; returns the
+/// nodes it skipped.
+pub fn node_failed() -> String {
+    format!(
+        "{FINALIZE}{}",
+        r#"
+local node = ARGV[1]
+local st = redis.call('HGET', KEYS[4], node)
+if st == 's' or st == 'f' or st == 'k' then return {} end
+redis.call('HSET', KEYS[4], node, 'f')
+redis.call('HINCRBY', KEYS[1], 'failed', 1)
+local finished = 1
+local skipped = {}
+local queue = {}
+local packed = redis.call('HGET', KEYS[2], node)
+if packed then queue = cmsgpack.unpack(packed) end
+local i = 1
+while i <= #queue do
+  local c = queue[i]
+  i = i + 1
+  local cs = redis.call('HGET', KEYS[4], c)
+  if not cs or cs == 'w' or cs == 'r' then
+    redis.call('HSET', KEYS[4], c, 'k')
+    skipped[#skipped+1] = c
+    finished = finished + 1
+    local more = redis.call('HGET', KEYS[2], c)
+    if more then
+      for _, g in ipairs(cmsgpack.unpack(more)) do queue[#queue+1] = g end
+    end
+  end
+end
+if redis.call('HINCRBY', KEYS[1], 'remaining', -finished) == 0 then
+  finalize(KEYS[1], ARGV[4], ARGV[3])
+end
+for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[2]) end
+return skipped
+"#
+    )
+}
