@@ -157,3 +157,90 @@ pub fn rfc3339(unix_ms: u64) -> String {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
     humantime::format_rfc3339_millis(at).to_string()
 }
+
+/// A workflow's status as JSON: its state and every node's progress,
+/// attempts and error.
+pub fn workflow_to_json(status: &crate::WorkflowStatus) -> serde_json::Value {
+    let wf = &status.workflow;
+    let nodes: Vec<serde_json::Value> = status
+        .nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "id": n.id,
+                "task_id": n.task_id.to_string(),
+                "task": n.record.as_ref().map(|r| r.task.clone()),
+                "progress": n.progress,
+                "state": n.record.as_ref().map(|r| r.state.as_str()),
+                "attempts": n.attempts(),
+                "error": n.error().map(|e| serde_json::json!({
+                    "type": e.error_type, "message": e.message
+                })),
+                "result": n.record.as_ref().map(result_json),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "workflow_id": wf.id.to_string(),
+        "state": wf.state.as_str(),
+        "nodes_total": wf.nodes,
+        "remaining": wf.remaining,
+        "failed": wf.failed,
+        "released": wf.released,
+        "outputs": wf.outputs,
+        "created_at": { "unix_ms": wf.created_at, "utc": rfc3339(wf.created_at) },
+        "finished_at": wf.finished_at.map(|ms| serde_json::json!({ "unix_ms": ms, "utc": rfc3339(ms) })),
+        "nodes": nodes,
+    })
+}
+
+/// A workflow's status as a table, one line per node.
+pub fn workflow_to_table(status: &crate::WorkflowStatus) -> String {
+    let wf = &status.workflow;
+    let mut out = String::new();
+    let _ = writeln!(out, "workflow   {}", wf.id);
+    let _ = writeln!(out, "state      {}", wf.state.as_str());
+    let _ = writeln!(
+        out,
+        "nodes      {} ({} remaining, {} failed)",
+        wf.nodes, wf.remaining, wf.failed
+    );
+    let _ = writeln!(out, "created    {}", rfc3339(wf.created_at));
+    let _ = writeln!(
+        out,
+        "finished   {}",
+        wf.finished_at.map_or_else(|| "-".to_owned(), rfc3339)
+    );
+    let width = status
+        .nodes
+        .iter()
+        .map(|n| n.id.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:<9}  {:>8}  error",
+        "node", "state", "attempts"
+    );
+    for n in &status.nodes {
+        let state = match n.progress {
+            celeriac_schema::store::NodeProgress::Waiting => "waiting",
+            celeriac_schema::store::NodeProgress::Released => {
+                n.record.as_ref().map_or("released", |r| r.state.as_str())
+            }
+            celeriac_schema::store::NodeProgress::Succeeded => "succeeded",
+            celeriac_schema::store::NodeProgress::Failed => "failed",
+            celeriac_schema::store::NodeProgress::Skipped => "skipped",
+        };
+        let error = n.error().map(ToString::to_string).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<9}  {:>8}  {error}",
+            n.id,
+            state,
+            n.attempts()
+        );
+    }
+    out
+}

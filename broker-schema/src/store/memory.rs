@@ -262,6 +262,7 @@ impl Store for MemoryStore {
                 nodes: workflow.nodes.len(),
                 remaining: workflow.nodes.len(),
                 failed: 0,
+                released: 0,
                 outputs: outputs.to_vec(),
                 created_at: crate::now_ms(),
                 finished_at: workflow.nodes.is_empty().then(crate::now_ms),
@@ -324,6 +325,7 @@ impl Store for MemoryStore {
                     flow.record
                         .progress
                         .insert(child.clone(), NodeProgress::Released);
+                    flow.record.released += 1;
                     ready.push(Ready {
                         node: child,
                         first: true,

@@ -463,6 +463,9 @@ pub struct WorkflowRecord {
     pub remaining: usize,
     /// Nodes that failed for good.
     pub failed: usize,
+    /// Nodes released by the coordinator after their dependencies
+    /// succeeded (roots are not counted): each at most once.
+    pub released: usize,
     /// The nodes whose results are the workflow's result, in order.
     pub outputs: Vec<String>,
     /// When it was submitted (Unix ms).

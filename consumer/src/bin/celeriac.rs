@@ -46,9 +46,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show a task's state, attempts, timings, worker, error and result.
+    /// Show a task's state, attempts, timings, worker, error and result, or
+    /// a workflow's state and every node's progress, attempts and error.
     Status {
-        /// The task id (a UUID).
+        /// The task or workflow id (a UUID).
         id: String,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -97,15 +98,29 @@ async fn run(cli: Cli) -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
-                Ok(None) => {
-                    eprintln!(
-                        "error: no task {task_id} in namespace {:?} of the store at {}: it was never sent with a store, \
+                Ok(None) => match celeriac_producer::workflow_status(&store, task_id).await {
+                    Ok(Some(workflow)) => {
+                        if json {
+                            println!("{:#}", status::workflow_to_json(&workflow));
+                        } else {
+                            print!("{}", status::workflow_to_table(&workflow));
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Ok(None) => {
+                        eprintln!(
+                        "error: no task or workflow {task_id} in namespace {:?} of the store at {}: it was never sent with a store, \
                          or its record expired (records live for the result TTL, one day by default)",
                         cli.namespace,
                         celeriac_producer::redact_url(&cli.redis_url)
                     );
-                    ExitCode::from(UNKNOWN)
-                }
+                        ExitCode::from(UNKNOWN)
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(1)
+                    }
+                },
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::from(1)

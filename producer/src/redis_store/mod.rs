@@ -743,6 +743,7 @@ impl Store for RedisStore {
             nodes: number("nodes")? as usize,
             remaining: text("remaining").parse::<i64>().unwrap_or(0).max(0) as usize,
             failed: number("failed")? as usize,
+            released: text("released").parse().unwrap_or(0),
             outputs,
             created_at: number("created_at")?,
             finished_at: text("finished_at").parse().ok(),

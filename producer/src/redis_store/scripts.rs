@@ -168,6 +168,7 @@ for _, c in ipairs(children) do
     local cs = redis.call('HGET', KEYS[4], c)
     if not cs or cs == 'w' then
       redis.call('HSET', KEYS[4], c, 'r')
+      redis.call('HINCRBY', KEYS[1], 'released', 1)
       ready[#ready+1] = c
       ready[#ready+1] = 1
     elseif cs == 'r' then
