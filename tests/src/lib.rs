@@ -618,6 +618,17 @@ pub mod test_tasks {
         type Output = u64;
     }
 
+    /// `test.dag-node`: a workflow node that takes its dependencies'
+    /// results by name, logs its run like [`Effect`] (`start`/`end` lines),
+    /// sleeps 20 ms and returns 1 + the largest input (its depth).
+    pub struct DagNode;
+
+    impl celeriac_schema::Task for DagNode {
+        const NAME: &'static str = "test.dag-node";
+        type Input = std::collections::BTreeMap<String, u64>;
+        type Output = u64;
+    }
+
     /// `test.crash`: aborts the worker process.
     pub struct Crash;
 

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use celeriac_consumer::{TaskContext, TaskError};
-use celeriac_tests::test_tasks::{unix_micros, Crash, Effect, Record};
+use celeriac_tests::test_tasks::{unix_micros, Crash, DagNode, Effect, Record};
 
 fn main() -> std::process::ExitCode {
     celeriac_consumer::cli::main_with(|registry| {
@@ -45,6 +45,20 @@ fn main() -> std::process::ExitCode {
                 tokio::time::sleep(Duration::from_millis(input.ms)).await;
                 append(&line("end"))?;
                 Ok(input.n * 2)
+            })
+            .register::<DagNode, _, _>(|inputs, ctx: TaskContext| async move {
+                let line = |phase: &str| {
+                    format!(
+                        "{phase} {} {} {}\n",
+                        ctx.task_id(),
+                        std::process::id(),
+                        unix_micros()
+                    )
+                };
+                append(&line("start"))?;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                append(&line("end"))?;
+                Ok(1 + inputs.values().copied().max().unwrap_or(0))
             })
             .register::<Crash, _, _>(|(), _ctx: TaskContext| async move {
                 std::process::abort();
