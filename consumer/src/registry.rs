@@ -21,15 +21,112 @@ pub struct TaskContext {
     envelope: Arc<Envelope>,
     queue: Arc<str>,
     worker: Arc<str>,
+    spawner: Option<Arc<Spawner>>,
+}
+
+/// Sends subtasks for the handlers of one worker: a producer on the
+/// worker's broker, namespace and store, connected on first use.
+pub(crate) struct Spawner {
+    url: String,
+    namespace: String,
+    store: Option<Arc<dyn celeriac_schema::store::Store>>,
+    producer: tokio::sync::OnceCell<celeriac_producer::Producer>,
+}
+
+impl Spawner {
+    pub(crate) fn new(
+        url: String,
+        namespace: String,
+        store: Option<Arc<dyn celeriac_schema::store::Store>>,
+    ) -> Self {
+        Spawner {
+            url,
+            namespace,
+            store,
+            producer: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn producer(&self) -> celeriac_producer::Result<&celeriac_producer::Producer> {
+        self.producer
+            .get_or_try_init(|| async {
+                let mut builder =
+                    celeriac_producer::Producer::builder(&self.url).namespace(&self.namespace);
+                if let Some(store) = &self.store {
+                    builder = builder.store(store.clone());
+                }
+                builder.connect().await
+            })
+            .await
+    }
 }
 
 impl TaskContext {
-    pub(crate) fn new(envelope: Arc<Envelope>, queue: Arc<str>, worker: Arc<str>) -> Self {
+    pub(crate) fn new(
+        envelope: Arc<Envelope>,
+        queue: Arc<str>,
+        worker: Arc<str>,
+        spawner: Option<Arc<Spawner>>,
+    ) -> Self {
         TaskContext {
             envelope,
             queue,
             worker,
+            spawner,
         }
+    }
+
+    /// Sends a subtask of this task, on this task's queue, and returns its
+    /// handle: `handle.wait(timeout)` waits for its output (with a state
+    /// store). Subtasks may spawn their own.
+    ///
+    /// A handler that waits holds its concurrency slot meanwhile: keep the
+    /// worker's concurrency above the depth of the task tree, or send the
+    /// subtasks to a queue other workers consume
+    /// ([`TaskContext::spawn_with`]).
+    ///
+    /// # Errors
+    ///
+    /// A retryable [`TaskError`] when the subtask cannot be sent.
+    pub async fn spawn<T: Task>(
+        &self,
+        input: &T::Input,
+    ) -> Result<celeriac_producer::TaskHandle<T>, TaskError> {
+        self.spawn_with::<T>(
+            input,
+            celeriac_producer::SendOptions::new().queue(self.queue()),
+        )
+        .await
+    }
+
+    /// [`TaskContext::spawn`] with options (queue, retries, ...).
+    ///
+    /// # Errors
+    ///
+    /// As [`TaskContext::spawn`].
+    pub async fn spawn_with<T: Task>(
+        &self,
+        input: &T::Input,
+        options: celeriac_producer::SendOptions,
+    ) -> Result<celeriac_producer::TaskHandle<T>, TaskError> {
+        let spawner = self
+            .spawner
+            .as_ref()
+            .ok_or_else(|| TaskError::fatal("Subtask", "this context cannot send subtasks"))?;
+        let producer = spawner
+            .producer()
+            .await
+            .map_err(|e| TaskError::new("Subtask", e.to_string()))?;
+        let mut task = producer
+            .prepare::<T>(input, &options)
+            .map_err(|e| TaskError::fatal("Subtask", e.to_string()))?;
+        task.envelope.parent_id = Some(self.envelope.id);
+        task.envelope.root_id = Some(self.envelope.root_id.unwrap_or(self.envelope.id));
+        let id = producer
+            .send_prepared(&task)
+            .await
+            .map_err(|e| TaskError::new("Subtask", e.to_string()))?;
+        Ok(producer.handle::<T>(id))
     }
 
     /// The task id.

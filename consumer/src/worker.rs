@@ -394,6 +394,8 @@ struct Shared {
     shutdown: CancellationToken,
     /// Queues declared for released workflow nodes.
     declared: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Sends subtasks for handlers.
+    spawner: Arc<crate::registry::Spawner>,
 }
 
 /// Why a session ended.
@@ -480,6 +482,11 @@ impl Worker {
             publisher: publisher_rx,
             shutdown: self.shutdown.clone(),
             declared: std::sync::Mutex::new(self.config.queues.iter().cloned().collect()),
+            spawner: Arc::new(crate::registry::Spawner::new(
+                self.config.url.clone(),
+                self.config.topology.namespace().to_owned(),
+                self.config.store.clone(),
+            )),
         });
         let semaphore = Arc::new(Semaphore::new(self.config.concurrency));
         let mut failures: u32 = 0;
@@ -1378,7 +1385,12 @@ impl Job {
                 "running again"
             );
         }
-        let ctx = TaskContext::new(env.clone(), self.queue.clone(), config.worker_id.clone());
+        let ctx = TaskContext::new(
+            env.clone(),
+            self.queue.clone(),
+            config.worker_id.clone(),
+            Some(self.shared.spawner.clone()),
+        );
         let hard_limit = env.hard_time_limit_ms.map(Duration::from_millis);
         let run = AssertUnwindSafe(handler.call(input, ctx)).catch_unwind();
         let run = async move {

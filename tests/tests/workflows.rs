@@ -45,8 +45,47 @@ impl Task for Check {
     type Output = i64;
 }
 
+/// Spawns `n` children, each of which spawns a grandchild, and waits:
+/// returns the sum of what they return.
+struct Parent;
+impl Task for Parent {
+    const NAME: &'static str = "t.parent";
+    type Input = i64;
+    type Output = i64;
+}
+
+/// Spawns one `t.inc` of its input and returns its result.
+struct Child;
+impl Task for Child {
+    const NAME: &'static str = "t.child";
+    type Input = i64;
+    type Output = i64;
+}
+
 fn registry() -> Registry {
     let mut registry = Registry::new();
+    registry
+        .register::<Parent, _, _>(|n, ctx: TaskContext| async move {
+            let mut handles = Vec::new();
+            for i in 0..n {
+                handles.push(ctx.spawn::<Child>(&(i * 100)).await?);
+            }
+            let mut total = 0;
+            for handle in handles {
+                total += handle
+                    .wait(Duration::from_secs(30))
+                    .await
+                    .map_err(|e| TaskError::new("Subtask", e.to_string()))?;
+            }
+            Ok::<_, TaskError>(total)
+        })
+        .register::<Child, _, _>(|n, ctx: TaskContext| async move {
+            let grandchild = ctx.spawn::<Inc>(&n).await?;
+            grandchild
+                .wait(Duration::from_secs(30))
+                .await
+                .map_err(|e| TaskError::new("Subtask", e.to_string()))
+        });
     registry
         .register::<Inc, _, _>(|n, _ctx: TaskContext| async move { Ok::<_, TaskError>(n + 1) })
         .register::<Sum, _, _>(|v: Vec<i64>, _ctx: TaskContext| async move {
@@ -345,5 +384,18 @@ async fn a_chord_of_ten_thousand_members_gets_every_result_in_order() {
         "chord of {N}: done in {elapsed:?}; callback started {release_ms} ms after the last member finished"
     );
     assert!(release_ms >= 0);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_spawns_subtasks_that_spawn_their_own_and_waits_for_them() {
+    let c = cluster("wf-subtasks", 16).await;
+    let parent = c
+        .producer
+        .send::<Parent>(&3, &celeriac_producer::SendOptions::new())
+        .await
+        .unwrap();
+    // Children return i*100 + 1 through their grandchildren.
+    assert_eq!(parent.wait(WAIT).await.unwrap(), 1 + 101 + 201);
     c.stop().await;
 }

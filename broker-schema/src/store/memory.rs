@@ -568,4 +568,52 @@ mod tests {
         })
         .expect("store calls succeed");
     }
+
+    #[test]
+    fn a_workflow_releases_each_node_once_and_skips_what_follows_a_failure() {
+        use crate::workflow::{Node, Workflow};
+        rt().block_on(async {
+            let store = MemoryStore::new(StoreSettings::default());
+            let mut wf = Workflow::new();
+            for (id, deps) in [
+                ("a", vec![]),
+                ("b", vec!["a"]),
+                ("c", vec!["a"]),
+                ("d", vec!["b", "c"]),
+                ("e", vec![]),
+            ] {
+                wf.push(Node::new(id, "t", rmpv::Value::Nil).after(deps));
+            }
+            store
+                .create_workflow(&wf, &["d".into(), "e".into()])
+                .await?;
+            let ready = store.node_succeeded(wf.id, "a").await?;
+            assert_eq!(
+                ready
+                    .iter()
+                    .map(|r| (r.node.as_str(), r.first))
+                    .collect::<Vec<_>>(),
+                [("b", true), ("c", true)]
+            );
+            // Repeated after a crash: the same nodes, not released again.
+            let again = store.node_succeeded(wf.id, "a").await?;
+            assert!(again.iter().all(|r| !r.first));
+            assert!(
+                store.node_succeeded(wf.id, "b").await?.is_empty(),
+                "d still waits for c"
+            );
+            let skipped = store.node_failed(wf.id, "c").await?;
+            assert_eq!(skipped, ["d"]);
+            store.node_succeeded(wf.id, "e").await?;
+            let record = store.get_workflow(wf.id).await?.expect("stored");
+            assert_eq!(record.state, WorkflowState::Failed);
+            assert_eq!(
+                (record.remaining, record.failed, record.released),
+                (0, 1, 2)
+            );
+            assert_eq!(record.progress["d"], NodeProgress::Skipped);
+            Ok::<_, crate::Error>(())
+        })
+        .expect("store calls succeed");
+    }
 }

@@ -635,6 +635,56 @@ impl Store for Flaky {
         self.check("finish")?;
         self.inner.finish(key, token, update).await
     }
+    async fn results(&self, ids: &[TaskId]) -> celeriac_schema::Result<Vec<Option<Vec<u8>>>> {
+        self.check("results")?;
+        self.inner.results(ids).await
+    }
+    async fn create_workflow(
+        &self,
+        workflow: &celeriac_schema::workflow::Workflow,
+        outputs: &[String],
+    ) -> celeriac_schema::Result<()> {
+        self.check("create_workflow")?;
+        self.inner.create_workflow(workflow, outputs).await
+    }
+    async fn workflow_nodes(
+        &self,
+        workflow: TaskId,
+        nodes: &[String],
+    ) -> celeriac_schema::Result<Vec<Option<celeriac_schema::workflow::Node>>> {
+        self.check("workflow_nodes")?;
+        self.inner.workflow_nodes(workflow, nodes).await
+    }
+    async fn node_succeeded(
+        &self,
+        workflow: TaskId,
+        node: &str,
+    ) -> celeriac_schema::Result<Vec<celeriac_schema::store::Ready>> {
+        self.check("node_succeeded")?;
+        self.inner.node_succeeded(workflow, node).await
+    }
+    async fn node_failed(
+        &self,
+        workflow: TaskId,
+        node: &str,
+    ) -> celeriac_schema::Result<Vec<String>> {
+        self.check("node_failed")?;
+        self.inner.node_failed(workflow, node).await
+    }
+    async fn get_workflow(
+        &self,
+        workflow: TaskId,
+    ) -> celeriac_schema::Result<Option<celeriac_schema::store::WorkflowRecord>> {
+        self.check("get_workflow")?;
+        self.inner.get_workflow(workflow).await
+    }
+    async fn wait_workflow(
+        &self,
+        workflow: TaskId,
+        timeout: Duration,
+    ) -> celeriac_schema::Result<Option<celeriac_schema::store::WorkflowRecord>> {
+        self.inner.wait_workflow(workflow, timeout).await
+    }
 }
 
 #[tokio::test]
