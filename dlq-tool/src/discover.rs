@@ -101,7 +101,7 @@ impl Management {
             .split_once("\r\n\r\n")
             .ok_or_else(|| fail("not an HTTP response".into()))?;
         let status = head.lines().next().unwrap_or_default();
-        if !status.split_whitespace().nth(1).is_some_and(|c| c == "200") {
+        if status.split_whitespace().nth(1) != Some("200") {
             return Err(fail(format!("answered {status:?}")));
         }
         let queues: Vec<serde_json::Value> =

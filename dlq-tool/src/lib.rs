@@ -4,7 +4,7 @@
 //! import, replay and purge the dead letters of a celeriac namespace
 //! (`{ns}.dlq.{queue}`), safely under a kill at any moment.
 //!
-//! - [`scan`]: reading a dead-letter queue with `basic.get` and manual
+//! - [`scan`]: reading a dead-letter queue with consumers and manual
 //!   acknowledgements, bounded by its length at the start; messages not
 //!   acted on go back in one `nack` at the end.
 //! - [`dead_letter`]: the failure details of a message, from our headers or

@@ -356,13 +356,13 @@ mod tests {
     #[test]
     fn bad_lines_are_named() {
         assert!(parse_line("nope").is_err());
-        assert!(parse_line("{}").unwrap_err().contains("queue"));
+        assert!(parse_line("{}").expect_err("an error").contains("queue"));
         assert!(parse_line(r#"{"queue":"q"}"#)
-            .unwrap_err()
+            .expect_err("an error")
             .contains("body_base64"));
         assert!(
             parse_line(r#"{"queue":"q","body_base64":"","headers":{"x":{"huh":1}}}"#)
-                .unwrap_err()
+                .expect_err("an error")
                 .contains("headers.x")
         );
     }

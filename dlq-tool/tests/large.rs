@@ -96,6 +96,10 @@ async fn many_dead_letters() {
         rest as f64 / secs,
         rss
     );
+    for _ in 0..6 {
+        eprintln!("dlq {} work {}", len(&s, &dead).await, len(&s, &work).await);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     expect_len(&s, &dead, 0).await;
     expect_len(&s, &work, n as u32).await;
     // Back into the DLQ through the exchange, then purge them all.
