@@ -42,9 +42,9 @@ mod error;
 pub mod headers;
 mod retry_policy;
 mod state;
+pub mod store;
 mod task;
 mod task_id;
-pub mod store;
 pub mod topology;
 pub mod workflow;
 
