@@ -390,18 +390,16 @@ impl Store for RedisStore {
         }
         let ttl = Self::ttl_ms(self.inner.settings.result_ttl);
         let mut pipe = redis::pipe();
-        for update in updates {
-            let mut args = vec![
-                ttl.to_string().into_bytes(),
-                self.channel(update.id).into_bytes(),
-            ];
-            args.extend(self.update_args(update)?);
-            Self::invoke(
-                &mut pipe,
-                &self.inner.apply.record,
-                &[self.record_key(update.id)],
-                args,
-            );
+        for batch in updates.chunks(scripts::RECORD_BATCH) {
+            let mut keys = Vec::with_capacity(batch.len());
+            let mut args = Vec::with_capacity(1 + batch.len() * 15);
+            args.push(ttl.to_string().into_bytes());
+            for update in batch {
+                keys.push(self.record_key(update.id));
+                args.push(self.channel(update.id).into_bytes());
+                args.extend(self.update_args(update)?);
+            }
+            Self::invoke(&mut pipe, &self.inner.apply.record, &keys, args);
             pipe.ignore();
         }
         self.run::<()>("record", &pipe).await

@@ -63,10 +63,19 @@ local function apply(rec, ttl, chan, b)
 end
 "#;
 
-/// KEYS: rec. ARGV: ttl_ms, chan, update.
+/// KEYS: one record per update. ARGV: ttl_ms, then for each update its
+/// channel and its 14 fields. Applies them in order.
 pub const RECORD: &str = r#"
-return apply(KEYS[1], ARGV[1], ARGV[2], 3)
+for i = 1, #KEYS do
+  local p = 2 + (i - 1) * 15
+  apply(KEYS[i], ARGV[1], ARGV[p], p + 1)
+end
+return #KEYS
 "#;
+
+/// Updates per `RECORD` call: enough to amortise the call, few enough that
+/// one call never holds Redis for long.
+pub const RECORD_BATCH: usize = 200;
 
 /// KEYS: claim, rec. ARGV: key_ttl_ms, stale_ms, record prefix, task id,
 /// result ttl_ms, chan, update. Returns {0, '', 0} when claimed, or
