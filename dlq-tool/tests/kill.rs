@@ -5,7 +5,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use celeriac_consumer::{BoxFuture, ErasedHandler, Registry, TaskContext, TaskError, Worker};
+use celeriac_schema::store::{MemoryStore, Store, StoreSettings};
 
 use common::*;
 
@@ -103,4 +107,71 @@ async fn a_replay_killed_mid_run_loses_nothing() {
     // returns what is not settled yet (about 0.1 s worth at this rate).
     assert!(duplicated <= 60, "{duplicated} duplicates");
     eprintln!("killed after {after_kill} replayed; {duplicated} duplicate copies");
+
+    // The duplicate copies keep their task id and idempotency key, so a
+    // worker with a state store runs every task once: no effect twice.
+    for msg in &copies {
+        s.channel
+            .basic_publish(
+                "".into(),
+                work.as_str().into(),
+                Default::default(),
+                &msg.delivery.data,
+                msg.delivery.properties.clone(),
+            )
+            .await
+            .expect("publish a copy back")
+            .await
+            .expect("confirm");
+    }
+    let runs: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let mut registry = Registry::new();
+    for t in 0..7 {
+        let runs = runs.clone();
+        registry.register_erased(format!("t{t}"), Arc::new(Counting(runs)));
+    }
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
+    let worker = Worker::builder(&url, registry)
+        .namespace(&*s.ns)
+        .store(store)
+        .build()
+        .expect("a worker");
+    let handle = worker.handle();
+    let running = tokio::spawn(worker.run());
+    let done = celeriac_tests::eventually(Duration::from_secs(60), || async {
+        let stats = handle.stats();
+        stats.succeeded + stats.duplicates_suppressed >= copies.len() as u64
+    })
+    .await;
+    assert!(
+        done,
+        "the worker did not get through the copies: {:?}",
+        handle.stats()
+    );
+    let stats = handle.stats();
+    handle.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(15), running).await;
+    let runs = runs.lock().expect("runs");
+    assert_eq!(runs.len(), N, "every task ran");
+    assert!(runs.values().all(|&n| n == 1), "a task ran twice");
+    assert_eq!(stats.duplicates_suppressed as usize, copies.len() - N);
+}
+
+/// Counts runs per task id.
+struct Counting(Arc<Mutex<HashMap<String, usize>>>);
+
+impl ErasedHandler for Counting {
+    fn call(
+        &self,
+        _input: rmpv::Value,
+        ctx: TaskContext,
+    ) -> BoxFuture<Result<rmpv::Value, TaskError>> {
+        *self
+            .0
+            .lock()
+            .expect("runs")
+            .entry(ctx.task_id().to_string())
+            .or_default() += 1;
+        Box::pin(async { Ok(rmpv::Value::Nil) })
+    }
 }
