@@ -13,7 +13,8 @@
 //! - **Producer states never go back.** `created` and `queued` are written
 //!   by producers and apply only while the record is new, `created` or
 //!   `queued`: a worker that started the task before the producer's
-//!   `queued` write arrived keeps its `started`.
+//!   `queued` write arrived keeps its `started` (and the late write only
+//!   records its time, `queued_at`).
 //! - **Execution keys.** [`Store::begin`] is one atomic step: if the task's
 //!   idempotency key already succeeded, it says so ([`Begin::Succeeded`]);
 //!   if another run holds the key's lease, it says how long that lease has
@@ -263,14 +264,9 @@ impl TaskRecord {
         record
     }
 
-    /// Applies an update by the rules of this module; returns whether the
-    /// state changed (the history grows either way).
+    /// Applies an update by the rules of this module; returns whether it
+    /// applied (a late producer state only records its time).
     pub fn apply(&mut self, update: &Update) -> bool {
-        self.history.push(update.transition());
-        if self.history.len() > HISTORY_LIMIT {
-            let excess = self.history.len() - HISTORY_LIMIT;
-            self.history.drain(..excess);
-        }
         if update.idempotency_key.is_some() {
             self.idempotency_key = update.idempotency_key.clone();
         }
@@ -288,7 +284,13 @@ impl TaskRecord {
         }
         let producer_may_write = matches!(self.state, TaskState::Created | TaskState::Queued);
         if update.is_producer_state() && !producer_may_write {
+            // A late producer state: its time is kept, nothing else.
             return false;
+        }
+        self.history.push(update.transition());
+        if self.history.len() > HISTORY_LIMIT {
+            let excess = self.history.len() - HISTORY_LIMIT;
+            self.history.drain(..excess);
         }
         self.state = update.state;
         self.attempt = update.attempt;

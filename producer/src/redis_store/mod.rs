@@ -390,6 +390,34 @@ impl Store for RedisStore {
         }
         let ttl = Self::ttl_ms(self.inner.settings.result_ttl);
         let mut pipe = redis::pipe();
+        // A producer's `queued` for a task sent without a key needs no
+        // script: every field it sets only if unset (a worker that started
+        // the task first keeps its state and history), so plain commands
+        // follow the same rules at a fraction of the cost.
+        let (plain, scripted): (Vec<&Update>, Vec<&Update>) = updates.iter().partition(|u| {
+            u.state == TaskState::Queued && u.idempotency_key.is_none() && u.result.is_none()
+        });
+        for update in plain {
+            let rec = self.record_key(update.id);
+            let entry =
+                rmp_serde::to_vec_named(&update.transition()).map_err(|e| SchemaError::Encode {
+                    what: "transition",
+                    message: e.to_string(),
+                })?;
+            let at = update.at_ms.to_string();
+            pipe.hset_nx(&rec, "state", "queued").ignore();
+            pipe.hset_nx(&rec, "attempt", update.attempt).ignore();
+            pipe.hset_nx(&rec, "queued_at", &at).ignore();
+            pipe.hset_nx(&rec, "h", entry).ignore();
+            pipe.hset_nx(&rec, "hn", 1).ignore();
+            pipe.hset_multiple(&rec, &[("task", &update.task), ("queue", &update.queue)])
+                .ignore();
+            if let Some(wf) = &update.workflow_id {
+                pipe.hset(&rec, "wf", wf).ignore();
+            }
+            pipe.pexpire(&rec, ttl as i64).ignore();
+        }
+        let updates: Vec<Update> = scripted.into_iter().cloned().collect();
         for batch in updates.chunks(scripts::RECORD_BATCH) {
             let mut keys = Vec::with_capacity(batch.len());
             let mut args = Vec::with_capacity(1 + batch.len() * 15);

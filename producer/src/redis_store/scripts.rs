@@ -25,7 +25,7 @@ local function apply(rec, ttl, chan, b)
     for i = hn - 98, #entries do h = h .. cmsgpack.pack(entries[i]) end
     hn = 99
   end
-  local f = {'task', task, 'queue', queue, 'h', h .. entry, 'hn', hn + 1}
+  local f = {'task', task, 'queue', queue}
   if ikey ~= '' then f[#f+1] = 'key'; f[#f+1] = ikey end
   if wf ~= '' then f[#f+1] = 'wf'; f[#f+1] = wf end
   if state == 'created' and not cur[5] then f[#f+1] = 'created_at'; f[#f+1] = at end
@@ -34,6 +34,8 @@ local function apply(rec, ttl, chan, b)
   if (state == 'created' or state == 'queued') and cur[1] and cur[1] ~= 'created' and cur[1] ~= 'queued' then
     applied = 0
   else
+    f[#f+1] = 'h'; f[#f+1] = h .. entry
+    f[#f+1] = 'hn'; f[#f+1] = hn + 1
     f[#f+1] = 'state'; f[#f+1] = state
     f[#f+1] = 'attempt'; f[#f+1] = attempt
     if worker ~= '' then f[#f+1] = 'worker'; f[#f+1] = worker end
