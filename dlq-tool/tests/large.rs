@@ -1,15 +1,17 @@
-//! Many dead letters: time and peak resident memory of each command.
+//! Many dead letters: every command gets through all of them with bounded
+//! memory; prints the time and peak resident memory of each.
 //!
-//! Ignored by default (it takes a while); run it in release:
+//! 5,000 by default (seconds, in CI); the figures for 100,000 in the README
+//! come from a release run:
 //!
 //! ```sh
-//! DLQ_LARGE_N=100000 cargo test --release -p celeriac-dlq --test large -- --ignored --nocapture
+//! DLQ_LARGE_N=100000 cargo test --release -p celeriac-dlq --test large -- --nocapture
 //! ```
 
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 
@@ -36,13 +38,16 @@ fn measured(url: &str, ns: &str, args: &[&str]) -> (i32, f64, u64) {
     (out.status.code().unwrap_or(-1), secs, rss)
 }
 
+/// Peak resident memory any command may reach, in KiB: bodies are never
+/// kept, so it does not grow with the number of dead letters.
+const RSS_LIMIT_KIB: u64 = 64 * 1024;
+
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a large run; see the file's documentation"]
 async fn many_dead_letters() {
     let n: usize = std::env::var("DLQ_LARGE_N")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+        .unwrap_or(5_000);
     let s = setup("dlq-large").await;
     let url = celeriac_tests::broker().await.url.clone();
     let started = Instant::now();
@@ -67,6 +72,7 @@ async fn many_dead_letters() {
     ] {
         let (code, secs, rss) = measured(&url, &s.ns, &args);
         assert_eq!(code, 0, "{args:?}");
+        assert!(rss < RSS_LIMIT_KIB, "{args:?} peaked at {rss} KiB");
         eprintln!(
             "{:<28} {n} in {secs:>6.1}s ({:>7.0}/s), peak RSS {:>6} KiB",
             args.join(" "),
@@ -89,6 +95,7 @@ async fn many_dead_letters() {
     );
     let (code, secs, rss) = measured(&url, &s.ns, &["replay"]);
     assert_eq!(code, 0);
+    assert!(rss < RSS_LIMIT_KIB, "replay peaked at {rss} KiB");
     let rest = n - 500;
     eprintln!(
         "{:<28} {rest} in {secs:>6.1}s ({:>7.0}/s), peak RSS {:>6} KiB",
@@ -96,16 +103,8 @@ async fn many_dead_letters() {
         rest as f64 / secs,
         rss
     );
-    for _ in 0..6 {
-        eprintln!("dlq {} work {}", len(&s, &dead).await, len(&s, &work).await);
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
     expect_len(&s, &dead, 0).await;
     expect_len(&s, &work, n as u32).await;
-    // Back into the DLQ through the exchange, then purge them all.
-    let moved = celeriac_tests::eventually(Duration::from_secs(1), || async { true }).await;
-    assert!(moved);
-    let (code, secs, rss) = measured(&url, &s.ns, &["purge", "--yes", "--dry-run"]);
-    assert_eq!(code, 3, "the DLQ is empty now");
-    let _ = (secs, rss);
+    let (code, _, _) = measured(&url, &s.ns, &["purge", "--yes", "--dry-run"]);
+    assert_eq!(code, 3, "the DLQ is empty now: nothing matches");
 }
