@@ -2,8 +2,11 @@
 //!
 //! A [`Producer`] publishes typed tasks ([`celeriac_schema::Task`]) to
 //! RabbitMQ with publisher confirms and the mandatory flag, over a pool of
-//! connections (deadpool-lapin). `send` returns the task id once the broker
-//! holds the task; `send_batch` pipelines thousands of confirms.
+//! connections (deadpool-lapin). `send` returns a [`TaskHandle`] once the
+//! broker holds the task; `send_batch` pipelines thousands of confirms. With
+//! a state store ([`RedisStore`]) handles give the task's state and typed
+//! result, idempotency keys hold across sends, and
+//! [`Producer::submit`]/[`canvas`] run workflows.
 //!
 //! Countdowns and ETAs wait in the broker's delay cascade (see
 //! [`celeriac_schema::topology`]), never in a worker.
@@ -28,8 +31,8 @@
 //!     .connect()
 //!     .await?;
 //! let opts = SendOptions::new().countdown(Duration::from_secs(10)).max_retries(5);
-//! let id = producer.send::<Resize>(&("cat.png".into(), 640), &opts).await?;
-//! println!("queued {id}");
+//! let handle = producer.send::<Resize>(&("cat.png".into(), 640), &opts).await?;
+//! println!("queued {}", handle.id());
 //! # Ok(()) }
 //! ```
 

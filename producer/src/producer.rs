@@ -188,10 +188,10 @@ impl ProducerBuilder {
 /// }
 ///
 /// let producer = Producer::connect("amqp://127.0.0.1:5672/%2f").await?;
-/// let id = producer
+/// let handle = producer
 ///     .send::<SendEmail>(&"ada@example.com".to_owned(), &SendOptions::new())
 ///     .await?;
-/// println!("queued {id}");
+/// println!("queued {}", handle.id());
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
