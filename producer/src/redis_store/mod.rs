@@ -11,8 +11,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `{ns}:t:{task id}` | hash | the record; field `h` holds the history (MessagePack transitions) |
-//! | `{ns}:k:{key}` | string | the task id whose run with this key succeeded |
-//! | `{ns}:l:{key}` | string | the run lease token |
+//! | `{ns}:k:{key}` | string | the run lease token while a run holds it; `done:{task id}` once a run with this key succeeded |
 //! | `{ns}:e:{key}` | string | the task id an enqueue key is bound to |
 //! | channel `{ns}:done:{task id}` | pub/sub | the final state, when reached |
 
@@ -535,7 +534,6 @@ impl Store for RedisStore {
             &self.inner.apply.begin,
             &[
                 format!("{}k:{key}", self.inner.prefix),
-                format!("{}l:{key}", self.inner.prefix),
                 self.record_key(update.id),
             ],
             args,
@@ -803,7 +801,7 @@ impl Store for RedisStore {
         Self::invoke(
             &mut pipe,
             &self.inner.apply.renew,
-            &[format!("{}l:{key}", self.inner.prefix)],
+            &[format!("{}k:{key}", self.inner.prefix)],
             vec![
                 token.as_bytes().to_vec(),
                 Self::ttl_ms(self.inner.settings.lease_ttl)
@@ -831,7 +829,6 @@ impl Store for RedisStore {
             &self.inner.apply.finish,
             &[
                 format!("{}k:{key}", self.inner.prefix),
-                format!("{}l:{key}", self.inner.prefix),
                 self.record_key(update.id),
             ],
             args,

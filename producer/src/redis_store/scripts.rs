@@ -57,7 +57,11 @@ local function apply(rec, ttl, chan, b)
     end
   end
   redis.call('HSET', rec, unpack(f))
-  redis.call('PEXPIRE', rec, ttl)
+  -- A record's TTL runs from its last write that matters: its creation,
+  -- a producer state, a retry or its end (not each start).
+  if not cur[1] or state ~= 'started' then
+    redis.call('PEXPIRE', rec, ttl)
+  end
   if applied == 1 and (state == 'succeeded' or state == 'failed' or state == 'skipped' or state == 'revoked') then
     redis.call('PUBLISH', chan, state)
   end
@@ -99,20 +103,21 @@ end
 return {1, existing, 0}
 "#;
 
-/// KEYS: done, lease, rec. ARGV: token, lease_ms, ttl_ms, chan, update.
-/// Returns {0, ''} to run, {1, task id} when the key succeeded, {2, lease
-/// ms left} when busy.
+/// KEYS: key, rec. ARGV: token, lease_ms, ttl_ms, chan, update. The key
+/// holds a run's lease token while it runs and `done:{task id}` once a run
+/// succeeded. Returns {0, ''} to run, {1, task id} when the key succeeded,
+/// {2, lease ms left} when busy.
 pub const BEGIN: &str = r#"
-local done = redis.call('GET', KEYS[1])
-if done then return {1, done} end
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {2, tostring(redis.call('PTTL', KEYS[2]))}
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local v = redis.call('GET', KEYS[1])
+  if v and string.sub(v, 1, 5) == 'done:' then return {1, string.sub(v, 6)} end
+  return {2, tostring(redis.call('PTTL', KEYS[1]))}
 end
-apply(KEYS[3], ARGV[3], ARGV[4], 5)
+apply(KEYS[2], ARGV[3], ARGV[4], 5)
 return {0, ''}
 "#;
 
-/// KEYS: lease. ARGV: token, lease_ms. Returns 1 when renewed.
+/// KEYS: key. ARGV: token, lease_ms. Returns 1 when renewed.
 pub const RENEW: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -121,16 +126,16 @@ end
 return 0
 "#;
 
-/// KEYS: done, lease, rec. ARGV: token, key_ttl_ms, ttl_ms, chan, task id,
-/// update.
+/// KEYS: key, rec. ARGV: token, key_ttl_ms, ttl_ms, chan, task id,
+/// update. Success turns the key into `done:{task id}` for the key TTL;
+/// any other end releases the lease if this run still holds it.
 pub const FINISH: &str = r#"
 if ARGV[6] == 'succeeded' then
-  redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[2])
+  redis.call('SET', KEYS[1], 'done:' .. ARGV[5], 'PX', ARGV[2])
+elseif redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
 end
-if redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('DEL', KEYS[2])
-end
-apply(KEYS[3], ARGV[3], ARGV[4], 6)
+apply(KEYS[2], ARGV[3], ARGV[4], 6)
 return 1
 "#;
 
