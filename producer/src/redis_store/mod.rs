@@ -10,7 +10,8 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{ns}:t:{task id}` | hash | the record; field `h` holds the history (MessagePack transitions) |
+//! | `{ns}:t:{task id}` | hash | the record |
+//! | `{ns}:t:{task id}:h` | string | its history: MessagePack transitions one after another |
 //! | `{ns}:k:{key}` | string | the run lease token while a run holds it; `done:{task id}` once a run with this key succeeded |
 //! | `{ns}:e:{key}` | string | the task id an enqueue key is bound to |
 //! | channel `{ns}:done:{task id}` | pub/sub | the final state, when reached |
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use celeriac_schema::store::{
     Begin, Claim, NodeProgress, Ready, Store, StoreSettings, TaskFailure, TaskRecord, Transition,
-    Update, WorkflowRecord, WorkflowState, CLAIM_STALE_AFTER,
+    Update, WorkflowRecord, WorkflowState, CLAIM_STALE_AFTER, HISTORY_LIMIT,
 };
 use celeriac_schema::workflow::{Node, Workflow};
 use celeriac_schema::{Error as SchemaError, TaskId, TaskState};
@@ -73,9 +74,8 @@ struct Inner {
 struct Scripts {
     record: Script,
     claim: Script,
-    begin: Script,
+    release: Script,
     renew: Script,
-    finish: Script,
     unclaim: Script,
     node_succeeded: Script,
     node_failed: Script,
@@ -144,9 +144,8 @@ impl RedisStore {
                 apply: Scripts {
                     record: with_apply(scripts::RECORD),
                     claim: with_apply(scripts::CLAIM),
-                    begin: with_apply(scripts::BEGIN),
+                    release: Script::new(scripts::RELEASE),
                     renew: Script::new(scripts::RENEW),
-                    finish: with_apply(scripts::FINISH),
                     unclaim: Script::new(scripts::UNCLAIM),
                     node_succeeded: Script::new(&scripts::node_succeeded()),
                     node_failed: Script::new(&scripts::node_failed()),
@@ -170,9 +169,8 @@ impl RedisStore {
         for script in [
             &scripts.record,
             &scripts.claim,
-            &scripts.begin,
+            &scripts.release,
             &scripts.renew,
-            &scripts.finish,
             &scripts.unclaim,
             &scripts.node_succeeded,
             &scripts.node_failed,
@@ -247,6 +245,73 @@ impl RedisStore {
         Ok(value)
     }
 
+    fn history_key(&self, id: TaskId) -> String {
+        format!("{}t:{id}:h", self.inner.prefix)
+    }
+
+    fn execution_key(&self, key: &str) -> String {
+        format!("{}k:{key}", self.inner.prefix)
+    }
+
+    fn transition_bytes(update: &Update) -> StoreResult<Vec<u8>> {
+        rmp_serde::to_vec_named(&update.transition()).map_err(|e| SchemaError::Encode {
+            what: "transition",
+            message: e.to_string(),
+        })
+    }
+
+    /// Adds the native commands that write a worker-side state (which
+    /// applies unconditionally) to `pipe`: the record's fields, the history
+    /// entry, the TTLs, and the wake-up of waiters on a final state.
+    fn worker_state(&self, pipe: &mut Pipeline, update: &Update) -> StoreResult<()> {
+        let rec = self.record_key(update.id);
+        let hist = self.history_key(update.id);
+        let ttl = Self::ttl_ms(self.inner.settings.result_ttl) as i64;
+        let at = update.at_ms.to_string().into_bytes();
+        let mut fields: Vec<(&str, Vec<u8>)> = vec![
+            ("task", update.task.clone().into_bytes()),
+            ("queue", update.queue.clone().into_bytes()),
+            ("state", update.state.as_str().as_bytes().to_vec()),
+            ("attempt", update.attempt.to_string().into_bytes()),
+        ];
+        if let Some(worker) = &update.worker {
+            fields.push(("worker", worker.clone().into_bytes()));
+        }
+        if let Some(key) = &update.idempotency_key {
+            fields.push(("key", key.clone().into_bytes()));
+        }
+        if let Some(wf) = &update.workflow_id {
+            fields.push(("wf", wf.clone().into_bytes()));
+        }
+        match update.state {
+            TaskState::Started => {
+                fields.push(("started_at", at));
+                fields.push(("finished_at", Vec::new()));
+                pipe.hincr(&rec, "runs", 1).ignore();
+            }
+            s if s.is_terminal() => fields.push(("finished_at", at)),
+            _ => {}
+        }
+        if let Some(failure) = &update.error {
+            fields.push(("err_type", failure.error_type.clone().into_bytes()));
+            fields.push(("err_msg", failure.message.clone().into_bytes()));
+        }
+        if update.state == TaskState::Succeeded {
+            fields.push(("err_type", Vec::new()));
+            fields.push(("err_msg", Vec::new()));
+            fields.push(("result", update.result.clone().unwrap_or_default()));
+        }
+        pipe.hset_multiple(&rec, &fields).ignore();
+        pipe.append(&hist, Self::transition_bytes(update)?).ignore();
+        pipe.pexpire(&rec, ttl).ignore();
+        pipe.pexpire(&hist, ttl).ignore();
+        if update.state.is_terminal() {
+            pipe.publish(self.channel(update.id), update.state.as_str())
+                .ignore();
+        }
+        Ok(())
+    }
+
     fn channel(&self, id: TaskId) -> String {
         format!("{}done:{id}", self.inner.prefix)
     }
@@ -301,6 +366,7 @@ impl RedisStore {
         &self,
         id: TaskId,
         fields: HashMap<String, Vec<u8>>,
+        history_bytes: Vec<u8>,
     ) -> StoreResult<Option<TaskRecord>> {
         if fields.is_empty() {
             return Ok(None);
@@ -338,7 +404,7 @@ impl RedisStore {
             _ => None,
         };
         let mut history = Vec::new();
-        let mut rest: &[u8] = fields.get("h").map_or(&[], Vec::as_slice);
+        let mut rest: &[u8] = &history_bytes;
         while !rest.is_empty() {
             let transition: Transition =
                 rmp_serde::from_read(&mut rest).map_err(|e| SchemaError::StoreData {
@@ -346,6 +412,9 @@ impl RedisStore {
                     message: e.to_string(),
                 })?;
             history.push(transition);
+        }
+        if history.len() > HISTORY_LIMIT {
+            history.drain(..history.len() - HISTORY_LIMIT);
         }
         Ok(Some(TaskRecord {
             id,
@@ -407,8 +476,14 @@ impl Store for RedisStore {
             pipe.hset_nx(&rec, "state", "queued").ignore();
             pipe.hset_nx(&rec, "attempt", update.attempt).ignore();
             pipe.hset_nx(&rec, "queued_at", &at).ignore();
-            pipe.hset_nx(&rec, "h", entry).ignore();
-            pipe.hset_nx(&rec, "hn", 1).ignore();
+            // The history starts with `queued` unless a worker wrote first.
+            pipe.cmd("SET")
+                .arg(self.history_key(update.id))
+                .arg(entry)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl)
+                .ignore();
             pipe.hset_multiple(&rec, &[("task", &update.task), ("queue", &update.queue)])
                 .ignore();
             if let Some(wf) = &update.workflow_id {
@@ -423,6 +498,7 @@ impl Store for RedisStore {
             args.push(ttl.to_string().into_bytes());
             for update in batch {
                 keys.push(self.record_key(update.id));
+                keys.push(self.history_key(update.id));
                 args.push(self.channel(update.id).into_bytes());
                 args.extend(self.update_args(update)?);
             }
@@ -434,9 +510,10 @@ impl Store for RedisStore {
 
     async fn get(&self, id: TaskId) -> StoreResult<Option<TaskRecord>> {
         let mut pipe = redis::pipe();
-        pipe.hgetall(self.record_key(id));
-        let (fields,): (HashMap<String, Vec<u8>>,) = self.run("get", &pipe).await?;
-        self.parse_record(id, fields)
+        pipe.hgetall(self.record_key(id)).get(self.history_key(id));
+        let (fields, history): (HashMap<String, Vec<u8>>, Option<Vec<u8>>) =
+            self.run("get", &pipe).await?;
+        self.parse_record(id, fields, history.unwrap_or_default())
     }
 
     async fn wait(&self, id: TaskId, timeout: Duration) -> StoreResult<Option<TaskRecord>> {
@@ -482,6 +559,7 @@ impl Store for RedisStore {
                 &[
                     format!("{}e:{key}", self.inner.prefix),
                     self.record_key(update.id),
+                    self.history_key(update.id),
                 ],
                 args,
             );
@@ -520,41 +598,40 @@ impl Store for RedisStore {
     }
 
     async fn begin(&self, key: &str, token: &str, update: &Update) -> StoreResult<Begin> {
-        let settings = &self.inner.settings;
-        let mut args = vec![
-            token.as_bytes().to_vec(),
-            Self::ttl_ms(settings.lease_ttl).to_string().into_bytes(),
-            Self::ttl_ms(settings.result_ttl).to_string().into_bytes(),
-            self.channel(update.id).into_bytes(),
-        ];
-        args.extend(self.update_args(update)?);
+        // Plain commands: take the lease or see who holds the key. The key
+        // holds a run's token while it runs and `done:{task id}` once a run
+        // succeeded; finishing sets the mark before anything releases it.
+        let k = self.execution_key(key);
+        let lease = Self::ttl_ms(self.inner.settings.lease_ttl);
         let mut pipe = redis::pipe();
-        Self::invoke(
-            &mut pipe,
-            &self.inner.apply.begin,
-            &[
-                format!("{}k:{key}", self.inner.prefix),
-                self.record_key(update.id),
-            ],
-            args,
-        );
-        let ((code, value),): ((i64, String),) = self.run("begin", &pipe).await?;
-        match code {
-            0 => Ok(Begin::Run),
-            1 => value
-                .parse::<TaskId>()
-                .map(|task_id| Begin::Succeeded { task_id })
-                .map_err(|e| SchemaError::StoreData {
-                    what: "execution key",
-                    message: format!("{value:?}: {e}"),
+        pipe.cmd("SET")
+            .arg(&k)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(lease)
+            .get(&k)
+            .pttl(&k);
+        let (taken, holder, left): (Option<String>, Option<String>, i64) =
+            self.run("begin", &pipe).await?;
+        if taken.is_none() {
+            return match holder.as_deref().and_then(|h| h.strip_prefix("done:")) {
+                Some(id) => id
+                    .parse::<TaskId>()
+                    .map(|task_id| Begin::Succeeded { task_id })
+                    .map_err(|e| SchemaError::StoreData {
+                        what: "execution key",
+                        message: format!("{id:?}: {e}"),
+                    }),
+                None => Ok(Begin::Busy {
+                    retry_after: Duration::from_millis(left.max(1) as u64),
                 }),
-            _ => {
-                let left = value.parse::<i64>().unwrap_or(0).max(1) as u64;
-                Ok(Begin::Busy {
-                    retry_after: Duration::from_millis(left),
-                })
-            }
+            };
         }
+        let mut pipe = redis::pipe();
+        self.worker_state(&mut pipe, update)?;
+        self.run::<()>("begin", &pipe).await?;
+        Ok(Begin::Run)
     }
 
     async fn results(&self, ids: &[TaskId]) -> StoreResult<Vec<Option<Vec<u8>>>> {
@@ -814,26 +891,31 @@ impl Store for RedisStore {
     }
 
     async fn finish(&self, key: &str, token: &str, update: &Update) -> StoreResult<()> {
-        let settings = &self.inner.settings;
-        let mut args = vec![
-            token.as_bytes().to_vec(),
-            Self::ttl_ms(settings.key_ttl).to_string().into_bytes(),
-            Self::ttl_ms(settings.result_ttl).to_string().into_bytes(),
-            self.channel(update.id).into_bytes(),
-            update.id.to_string().into_bytes(),
-        ];
-        args.extend(self.update_args(update)?);
+        let k = self.execution_key(key);
         let mut pipe = redis::pipe();
-        Self::invoke(
-            &mut pipe,
-            &self.inner.apply.finish,
-            &[
-                format!("{}k:{key}", self.inner.prefix),
-                self.record_key(update.id),
-            ],
-            args,
-        );
-        pipe.ignore();
+        if update.state == TaskState::Succeeded {
+            // The mark and the record land together.
+            pipe.atomic();
+            pipe.cmd("SET")
+                .arg(&k)
+                .arg(format!("done:{}", update.id))
+                .arg("PX")
+                .arg(Self::ttl_ms(self.inner.settings.key_ttl))
+                .ignore();
+        } else {
+            // On its own: a script Redis lost is loaded and run again
+            // without repeating the record's writes.
+            let mut release = redis::pipe();
+            Self::invoke(
+                &mut release,
+                &self.inner.apply.release,
+                &[k],
+                vec![token.as_bytes().to_vec()],
+            );
+            release.ignore();
+            self.run::<()>("finish", &release).await?;
+        }
+        self.worker_state(&mut pipe, update)?;
         self.run::<()>("finish", &pipe).await
     }
 }

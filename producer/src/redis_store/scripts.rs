@@ -5,45 +5,37 @@
 //! store by the tests. An update travels as 12 arguments starting at
 //! `base` (see `UpdateArgs` in the parent module).
 
-/// `apply(rec, ttl_ms, chan, base)`: appends the history entry, applies
-/// the state rules, refreshes the TTL and publishes final states. The
-/// record is one hash; its history is the field `h`, MessagePack
-/// transitions one after another (at most 100, counted in `hn`). An empty
-/// field means "none".
+/// `apply(rec, hist, ttl_ms, chan, base)`: applies the state rules to the
+/// record hash, appends the history entry to the history string (MessagePack
+/// transitions one after another), refreshes the TTLs and publishes final
+/// states. A late producer state only records its time. An empty field
+/// means "none".
 pub const APPLY: &str = r#"
-local function apply(rec, ttl, chan, b)
+local function apply(rec, hist, ttl, chan, b)
   local state, attempt, at = ARGV[b], ARGV[b+1], ARGV[b+2]
   local worker, ikey, wf = ARGV[b+3], ARGV[b+4], ARGV[b+5]
   local task, queue = ARGV[b+6], ARGV[b+7]
   local has_err, err_type, err_msg = ARGV[b+8], ARGV[b+9], ARGV[b+10]
   local entry, has_result, result = ARGV[b+11], ARGV[b+12], ARGV[b+13]
-  local cur = redis.call('HMGET', rec, 'state', 'runs', 'h', 'hn', 'created_at', 'queued_at')
-  local h, hn = cur[3] or '', tonumber(cur[4] or '0')
-  if hn >= 100 then
-    local entries = {cmsgpack.unpack(h)}
-    h = ''
-    for i = hn - 98, #entries do h = h .. cmsgpack.pack(entries[i]) end
-    hn = 99
-  end
+  local cur = redis.call('HMGET', rec, 'state', 'created_at', 'queued_at')
   local f = {'task', task, 'queue', queue}
   if ikey ~= '' then f[#f+1] = 'key'; f[#f+1] = ikey end
   if wf ~= '' then f[#f+1] = 'wf'; f[#f+1] = wf end
-  if state == 'created' and not cur[5] then f[#f+1] = 'created_at'; f[#f+1] = at end
-  if state == 'queued' and not cur[6] then f[#f+1] = 'queued_at'; f[#f+1] = at end
+  if state == 'created' and not cur[2] then f[#f+1] = 'created_at'; f[#f+1] = at end
+  if state == 'queued' and not cur[3] then f[#f+1] = 'queued_at'; f[#f+1] = at end
+  local final = (state == 'succeeded' or state == 'failed' or state == 'skipped' or state == 'revoked')
   local applied = 1
   if (state == 'created' or state == 'queued') and cur[1] and cur[1] ~= 'created' and cur[1] ~= 'queued' then
     applied = 0
   else
-    f[#f+1] = 'h'; f[#f+1] = h .. entry
-    f[#f+1] = 'hn'; f[#f+1] = hn + 1
     f[#f+1] = 'state'; f[#f+1] = state
     f[#f+1] = 'attempt'; f[#f+1] = attempt
     if worker ~= '' then f[#f+1] = 'worker'; f[#f+1] = worker end
     if state == 'started' then
-      f[#f+1] = 'runs'; f[#f+1] = (tonumber(cur[2]) or 0) + 1
+      redis.call('HINCRBY', rec, 'runs', 1)
       f[#f+1] = 'started_at'; f[#f+1] = at
       f[#f+1] = 'finished_at'; f[#f+1] = ''
-    elseif state == 'succeeded' or state == 'failed' or state == 'skipped' or state == 'revoked' then
+    elseif final then
       f[#f+1] = 'finished_at'; f[#f+1] = at
     end
     if has_err == '1' then
@@ -55,42 +47,38 @@ local function apply(rec, ttl, chan, b)
       f[#f+1] = 'err_msg'; f[#f+1] = ''
       f[#f+1] = 'result'; f[#f+1] = (has_result == '1') and result or ''
     end
+    redis.call('APPEND', hist, entry)
+    redis.call('PEXPIRE', hist, ttl)
   end
   redis.call('HSET', rec, unpack(f))
-  -- A record's TTL runs from its last write that matters: its creation,
-  -- a producer state, a retry or its end (not each start).
-  if not cur[1] or state ~= 'started' then
-    redis.call('PEXPIRE', rec, ttl)
-  end
-  if applied == 1 and (state == 'succeeded' or state == 'failed' or state == 'skipped' or state == 'revoked') then
-    redis.call('PUBLISH', chan, state)
-  end
+  redis.call('PEXPIRE', rec, ttl)
+  if applied == 1 and final then redis.call('PUBLISH', chan, state) end
   return applied
 end
 "#;
 
-/// KEYS: one record per update. ARGV: ttl_ms, then for each update its
-/// channel and its 14 fields. Applies them in order.
+/// KEYS: record and history of each update. ARGV: ttl_ms, then for each
+/// update its channel and its 14 fields. Applies them in order.
 pub const RECORD: &str = r#"
-for i = 1, #KEYS do
+for i = 1, #KEYS / 2 do
   local p = 2 + (i - 1) * 15
-  apply(KEYS[i], ARGV[1], ARGV[p], p + 1)
+  apply(KEYS[2 * i - 1], KEYS[2 * i], ARGV[1], ARGV[p], p + 1)
 end
-return #KEYS
+return #KEYS / 2
 "#;
 
 /// Updates per `RECORD` call: enough to amortise the call, few enough that
 /// one call never holds Redis for long.
 pub const RECORD_BATCH: usize = 200;
 
-/// KEYS: claim, rec. ARGV: key_ttl_ms, stale_ms, record prefix, task id,
-/// result ttl_ms, chan, update. Returns {0, '', 0} when claimed, or
+/// KEYS: claim, rec, hist. ARGV: key_ttl_ms, stale_ms, record prefix, task
+/// id, result ttl_ms, chan, update. Returns {0, '', 0} when claimed, or
 /// {1, first id, republish}.
 pub const CLAIM: &str = r#"
 local existing = redis.call('GET', KEYS[1])
 if not existing then
   redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[1])
-  apply(KEYS[2], ARGV[5], ARGV[6], 7)
+  apply(KEYS[2], KEYS[3], ARGV[5], ARGV[6], 7)
   return {0, '', 0}
 end
 local rec = ARGV[3] .. existing
@@ -103,18 +91,13 @@ end
 return {1, existing, 0}
 "#;
 
-/// KEYS: key, rec. ARGV: token, lease_ms, ttl_ms, chan, update. The key
-/// holds a run's lease token while it runs and `done:{task id}` once a run
-/// succeeded. Returns {0, ''} to run, {1, task id} when the key succeeded,
-/// {2, lease ms left} when busy.
-pub const BEGIN: &str = r#"
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local v = redis.call('GET', KEYS[1])
-  if v and string.sub(v, 1, 5) == 'done:' then return {1, string.sub(v, 6)} end
-  return {2, tostring(redis.call('PTTL', KEYS[1]))}
+/// KEYS: key. ARGV: token. Releases the run lease if this run still holds
+/// it.
+pub const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
 end
-apply(KEYS[2], ARGV[3], ARGV[4], 5)
-return {0, ''}
+return 1
 "#;
 
 /// KEYS: key. ARGV: token, lease_ms. Returns 1 when renewed.
@@ -124,19 +107,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
-"#;
-
-/// KEYS: key, rec. ARGV: token, key_ttl_ms, ttl_ms, chan, task id,
-/// update. Success turns the key into `done:{task id}` for the key TTL;
-/// any other end releases the lease if this run still holds it.
-pub const FINISH: &str = r#"
-if ARGV[6] == 'succeeded' then
-  redis.call('SET', KEYS[1], 'done:' .. ARGV[5], 'PX', ARGV[2])
-elseif redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-end
-apply(KEYS[2], ARGV[3], ARGV[4], 6)
-return 1
 "#;
 
 /// KEYS: claim. ARGV: task id. Deletes the claim if it is bound to the id.
