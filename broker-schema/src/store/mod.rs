@@ -15,13 +15,14 @@
 //!   `queued`: a worker that started the task before the producer's
 //!   `queued` write arrived keeps its `started` (and the late write only
 //!   records its time, `queued_at`).
-//! - **Execution keys.** [`Store::begin`] is one atomic step: if the task's
-//!   idempotency key already succeeded, it says so ([`Begin::Succeeded`]);
-//!   if another run holds the key's lease, it says how long that lease has
-//!   left ([`Begin::Busy`]); otherwise it takes the lease and records
-//!   `started`. [`Store::finish`] records the outcome, marks the key
-//!   succeeded (on success), releases the lease and wakes waiters, again in
-//!   one step.
+//! - **Execution keys.** [`Store::begin`] decides atomically: if the
+//!   task's idempotency key already succeeded, it says so
+//!   ([`Begin::Succeeded`]); if another run holds the key's lease, it says
+//!   how long that lease has left ([`Begin::Busy`]); otherwise it takes the
+//!   lease, then records `started`. [`Store::finish`] records the outcome,
+//!   marks the key succeeded (on success, together with the record) or
+//!   releases the lease (otherwise, if this run still holds it), and wakes
+//!   waiters on a final state.
 //! - **Enqueue keys.** [`Store::claim`] binds an idempotency key to the
 //!   first task id sent with it, for the key TTL.
 //!
