@@ -30,7 +30,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::dag::{Dag, DagError};
-use crate::{RetryPolicy, TaskId};
+use crate::{Envelope, RetryPolicy, TaskId, WorkflowRef};
 
 /// Why a workflow cannot be submitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,6 +130,25 @@ impl Node {
     pub fn retry(mut self, policy: RetryPolicy) -> Node {
         self.retry = Some(policy);
         self
+    }
+
+    /// The envelope that runs this node of `workflow` on `input`: its fixed
+    /// task id and idempotency key, its workflow membership and its retry
+    /// policy. Producers (for roots) and the coordinator (for released
+    /// nodes) build node envelopes only here.
+    pub fn envelope(&self, workflow: TaskId, input: rmpv::Value) -> Envelope {
+        let mut envelope = Envelope::new(self.task.clone(), input);
+        envelope.id = node_task_id(workflow, &self.id);
+        envelope.idempotency_key = Some(node_key(workflow, &self.id));
+        envelope.workflow = Some(WorkflowRef {
+            workflow_id: workflow,
+            node_id: self.id.clone(),
+        });
+        envelope.root_id = Some(workflow);
+        if let Some(policy) = self.retry {
+            envelope.retry = policy;
+        }
+        envelope
     }
 }
 

@@ -20,7 +20,7 @@ use celeriac_producer::publish;
 use celeriac_producer::topology::declare;
 use celeriac_schema::store::{decode_result, Store, TaskFailure, Update};
 use celeriac_schema::workflow::{node_key, node_task_id, InputFrom, Node};
-use celeriac_schema::{now_ms, Envelope, TaskId, TaskState, Topology, WorkflowRef};
+use celeriac_schema::{now_ms, Envelope, TaskId, TaskState, Topology};
 use lapin::Channel;
 use tracing::{debug, info, warn};
 
@@ -65,18 +65,8 @@ pub(crate) async fn release(cx: &Context<'_>, env: &Envelope) -> Result<usize, S
             continue;
         };
         let input = input_of(cx.store.as_ref(), workflow, &node).await?;
-        let mut next = Envelope::new(node.task.clone(), input);
-        next.id = node_task_id(workflow, &node.id);
-        next.idempotency_key = Some(node_key(workflow, &node.id));
-        next.workflow = Some(WorkflowRef {
-            workflow_id: workflow,
-            node_id: node.id.clone(),
-        });
-        next.root_id = Some(workflow);
+        let mut next = node.envelope(workflow, input);
         next.parent_id = Some(env.id);
-        if let Some(policy) = node.retry {
-            next.retry = policy;
-        }
         let queue = node.queue.clone().unwrap_or_else(|| cx.queue.to_owned());
         ensure_queue(cx, &queue).await?;
         let body = celeriac_schema::encode(&next).map_err(|e| e.to_string())?;

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use celeriac_schema::store::{Claim, Store, Update};
 use celeriac_schema::topology::{validate_name, DEFAULT_NAMESPACE, DEFAULT_QUEUE};
-use celeriac_schema::workflow::{node_key, node_task_id, InputFrom, Node, Workflow};
-use celeriac_schema::WorkflowRef;
+use celeriac_schema::workflow::{InputFrom, Node, Workflow};
 use celeriac_schema::{encode, now_ms, DecodeLimits, Envelope, Task, TaskId, TaskState, Topology};
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, ConnectionProperties};
@@ -442,26 +441,22 @@ impl Producer {
     /// The envelope of a workflow node, without its input when that comes
     /// from its dependencies.
     fn prepare_node(&self, workflow: TaskId, node: &Node) -> Result<PreparedTask> {
-        let options = SendOptions {
-            queue: node.queue.clone(),
-            retry: node.retry,
-            idempotency_key: Some(node_key(workflow, &node.id)),
-            task_id: Some(node_task_id(workflow, &node.id)),
-            ..SendOptions::default()
-        };
+        validate_name("task", &node.task)?;
+        let queue = node
+            .queue
+            .clone()
+            .unwrap_or_else(|| self.inner.default_queue.clone());
+        validate_name("queue", &queue)?;
         // A root's inputs from dependencies are empty.
         let input = match node.input_from {
             InputFrom::ByName => rmpv::Value::Map(Vec::new()),
             InputFrom::InOrder => rmpv::Value::Array(Vec::new()),
             InputFrom::Given | InputFrom::Result => node.input.clone(),
         };
-        let mut task = self.prepare_value(&node.task, input, &options)?;
-        task.envelope.workflow = Some(WorkflowRef {
-            workflow_id: workflow,
-            node_id: node.id.clone(),
-        });
-        task.envelope.root_id = Some(workflow);
-        Ok(task)
+        Ok(PreparedTask {
+            queue,
+            envelope: node.envelope(workflow, input),
+        })
     }
 
     /// The state store, if the producer has one.
