@@ -346,8 +346,15 @@ impl Drop for TestNamespace {
 
 /// Deletes the namespace's Redis keys, if this process used Redis.
 async fn delete_keys(namespace: &str) {
-    let Some(redis) = REDIS.get() else { return };
-    let Ok(client) = ::redis::Client::open(redis.url.as_str()) else {
+    if let Some(redis) = REDIS.get() {
+        delete_redis_keys(&redis.url, namespace).await;
+    }
+}
+
+/// Deletes every key of `namespace` (`{namespace}:*`) from the Redis at
+/// `url`, best effort (tests and benchmarks clean up with it).
+pub async fn delete_redis_keys(url: &str, namespace: &str) {
+    let Ok(client) = ::redis::Client::open(url) else {
         return;
     };
     let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
@@ -361,7 +368,7 @@ async fn delete_keys(namespace: &str) {
             .arg("MATCH")
             .arg(&pattern)
             .arg("COUNT")
-            .arg(1000)
+            .arg(5000)
             .query_async(&mut conn)
             .await
         else {

@@ -100,6 +100,14 @@ fn unavailable<'a>(
     }
 }
 
+/// MessagePack with named fields, as the store keeps its values.
+fn encode<T: serde::Serialize + ?Sized>(what: &'static str, value: &T) -> StoreResult<Vec<u8>> {
+    rmp_serde::to_vec_named(value).map_err(|e| SchemaError::Encode {
+        what,
+        message: e.to_string(),
+    })
+}
+
 impl RedisStore {
     /// Connects to Redis at `url` (`redis://[:password@]host:port[/db]`,
     /// `rediss://` for TLS), keeping keys under `namespace`.
@@ -253,13 +261,6 @@ impl RedisStore {
         format!("{}k:{key}", self.inner.prefix)
     }
 
-    fn transition_bytes(update: &Update) -> StoreResult<Vec<u8>> {
-        rmp_serde::to_vec_named(&update.transition()).map_err(|e| SchemaError::Encode {
-            what: "transition",
-            message: e.to_string(),
-        })
-    }
-
     /// Adds the native commands that write a worker-side state (which
     /// applies unconditionally) to `pipe`: the record's fields, the history
     /// entry, the TTLs, and the wake-up of waiters on a final state.
@@ -302,7 +303,8 @@ impl RedisStore {
             fields.push(("result", update.result.clone().unwrap_or_default()));
         }
         pipe.hset_multiple(&rec, &fields).ignore();
-        pipe.append(&hist, Self::transition_bytes(update)?).ignore();
+        pipe.append(&hist, encode("transition", &update.transition())?)
+            .ignore();
         pipe.pexpire(&rec, ttl).ignore();
         pipe.pexpire(&hist, ttl).ignore();
         if update.state.is_terminal() {
@@ -321,11 +323,7 @@ impl RedisStore {
     }
 
     fn update_args(&self, update: &Update) -> StoreResult<Vec<Vec<u8>>> {
-        let entry =
-            rmp_serde::to_vec_named(&update.transition()).map_err(|e| SchemaError::Encode {
-                what: "transition",
-                message: e.to_string(),
-            })?;
+        let entry = encode("transition", &update.transition())?;
         let (has_err, err_type, err_msg) = match &update.error {
             Some(f) => ("1", f.error_type.as_str(), f.message.as_str()),
             None => ("0", "", ""),
@@ -467,11 +465,7 @@ impl Store for RedisStore {
         });
         for update in plain {
             let rec = self.record_key(update.id);
-            let entry =
-                rmp_serde::to_vec_named(&update.transition()).map_err(|e| SchemaError::Encode {
-                    what: "transition",
-                    message: e.to_string(),
-                })?;
+            let entry = encode("transition", &update.transition())?;
             let at = update.at_ms.to_string();
             pipe.hset_nx(&rec, "state", "queued").ignore();
             pipe.hset_nx(&rec, "attempt", update.attempt).ignore();
@@ -491,8 +485,7 @@ impl Store for RedisStore {
             }
             pipe.pexpire(&rec, ttl as i64).ignore();
         }
-        let updates: Vec<Update> = scripted.into_iter().cloned().collect();
-        for batch in updates.chunks(scripts::RECORD_BATCH) {
+        for batch in scripted.chunks(scripts::RECORD_BATCH) {
             let mut keys = Vec::with_capacity(batch.len());
             let mut args = Vec::with_capacity(1 + batch.len() * 15);
             args.push(ttl.to_string().into_bytes());
@@ -649,12 +642,6 @@ impl Store for RedisStore {
 
     async fn create_workflow(&self, workflow: &Workflow, outputs: &[String]) -> StoreResult<()> {
         let [w, c, p, st, n] = self.workflow_keys(workflow.id);
-        let encode = |what: &'static str, value: &dyn erased::Encode| {
-            value.encode().map_err(|e| SchemaError::Encode {
-                what,
-                message: e.to_string(),
-            })
-        };
         let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
         for node in &workflow.nodes {
             for dep in &node.dependencies {
@@ -676,7 +663,7 @@ impl Store for RedisStore {
                 ("nodes", total.to_string().into_bytes()),
                 ("remaining", total.to_string().into_bytes()),
                 ("failed", b"0".to_vec()),
-                ("outputs", encode("outputs", &outputs)?),
+                ("outputs", encode("outputs", outputs)?),
                 ("created_at", now.to_string().into_bytes()),
             ],
         )
@@ -917,18 +904,5 @@ impl Store for RedisStore {
         }
         self.worker_state(&mut pipe, update)?;
         self.run::<()>("finish", &pipe).await
-    }
-}
-
-/// MessagePack encoding behind one object-safe call.
-mod erased {
-    pub(super) trait Encode {
-        fn encode(&self) -> Result<Vec<u8>, rmp_serde::encode::Error>;
-    }
-
-    impl<T: serde::Serialize + ?Sized> Encode for T {
-        fn encode(&self) -> Result<Vec<u8>, rmp_serde::encode::Error> {
-            rmp_serde::to_vec_named(self)
-        }
     }
 }

@@ -697,7 +697,7 @@ async fn celeriac_phase(
     }
     cleanup(&args.amqp_addr, &queues, &exchanges).await;
     if let Some(url) = store_url {
-        delete_keys(url, topology.namespace()).await;
+        celeriac_tests::delete_redis_keys(url, topology.namespace()).await;
     }
     let result = result.context(kind)?;
     eprintln!(
@@ -915,40 +915,6 @@ async fn celeriac_measure(
         idle_rss_kib,
         cpu,
     })
-}
-
-/// Deletes a namespace's keys from the store.
-async fn delete_keys(url: &str, namespace: &str) {
-    use celeriac_tests::redis_client as redis;
-    let Ok(client) = redis::Client::open(url) else {
-        return;
-    };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return;
-    };
-    let pattern = format!("{namespace}:*");
-    let mut cursor: u64 = 0;
-    loop {
-        let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(5000)
-            .query_async(&mut conn)
-            .await
-        else {
-            return;
-        };
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> =
-                redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await;
-        }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
-    }
 }
 
 fn locate_worker(given: Option<&Path>) -> Result<PathBuf> {

@@ -211,30 +211,8 @@ async fn delete_namespace(amqp: &str, redis_url: &str, topology: &Topology) -> R
         }
     }
     let _ = conn.close(200, "bench done".into()).await;
-    use celeriac_tests::redis_client as redis;
-    let client = redis::Client::open(redis_url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{}:*", topology.namespace()))
-            .arg("COUNT")
-            .arg(5000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
+    celeriac_tests::delete_redis_keys(redis_url, topology.namespace()).await;
+    Ok(())
 }
 
 async fn plain(args: &Args) -> Result<f64> {
