@@ -62,16 +62,20 @@ pub enum DeadLetterReason {
     Malformed,
     /// The broker's delivery limit was reached (the task crashed workers).
     DeliveryLimit,
+    /// The task asked for something the worker does not allow (an exec task
+    /// naming a program that is not on the worker's allowlist).
+    Forbidden,
 }
 
 impl DeadLetterReason {
     /// Every reason.
-    pub const ALL: [DeadLetterReason; 5] = [
+    pub const ALL: [DeadLetterReason; 6] = [
         DeadLetterReason::RetriesExhausted,
         DeadLetterReason::Rejected,
         DeadLetterReason::UnknownTask,
         DeadLetterReason::Malformed,
         DeadLetterReason::DeliveryLimit,
+        DeadLetterReason::Forbidden,
     ];
 
     /// The header value.
@@ -82,6 +86,7 @@ impl DeadLetterReason {
             DeadLetterReason::UnknownTask => "unknown-task",
             DeadLetterReason::Malformed => "malformed",
             DeadLetterReason::DeliveryLimit => "delivery-limit",
+            DeadLetterReason::Forbidden => "forbidden",
         }
     }
 }

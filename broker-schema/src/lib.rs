@@ -39,6 +39,7 @@ mod codec;
 pub mod dag;
 mod envelope;
 mod error;
+pub mod exec;
 pub mod headers;
 mod retry_policy;
 mod state;

@@ -30,6 +30,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::dag::{Dag, DagError};
+use crate::exec::{Exec, ExecInput, ExecSpec};
+use crate::task::Task;
 use crate::{Envelope, RetryPolicy, TaskId, WorkflowRef};
 
 /// Why a workflow cannot be submitted.
@@ -87,6 +89,17 @@ pub struct Node {
     /// Its retry policy (default: the envelope's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// The soft time limit of each run, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_time_limit_ms: Option<u64>,
+    /// The hard time limit of each run, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_time_limit_ms: Option<u64>,
+    /// When set, the node runs this program: its task is [`Exec`] and its
+    /// input (given or built from its dependencies) goes to the program's
+    /// stdin. `task` is then `celeriac.exec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecSpec>,
 }
 
 impl Node {
@@ -100,7 +113,43 @@ impl Node {
             dependencies: Vec::new(),
             queue: None,
             retry: None,
+            soft_time_limit_ms: None,
+            hard_time_limit_ms: None,
+            exec: None,
         }
+    }
+
+    /// A node running the program `spec` on `input`, with no dependencies.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use celeriac_schema::exec::{ExecInput, ExecSpec};
+    /// use celeriac_schema::workflow::Node;
+    /// use celeriac_schema::TaskId;
+    ///
+    /// let node = Node::exec("hello", ExecSpec::new("echo").args(["hi"]), rmpv::Value::Nil);
+    /// let envelope = node.envelope(TaskId::new(), rmpv::Value::from(1));
+    /// assert_eq!(envelope.task, "celeriac.exec");
+    /// let input: ExecInput = celeriac_schema::from_value(envelope.input).unwrap();
+    /// assert_eq!(input.spec.program, "echo");
+    /// assert_eq!(input.input, rmpv::Value::from(1));
+    /// ```
+    pub fn exec(id: impl Into<String>, spec: ExecSpec, input: rmpv::Value) -> Node {
+        let mut node = Node::new(id, Exec::NAME, input);
+        node.exec = Some(spec);
+        node
+    }
+
+    /// Sets the soft and hard time limits of each run.
+    pub fn time_limits(
+        mut self,
+        soft: Option<std::time::Duration>,
+        hard: Option<std::time::Duration>,
+    ) -> Node {
+        self.soft_time_limit_ms = soft.map(duration_ms);
+        self.hard_time_limit_ms = hard.map(duration_ms);
+        self
     }
 
     /// Adds dependencies.
@@ -137,6 +186,10 @@ impl Node {
     /// policy. Producers (for roots) and the coordinator (for released
     /// nodes) build node envelopes only here.
     pub fn envelope(&self, workflow: TaskId, input: rmpv::Value) -> Envelope {
+        let input = match &self.exec {
+            Some(spec) => exec_input(spec, input),
+            None => input,
+        };
         let mut envelope = Envelope::new(self.task.clone(), input);
         envelope.id = node_task_id(workflow, &self.id);
         envelope.idempotency_key = Some(node_key(workflow, &self.id));
@@ -148,8 +201,20 @@ impl Node {
         if let Some(policy) = self.retry {
             envelope.retry = policy;
         }
+        envelope.soft_time_limit_ms = self.soft_time_limit_ms;
+        envelope.hard_time_limit_ms = self.hard_time_limit_ms;
         envelope
     }
+}
+
+fn exec_input(spec: &ExecSpec, input: rmpv::Value) -> rmpv::Value {
+    let exec = ExecInput::new(spec.clone(), input);
+    // An `ExecInput` is a map of strings and values: it always converts.
+    crate::to_value(&exec).unwrap_or(rmpv::Value::Nil)
+}
+
+fn duration_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A workflow: an id and its nodes.

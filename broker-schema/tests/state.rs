@@ -76,7 +76,8 @@ fn dead_letter_reason_wire_names() {
             "rejected",
             "unknown-task",
             "malformed",
-            "delivery-limit"
+            "delivery-limit",
+            "forbidden"
         ]
     );
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use celeriac_schema::{DeadLetterReason, Envelope};
 
-use crate::task_error::{TaskError, PANIC, TIME_LIMIT};
+use crate::task_error::{TaskError, FORBIDDEN, PANIC, TIME_LIMIT};
 
 /// How handling a delivery ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,11 +96,12 @@ pub fn decide(outcome: &Outcome, envelope: Option<&Envelope>, random: f64) -> Di
             if err.is_retryable() {
                 retry_or_exhausted(env, err.kind(), err.message(), random)
             } else {
-                dead_letter(
-                    DeadLetterReason::Rejected,
-                    err.kind(),
-                    err.message().to_owned(),
-                )
+                let reason = if err.kind() == FORBIDDEN {
+                    DeadLetterReason::Forbidden
+                } else {
+                    DeadLetterReason::Rejected
+                };
+                dead_letter(reason, err.kind(), err.message().to_owned())
             }
         }
         (Outcome::Panicked(message), Some(env)) => retry_or_exhausted(env, PANIC, message, random),
@@ -261,6 +262,12 @@ mod tests {
             0.5,
         );
         assert_eq!(reason(&d), Some(DeadLetterReason::Rejected));
+        let d = decide(
+            &Outcome::Failed(TaskError::forbidden("rm is not allowed")),
+            Some(&env),
+            0.5,
+        );
+        assert_eq!(reason(&d), Some(DeadLetterReason::Forbidden));
     }
 
     #[test]

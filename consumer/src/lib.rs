@@ -66,5 +66,5 @@ pub use local::{
 };
 pub use registry::{BoxFuture, ErasedHandler, Registry, TaskContext};
 pub use stats::{StatsSnapshot, WorkerStats};
-pub use task_error::{TaskError, BAD_INPUT, PANIC, TIME_LIMIT};
+pub use task_error::{TaskError, BAD_INPUT, FORBIDDEN, PANIC, TIME_LIMIT};
 pub use worker::{Worker, WorkerBuilder, WorkerHandle};

@@ -50,6 +50,12 @@ impl TaskError {
         }
     }
 
+    /// A request the worker does not allow (a program not on the exec
+    /// allowlist): never retried, dead-lettered with reason `forbidden`.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        TaskError::fatal(FORBIDDEN, message)
+    }
+
     pub(crate) fn bad_input(message: String) -> Self {
         TaskError::fatal(BAD_INPUT, message)
     }
@@ -74,6 +80,9 @@ impl TaskError {
 pub const BAD_INPUT: &str = "InputError";
 /// Error kind of a handler that panicked.
 pub const PANIC: &str = "Panic";
+/// Error kind of a request the worker does not allow
+/// ([`TaskError::forbidden`]).
+pub const FORBIDDEN: &str = "Forbidden";
 /// Error kind of a run aborted at its hard time limit.
 pub const TIME_LIMIT: &str = "TimeLimitExceeded";
 

@@ -176,7 +176,7 @@ pub struct FilterArgs {
     #[arg(long = "error-type", value_delimiter = ',')]
     pub error_types: Vec<String>,
     /// Reasons: retries-exhausted, rejected, unknown-task, malformed,
-    /// delivery-limit.
+    /// delivery-limit, forbidden.
     #[arg(long = "reason", value_delimiter = ',')]
     pub reasons: Vec<String>,
     /// Task ids.

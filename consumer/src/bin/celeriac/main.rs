@@ -1,0 +1,98 @@
+//! `celeriac`: the command line for people and scripts.
+//!
+//! `celeriac status <id>` shows what the state store knows about a task (its
+//! state, attempts, timings, worker, error and result) or a workflow (every
+//! node's progress, attempts and error).
+//!
+//! Each subcommand lives in its own module.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod status;
+
+/// Exit code when the id is unknown to the store.
+const UNKNOWN: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "celeriac",
+    version,
+    about = "Run, send and inspect celeriac tasks and workflows.",
+    after_help = "Exit codes: 0 success, 1 a failure (of the store, the broker or a task), 2 invalid arguments or input, 3 unknown id."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand shares.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The RabbitMQ broker.
+    #[arg(
+        long,
+        global = true,
+        env = "AMQP_ADDR",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_addr: String,
+
+    /// The Redis state store.
+    #[arg(
+        long,
+        global = true,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+
+    /// Namespace of the queues and the store keys.
+    #[arg(
+        long,
+        global = true,
+        env = "CELERIAC_NAMESPACE",
+        default_value = "celeriac"
+    )]
+    pub namespace: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show a task's state, attempts, timings, worker, error and result, or
+    /// a workflow's state and every node's progress, attempts and error.
+    Status {
+        /// The task or workflow id (a UUID).
+        id: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Status { id, json } => status::run(&cli.global, &id, json).await,
+    }
+}
