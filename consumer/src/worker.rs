@@ -41,6 +41,17 @@ use crate::stats::{StatsSnapshot, WorkerStats};
 const ACK_TICK: Duration = Duration::from_millis(20);
 /// How often a delivery held behind another run's lease asks again.
 const BUSY_RECHECK: Duration = Duration::from_millis(500);
+/// What a run leaves for the store besides its outcome.
+struct RunEnd {
+    /// The handler's result.
+    output: Option<rmpv::Value>,
+    /// When the run started, if its `started` state is not stored yet.
+    unrecorded_start: Option<u64>,
+}
+
+/// A run still going after this long writes its `started` state on its
+/// own; a shorter one records it with its outcome, in the same write.
+const STARTED_AFTER: Duration = Duration::from_millis(50);
 /// Longest pause between reconnection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
 /// How long one connection attempt may take.
@@ -1003,6 +1014,8 @@ impl Job {
         let mut run: Option<(String, String)> = None;
         let mut output = None;
         let mut suppressed = None;
+        // When a run started, while its `started` state is not yet stored.
+        let mut unrecorded_start = None;
         let (outcome, envelope) = match decoded {
             Err(e) => {
                 warn!(error = %e, "malformed message");
@@ -1025,7 +1038,7 @@ impl Job {
                             let key = env.effective_idempotency_key();
                             let token =
                                 format!("{}/{}", self.shared.config.worker_id, TaskId::new());
-                            let begun = self.begin(store, &env, &key, &token).await;
+                            let begun = self.begin(store, &key, &token).await;
                             if matches!(begun, Some(Begin::Run)) {
                                 run = Some((key, token));
                             }
@@ -1040,10 +1053,22 @@ impl Job {
                         }
                         Some(Begin::Run) => {
                             let started = std::time::Instant::now();
-                            metrics.observe_wait(env.created_at, env.eta, now_ms());
-                            let (outcome, env, held, out) = self
-                                .execute(handler, env, &delivery, tag, run.as_ref())
-                                .await;
+                            let started_ms = now_ms();
+                            metrics.observe_wait(env.created_at, env.eta, started_ms);
+                            let started_update = store
+                                .as_ref()
+                                .map(|store| (store, self.update(&env, TaskState::Started)));
+                            let execution =
+                                self.execute(handler, env, &delivery, tag, run.as_ref());
+                            let ((outcome, env, held, out), recorded) = match started_update {
+                                None => (execution.await, true),
+                                Some((store, update)) => {
+                                    self.run_recording_start(execution, store, &update).await
+                                }
+                            };
+                            if !recorded {
+                                unrecorded_start = Some(started_ms);
+                            }
                             metrics.run_seconds.observe(started.elapsed().as_secs_f64());
                             lease = held;
                             output = out;
@@ -1087,7 +1112,17 @@ impl Job {
         // The outcome is stored before anything is acked or published.
         if let (Some(store), Some(env)) = (&store, envelope.as_ref()) {
             if !self
-                .store_outcome(store, env, &outcome, &disposition, run.as_ref(), output)
+                .store_outcome(
+                    store,
+                    env,
+                    &outcome,
+                    &disposition,
+                    run.as_ref(),
+                    RunEnd {
+                        output,
+                        unrecorded_start,
+                    },
+                )
                 .await
             {
                 // Shutting down while the store is unreachable: hand the
@@ -1171,24 +1206,36 @@ impl Job {
         }
     }
 
+    /// Drives `execution`; once it has run for [`STARTED_AFTER`], writes
+    /// `started` alongside it. Returns the execution's output and whether
+    /// `started` was written.
+    async fn run_recording_start<T>(
+        &self,
+        execution: impl std::future::Future<Output = T>,
+        store: &Arc<dyn Store>,
+        started: &Update,
+    ) -> (T, bool) {
+        tokio::pin!(execution);
+        tokio::select! {
+            biased;
+            done = &mut execution => (done, false),
+            () = tokio::time::sleep(STARTED_AFTER) => {
+                let write = self.store_call("started", || store.started(started));
+                let (done, written) = tokio::join!(execution, write);
+                (done, written.is_some())
+            }
+        }
+    }
+
     /// Asks the store whether to run. While another run holds the lease,
     /// the delivery is held (unacked, so a crash loop still counts toward
     /// the delivery limit) and asked again as the lease nears its end; a
     /// hold longer than half the consumer timeout is deferred through the
     /// delay cascade instead. `None` when the worker shuts down.
-    async fn begin(
-        &self,
-        store: &Arc<dyn Store>,
-        env: &Envelope,
-        key: &str,
-        token: &str,
-    ) -> Option<Begin> {
+    async fn begin(&self, store: &Arc<dyn Store>, key: &str, token: &str) -> Option<Begin> {
         let held_since = tokio::time::Instant::now();
         loop {
-            let started = self.update(env, TaskState::Started);
-            let begun = self
-                .store_call("begin", || store.begin(key, token, &started))
-                .await?;
+            let begun = self.store_call("lease", || store.lease(key, token)).await?;
             let Begin::Busy { retry_after } = begun else {
                 return Some(begun);
             };
@@ -1257,7 +1304,10 @@ impl Job {
         outcome: &Outcome,
         disposition: &Disposition,
         run: Option<&(String, String)>,
-        output: Option<rmpv::Value>,
+        RunEnd {
+            output,
+            unrecorded_start,
+        }: RunEnd,
     ) -> bool {
         let mut update = match (outcome, disposition) {
             (Outcome::Succeeded, _) if run.is_some() => {
@@ -1305,6 +1355,9 @@ impl Job {
                 _ => ("Unknown".to_owned(), String::new()),
             };
             update.error = Some(failure(&error_type, &message));
+        }
+        if run.is_some() {
+            update.started_at_ms = unrecorded_start;
         }
         let stored = match run {
             Some((key, token)) => {

@@ -96,6 +96,9 @@ impl MemoryStore {
 
 impl Inner {
     fn record(&mut self, update: &Update, ttl: Duration) {
+        if let Some(started) = update.started_part() {
+            self.record(&started, ttl);
+        }
         let now = Instant::now();
         let expiry = now + ttl;
         match self.records.get_mut(&update.id) {
@@ -205,7 +208,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn begin(&self, key: &str, token: &str, update: &Update) -> Result<Begin> {
+    async fn lease(&self, key: &str, token: &str) -> Result<Begin> {
         let mut inner = self.lock();
         if let Some((task_id, _)) = live(&inner.done, key) {
             return Ok(Begin::Succeeded { task_id });
@@ -220,8 +223,12 @@ impl Store for MemoryStore {
             key.to_owned(),
             (token.to_owned(), now + self.settings.lease_ttl),
         );
-        inner.record(update, self.settings.result_ttl);
         Ok(Begin::Run)
+    }
+
+    async fn started(&self, update: &Update) -> Result<()> {
+        self.lock().record(update, self.settings.result_ttl);
+        Ok(())
     }
 
     async fn results(&self, ids: &[TaskId]) -> Result<Vec<Option<Vec<u8>>>> {

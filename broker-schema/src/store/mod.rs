@@ -159,6 +159,12 @@ pub struct Update {
     /// The MessagePack result, for `succeeded` (absent when the task opted
     /// out of storing it).
     pub result: Option<Vec<u8>>,
+    /// On an outcome of a run that never recorded `started` (a run shorter
+    /// than the worker's threshold for writing it, see
+    /// [`Store::lease`]): when the run started, in Unix milliseconds. The
+    /// `started` transition is then recorded just before this update, in
+    /// the same write.
+    pub started_at_ms: Option<u64>,
 }
 
 impl Update {
@@ -182,7 +188,22 @@ impl Update {
             workflow_id: None,
             error: None,
             result: None,
+            started_at_ms: None,
         }
+    }
+
+    /// The `started` update a final update with
+    /// [`started_at_ms`](Update::started_at_ms) records first.
+    pub fn started_part(&self) -> Option<Update> {
+        let at_ms = self.started_at_ms?;
+        (self.state != TaskState::Started).then(|| Update {
+            state: TaskState::Started,
+            at_ms,
+            error: None,
+            result: None,
+            started_at_ms: None,
+            ..self.clone()
+        })
     }
 
     /// The history entry this update appends.
@@ -545,13 +566,39 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// [`Error::StoreUnavailable`].
     async fn unclaim(&self, claims: &[(String, TaskId)]) -> Result<()>;
 
-    /// Starts a run under `key` with lease token `token`; see [`Begin`].
-    /// On [`Begin::Run`], `update` (normally `started`) is recorded.
+    /// Takes the lease of a run under `key` with token `token`, recording
+    /// nothing; see [`Begin`]. The run's `started` state is written later
+    /// with [`Store::started`], or with its outcome through
+    /// [`Update::started_at_ms`] when the run ends first: short runs then
+    /// cost one write instead of two.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`], [`Error::StoreData`].
+    async fn lease(&self, key: &str, token: &str) -> Result<Begin>;
+
+    /// Records a worker-side state (normally `started`) of a run that
+    /// holds its lease.
     ///
     /// # Errors
     ///
     /// [`Error::StoreUnavailable`].
-    async fn begin(&self, key: &str, token: &str, update: &Update) -> Result<Begin>;
+    async fn started(&self, update: &Update) -> Result<()>;
+
+    /// Starts a run under `key` with lease token `token`; see [`Begin`].
+    /// On [`Begin::Run`], `update` (normally `started`) is recorded: a
+    /// [`lease`](Store::lease) followed by [`started`](Store::started).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`], [`Error::StoreData`].
+    async fn begin(&self, key: &str, token: &str, update: &Update) -> Result<Begin> {
+        let begun = self.lease(key, token).await?;
+        if begun == Begin::Run {
+            self.started(update).await?;
+        }
+        Ok(begun)
+    }
 
     /// Extends the lease of a run; `false` when the lease is no longer
     /// ours (it expired and another run may have taken it).

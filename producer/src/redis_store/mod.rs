@@ -284,6 +284,12 @@ impl RedisStore {
         if let Some(wf) = &update.workflow_id {
             fields.push(("wf", wf.clone().into_bytes()));
         }
+        // A run too short to have written `started` records it here.
+        let started = update.started_part();
+        if let Some(started) = &started {
+            fields.push(("started_at", started.at_ms.to_string().into_bytes()));
+            pipe.hincr(&rec, "runs", 1).ignore();
+        }
         match update.state {
             TaskState::Started => {
                 fields.push(("started_at", at));
@@ -303,8 +309,12 @@ impl RedisStore {
             fields.push(("result", update.result.clone().unwrap_or_default()));
         }
         pipe.hset_multiple(&rec, &fields).ignore();
-        pipe.append(&hist, encode("transition", &update.transition())?)
-            .ignore();
+        let mut entries = match &started {
+            Some(started) => encode("transition", &started.transition())?,
+            None => Vec::new(),
+        };
+        entries.extend(encode("transition", &update.transition())?);
+        pipe.append(&hist, entries).ignore();
         pipe.pexpire(&rec, ttl).ignore();
         pipe.pexpire(&hist, ttl).ignore();
         if update.state.is_terminal() {
@@ -590,7 +600,7 @@ impl Store for RedisStore {
         self.run::<()>("unclaim", &pipe).await
     }
 
-    async fn begin(&self, key: &str, token: &str, update: &Update) -> StoreResult<Begin> {
+    async fn lease(&self, key: &str, token: &str) -> StoreResult<Begin> {
         // Plain commands: take the lease or see who holds the key. The key
         // holds a run's token while it runs and `done:{task id}` once a run
         // succeeded; finishing sets the mark before anything releases it.
@@ -606,7 +616,7 @@ impl Store for RedisStore {
             .get(&k)
             .pttl(&k);
         let (taken, holder, left): (Option<String>, Option<String>, i64) =
-            self.run("begin", &pipe).await?;
+            self.run("lease", &pipe).await?;
         if taken.is_none() {
             return match holder.as_deref().and_then(|h| h.strip_prefix("done:")) {
                 Some(id) => id
@@ -621,10 +631,13 @@ impl Store for RedisStore {
                 }),
             };
         }
+        Ok(Begin::Run)
+    }
+
+    async fn started(&self, update: &Update) -> StoreResult<()> {
         let mut pipe = redis::pipe();
         self.worker_state(&mut pipe, update)?;
-        self.run::<()>("begin", &pipe).await?;
-        Ok(Begin::Run)
+        self.run::<()>("started", &pipe).await
     }
 
     async fn results(&self, ids: &[TaskId]) -> StoreResult<Vec<Option<Vec<u8>>>> {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use celeriac_consumer::{Registry, TaskContext, TaskError};
 use celeriac_producer::{Error, Producer, SendOptions};
-use celeriac_schema::builtin::{Echo, Fail, FailInput, Ping};
+use celeriac_schema::builtin::{Echo, Fail, FailInput, Ping, Sleep, SleepInput};
 use celeriac_schema::store::{
     Begin, Claim, MemoryStore, Store, StoreSettings, TaskRecord, Update, CLAIM_STALE_AFTER,
 };
@@ -120,6 +120,51 @@ async fn check_store_rules(store: &dyn Store) {
         record.history[1].error.as_ref().map(|e| e.message.as_str()),
         Some("reset")
     );
+
+    // A run too short to have written `started` records it with its
+    // outcome: the lease takes nothing else, the outcome writes both.
+    let short = TaskId::new();
+    let short_key = format!("key-{short}");
+    assert_eq!(store.lease(&short_key, "s").await.unwrap(), Begin::Run);
+    assert_eq!(
+        store.get(short).await.unwrap(),
+        None,
+        "a lease records nothing"
+    );
+    let mut done = Update::new(short, "t.rules", "default", TaskState::Succeeded, 0);
+    let started_at = done.at_ms - 7;
+    done.started_at_ms = Some(started_at);
+    store.finish(&short_key, "s", &done).await.unwrap();
+    let record = store.get(short).await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Succeeded);
+    assert_eq!(record.runs, 1);
+    assert_eq!(record.started_at, Some(started_at));
+    assert_eq!(record.finished_at, Some(done.at_ms));
+    let history: Vec<(TaskState, u64)> =
+        record.history.iter().map(|t| (t.state, t.at_ms)).collect();
+    assert_eq!(
+        history,
+        [
+            (TaskState::Started, started_at),
+            (TaskState::Succeeded, done.at_ms)
+        ]
+    );
+    // A long run writes `started` on its own while it runs.
+    let long = TaskId::new();
+    let long_key = format!("key-{long}");
+    assert_eq!(store.lease(&long_key, "l").await.unwrap(), Begin::Run);
+    store
+        .started(&Update::new(
+            long,
+            "t.rules",
+            "default",
+            TaskState::Started,
+            0,
+        ))
+        .await
+        .unwrap();
+    let record = store.get(long).await.unwrap().unwrap();
+    assert_eq!((record.state, record.runs), (TaskState::Started, 1));
 
     // Enqueue claims: the first id wins; a stale `created` is republished;
     // an unclaimed key can be claimed again.
@@ -374,6 +419,48 @@ fn counting_registry(
 }
 
 #[tokio::test]
+async fn a_long_run_shows_started_while_it_runs_and_a_short_one_with_its_outcome() {
+    let ns = namespace("store-started");
+    let store: Arc<dyn Store> = Arc::new(redis_store(&ns, StoreSettings::default()).await);
+    let worker = InProcessWorker::start(&ns, builtins(), |b| b.store(store.clone())).await;
+    let producer = producer_with(&ns, store.clone()).await;
+    let wait = Duration::from_secs(20);
+
+    let long = producer
+        .send::<Sleep>(&SleepInput { ms: 1500 }, &SendOptions::new())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            long.status().await.unwrap() == Some(TaskState::Started)
+        })
+        .await,
+        "a run going on for longer than the threshold shows `started`"
+    );
+    assert_eq!(long.wait(wait).await.unwrap(), 1500);
+
+    let short = producer
+        .send::<Echo>(&rmpv::Value::from(1), &SendOptions::new())
+        .await
+        .unwrap();
+    short.wait(wait).await.unwrap();
+    for handle in [long.record().await, short.record().await] {
+        let record = handle.unwrap().unwrap();
+        let states: Vec<TaskState> = record.history.iter().map(|t| t.state).collect();
+        assert_eq!(
+            states.iter().filter(|s| **s == TaskState::Started).count(),
+            1,
+            "{states:?}"
+        );
+        assert_eq!(states.last(), Some(&TaskState::Succeeded), "{states:?}");
+        assert_eq!(record.runs, 1);
+        let (started, finished) = (record.started_at.unwrap(), record.finished_at.unwrap());
+        assert!(started <= finished, "{record:?}");
+    }
+    worker.stop().await;
+}
+
+#[tokio::test]
 async fn an_enqueue_key_used_before_returns_the_first_id_and_publishes_nothing() {
     let ns = namespace("store-enqueue-key");
     let store: Arc<dyn Store> = Arc::new(redis_store(&ns, StoreSettings::default()).await);
@@ -618,14 +705,13 @@ impl Store for Flaky {
         self.check("unclaim")?;
         self.inner.unclaim(claims).await
     }
-    async fn begin(
-        &self,
-        key: &str,
-        token: &str,
-        update: &Update,
-    ) -> celeriac_schema::Result<Begin> {
-        self.check("begin")?;
-        self.inner.begin(key, token, update).await
+    async fn lease(&self, key: &str, token: &str) -> celeriac_schema::Result<Begin> {
+        self.check("lease")?;
+        self.inner.lease(key, token).await
+    }
+    async fn started(&self, update: &Update) -> celeriac_schema::Result<()> {
+        self.check("started")?;
+        self.inner.started(update).await
     }
     async fn renew(&self, key: &str, token: &str) -> celeriac_schema::Result<bool> {
         self.check("renew")?;
