@@ -64,6 +64,9 @@ pub enum Error {
     /// unknown dependency, a cycle), named in the message.
     #[error(transparent)]
     Workflow(#[from] celeriac_schema::workflow::WorkflowError),
+    /// A schedule or overlap policy was refused.
+    #[error(transparent)]
+    Schedule(#[from] crate::schedule::ScheduleError),
     /// The producer was configured with contradictory options.
     #[error("invalid send options: {0}")]
     InvalidOptions(String),

@@ -42,6 +42,7 @@ mod handle;
 mod producer;
 pub mod publish;
 mod redis_store;
+pub mod schedule;
 mod send_options;
 pub mod status;
 pub mod topology;
@@ -50,6 +51,7 @@ pub use error::{redact_url, Error, Result};
 pub use handle::{workflow_status, NodeStatus, TaskHandle, WorkflowHandle, WorkflowStatus};
 pub use producer::{route_now, PreparedTask, Producer, ProducerBuilder};
 pub use redis_store::RedisStore;
+pub use schedule::{Overlap, Schedule, ScheduleError};
 pub use send_options::SendOptions;
 
 pub use celeriac_schema as schema;
