@@ -18,8 +18,8 @@
 //! let spec = ExecSpec::new("python3").args(["-c", "import sys; print(sys.stdin.read())"]);
 //! let input = ExecInput::new(spec, rmpv::Value::from(42));
 //! assert_eq!(input.spec.format, ExecFormat::Json);
-//! let bytes = celeriac_schema::encode(&input).unwrap();
-//! let back: ExecInput = celeriac_schema::decode(&bytes).unwrap();
+//! let value = celeriac_schema::to_value(&input).unwrap();
+//! let back: ExecInput = celeriac_schema::from_value(&value, "input").unwrap();
 //! assert_eq!(back, input);
 //! ```
 

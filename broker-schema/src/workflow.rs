@@ -131,7 +131,7 @@ impl Node {
     /// let node = Node::exec("hello", ExecSpec::new("echo").args(["hi"]), rmpv::Value::Nil);
     /// let envelope = node.envelope(TaskId::new(), rmpv::Value::from(1));
     /// assert_eq!(envelope.task, "celeriac.exec");
-    /// let input: ExecInput = celeriac_schema::from_value(envelope.input).unwrap();
+    /// let input: ExecInput = celeriac_schema::from_value(&envelope.input, "input").unwrap();
     /// assert_eq!(input.spec.program, "echo");
     /// assert_eq!(input.input, rmpv::Value::from(1));
     /// ```
