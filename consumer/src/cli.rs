@@ -17,7 +17,7 @@ use crate::worker::Worker;
     name = "celeriac-worker",
     version,
     about = "Runs celeriac tasks from RabbitMQ queues.",
-    after_help = "Every option can also come from the environment variable shown.\nExit codes: 0 after a clean shutdown (SIGTERM or SIGINT; a second signal exits at once with 130), 1 when the worker fails, 2 for invalid options."
+    after_help = "Every option can also come from the environment variable shown.\nPrograms as tasks: celeriac.exec is always registered; it runs only programs named by --exec-allow, so with no allowlist every exec task is dead-lettered with reason `forbidden`.\nExit codes: 0 after a clean shutdown (SIGTERM or SIGINT; a second signal exits at once with 130), 1 when the worker fails, 2 for invalid options."
 )]
 pub struct Args {
     /// Broker URL: amqp://user:password@host:port/vhost (%2f is the
@@ -131,6 +131,83 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "CELERIAC_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Programs that `celeriac.exec` tasks may run: names looked up on
+    /// PATH, paths, or `*` for any; repeat the flag or separate with
+    /// commas. Without it every exec task is dead-lettered as forbidden.
+    #[arg(long, env = "CELERIAC_EXEC_ALLOW", value_delimiter = ',')]
+    pub exec_allow: Vec<String>,
+
+    /// Variables of the worker's environment that programs see, besides
+    /// PATH, LANG, LC_ALL, LC_CTYPE and TZ; repeat or separate with commas.
+    #[arg(long, env = "CELERIAC_EXEC_ENV_ALLOW", value_delimiter = ',')]
+    pub exec_env_allow: Vec<String>,
+
+    /// Where each program run gets a fresh working directory, removed
+    /// afterwards (default: celeriac-exec in the system's temporary
+    /// directory).
+    #[arg(long, env = "CELERIAC_EXEC_WORKDIR")]
+    pub exec_workdir: Option<std::path::PathBuf>,
+
+    /// Largest address space of a program (RLIMIT_AS), e.g. 512M, 2G.
+    #[arg(long, env = "CELERIAC_EXEC_MEMORY_LIMIT", value_parser = crate::exec::parse_bytes)]
+    pub exec_memory_limit: Option<u64>,
+
+    /// CPU time a program may use (RLIMIT_CPU), e.g. 30s, 5m.
+    #[arg(long, env = "CELERIAC_EXEC_CPU_LIMIT", value_parser = humantime::parse_duration)]
+    pub exec_cpu_limit: Option<Duration>,
+
+    /// Most stdout a program may print, e.g. 16M; past it the program is
+    /// killed and its task fails.
+    #[arg(long, env = "CELERIAC_EXEC_MAX_OUTPUT", default_value = "16M", value_parser = parse_size)]
+    pub exec_max_output: usize,
+
+    /// How long a program may take to exit after SIGTERM at its soft time
+    /// limit before SIGKILL, when no hard time limit comes sooner.
+    #[arg(long, env = "CELERIAC_EXEC_TERM_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub exec_term_grace: Duration,
+}
+
+impl Args {
+    /// The exec runner's configuration from the `--exec-*` options.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use clap::Parser;
+    /// use celeriac_consumer::cli::Args;
+    ///
+    /// let args = Args::parse_from(["celeriac-worker", "--exec-allow", "python3,bash", "--exec-memory-limit", "1G"]);
+    /// let config = args.exec_config();
+    /// assert_eq!(config.allowed(), ["python3", "bash"]);
+    /// assert_eq!(config.memory(), Some(1 << 30));
+    /// ```
+    pub fn exec_config(&self) -> crate::exec::ExecConfig {
+        let mut config = crate::exec::ExecConfig::new()
+            .max_output(self.exec_max_output)
+            .term_grace(self.exec_term_grace);
+        for program in &self.exec_allow {
+            config = config.allow(program.trim());
+        }
+        for name in &self.exec_env_allow {
+            config = config.env_allow(name.trim());
+        }
+        if let Some(root) = &self.exec_workdir {
+            config = config.workdir_root(root);
+        }
+        if let Some(bytes) = self.exec_memory_limit {
+            config = config.memory_limit(bytes);
+        }
+        if let Some(limit) = self.exec_cpu_limit {
+            config = config.cpu_limit(limit);
+        }
+        config
+    }
+}
+
+fn parse_size(value: &str) -> Result<usize, String> {
+    let bytes = crate::exec::parse_bytes(value)?;
+    usize::try_from(bytes).map_err(|_| format!("`{value}` is too large"))
 }
 
 /// The value of `--metrics-addr`: a socket address, or `None` for `off`.
@@ -176,6 +253,11 @@ pub fn main_with(extend: impl FnOnce(&mut Registry)) -> ExitCode {
     }));
     let mut registry = Registry::new();
     crate::builtin::register(&mut registry);
+    let exec = args.exec_config();
+    if exec.allowed().is_empty() && !exec.allows_any() {
+        tracing::info!("no --exec-allow: celeriac.exec tasks are dead-lettered as forbidden");
+    }
+    crate::exec::register(&mut registry, std::sync::Arc::new(exec));
     extend(&mut registry);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.threads {

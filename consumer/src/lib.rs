@@ -49,6 +49,7 @@ pub mod cli;
 mod coordinator;
 pub mod disposition;
 mod error;
+pub mod exec;
 mod http;
 mod lease;
 pub mod local;
