@@ -1,0 +1,412 @@
+//! The wire contract across languages: tasks enqueued by a Python producer
+//! (`tests/python/celeriac_producer.py`, pika and msgpack), written from
+//! `broker-schema/SPEC.md` alone, run on the Rust worker.
+//!
+//! The producer runs in a venv under the target directory
+//! (`target/python-venv`) with the pinned packages of
+//! `tests/python/requirements.txt`, set up on first use by
+//! `tests/python/setup_venv.py` and rebuilt when the requirements change;
+//! `CELERIAC_PYTHON` names a Python that already has them instead. When the
+//! packages cannot be installed the tests fail and say how to provide them.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use celeriac_schema::store::{Store, StoreSettings, TaskRecord};
+use celeriac_schema::{now_ms, TaskId, TaskState};
+use celeriac_tests::{
+    broker, drain, eventually, namespace, queue_len, read_record, record_file, redis, redis_store,
+    WorkerProcess,
+};
+use lapin::message::BasicGetMessage;
+use lapin::types::AMQPValue;
+
+/// Echo tasks sent from Python, each with its own input.
+const ECHO_TASKS: usize = 50;
+
+fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives inside the workspace")
+}
+
+fn python_dir() -> PathBuf {
+    repo_root().join("tests").join("python")
+}
+
+/// A Python 3 with the pinned pika and msgpack, set up once per process.
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        if let Ok(given) = std::env::var("CELERIAC_PYTHON") {
+            if !given.is_empty() {
+                let check = Command::new(&given)
+                    .args(["-c", "import pika, msgpack"])
+                    .output()
+                    .unwrap_or_else(|e| panic!("cannot run CELERIAC_PYTHON={given}: {e}"));
+                assert!(
+                    check.status.success(),
+                    "CELERIAC_PYTHON={given} cannot import pika and msgpack \
+                     (install tests/python/requirements.txt into it): {}",
+                    String::from_utf8_lossy(&check.stderr)
+                );
+                return PathBuf::from(given);
+            }
+        }
+        // CARGO_TARGET_TMPDIR is `<target>/tmp`: the venv goes beside it.
+        let venv = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("the target tmp dir has a parent")
+            .join("python-venv");
+        let out = Command::new("python3")
+            .arg(python_dir().join("setup_venv.py"))
+            .arg(&venv)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run python3 to set up {} ({e}); the interop tests need \
+                     Python 3.11+ with its venv module (`apt-get install python3 python3-venv`), \
+                     or CELERIAC_PYTHON set to a Python that has pika and msgpack",
+                    venv.display()
+                )
+            });
+        assert!(
+            out.status.success(),
+            "the Python producer's packages are not available ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
+/// Runs the Python producer on namespace `ns` with `args`; returns the task
+/// ids it printed, in order.
+fn produce(url: &str, ns: &str, args: &[&str]) -> Vec<TaskId> {
+    let out = Command::new(python())
+        .arg(python_dir().join("celeriac_producer.py"))
+        .args(["--amqp-addr", url, "--namespace", ns])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run the Python producer: {e}"));
+    assert!(
+        out.status.success(),
+        "the Python producer failed ({}) with {args:?}:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            line.parse()
+                .unwrap_or_else(|e| panic!("the producer printed {line:?}, not a task id: {e}"))
+        })
+        .collect()
+}
+
+async fn record_of(store: &dyn Store, id: TaskId) -> Option<TaskRecord> {
+    store
+        .get(id)
+        .await
+        .unwrap_or_else(|e| panic!("store get {id}: {e}"))
+}
+
+/// Waits until every task of `ids` reached a final state; returns their
+/// records.
+async fn finished(store: &dyn Store, ids: &[TaskId], timeout: Duration) -> Vec<TaskRecord> {
+    let mut records = HashMap::new();
+    let deadline = Instant::now() + timeout;
+    while records.len() < ids.len() && Instant::now() < deadline {
+        for id in ids {
+            if records.contains_key(id) {
+                continue;
+            }
+            if let Some(record) = record_of(store, *id).await {
+                if record.state.is_terminal() {
+                    records.insert(*id, record);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let missing: Vec<_> = ids.iter().filter(|id| !records.contains_key(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} tasks sent from Python did not finish within {timeout:?}: {missing:?}",
+        missing.len(),
+        ids.len()
+    );
+    ids.iter().map(|id| records.remove(id).unwrap()).collect()
+}
+
+fn header<'a>(msg: &'a BasicGetMessage, name: &str) -> &'a AMQPValue {
+    msg.delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|table| table.inner().get(name))
+        .unwrap_or_else(|| panic!("the dead letter carries no {name} header"))
+}
+
+fn header_str(msg: &BasicGetMessage, name: &str) -> String {
+    match header(msg, name) {
+        AMQPValue::LongString(s) => s.to_string(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        other => panic!("header {name} is not a string: {other:?}"),
+    }
+}
+
+fn header_int(msg: &BasicGetMessage, name: &str) -> i64 {
+    match header(msg, name) {
+        AMQPValue::LongLongInt(n) => *n,
+        AMQPValue::LongInt(n) => i64::from(*n),
+        AMQPValue::LongUInt(n) => i64::from(*n),
+        other => panic!("header {name} is not an integer: {other:?}"),
+    }
+}
+
+/// The messages (ready and unacked) in each queue of namespace `ns`.
+async fn messages_by_queue(ns: &str) -> HashMap<String, u64> {
+    let out = broker()
+        .await
+        .rabbitmqctl(&[
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages",
+        ])
+        .await;
+    out.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let name = words.next()?;
+            let count = words.next()?.parse().ok()?;
+            name.starts_with(&format!("{ns}."))
+                .then(|| (name.to_owned(), count))
+        })
+        .collect()
+}
+
+#[test]
+fn the_python_producer_passes_its_unit_checks() {
+    let out = Command::new(python())
+        .args(["-m", "unittest", "discover", "-v", "-s"])
+        .arg(python_dir())
+        .output()
+        .unwrap_or_else(|e| panic!("run the Python unit checks: {e}"));
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "Python unit checks failed:\n{report}");
+    assert!(report.contains("OK"), "no Python check ran:\n{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_sent_from_python_run_on_the_rust_worker() {
+    let ns = namespace("py-interop");
+    let broker = broker().await;
+    let redis_url = redis().await.url.clone();
+    let store: Arc<dyn Store> = Arc::new(redis_store(&ns, StoreSettings::default()).await);
+    let record = record_file("py-interop");
+
+    // Python declares the topology (section 7) and enqueues before any
+    // worker exists: the worker's own declarations must then match.
+    let inputs: Vec<serde_json::Value> = (0..ECHO_TASKS)
+        .map(|i| {
+            serde_json::json!({
+                "n": i,
+                "name": format!("task-{i} \u{e9}t\u{e9}"),
+                "ratio": i as f64 + 0.5,
+                "negative": -(i as i64) - 1,
+                "list": [i, null, true, "x"],
+                "nested": {"deep": [{"k": i}]},
+            })
+        })
+        .collect();
+    let input_args: Vec<String> = inputs
+        .iter()
+        .flat_map(|input| ["--input".to_owned(), input.to_string()])
+        .collect();
+    let mut args = vec!["--declare", "--task", "celeriac.echo"];
+    args.extend(input_args.iter().map(String::as_str));
+    let echo_ids = produce(&broker.url, &ns, &args);
+    assert_eq!(echo_ids.len(), ECHO_TASKS, "one id per task");
+
+    let mut worker = WorkerProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_celeriac-test-worker")),
+        &broker.url,
+        &ns,
+        &record,
+        &[
+            "--redis-url",
+            &redis_url,
+            "--run-lease-ttl",
+            "2s",
+            "--concurrency",
+            "8",
+            "--grace",
+            "5s",
+        ],
+    );
+
+    // A delayed task through the cascade (section 9), declaring again.
+    let before_delayed = now_ms();
+    let delayed = produce(
+        &broker.url,
+        &ns,
+        &[
+            "--declare",
+            "--task",
+            "celeriac.echo",
+            "--input",
+            "\"later\"",
+            "--countdown-ms",
+            "1500",
+        ],
+    );
+    // One keyed task sent twice: two envelopes, two ids, one key.
+    let keyed = produce(
+        &broker.url,
+        &ns,
+        &[
+            "--task",
+            "test.effect",
+            "--input",
+            r#"{"n": 21, "ms": 300}"#,
+            "--key",
+            "py-order-42",
+            "--count",
+            "2",
+        ],
+    );
+    assert_eq!(keyed.len(), 2);
+    assert_ne!(keyed[0], keyed[1]);
+    // An envelope without its required `created_at`.
+    let malformed = produce(
+        &broker.url,
+        &ns,
+        &[
+            "--task",
+            "celeriac.echo",
+            "--input",
+            "1",
+            "--omit",
+            "created_at",
+        ],
+    );
+
+    // Every echo succeeded once with its input as result.
+    let records = finished(&*store, &echo_ids, Duration::from_secs(60)).await;
+    for ((id, record), input) in echo_ids.iter().zip(&records).zip(&inputs) {
+        assert_eq!(
+            record.state,
+            TaskState::Succeeded,
+            "{id}: {:?}",
+            record.error
+        );
+        assert_eq!(record.task, "celeriac.echo");
+        assert_eq!(record.queue, "default");
+        assert_eq!(record.runs, 1, "{id} ran once");
+        let result: serde_json::Value = record.decode_result().unwrap().unwrap();
+        assert_eq!(&result, input, "{id}: the result is the input");
+    }
+
+    // The delayed one ran, and not before its countdown.
+    let delayed_record = finished(&*store, &delayed, Duration::from_secs(30))
+        .await
+        .remove(0);
+    assert_eq!(delayed_record.state, TaskState::Succeeded);
+    assert_eq!(
+        delayed_record.decode_result::<String>().unwrap().as_deref(),
+        Some("later")
+    );
+    let started = delayed_record.started_at.expect("a start time");
+    assert!(
+        started >= before_delayed + 1500,
+        "started {} ms after it was sent, before its 1500 ms countdown",
+        started - before_delayed
+    );
+
+    // The malformed envelope is dead-lettered as such, untouched.
+    let (_conn, channel) = broker.channel().await;
+    let dlq = format!("{}.dlq.default", &*ns);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            queue_len(&channel, &dlq).await == 1
+        })
+        .await,
+        "the envelope without created_at reaches {dlq}"
+    );
+    let dead = drain(&channel, &dlq).await;
+    assert_eq!(dead.len(), 1, "only the malformed envelope is dead");
+    let letter = &dead[0];
+    assert_eq!(
+        letter
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str()),
+        Some(malformed[0].to_string().as_str())
+    );
+    assert_eq!(header_str(letter, "celeriac-reason"), "malformed");
+    assert_eq!(header_str(letter, "celeriac-queue"), "default");
+    assert_eq!(header_int(letter, "celeriac-attempts"), 0);
+    let body: rmpv::Value = rmp_serde::from_slice(&letter.delivery.data).unwrap();
+    let fields: Vec<&str> = body
+        .as_map()
+        .expect("the body is a map")
+        .iter()
+        .filter_map(|(k, _)| k.as_str())
+        .collect();
+    assert!(fields.contains(&"task") && !fields.contains(&"created_at"));
+    assert!(record_of(&*store, malformed[0]).await.is_none());
+
+    // The keyed pair: once nothing is left in any queue but the dead letter
+    // taken above, exactly one of the two ran, once.
+    let drained = eventually(Duration::from_secs(30), || async {
+        messages_by_queue(&ns).await.values().all(|&n| n == 0)
+    })
+    .await;
+    assert!(
+        drained,
+        "queues still hold messages: {:?}",
+        messages_by_queue(&ns).await
+    );
+    worker.signal("TERM");
+    let status = worker.wait_timeout(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the worker stops cleanly: {status:?}"
+    );
+    let mut ran = Vec::new();
+    for id in &keyed {
+        if let Some(record) = record_of(&*store, *id).await {
+            ran.push((*id, record));
+        }
+    }
+    assert_eq!(
+        ran.len(),
+        1,
+        "one of the two tasks with key py-order-42 has a record"
+    );
+    let (ran_id, ran_record) = &ran[0];
+    assert_eq!(ran_record.state, TaskState::Succeeded);
+    assert_eq!(ran_record.runs, 1);
+    assert_eq!(ran_record.idempotency_key.as_deref(), Some("py-order-42"));
+    assert_eq!(ran_record.decode_result::<u64>().unwrap(), Some(42));
+    let starts: Vec<String> = read_record(&record)
+        .into_iter()
+        .filter(|line| line.starts_with("start "))
+        .collect();
+    assert_eq!(
+        starts.len(),
+        1,
+        "the keyed task's handler ran once: {starts:?}"
+    );
+    assert!(starts[0].contains(&ran_id.to_string()));
+}
