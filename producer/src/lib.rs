@@ -36,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod beat;
 pub mod canvas;
 mod error;
 mod handle;

@@ -81,7 +81,9 @@ pub enum ScheduleError {
 ///
 /// Built by [`Schedule::cron`]; shows as the expression it was parsed from.
 #[derive(Clone)]
-pub struct CronExpr {
+pub struct CronExpr(std::sync::Arc<CronInner>);
+
+struct CronInner {
     expr: String,
     cron: croner::Cron,
     period: Duration,
@@ -100,25 +102,25 @@ impl CronExpr {
     /// # Ok::<(), celeriac_producer::schedule::ScheduleError>(())
     /// ```
     pub fn as_str(&self) -> &str {
-        &self.expr
+        &self.0.expr
     }
 }
 
 impl fmt::Debug for CronExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("CronExpr").field(&self.expr).finish()
+        f.debug_tuple("CronExpr").field(&self.0.expr).finish()
     }
 }
 
 impl fmt::Display for CronExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.expr)
+        f.write_str(&self.0.expr)
     }
 }
 
 impl PartialEq for CronExpr {
     fn eq(&self, other: &Self) -> bool {
-        self.expr == other.expr
+        self.0.expr == other.0.expr
     }
 }
 
@@ -134,7 +136,7 @@ impl PartialEq for CronExpr {
 /// let s: Schedule = "90".parse()?;
 /// assert_eq!(s, Schedule::Interval(Duration::from_secs(90)));
 /// let c: Schedule = "0 * * * *".parse()?;
-/// assert_eq!(c.period(), Duration::from_secs(3600));
+/// assert_eq!(c.0.period(), Duration::from_secs(3600));
 /// # Ok::<(), celeriac_producer::schedule::ScheduleError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
@@ -225,11 +227,11 @@ impl Schedule {
                 .checked_div(count)
                 .unwrap_or(Duration::MAX)
         };
-        Ok(Schedule::Cron(CronExpr {
+        Ok(Schedule::Cron(CronExpr(std::sync::Arc::new(CronInner {
             expr: expr.to_owned(),
             cron,
             period,
-        }))
+        }))))
     }
 
     /// The first tick strictly after `t`, or `None` when there is none (a
@@ -259,7 +261,7 @@ impl Schedule {
             }
             Schedule::Cron(c) => {
                 let t = DateTime::<Utc>::from(t);
-                c.cron
+                c.0.cron
                     .find_next_occurrence(&t, false)
                     .ok()
                     .map(SystemTime::from)
@@ -292,7 +294,7 @@ impl Schedule {
             }
             Schedule::Cron(c) => {
                 let t = DateTime::<Utc>::from(t);
-                c.cron
+                c.0.cron
                     .find_previous_occurrence(&t, true)
                     .ok()
                     .map(SystemTime::from)
@@ -320,7 +322,7 @@ impl Schedule {
     pub fn period(&self) -> Duration {
         match self {
             Schedule::Interval(p) => *p,
-            Schedule::Cron(c) => c.period,
+            Schedule::Cron(c) => c.0.period,
         }
     }
 
@@ -349,7 +351,7 @@ impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Schedule::Interval(p) => write!(f, "every {}s", p.as_secs_f64()),
-            Schedule::Cron(c) => write!(f, "cron {:?}", c.expr),
+            Schedule::Cron(c) => write!(f, "cron {:?}", c.0.expr),
         }
     }
 }
@@ -485,6 +487,7 @@ fn from_nanos(n: i128) -> Option<SystemTime> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,0 +1,608 @@
+//! Beat: submits workflows on their schedules, once per tick across any
+//! number of replicas.
+//!
+//! # How a tick is enqueued exactly once
+//!
+//! Each [`BeatEntry`] (a flow, or the sub-workflow of one of its tasks) has
+//! a [`Schedule`] whose tick times every replica computes alike (see
+//! [`crate::schedule`]). At tick `T` the tick key is
+//! `beat:{flow}:{entry or "*"}:{T in unix seconds}`; the workflow id is the
+//! UUID v5 of that key (in [`TICK_NAMESPACE`]), so its nodes' task ids and
+//! idempotency keys are deterministic too. The first replica to take the
+//! tick in the shared [`BeatState`] (an atomic set-if-absent) submits the
+//! workflow; every other replica sees the tick taken and does nothing. A
+//! restarted replica computes the same keys and cannot take a tick twice.
+//! When the submit fails (the broker is away) the tick is given back and
+//! tried again until the next tick supersedes it.
+//!
+//! # Overlap
+//!
+//! The latest run of each entry is kept in the shared state, so every
+//! replica knows it. When a tick comes while that run is still going (its
+//! workflow is not finished in the store), the entry's [`Overlap`] decides:
+//! - `skip`: the tick is not enqueued; it is logged and counted;
+//! - `queue`: the tick waits and is enqueued once the run finishes; at most
+//!   one tick waits (a later one replaces it), never a backlog;
+//! - `allow`: the tick is enqueued anyway.
+//!
+//! # Missed ticks
+//!
+//! A schedule new to the state starts at its next tick. After every
+//! replica was down (or a replica lagged), only the latest missed tick is
+//! enqueued, once; older ones are dropped and counted as missed, so a
+//! restart never bursts.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! # async fn demo(producer: celeriac_producer::Producer) -> celeriac_producer::Result<()> {
+//! use std::sync::Arc;
+//! use celeriac_producer::beat::{Beat, BeatEntry, RedisBeatState};
+//! use celeriac_producer::schedule::{Overlap, Schedule};
+//! use celeriac_schema::workflow::{Node, Workflow};
+//!
+//! let entry = BeatEntry::new("reports", None, Schedule::cron("0 6 * * *")?, Overlap::Skip, |id| {
+//!     let mut workflow = Workflow::new();
+//!     workflow.id = id;
+//!     workflow.push(Node::new("build", "reports.build", rmpv::Value::Nil));
+//!     workflow
+//! });
+//! let state = Arc::new(RedisBeatState::connect("redis://127.0.0.1:6379", "celeriac").await?);
+//! let beat = Beat::new(producer, state, vec![entry]);
+//! let stats = beat.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! println!("{} runs submitted", stats.submitted);
+//! # Ok(()) }
+//! ```
+
+mod state;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use celeriac_schema::store::WorkflowState;
+use celeriac_schema::workflow::Workflow;
+use celeriac_schema::TaskId;
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, Result};
+use crate::producer::Producer;
+use crate::schedule::{unix_secs, Overlap, Schedule};
+
+pub use state::{BeatState, EntryState, MemoryBeatState, RedisBeatState};
+
+/// The UUID v5 namespace of beat workflow ids.
+pub const TICK_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x77bd_aa6a_37d8_4002_b4c0_d04e_98e4_1072);
+
+/// A tick key lives ten periods, at least this long, so that replicas
+/// whose clocks differ still agree on who took it.
+const MIN_TICK_TTL: Duration = Duration::from_secs(3600);
+
+/// ... and at most this long.
+const MAX_TICK_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+type BuildWorkflow = dyn Fn(TaskId) -> Workflow + Send + Sync;
+
+/// One scheduled thing: a flow, or the sub-workflow of one of its tasks.
+#[derive(Clone)]
+pub struct BeatEntry {
+    flow: String,
+    entry: Option<String>,
+    schedule: Schedule,
+    overlap: Overlap,
+    outputs: Vec<String>,
+    build: Arc<BuildWorkflow>,
+}
+
+impl std::fmt::Debug for BeatEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BeatEntry")
+            .field("flow", &self.flow)
+            .field("entry", &self.entry)
+            .field("schedule", &self.schedule)
+            .field("overlap", &self.overlap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BeatEntry {
+    /// An entry of flow `flow` (`entry`: the task whose sub-workflow runs,
+    /// `None` for the whole flow); `build` makes the workflow of a run
+    /// with the id it is given.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use celeriac_producer::beat::BeatEntry;
+    /// use celeriac_producer::schedule::{Overlap, Schedule};
+    /// use celeriac_schema::workflow::Workflow;
+    ///
+    /// let entry = BeatEntry::new("etl", Some("load".into()), Schedule::interval_secs(60.0)?, Overlap::Queue,
+    ///     |id| Workflow { id, nodes: Vec::new() });
+    /// assert_eq!(entry.label(), "etl:load");
+    /// # Ok::<(), celeriac_producer::Error>(())
+    /// ```
+    pub fn new(
+        flow: impl Into<String>,
+        entry: Option<String>,
+        schedule: Schedule,
+        overlap: Overlap,
+        build: impl Fn(TaskId) -> Workflow + Send + Sync + 'static,
+    ) -> BeatEntry {
+        BeatEntry {
+            flow: flow.into(),
+            entry,
+            schedule,
+            overlap,
+            outputs: Vec::new(),
+            build: Arc::new(build),
+        }
+    }
+
+    /// The nodes whose results are a run's result (default: every node
+    /// nothing depends on).
+    pub fn outputs(mut self, outputs: Vec<String>) -> BeatEntry {
+        self.outputs = outputs;
+        self
+    }
+
+    /// `{flow}:{entry}`, or `{flow}:*` for the whole flow.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.flow, self.entry.as_deref().unwrap_or("*"))
+    }
+
+    /// The schedule.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// The overlap policy.
+    pub fn overlap(&self) -> Overlap {
+        self.overlap
+    }
+
+    /// The tick key of tick `tick` (unix seconds).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use celeriac_producer::beat::BeatEntry;
+    /// # use celeriac_producer::schedule::{Overlap, Schedule};
+    /// # use celeriac_schema::workflow::Workflow;
+    /// let entry = BeatEntry::new("etl", None, Schedule::interval_secs(60.0)?, Overlap::Skip,
+    ///     |id| Workflow { id, nodes: Vec::new() });
+    /// assert_eq!(entry.tick_key(1_700_000_040), "beat:etl:*:1700000040");
+    /// assert_eq!(entry.run_id(1_700_000_040), entry.run_id(1_700_000_040));
+    /// # Ok::<(), celeriac_producer::Error>(())
+    /// ```
+    pub fn tick_key(&self, tick: i64) -> String {
+        format!("beat:{}:{tick}", self.label())
+    }
+
+    /// The workflow id of tick `tick`'s run: UUID v5 of its tick key.
+    pub fn run_id(&self, tick: i64) -> TaskId {
+        TaskId::from_uuid(uuid::Uuid::new_v5(
+            &TICK_NAMESPACE,
+            self.tick_key(tick).as_bytes(),
+        ))
+    }
+
+    fn tick_ttl(&self) -> Duration {
+        self.schedule
+            .period()
+            .saturating_mul(10)
+            .clamp(MIN_TICK_TTL, MAX_TICK_TTL)
+    }
+}
+
+/// What happened at a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickOutcome {
+    /// This replica submitted the run.
+    Submitted(TaskId),
+    /// Another replica took the tick.
+    Taken,
+    /// The previous run is still going: the tick was skipped.
+    Skipped {
+        /// The run still going.
+        running: TaskId,
+    },
+    /// The previous run is still going: the tick waits for it.
+    Queued {
+        /// The run it waits for.
+        behind: TaskId,
+    },
+}
+
+/// Counts of what a beat did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BeatStats {
+    /// Runs this replica submitted (queued ones included).
+    pub submitted: u64,
+    /// Ticks another replica took.
+    pub taken: u64,
+    /// Ticks skipped because the previous run was still going.
+    pub skipped: u64,
+    /// Ticks put to wait behind a run still going.
+    pub queued: u64,
+    /// Ticks dropped while no replica was running (only the latest missed
+    /// tick is enqueued).
+    pub missed: u64,
+    /// Ticks whose submit failed (given back and tried again).
+    pub failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    submitted: AtomicU64,
+    taken: AtomicU64,
+    skipped: AtomicU64,
+    queued: AtomicU64,
+    missed: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> BeatStats {
+        BeatStats {
+            submitted: self.submitted.load(Ordering::Relaxed),
+            taken: self.taken.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            queued: self.queued.load(Ordering::Relaxed),
+            missed: self.missed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Knobs of a [`Beat`].
+#[derive(Debug, Clone)]
+pub struct BeatOptions {
+    /// How often a waiting (`queue`) run checks whether the run before it
+    /// finished, and how soon a failed submit is tried again (default
+    /// 500 ms).
+    pub poll: Duration,
+    /// This replica's name in the tick keys it takes (default: host name
+    /// and process id, plus a random suffix).
+    pub replica: String,
+}
+
+impl Default for BeatOptions {
+    fn default() -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "beat".into());
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        BeatOptions {
+            poll: Duration::from_millis(500),
+            replica: format!("{host}-{}-{}", std::process::id(), &id[id.len() - 6..]),
+        }
+    }
+}
+
+/// Submits its entries' workflows at their ticks; see the module
+/// documentation.
+#[derive(Debug)]
+pub struct Beat {
+    producer: Producer,
+    state: Arc<dyn BeatState>,
+    entries: Vec<BeatEntry>,
+    options: BeatOptions,
+    counters: Arc<Counters>,
+}
+
+impl Beat {
+    /// A beat for `entries`, submitting through `producer` (which needs a
+    /// state store) and sharing ticks through `state`.
+    pub fn new(producer: Producer, state: Arc<dyn BeatState>, entries: Vec<BeatEntry>) -> Beat {
+        Beat {
+            producer,
+            state,
+            entries,
+            options: BeatOptions::default(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// Replaces the options.
+    pub fn options(mut self, options: BeatOptions) -> Beat {
+        self.options = options;
+        self
+    }
+
+    /// What this beat did so far.
+    pub fn stats(&self) -> BeatStats {
+        self.counters.snapshot()
+    }
+
+    /// Runs until `shutdown` completes; returns what it did.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoStore`] when the producer has no state store; store
+    /// errors while reading where a schedule stands at start-up. Errors
+    /// during a tick are logged and the tick is tried again.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<BeatStats> {
+        if self.producer.store().is_none() {
+            return Err(Error::NoStore {
+                what: "beat (to know whether a previous run is still going)",
+            });
+        }
+        let now = SystemTime::now();
+        // Where each entry stands: the latest tick handled.
+        let mut cursors = Vec::with_capacity(self.entries.len());
+        for entry in &self.entries {
+            let label = entry.label();
+            let cursor = match self.state.entry(&label).await?.last_tick {
+                Some(tick) => tick,
+                // New to the state: start at the next tick.
+                None => entry
+                    .schedule
+                    .latest_at_or_before(now)
+                    .map_or(i64::MIN, unix_secs),
+            };
+            info!(entry = %label, schedule = %entry.schedule, overlap = %entry.overlap, "scheduled");
+            cursors.push(cursor);
+        }
+        tokio::pin!(shutdown);
+        loop {
+            let now = SystemTime::now();
+            let mut wake = now + self.options.poll;
+            for (entry, cursor) in self.entries.iter().zip(cursors.iter_mut()) {
+                self.step(entry, cursor, now).await;
+                if let Some(next) = entry.schedule.next_after(now) {
+                    wake = wake.min(next);
+                }
+            }
+            // A few milliseconds past the tick, so that it is due on waking.
+            let sleep = wake
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                + Duration::from_millis(5);
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(sleep) => {}
+            }
+        }
+        let stats = self.stats();
+        info!(?stats, "beat stopped");
+        Ok(stats)
+    }
+
+    /// Handles a due tick of `entry` and its waiting run, if any.
+    async fn step(&self, entry: &BeatEntry, cursor: &mut i64, now: SystemTime) {
+        if let Some(latest) = entry.schedule.latest_at_or_before(now) {
+            let tick = unix_secs(latest);
+            if tick > *cursor {
+                let missed = missed_between(&entry.schedule, *cursor, latest);
+                if missed > 0 {
+                    self.counters.missed.fetch_add(missed, Ordering::Relaxed);
+                    warn!(entry = %entry.label(), missed, tick, "ticks missed while beat was not running: enqueueing only the latest");
+                }
+                match self.tick(entry, tick).await {
+                    Ok(outcome) => {
+                        debug!(entry = %entry.label(), tick, ?outcome, "tick");
+                        *cursor = tick;
+                    }
+                    Err(e) => {
+                        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                        warn!(entry = %entry.label(), tick, error = %e, "could not submit the tick's run; trying again");
+                        // Older ticks are not missed again on the retry.
+                        if let Some(prev) = entry
+                            .schedule
+                            .latest_at_or_before(latest - Duration::from_secs(1))
+                        {
+                            *cursor = (*cursor).max(unix_secs(prev));
+                        }
+                    }
+                }
+            }
+        }
+        if entry.overlap == Overlap::Queue {
+            if let Err(e) = self.release_pending(entry).await {
+                warn!(entry = %entry.label(), error = %e, "could not check the queued run");
+            }
+        }
+    }
+
+    /// Handles tick `tick` (unix seconds) of `entry` now: takes it, applies
+    /// the overlap policy and submits its run.
+    ///
+    /// # Errors
+    ///
+    /// Store and broker errors; the tick is then given back, so that a
+    /// later call may take it again.
+    pub async fn tick(&self, entry: &BeatEntry, tick: i64) -> Result<TickOutcome> {
+        let label = entry.label();
+        let owner = &self.options.replica;
+        if !self
+            .state
+            .claim_tick(&label, tick, owner, entry.tick_ttl())
+            .await?
+        {
+            self.counters.taken.fetch_add(1, Ordering::Relaxed);
+            return Ok(TickOutcome::Taken);
+        }
+        let result = self.handle_claimed(entry, &label, tick).await;
+        if result.is_err() {
+            if let Err(e) = self.state.release_tick(&label, tick, owner).await {
+                warn!(entry = %label, tick, error = %e, "could not give the tick back");
+            }
+        }
+        result
+    }
+
+    async fn handle_claimed(
+        &self,
+        entry: &BeatEntry,
+        label: &str,
+        tick: i64,
+    ) -> Result<TickOutcome> {
+        let state = self.state.entry(label).await?;
+        if entry.overlap != Overlap::Allow {
+            if let Some(running) = self.running(&state).await? {
+                if entry.overlap == Overlap::Skip {
+                    self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    info!(entry = %label, tick, %running, "previous run still going: tick skipped");
+                    return Ok(TickOutcome::Skipped { running });
+                }
+                self.state.set_pending(label, tick).await?;
+                self.counters.queued.fetch_add(1, Ordering::Relaxed);
+                info!(entry = %label, tick, %running, "previous run still going: tick queued behind it");
+                return Ok(TickOutcome::Queued { behind: running });
+            }
+            if entry.overlap == Overlap::Queue && state.pending.is_some() {
+                // A waiting run goes first; this tick takes its place.
+                let behind = state.last_run.map_or(entry.run_id(tick), |(_, id)| id);
+                self.state.set_pending(label, tick).await?;
+                self.counters.queued.fetch_add(1, Ordering::Relaxed);
+                return Ok(TickOutcome::Queued { behind });
+            }
+        }
+        let id = self.submit(entry, label, tick).await?;
+        Ok(TickOutcome::Submitted(id))
+    }
+
+    /// The last run of an entry, if it is still going.
+    async fn running(&self, state: &EntryState) -> Result<Option<TaskId>> {
+        let Some((_, run)) = state.last_run else {
+            return Ok(None);
+        };
+        let store = self
+            .producer
+            .store()
+            .ok_or(Error::NoStore { what: "beat" })?;
+        // A workflow the store forgot (expired) is long finished.
+        Ok(match store.get_workflow(run).await? {
+            Some(record) if record.state == WorkflowState::Running => Some(run),
+            _ => None,
+        })
+    }
+
+    async fn submit(&self, entry: &BeatEntry, label: &str, tick: i64) -> Result<TaskId> {
+        let id = entry.run_id(tick);
+        let workflow = (entry.build)(id);
+        let workflow = Workflow { id, ..workflow };
+        self.producer.submit(&workflow, &entry.outputs).await?;
+        self.state.set_last_run(label, tick, id).await?;
+        self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+        info!(entry = %label, tick, workflow = %id, nodes = workflow.nodes.len(), "submitted");
+        Ok(id)
+    }
+
+    /// Submits the waiting run of a `queue` entry once the run before it
+    /// finished.
+    async fn release_pending(&self, entry: &BeatEntry) -> Result<()> {
+        let label = entry.label();
+        let state = self.state.entry(&label).await?;
+        let Some(tick) = state.pending else {
+            return Ok(());
+        };
+        if self.running(&state).await?.is_some() {
+            return Ok(());
+        }
+        if !self.state.take_pending(&label, tick).await? {
+            return Ok(());
+        }
+        if let Err(e) = self.submit(entry, &label, tick).await {
+            // Put it back for the next check.
+            self.state.set_pending(&label, tick).await?;
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+/// Ticks strictly between `after` (unix seconds) and `latest`, counted up
+/// to a bound.
+fn missed_between(schedule: &Schedule, after: i64, latest: SystemTime) -> u64 {
+    if after == i64::MIN {
+        return 0;
+    }
+    let start = match u64::try_from(after) {
+        Ok(secs) => UNIX_EPOCH + Duration::from_secs(secs),
+        Err(_) => return 0,
+    };
+    if let Schedule::Interval(period) = schedule {
+        let gap = latest.duration_since(start).unwrap_or_default();
+        return (gap.as_secs_f64() / period.as_secs_f64()).ceil().max(1.0) as u64 - 1;
+    }
+    let mut count = 0;
+    let mut t = start;
+    while let Some(next) = schedule.next_after(t) {
+        if next >= latest || count >= 10_000 {
+            break;
+        }
+        count += 1;
+        t = next;
+    }
+    count
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn tick_keys_and_ids_are_deterministic() {
+        let build = |id| Workflow { id, nodes: vec![] };
+        let a = BeatEntry::new(
+            "f",
+            None,
+            Schedule::interval_secs(1.0).unwrap(),
+            Overlap::Skip,
+            build,
+        );
+        let b = BeatEntry::new(
+            "f",
+            Some("t".into()),
+            Schedule::interval_secs(1.0).unwrap(),
+            Overlap::Skip,
+            build,
+        );
+        assert_eq!(a.tick_key(5), "beat:f:*:5");
+        assert_eq!(b.tick_key(5), "beat:f:t:5");
+        assert_eq!(a.run_id(5), a.clone().run_id(5));
+        assert_ne!(a.run_id(5), a.run_id(6));
+        assert_ne!(a.run_id(5), b.run_id(5));
+        assert_eq!(a.tick_ttl(), MIN_TICK_TTL);
+    }
+
+    #[test]
+    fn missed_ticks_are_counted() {
+        let s = Schedule::interval_secs(10.0).unwrap();
+        assert_eq!(missed_between(&s, 100, at(110)), 0);
+        assert_eq!(missed_between(&s, 100, at(150)), 4);
+        assert_eq!(missed_between(&s, i64::MIN, at(150)), 0);
+        let c = Schedule::cron("* * * * *").unwrap();
+        assert_eq!(missed_between(&c, 60, at(300)), 3);
+    }
+
+    #[tokio::test]
+    async fn memory_state_takes_each_tick_once_and_one_pending() {
+        let state = MemoryBeatState::default();
+        let ttl = Duration::from_secs(1);
+        assert!(state.claim_tick("e", 10, "a", ttl).await.unwrap());
+        assert!(!state.claim_tick("e", 10, "b", ttl).await.unwrap());
+        state.release_tick("e", 10, "b").await.unwrap();
+        assert!(!state.claim_tick("e", 10, "b", ttl).await.unwrap());
+        state.release_tick("e", 10, "a").await.unwrap();
+        assert!(state.claim_tick("e", 10, "b", ttl).await.unwrap());
+        assert!(state.claim_tick("e", 9, "b", ttl).await.unwrap());
+        assert_eq!(state.entry("e").await.unwrap().last_tick, Some(10));
+        state.set_pending("e", 11).await.unwrap();
+        state.set_pending("e", 12).await.unwrap();
+        assert!(!state.take_pending("e", 11).await.unwrap());
+        assert!(state.take_pending("e", 12).await.unwrap());
+        assert!(!state.take_pending("e", 12).await.unwrap());
+        let id = TaskId::new();
+        state.set_last_run("e", 12, id).await.unwrap();
+        state.set_last_run("e", 11, TaskId::new()).await.unwrap();
+        assert_eq!(state.entry("e").await.unwrap().last_run, Some((12, id)));
+    }
+}
