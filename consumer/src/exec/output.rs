@@ -70,15 +70,16 @@ pub(crate) fn decode_output(format: ExecFormat, stdout: Vec<u8>) -> Result<rmpv:
                 return Ok(rmpv::Value::Nil);
             }
             let mut rest = stdout.as_slice();
-            let value = rmpv::decode::read_value_with_max_depth(&mut rest, MAX_DEPTH).map_err(|e| {
-                TaskError::fatal(
-                    OUTPUT_DECODE,
-                    format!(
-                        "the output is not MessagePack ({e}); it begins with {}",
-                        preview(&stdout)
-                    ),
-                )
-            })?;
+            let value =
+                rmpv::decode::read_value_with_max_depth(&mut rest, MAX_DEPTH).map_err(|e| {
+                    TaskError::fatal(
+                        OUTPUT_DECODE,
+                        format!(
+                            "the output is not MessagePack ({e}); it begins with {}",
+                            preview(&stdout)
+                        ),
+                    )
+                })?;
             if !rest.is_empty() {
                 return Err(TaskError::fatal(
                     OUTPUT_DECODE,

@@ -17,7 +17,8 @@ use tracing::{debug, warn};
 use crate::task_error::{TaskError, BAD_INPUT, TIME_LIMIT};
 
 use super::output::{
-    decode_output, describe_status, encode_input, signal_of, Tail, SIGABRT, SIGKILL, SIGSEGV, SIGXCPU,
+    decode_output, describe_status, encode_input, signal_of, Tail, SIGABRT, SIGKILL, SIGSEGV,
+    SIGXCPU,
 };
 use super::{
     ExecConfig, ExecLimits, EXEC_SETUP, EXIT_STATUS, OUTPUT_NOT_CLOSED, OUTPUT_TOO_LARGE,
@@ -230,7 +231,11 @@ pub(crate) async fn run(
         ));
     }
     if !status.success() {
-        let ended = format!("the program {}{}", describe_status(&status), hint(config, &status));
+        let ended = format!(
+            "the program {}{}",
+            describe_status(&status),
+            hint(config, &status)
+        );
         return Err(if term_sent {
             TaskError::new(
                 TIME_LIMIT,
