@@ -39,6 +39,7 @@
 pub mod beat;
 pub mod canvas;
 mod error;
+pub mod flow;
 mod handle;
 mod producer;
 pub mod publish;

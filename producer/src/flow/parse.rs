@@ -1,0 +1,759 @@
+//! From YAML text to a tree of raw items, each with its place in the file.
+//!
+//! This step checks everything a single key can get wrong (unknown keys,
+//! types, names, the one kind a task has); [`super::resolve`] then checks
+//! what needs the whole tree (`needs`, cycles, schedules).
+
+use std::path::Path;
+use std::time::Duration;
+
+use celeriac_schema::exec::{ExecFormat, ExecSpec};
+use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+
+use super::error::{suggest, FlowError, FlowErrorKind, Position};
+use super::TaskKind;
+use crate::schedule::{Overlap, Schedule};
+
+type Result<T> = std::result::Result<T, FlowError>;
+
+const TOP_KEYS: &[&str] = &["name", "schedule", "overlap", "defaults", "tasks"];
+const DEFAULT_KEYS: &[&str] = &["retries", "timeout", "soft_timeout", "queue"];
+const TASK_KEYS: &[&str] = &[
+    "run",
+    "task",
+    "sequence",
+    "parallel",
+    "needs",
+    "input",
+    "format",
+    "env",
+    "retries",
+    "timeout",
+    "soft_timeout",
+    "queue",
+    "schedule",
+    "subtasks",
+];
+const KINDS: &[&str] = &["run", "task", "sequence", "parallel"];
+
+/// A whole file, read but not yet resolved.
+pub(super) struct RawFlow {
+    pub name: String,
+    pub schedule: Option<Located<Schedule>>,
+    pub overlap: Overlap,
+    pub defaults: Options,
+    pub tasks: Vec<RawItem>,
+}
+
+/// A value and where it was written.
+#[derive(Debug, Clone)]
+pub(super) struct Located<T> {
+    pub value: T,
+    pub at: Position,
+    pub key: String,
+}
+
+/// Settings a task takes from itself, its enclosing blocks or `defaults`.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Options {
+    pub retries: Option<u32>,
+    pub timeout: Option<Duration>,
+    pub soft_timeout: Option<Duration>,
+    pub queue: Option<String>,
+}
+
+impl Options {
+    /// `self`, with what it leaves unset taken from `outer`.
+    pub fn or(&self, outer: &Options) -> Options {
+        Options {
+            retries: self.retries.or(outer.retries),
+            timeout: self.timeout.or(outer.timeout),
+            soft_timeout: self.soft_timeout.or(outer.soft_timeout),
+            queue: self.queue.clone().or_else(|| outer.queue.clone()),
+        }
+    }
+}
+
+/// One entry of a `tasks`, `subtasks`, `sequence` or `parallel`.
+pub(super) struct RawItem {
+    pub name: String,
+    /// The dotted node id.
+    pub id: String,
+    /// Where its name is written.
+    pub at: Position,
+    pub needs: Vec<Located<String>>,
+    pub options: Options,
+    pub schedule: Option<Located<Schedule>>,
+    pub body: Body,
+}
+
+pub(super) enum Body {
+    Task {
+        kind: TaskKind,
+        input: Option<rmpv::Value>,
+        subtasks: Vec<RawItem>,
+    },
+    Sequence(Vec<RawItem>),
+    Parallel(Vec<RawItem>),
+}
+
+/// Reads YAML text; relative program paths resolve against `base`.
+pub(super) struct Reader<'f> {
+    pub file: &'f str,
+    pub base: Option<&'f Path>,
+}
+
+fn at(node: &MarkedYaml<'_>) -> Position {
+    Position::from_marker(&node.span.start)
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// The node's data, looking through tags.
+fn data<'b, 'a>(node: &'b MarkedYaml<'a>) -> &'b YamlData<'a, MarkedYaml<'a>> {
+    match &node.data {
+        YamlData::Tagged(_, inner) => data(inner),
+        d => d,
+    }
+}
+
+fn type_name(node: &MarkedYaml<'_>) -> &'static str {
+    match data(node) {
+        YamlData::Value(Scalar::Null) => "nothing (null)",
+        YamlData::Value(Scalar::Boolean(_)) => "a boolean",
+        YamlData::Value(Scalar::Integer(_)) => "an integer",
+        YamlData::Value(Scalar::FloatingPoint(_)) => "a number",
+        YamlData::Value(Scalar::String(_)) => "a string",
+        YamlData::Sequence(_) => "a list",
+        YamlData::Mapping(_) => "a mapping",
+        _ => "an unreadable value",
+    }
+}
+
+/// The text of a scalar: strings as written, numbers and booleans as YAML
+/// prints them.
+fn scalar_text(node: &MarkedYaml<'_>) -> Option<String> {
+    match data(node) {
+        YamlData::Value(Scalar::String(s)) => Some(s.to_string()),
+        YamlData::Value(Scalar::Integer(i)) => Some(i.to_string()),
+        YamlData::Value(Scalar::FloatingPoint(f)) => Some(f.to_string()),
+        YamlData::Value(Scalar::Boolean(b)) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The keys of one mapping, checked against the keys it may have.
+struct Fields<'b, 'a> {
+    path: String,
+    entries: Vec<(String, Position, &'b MarkedYaml<'a>)>,
+}
+
+impl<'b, 'a> Fields<'b, 'a> {
+    fn get(&self, key: &str) -> Option<(&'b MarkedYaml<'a>, Position)> {
+        self.entries
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, p, v)| (*v, *p))
+    }
+
+    fn key_at(&self, key: &str) -> Option<Position> {
+        self.get(key).map(|(_, p)| p)
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Reader<'_> {
+    fn err(&self, at: Position, key: impl Into<String>, kind: FlowErrorKind) -> FlowError {
+        FlowError::new(self.file, Some(at), key, kind)
+    }
+
+    fn invalid(
+        &self,
+        at: Position,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> FlowError {
+        self.err(
+            at,
+            key,
+            FlowErrorKind::Invalid {
+                message: message.into(),
+            },
+        )
+    }
+
+    fn wrong_type(&self, node: &MarkedYaml<'_>, key: &str, expected: &'static str) -> FlowError {
+        self.err(
+            at(node),
+            key,
+            FlowErrorKind::WrongType {
+                expected,
+                found: type_name(node),
+            },
+        )
+    }
+
+    /// Parses `text` into its one document.
+    pub fn read(&self, text: &str) -> Result<RawFlow> {
+        let docs = MarkedYaml::load_from_str(text).map_err(|e| {
+            self.err(
+                Position::from_marker(e.marker()),
+                "",
+                FlowErrorKind::Syntax {
+                    message: e.info().to_owned(),
+                },
+            )
+        })?;
+        let mut docs = docs.into_iter();
+        let Some(doc) = docs.next() else {
+            return Err(FlowError::new(
+                self.file,
+                Some(Position::new(1, 1)),
+                "",
+                FlowErrorKind::Invalid {
+                    message: "the file is empty: a workflow is a mapping with `name` and `tasks`"
+                        .into(),
+                },
+            ));
+        };
+        if let Some(extra) = docs.next() {
+            return Err(self.invalid(
+                at(&extra),
+                "",
+                "a workflow file holds one YAML document, this is a second one",
+            ));
+        }
+        self.flow(&doc)
+    }
+
+    fn fields<'b, 'a>(
+        &self,
+        node: &'b MarkedYaml<'a>,
+        path: &str,
+        allowed: &[&'static str],
+        what: &'static str,
+    ) -> Result<Fields<'b, 'a>> {
+        let YamlData::Mapping(map) = data(node) else {
+            return Err(self.wrong_type(node, path, what));
+        };
+        let mut entries = Vec::with_capacity(map.len());
+        for (k, v) in map {
+            let Some(key) = scalar_text(k) else {
+                return Err(self.wrong_type(k, path, "a key"));
+            };
+            if !allowed.contains(&key.as_str()) {
+                let suggestion = suggest(&key, allowed);
+                return Err(self.err(at(k), path, FlowErrorKind::UnknownKey { key, suggestion }));
+            }
+            entries.push((key, at(k), v));
+        }
+        Ok(Fields {
+            path: path.to_owned(),
+            entries,
+        })
+    }
+
+    fn flow(&self, doc: &MarkedYaml<'_>) -> Result<RawFlow> {
+        let f = self.fields(doc, "", TOP_KEYS, "a mapping with `name` and `tasks`")?;
+        let name = match f.get("name") {
+            Some((v, _)) => {
+                let name = self.string(v, "name")?;
+                if !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+                    || name.is_empty()
+                {
+                    return Err(self.invalid(
+                        at(v),
+                        "name",
+                        format!("{name:?} is not a workflow name: use letters, digits, `_`, `-` and `.`"),
+                    ));
+                }
+                name
+            }
+            None => {
+                return Err(self.err(at(doc), "", FlowErrorKind::MissingKey { key: "name" }));
+            }
+        };
+        let schedule = match f.get("schedule") {
+            Some((v, _)) => Some(self.schedule(v, "schedule")?),
+            None => None,
+        };
+        let overlap = match f.get("overlap") {
+            Some((v, _)) => {
+                let s = self.string(v, "overlap")?;
+                s.parse::<Overlap>()
+                    .map_err(|e| self.invalid(at(v), "overlap", e.to_string()))?
+            }
+            None => Overlap::default(),
+        };
+        let defaults = match f.get("defaults") {
+            Some((v, _)) => {
+                let d = self.fields(v, "defaults", DEFAULT_KEYS, "a mapping")?;
+                self.options(&d)?
+            }
+            None => Options::default(),
+        };
+        let Some((tasks, _)) = f.get("tasks") else {
+            return Err(self.err(at(doc), "", FlowErrorKind::MissingKey { key: "tasks" }));
+        };
+        let tasks = self.scope(tasks, "tasks", "")?;
+        Ok(RawFlow {
+            name,
+            schedule,
+            overlap,
+            defaults,
+            tasks,
+        })
+    }
+
+    /// The items of a mapping of names to tasks (`tasks`, `subtasks`,
+    /// `parallel`); `prefix` is the enclosing node id.
+    fn scope(&self, node: &MarkedYaml<'_>, path: &str, prefix: &str) -> Result<Vec<RawItem>> {
+        let YamlData::Mapping(map) = data(node) else {
+            return Err(self.wrong_type(node, path, "a mapping of task names to tasks"));
+        };
+        if map.is_empty() {
+            return Err(self.invalid(at(node), path, "there must be at least one task"));
+        }
+        let mut items = Vec::with_capacity(map.len());
+        for (k, v) in map {
+            let name = self.name(k, path)?;
+            items.push(self.item(name, at(k), v, &join(path, &scalar_or_empty(k)), prefix)?);
+        }
+        Ok(items)
+    }
+
+    fn name(&self, key: &MarkedYaml<'_>, path: &str) -> Result<String> {
+        let Some(name) = scalar_text(key) else {
+            return Err(self.wrong_type(key, path, "a task name"));
+        };
+        if !is_name(&name) {
+            return Err(self.invalid(
+                at(key),
+                path,
+                format!("{name:?} is not a task name: use letters, digits, `_` and `-`"),
+            ));
+        }
+        Ok(name)
+    }
+
+    fn item(
+        &self,
+        name: String,
+        name_at: Position,
+        node: &MarkedYaml<'_>,
+        path: &str,
+        prefix: &str,
+    ) -> Result<RawItem> {
+        let id = join(prefix, &name);
+        let f = self.fields(node, path, TASK_KEYS, "a mapping (the task's settings)")?;
+        let kinds: Vec<&str> = KINDS.iter().copied().filter(|k| f.has(k)).collect();
+        let kind = match kinds.as_slice() {
+            [] => {
+                return Err(self.invalid(
+                    at(node),
+                    path,
+                    "a task needs one of `run` (a program), `task` (a registered handler), `sequence` or `parallel`",
+                ))
+            }
+            [one] => *one,
+            [first, second, ..] => {
+                let second_at = f.key_at(second).unwrap_or(name_at);
+                return Err(self.invalid(
+                    second_at,
+                    path,
+                    format!("`{first}` and `{second}` cannot be used together: a task has exactly one of `run`, `task`, `sequence` or `parallel`"),
+                ));
+            }
+        };
+        let needs = match f.get("needs") {
+            Some((v, _)) => self.needs(v, &join(path, "needs"))?,
+            None => Vec::new(),
+        };
+        let schedule = match f.get("schedule") {
+            Some((v, _)) => Some(self.schedule(v, &join(path, "schedule"))?),
+            None => None,
+        };
+        let options = self.options(&f)?;
+        let body = match kind {
+            "sequence" | "parallel" => {
+                for key in ["input", "format", "env", "subtasks"] {
+                    if let Some(p) = f.key_at(key) {
+                        return Err(self.invalid(
+                            p,
+                            path,
+                            format!(
+                                "`{key}` is not allowed on a {kind} block, only on the tasks in it"
+                            ),
+                        ));
+                    }
+                }
+                let (v, _) = f.get(kind).ok_or_else(|| self.internal(name_at, path))?;
+                let members_path = join(path, kind);
+                if kind == "sequence" {
+                    Body::Sequence(self.sequence(v, &members_path, &id)?)
+                } else {
+                    Body::Parallel(self.scope(v, &members_path, &id)?)
+                }
+            }
+            _ => {
+                let task_kind = if kind == "run" {
+                    let (v, _) = f.get("run").ok_or_else(|| self.internal(name_at, path))?;
+                    TaskKind::Exec(self.exec(v, &f, path)?)
+                } else {
+                    for key in ["format", "env"] {
+                        if let Some(p) = f.key_at(key) {
+                            return Err(self.invalid(
+                                p,
+                                path,
+                                format!("`{key}` only applies to a `run` task (a program)"),
+                            ));
+                        }
+                    }
+                    let (v, _) = f.get("task").ok_or_else(|| self.internal(name_at, path))?;
+                    let handler = self.string(v, &join(path, "task"))?;
+                    if handler.is_empty() || handler.chars().any(char::is_whitespace) {
+                        return Err(self.invalid(
+                            at(v),
+                            join(path, "task"),
+                            format!("{handler:?} is not a task name"),
+                        ));
+                    }
+                    TaskKind::Handler(handler)
+                };
+                let input = match f.get("input") {
+                    Some((v, _)) => Some(self.value(v, &join(path, "input"))?),
+                    None => None,
+                };
+                let subtasks = match f.get("subtasks") {
+                    Some((v, _)) => self.scope(v, &join(path, "subtasks"), &id)?,
+                    None => Vec::new(),
+                };
+                Body::Task {
+                    kind: task_kind,
+                    input,
+                    subtasks,
+                }
+            }
+        };
+        Ok(RawItem {
+            name,
+            id,
+            at: name_at,
+            needs,
+            options,
+            schedule,
+            body,
+        })
+    }
+
+    fn internal(&self, at: Position, path: &str) -> FlowError {
+        self.invalid(at, path, "internal error: a key seen a moment ago is gone")
+    }
+
+    /// `sequence:` is a list of one-key mappings: `- step: {task}`.
+    fn sequence(&self, node: &MarkedYaml<'_>, path: &str, prefix: &str) -> Result<Vec<RawItem>> {
+        let YamlData::Sequence(steps) = data(node) else {
+            return Err(self.wrong_type(node, path, "a list of steps (`- name: {task}`)"));
+        };
+        if steps.is_empty() {
+            return Err(self.invalid(at(node), path, "there must be at least one step"));
+        }
+        let mut items: Vec<RawItem> = Vec::with_capacity(steps.len());
+        for (i, step) in steps.iter().enumerate() {
+            let step_path = format!("{path}[{i}]");
+            let one = match data(step) {
+                YamlData::Mapping(map) if map.len() == 1 => map.iter().next(),
+                _ => None,
+            };
+            let Some((k, v)) = one else {
+                return Err(self.invalid(
+                    at(step),
+                    step_path,
+                    "a step is a mapping with one key, the step's name: `- upload: {run: [...]}`",
+                ));
+            };
+            let name = self.name(k, &step_path)?;
+            if items.iter().any(|s| s.name == name) {
+                return Err(self.invalid(
+                    at(k),
+                    step_path,
+                    format!("step {name:?} is defined twice in this sequence"),
+                ));
+            }
+            items.push(self.item(name.clone(), at(k), v, &join(&step_path, &name), prefix)?);
+        }
+        Ok(items)
+    }
+
+    fn needs(&self, node: &MarkedYaml<'_>, path: &str) -> Result<Vec<Located<String>>> {
+        let one = |n: &MarkedYaml<'_>| -> Result<Located<String>> {
+            match scalar_text(n) {
+                Some(s) if !s.is_empty() => Ok(Located {
+                    value: s,
+                    at: at(n),
+                    key: path.to_owned(),
+                }),
+                _ => Err(self.wrong_type(n, path, "a task name")),
+            }
+        };
+        match data(node) {
+            YamlData::Sequence(list) => list.iter().map(one).collect(),
+            YamlData::Value(Scalar::String(_)) => Ok(vec![one(node)?]),
+            _ => Err(self.wrong_type(node, path, "a list of task names")),
+        }
+    }
+
+    fn options(&self, f: &Fields<'_, '_>) -> Result<Options> {
+        let path = &f.path;
+        let retries = match f.get("retries") {
+            Some((v, _)) => match data(v) {
+                YamlData::Value(Scalar::Integer(n)) => Some(u32::try_from(*n).map_err(|_| {
+                    self.invalid(
+                        at(v),
+                        join(path, "retries"),
+                        format!("{n} is not a number of retries (0 or more)"),
+                    )
+                })?),
+                _ => return Err(self.wrong_type(v, &join(path, "retries"), "a whole number")),
+            },
+            None => None,
+        };
+        let timeout = match f.get("timeout") {
+            Some((v, _)) => Some(self.seconds(v, &join(path, "timeout"))?),
+            None => None,
+        };
+        let soft_timeout = match f.get("soft_timeout") {
+            Some((v, _)) => Some(self.seconds(v, &join(path, "soft_timeout"))?),
+            None => None,
+        };
+        if let (Some(soft), Some(hard)) = (soft_timeout, timeout) {
+            if soft >= hard {
+                let p = f.key_at("soft_timeout").unwrap_or_default();
+                return Err(self.invalid(
+                    p,
+                    join(path, "soft_timeout"),
+                    format!(
+                        "the soft time limit ({}s) must be shorter than `timeout` ({}s)",
+                        soft.as_secs_f64(),
+                        hard.as_secs_f64()
+                    ),
+                ));
+            }
+        }
+        let queue = match f.get("queue") {
+            Some((v, _)) => {
+                let q = self.string(v, &join(path, "queue"))?;
+                if q.is_empty() || q.chars().any(char::is_whitespace) {
+                    return Err(self.invalid(
+                        at(v),
+                        join(path, "queue"),
+                        format!("{q:?} is not a queue name"),
+                    ));
+                }
+                Some(q)
+            }
+            None => None,
+        };
+        Ok(Options {
+            retries,
+            timeout,
+            soft_timeout,
+            queue,
+        })
+    }
+
+    fn seconds(&self, node: &MarkedYaml<'_>, path: &str) -> Result<Duration> {
+        let secs = match data(node) {
+            YamlData::Value(Scalar::Integer(n)) => *n as f64,
+            YamlData::Value(Scalar::FloatingPoint(f)) => f.into_inner(),
+            _ => return Err(self.wrong_type(node, path, "a number of seconds")),
+        };
+        if !(secs.is_finite() && secs > 0.0) {
+            return Err(self.invalid(
+                at(node),
+                path,
+                format!("{secs} is not a time limit: give a positive number of seconds"),
+            ));
+        }
+        Duration::try_from_secs_f64(secs)
+            .map_err(|e| self.invalid(at(node), path, format!("{secs} seconds: {e}")))
+    }
+
+    fn schedule(&self, node: &MarkedYaml<'_>, path: &str) -> Result<Located<Schedule>> {
+        let parsed = match data(node) {
+            YamlData::Value(Scalar::Integer(n)) => Schedule::interval_secs(*n as f64),
+            YamlData::Value(Scalar::FloatingPoint(f)) => Schedule::interval_secs(f.into_inner()),
+            YamlData::Value(Scalar::String(s)) => s.parse::<Schedule>(),
+            _ => {
+                return Err(self.wrong_type(
+                    node,
+                    path,
+                    "an interval in seconds or a cron expression",
+                ))
+            }
+        };
+        let value = parsed.map_err(|e| {
+            self.err(
+                at(node),
+                path,
+                FlowErrorKind::Schedule {
+                    message: e.to_string(),
+                },
+            )
+        })?;
+        Ok(Located {
+            value,
+            at: at(node),
+            key: path.to_owned(),
+        })
+    }
+
+    fn string(&self, node: &MarkedYaml<'_>, path: &str) -> Result<String> {
+        match data(node) {
+            YamlData::Value(Scalar::String(s)) => Ok(s.to_string()),
+            _ => Err(self.wrong_type(node, path, "a string")),
+        }
+    }
+
+    /// A `run` task's program, argv, format and environment.
+    fn exec(&self, run: &MarkedYaml<'_>, f: &Fields<'_, '_>, path: &str) -> Result<ExecSpec> {
+        let run_path = join(path, "run");
+        let argv: Vec<String> = match data(run) {
+            YamlData::Value(Scalar::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+            YamlData::Sequence(list) => list
+                .iter()
+                .map(|a| {
+                    scalar_text(a)
+                        .ok_or_else(|| self.wrong_type(a, &run_path, "an argument (a string)"))
+                })
+                .collect::<Result<_>>()?,
+            _ => {
+                return Err(self.wrong_type(
+                    run,
+                    &run_path,
+                    "a program and its arguments (a list, or a string split on spaces)",
+                ))
+            }
+        };
+        let mut argv = argv.into_iter();
+        let Some(program) = argv.next().filter(|p| !p.is_empty()) else {
+            return Err(self.invalid(at(run), run_path, "the program is missing"));
+        };
+        let mut spec = ExecSpec::new(self.program_path(&program));
+        spec.args = argv.map(|a| self.arg_path(a)).collect();
+        if let Some((v, _)) = f.get("format") {
+            let format_path = join(path, "format");
+            spec.format = match self.string(v, &format_path)?.as_str() {
+                "json" => ExecFormat::Json,
+                "msgpack" => ExecFormat::Msgpack,
+                other => {
+                    return Err(self.invalid(
+                        at(v),
+                        format_path,
+                        format!("unknown format {other:?}: expected json or msgpack"),
+                    ))
+                }
+            };
+        }
+        if let Some((v, _)) = f.get("env") {
+            let env_path = join(path, "env");
+            let YamlData::Mapping(map) = data(v) else {
+                return Err(self.wrong_type(v, &env_path, "a mapping of variable names to values"));
+            };
+            for (k, val) in map {
+                let name = scalar_text(k).unwrap_or_default();
+                if name.is_empty() || name.contains('=') || name.contains('\0') {
+                    return Err(self.invalid(
+                        at(k),
+                        env_path,
+                        format!("{name:?} is not an environment variable name"),
+                    ));
+                }
+                let Some(value) = scalar_text(val) else {
+                    return Err(self.wrong_type(val, &join(&env_path, &name), "a string"));
+                };
+                spec.env.insert(name, value);
+            }
+        }
+        Ok(spec)
+    }
+
+    /// A relative program path containing a `/` is relative to the file's
+    /// directory; a bare name is looked up on `PATH` where it runs.
+    fn program_path(&self, program: &str) -> String {
+        match self.base {
+            Some(base) if program.contains('/') && Path::new(program).is_relative() => base
+                .join(program.strip_prefix("./").unwrap_or(program))
+                .to_string_lossy()
+                .into_owned(),
+            _ => program.to_owned(),
+        }
+    }
+
+    /// An argument that names a file beside the YAML file (a script) is made
+    /// absolute, so the flow runs from any directory.
+    fn arg_path(&self, arg: String) -> String {
+        match self.base {
+            Some(base) if !arg.starts_with('-') && Path::new(&arg).is_relative() => {
+                let candidate = base.join(arg.strip_prefix("./").unwrap_or(&arg));
+                if candidate.is_file() {
+                    candidate.to_string_lossy().into_owned()
+                } else {
+                    arg
+                }
+            }
+            _ => arg,
+        }
+    }
+
+    /// Any YAML value as a MessagePack value; mapping keys become strings.
+    fn value(&self, node: &MarkedYaml<'_>, path: &str) -> Result<rmpv::Value> {
+        Ok(match data(node) {
+            YamlData::Value(Scalar::Null) => rmpv::Value::Nil,
+            YamlData::Value(Scalar::Boolean(b)) => rmpv::Value::Boolean(*b),
+            YamlData::Value(Scalar::Integer(i)) => rmpv::Value::from(*i),
+            YamlData::Value(Scalar::FloatingPoint(f)) => rmpv::Value::F64(f.into_inner()),
+            YamlData::Value(Scalar::String(s)) => rmpv::Value::from(s.as_ref()),
+            YamlData::Sequence(list) => rmpv::Value::Array(
+                list.iter()
+                    .map(|v| self.value(v, path))
+                    .collect::<Result<_>>()?,
+            ),
+            YamlData::Mapping(map) => {
+                let mut out = Vec::with_capacity(map.len());
+                for (k, v) in map {
+                    let Some(key) = scalar_text(k) else {
+                        return Err(self.wrong_type(k, path, "a key (a string)"));
+                    };
+                    out.push((
+                        rmpv::Value::from(key.as_str()),
+                        self.value(v, &join(path, &key))?,
+                    ));
+                }
+                rmpv::Value::Map(out)
+            }
+            _ => return Err(self.wrong_type(node, path, "a value")),
+        })
+    }
+}
+
+fn scalar_or_empty(node: &MarkedYaml<'_>) -> String {
+    scalar_text(node).unwrap_or_default()
+}
