@@ -556,4 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:
+        # A reader that stopped early (`| head`) is not a failure.
+        sys.stderr.close()
+        sys.exit(0)
