@@ -4,12 +4,16 @@
 //! state, attempts, timings, worker, error and result) or a workflow (every
 //! node's progress, attempts and error).
 //!
+//! `celeriac send TASK --input JSON` enqueues one task; `celeriac beat
+//! flow.yaml ...` submits scheduled flows at their ticks.
+//!
 //! Each subcommand lives in its own module.
 
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod send;
 mod status;
 
 /// Exit code when the id is unknown to the store.
@@ -65,6 +69,9 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Enqueue one task: `celeriac send images.resize --input '{"w": 640}'`.
+    /// Prints its id, or with `--wait` its result as JSON.
+    Send(send::SendArgs),
     /// Show a task's state, attempts, timings, worker, error and result, or
     /// a workflow's state and every node's progress, attempts and error.
     Status {
@@ -94,5 +101,6 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Status { id, json } => status::run(&cli.global, &id, json).await,
+        Command::Send(args) => send::run(&cli.global, &args).await,
     }
 }

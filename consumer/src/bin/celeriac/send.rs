@@ -1,0 +1,224 @@
+//! `celeriac send TASK --input JSON`: enqueue one task from a shell.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use celeriac_producer::{Error, Producer, RedisStore, SendOptions};
+use celeriac_schema::store::{decode_result, Store, StoreSettings, TaskRecord};
+use celeriac_schema::{TaskId, TaskState};
+use clap::Args;
+
+use crate::Global;
+
+/// How long to try to reach the broker.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Options of `celeriac send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The registered task name (for example `images.resize`).
+    pub task: String,
+
+    /// The task's input as JSON; sent as MessagePack.
+    #[arg(long, default_value = "null")]
+    pub input: String,
+
+    /// The logical queue (default: `default`).
+    #[arg(long)]
+    pub queue: Option<String>,
+
+    /// An idempotency key: sending again with a key used within its TTL
+    /// (one day) publishes nothing and prints the first task's id.
+    #[arg(long)]
+    pub key: Option<String>,
+
+    /// Run it no sooner than this from now (`10s`, `5m`, `1h 30m`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub countdown: Option<Duration>,
+
+    /// Retries after a failure before it is dead-lettered.
+    #[arg(long)]
+    pub retries: Option<u32>,
+
+    /// Wait for the task to finish and print its result as JSON.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// How long `--wait` waits.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s", requires = "wait")]
+    pub timeout: Duration,
+
+    /// Print JSON: `{"id": ...}`, with `--wait` also `state`, `result` or
+    /// `error`.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Send without the state store (no `--key`, no `--wait`, no status).
+    #[arg(long, conflicts_with_all = ["key", "wait"])]
+    pub no_store: bool,
+}
+
+/// Sends the task; exit code 0 when sent (and, with `--wait`, succeeded),
+/// 1 when the broker, the store or the task failed, 2 for invalid input.
+pub async fn run(global: &Global, args: &SendArgs) -> ExitCode {
+    let json: serde_json::Value = match serde_json::from_str(&args.input) {
+        Ok(value) => value,
+        Err(e) => {
+            eprintln!(
+                "error: --input is not valid JSON ({e}); for example --input '{{\"n\": 1}}' or --input '\"text\"'"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let input = match celeriac_schema::to_value(&json) {
+        Ok(value) => value,
+        Err(e) => {
+            eprintln!("error: --input cannot be sent as MessagePack: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let store: Option<Arc<dyn Store>> = if args.no_store {
+        None
+    } else {
+        match RedisStore::connect(
+            &global.redis_url,
+            &global.namespace,
+            StoreSettings::default(),
+        )
+        .await
+        {
+            Ok(store) => Some(Arc::new(store)),
+            Err(e) => {
+                eprintln!("error: {e} (pass --no-store to send without the state store)");
+                return ExitCode::from(1);
+            }
+        }
+    };
+    let mut builder = Producer::builder(&global.amqp_addr)
+        .namespace(&global.namespace)
+        .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(store) = &store {
+        builder = builder.store(store.clone());
+    }
+    let producer = match builder.connect().await {
+        Ok(producer) => producer,
+        Err(e) => return fail(&e),
+    };
+    let mut options = SendOptions::new();
+    if let Some(queue) = &args.queue {
+        options = options.queue(queue);
+    }
+    if let Some(key) = &args.key {
+        options = options.idempotency_key(key);
+    }
+    if let Some(countdown) = args.countdown {
+        options = options.countdown(countdown);
+    }
+    if let Some(retries) = args.retries {
+        options = options.max_retries(retries);
+    }
+    let prepared = match producer.prepare_value(&args.task, input, &options) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let id = match producer.send_prepared(&prepared).await {
+        Ok(id) => id,
+        Err(e) => return fail(&e),
+    };
+    match (args.wait, store) {
+        (true, Some(store)) => wait(store.as_ref(), id, args.timeout, args.json).await,
+        _ => {
+            if args.json {
+                println!("{}", serde_json::json!({ "id": id.to_string() }));
+            } else {
+                println!("{id}");
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn fail(e: &Error) -> ExitCode {
+    eprintln!("error: {e}");
+    match e {
+        Error::Schema(celeriac_schema::Error::InvalidName { .. }) | Error::InvalidOptions(_) => {
+            ExitCode::from(2)
+        }
+        _ => ExitCode::from(1),
+    }
+}
+
+/// Waits for task `id` and prints its result (or its failure).
+async fn wait(store: &dyn Store, id: TaskId, timeout: Duration, json: bool) -> ExitCode {
+    let record = match store.wait(id, timeout).await {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            let state = match store.get(id).await {
+                Ok(Some(record)) => record.state.as_str(),
+                _ => "unknown",
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": id.to_string(), "state": state, "timed_out": true })
+                );
+            }
+            eprintln!(
+                "error: task {id} did not finish within {} (state: {state})",
+                humantime::format_duration(timeout)
+            );
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("error: task {id} was sent, but waiting for it failed: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    print_outcome(&record, json)
+}
+
+fn print_outcome(record: &TaskRecord, json: bool) -> ExitCode {
+    let id = record.id.to_string();
+    let state = record.state.as_str();
+    if record.state == TaskState::Succeeded {
+        let result = match record
+            .result
+            .as_deref()
+            .map(decode_result::<serde_json::Value>)
+        {
+            None => serde_json::Value::Null,
+            Some(Ok(value)) => value,
+            Some(Err(e)) => {
+                eprintln!("error: task {id} succeeded, but its result is not JSON-like: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "id": id, "state": state, "result": result })
+            );
+        } else {
+            println!("{result}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let error = record.error.as_ref();
+    if json {
+        let error =
+            error.map(|e| serde_json::json!({ "type": e.error_type, "message": e.message }));
+        println!(
+            "{}",
+            serde_json::json!({ "id": id, "state": state, "error": error })
+        );
+    }
+    match error {
+        Some(e) => eprintln!("error: task {id} {state}: {e}"),
+        None => eprintln!("error: task {id} {state}"),
+    }
+    ExitCode::from(1)
+}
