@@ -5,8 +5,9 @@
 //! The producer runs in a venv under the target directory
 //! (`target/python-venv`) with the pinned packages of
 //! `tests/python/requirements.txt`, set up on first use by
-//! `tests/python/setup_venv.py` and rebuilt when the requirements change;
-//! `CELERIAC_PYTHON` names a Python that already has them instead. When the
+//! `tests/python/setup_venv.py` and rebuilt when the requirements change
+//! (`CELERIAC_PYTHON_VENV` puts it elsewhere); `CELERIAC_PYTHON` names a
+//! Python that already has them instead. When the
 //! packages cannot be installed the tests fail and say how to provide them.
 
 #![allow(clippy::unwrap_used)]
@@ -59,10 +60,13 @@ fn python() -> &'static Path {
             }
         }
         // CARGO_TARGET_TMPDIR is `<target>/tmp`: the venv goes beside it.
-        let venv = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .parent()
-            .expect("the target tmp dir has a parent")
-            .join("python-venv");
+        let venv = match std::env::var_os("CELERIAC_PYTHON_VENV") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .parent()
+                .expect("the target tmp dir has a parent")
+                .join("python-venv"),
+        };
         let out = Command::new("python3")
             .arg(python_dir().join("setup_venv.py"))
             .arg(&venv)
