@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod beat;
 mod send;
 mod status;
 
@@ -72,6 +73,9 @@ enum Command {
     /// Enqueue one task: `celeriac send images.resize --input '{"w": 640}'`.
     /// Prints its id, or with `--wait` its result as JSON.
     Send(send::SendArgs),
+    /// Submit the scheduled flows of YAML files at their ticks (interval or
+    /// cron), once per tick across any number of replicas, until SIGTERM.
+    Beat(beat::BeatArgs),
     /// Show a task's state, attempts, timings, worker, error and result, or
     /// a workflow's state and every node's progress, attempts and error.
     Status {
@@ -102,5 +106,6 @@ async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Status { id, json } => status::run(&cli.global, &id, json).await,
         Command::Send(args) => send::run(&cli.global, &args).await,
+        Command::Beat(args) => beat::run(&cli.global, &args).await,
     }
 }

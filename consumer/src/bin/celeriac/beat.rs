@@ -1,0 +1,204 @@
+//! `celeriac beat flow.yaml [more.yaml ...]`: submit the scheduled flows
+//! (and scheduled tasks of flows) at their ticks, until SIGTERM or Ctrl-C.
+//!
+//! Run as many replicas as you like on one namespace: each tick is
+//! submitted once (see `celeriac_producer::beat`).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use celeriac_producer::beat::{Beat, BeatEntry, BeatOptions, RedisBeatState};
+use celeriac_producer::flow::Flow;
+use celeriac_producer::{Producer, RedisStore};
+use celeriac_schema::store::{Store, StoreSettings};
+use celeriac_schema::workflow::Workflow;
+use clap::Args;
+
+use crate::Global;
+
+/// Options of `celeriac beat`.
+#[derive(Debug, Args)]
+pub struct BeatArgs {
+    /// YAML flows with a `schedule` (on the flow or on some of its tasks).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// This replica's name in the tick keys it takes (default: host name,
+    /// process id and a random suffix).
+    #[arg(long, env = "CELERIAC_BEAT_REPLICA")]
+    pub replica: Option<String>,
+
+    /// Only check the files and print the schedules and their next ticks.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Runs beat; exit code 0 after a clean stop, 1 when the broker or the
+/// store fails at start-up, 2 for invalid files.
+pub async fn run(global: &Global, args: &BeatArgs) -> ExitCode {
+    init_logs();
+    let entries = match entries(&args.files) {
+        Ok(entries) => entries,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let now = SystemTime::now();
+    for entry in &entries {
+        let next = entry.schedule().next_after(now).map_or_else(
+            || "never".to_owned(),
+            |t| humantime::format_rfc3339_seconds(t).to_string(),
+        );
+        println!(
+            "{}  {}  overlap {}  next {next}",
+            entry.label(),
+            entry.schedule(),
+            entry.overlap()
+        );
+    }
+    if args.check {
+        return ExitCode::SUCCESS;
+    }
+    let store = match RedisStore::connect(
+        &global.redis_url,
+        &global.namespace,
+        StoreSettings::default(),
+    )
+    .await
+    {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let state = match RedisBeatState::connect(&global.redis_url, &global.namespace).await {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let store: Arc<dyn Store> = Arc::new(store);
+    let producer = match Producer::builder(&global.amqp_addr)
+        .namespace(&global.namespace)
+        .store(store)
+        .connect()
+        .await
+    {
+        Ok(producer) => producer,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut options = BeatOptions::default();
+    if let Some(replica) = &args.replica {
+        options.replica = replica.clone();
+    }
+    let beat = Beat::new(producer, Arc::new(state), entries).options(options);
+    match beat.run(shutdown()).await {
+        Ok(stats) => {
+            eprintln!(
+                "beat stopped: {} submitted, {} taken by other replicas, {} skipped, {} queued, {} missed, {} failed",
+                stats.submitted, stats.taken, stats.skipped, stats.queued, stats.missed, stats.failed
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Every scheduled entry of the files, or what is wrong with them.
+fn entries(files: &[PathBuf]) -> Result<Vec<BeatEntry>, String> {
+    let mut entries = Vec::new();
+    let mut names = HashSet::new();
+    for path in files {
+        let flow = Arc::new(Flow::from_path(path).map_err(|e| e.to_string())?);
+        if !names.insert(flow.name().to_owned()) {
+            return Err(format!(
+                "{}: a flow named {:?} is already scheduled from another file; flow names must be unique",
+                path.display(),
+                flow.name()
+            ));
+        }
+        let scheduled = flow.scheduled();
+        if scheduled.is_empty() {
+            return Err(format!(
+                "{}: flow {:?} has no schedule: add `schedule:` (seconds or a cron expression) to the flow or to a task",
+                path.display(),
+                flow.name()
+            ));
+        }
+        for s in scheduled {
+            let entry = s.entry.clone();
+            if flow
+                .workflow_for(entry.as_deref(), celeriac_schema::TaskId::new())
+                .is_none()
+            {
+                return Err(format!(
+                    "{}: scheduled entry {entry:?} names no task of flow {:?}",
+                    path.display(),
+                    flow.name()
+                ));
+            }
+            let build_flow = flow.clone();
+            entries.push(BeatEntry::new(
+                flow.name(),
+                entry.clone(),
+                s.schedule,
+                s.overlap,
+                move |id| {
+                    build_flow
+                        .workflow_for(entry.as_deref(), id)
+                        .unwrap_or(Workflow {
+                            id,
+                            nodes: Vec::new(),
+                        })
+                },
+            ));
+        }
+    }
+    Ok(entries)
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("stopping: no new ticks");
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
