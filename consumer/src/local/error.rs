@@ -33,6 +33,16 @@ pub enum LocalError {
         /// `max_workers` or `resource pool "<name>"`.
         what: String,
     },
+    /// A workflow node names a handler the registry does not have.
+    #[error("task `{task}` runs handler `{handler}`, which is not registered (known: {known})")]
+    UnknownHandler {
+        /// The node.
+        task: String,
+        /// The handler it names.
+        handler: String,
+        /// The registered handlers, comma-separated.
+        known: String,
+    },
     /// The runtime shut down while the workflow ran.
     #[error("the run was aborted: the runtime is shutting down")]
     Aborted,

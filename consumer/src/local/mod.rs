@@ -16,6 +16,12 @@
 //!   its cancellation token.
 //! - [`TaskResult`]: the outcome of each task.
 //! - [`CancelHandle`]: cancels one task and its dependents, or the run.
+//! - [`LocalEvent`]: each change of a task's state, as it happens
+//!   ([`LocalScheduler::events`]).
+//! - [`LocalScheduler::from_flow`]: a YAML workflow
+//!   ([`celeriac_producer::flow::Flow`]) run in-process, its programs by the
+//!   exec runner and its `task:` nodes by registered handlers
+//!   ([`FlowOptions`]).
 //!
 //! # Example
 //!
@@ -43,11 +49,15 @@
 //! ```
 
 mod error;
+mod event;
+mod flow;
 mod result;
 mod scheduler;
 mod task;
 
 pub use error::LocalError;
+pub use event::{LocalEvent, LocalEventKind};
+pub use flow::FlowOptions;
 pub use result::{TaskResult, TaskStatus, CANCELLED, DEPENDENCY_FAILED};
 pub use scheduler::{CancelHandle, LocalScheduler, DEFAULT_MAX_WORKERS};
 pub use task::{LocalContext, LocalTask, TaskOptions, TaskOutput, OUTPUT_ERROR};

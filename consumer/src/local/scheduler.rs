@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::error::LocalError;
+use super::event::{Events, LocalEvent, LocalEventKind};
 use super::result::{TaskResult, CANCELLED, DEPENDENCY_FAILED};
 use super::task::{Body, Inputs, LocalContext, LocalTask, TaskOptions, TaskOutput};
 use crate::task_error::{TaskError, PANIC, TIME_LIMIT};
@@ -78,6 +79,7 @@ pub struct LocalScheduler {
     ids: HashSet<String>,
     cancel: CancelHandle,
     cancel_requests: mpsc::UnboundedReceiver<String>,
+    events: Events,
 }
 
 #[derive(Debug)]
@@ -165,6 +167,7 @@ impl LocalScheduler {
                 requests,
             },
             cancel_requests,
+            events: Events::default(),
         }
     }
 
@@ -196,6 +199,37 @@ impl LocalScheduler {
             None => self.pools.push((name, capacity)),
         }
         self
+    }
+
+    /// The events of the coming run: one per change of a task's state
+    /// (attempt started, retrying, succeeded, failed, skipped), for
+    /// progress displays. Events are buffered until read; the channel
+    /// closes when the run is over. Calling it again replaces the earlier
+    /// receiver.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use celeriac_consumer::local::{LocalEventKind, LocalScheduler, LocalTask};
+    /// use celeriac_consumer::TaskError;
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mut dag = LocalScheduler::new();
+    /// dag.add_task("a", LocalTask::blocking(|_| Ok::<_, TaskError>(1)), &[], 0)?;
+    /// let mut events = dag.events();
+    /// dag.run().await?;
+    /// let mut seen = Vec::new();
+    /// while let Some(event) = events.recv().await {
+    ///     seen.push((event.task.to_string(), event.kind.name()));
+    /// }
+    /// assert_eq!(seen, [("a".to_string(), "started"), ("a".to_string(), "succeeded")]);
+    /// # Ok::<(), celeriac_consumer::LocalError>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn events(&mut self) -> mpsc::UnboundedReceiver<LocalEvent> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.events = Events::new(sender);
+        receiver
     }
 
     /// A handle to cancel tasks while [`run`](Self::run) runs.
@@ -373,6 +407,7 @@ impl LocalScheduler {
             in_flight: HashMap::new(),
             all: self.cancel.all.clone(),
             requests: self.cancel_requests,
+            events: self.events,
             dag: Arc::new(dag),
         };
         // The sender half stays alive in `self.cancel` for the whole run, so
@@ -445,6 +480,7 @@ struct Run {
     in_flight: HashMap<tokio::task::Id, usize>,
     all: CancellationToken,
     requests: mpsc::UnboundedReceiver<String>,
+    events: Events,
 }
 
 impl Run {
@@ -541,9 +577,10 @@ impl Run {
         });
         let spec = self.specs[node].clone();
         let span = tracing::debug_span!("local_task", task_id = %spec.id);
+        let events = self.events.clone();
         let handle = self.join.spawn(
             async move {
-                let (attempts, output) = attempt_loop(&spec, inputs, token).await;
+                let (attempts, output) = attempt_loop(&spec, inputs, token, &events).await;
                 (node, attempts, output)
             }
             .instrument(span),
@@ -560,6 +597,10 @@ impl Run {
         self.state[node] = State::Done;
         match output {
             Ok(value) => {
+                self.events
+                    .emit(&self.specs[node].id, || LocalEventKind::Succeeded {
+                        attempts,
+                    });
                 self.outcomes[node] = Some(TaskResult::success(Value::Null, attempts));
                 self.results[node] = Some(Arc::new(value));
                 let dag = self.dag.clone();
@@ -574,6 +615,11 @@ impl Run {
             }
             Err(error) => {
                 tracing::debug!(task_id = %self.specs[node].id, attempts, %error, "task failed");
+                self.events
+                    .emit(&self.specs[node].id, || LocalEventKind::Failed {
+                        attempts,
+                        error: error.clone(),
+                    });
                 self.outcomes[node] = Some(TaskResult::failed(error, attempts));
                 let failed = self.specs[node].id.clone();
                 // Only nodes still waiting can be downstream of a node that
@@ -583,10 +629,15 @@ impl Run {
                     for &child in self.dag.dependents(n) {
                         if self.state[child] == State::Waiting {
                             self.state[child] = State::Done;
-                            self.outcomes[child] = Some(TaskResult::skipped(TaskError::new(
+                            let error = TaskError::new(
                                 DEPENDENCY_FAILED,
                                 format!("dependency `{failed}` failed"),
-                            )));
+                            );
+                            self.events
+                                .emit(&self.specs[child].id, || LocalEventKind::Skipped {
+                                    error: error.clone(),
+                                });
+                            self.outcomes[child] = Some(TaskResult::skipped(error));
                             stack.push(child);
                         }
                     }
@@ -611,7 +662,12 @@ impl Run {
                     } else {
                         format!("dependency `{id}` was cancelled")
                     };
-                    self.outcomes[n] = Some(TaskResult::skipped(TaskError::new(CANCELLED, why)));
+                    let error = TaskError::new(CANCELLED, why);
+                    self.events
+                        .emit(&self.specs[n].id, || LocalEventKind::Skipped {
+                            error: error.clone(),
+                        });
+                    self.outcomes[n] = Some(TaskResult::skipped(error));
                 }
                 State::Running => {
                     if let Some(token) = &self.tokens[n] {
@@ -635,10 +691,15 @@ impl Run {
                     outcome
                 }
                 // Only a cancelled run leaves nodes without an outcome.
-                None => TaskResult::skipped(TaskError::new(
-                    CANCELLED,
-                    "the run was cancelled before it started",
-                )),
+                None => {
+                    let error =
+                        TaskError::new(CANCELLED, "the run was cancelled before it started");
+                    self.events
+                        .emit(&self.specs[node].id, || LocalEventKind::Skipped {
+                            error: error.clone(),
+                        });
+                    TaskResult::skipped(error)
+                }
             };
             report.insert(self.specs[node].id.to_string(), outcome);
         }
@@ -652,10 +713,12 @@ async fn attempt_loop(
     spec: &Spec,
     inputs: Arc<Inputs>,
     token: CancellationToken,
+    events: &Events,
 ) -> (u32, TaskOutput) {
     let mut attempt = 0;
     loop {
         attempt += 1;
+        events.emit(&spec.id, || LocalEventKind::Started { attempt });
         // An attempt with a timeout gets a token of its own, cancelled when
         // it overruns, so that the next attempt starts with a fresh one.
         let attempt_token = match spec.timeout {
@@ -689,6 +752,7 @@ async fn attempt_loop(
                     return (attempt, Err(error));
                 }
                 tracing::debug!(attempt, %error, "attempt failed, retrying");
+                events.emit(&spec.id, || LocalEventKind::Retrying { attempt, error });
             }
         }
     }
