@@ -1,0 +1,406 @@
+//! `celeriac beat`: two replicas (one killed and restarted mid-run) enqueue
+//! every tick exactly once; the overlap policies skip, queue and allow; a
+//! child scheduled less often than its parent is refused.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use celeriac_producer::beat::BeatEntry;
+use celeriac_producer::schedule::{Overlap, Schedule};
+use celeriac_schema::store::{Store, StoreSettings, TaskRecord, WorkflowState};
+use celeriac_schema::workflow::{node_task_id, Workflow};
+use celeriac_schema::{TaskId, TaskState};
+use celeriac_tests::{broker, namespace, record_file, redis, redis_store, WorkerProcess};
+
+/// The `celeriac` binary, built beside the test binaries.
+fn celeriac_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/beat-<hash> → target/<profile>/celeriac
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("celeriac"))
+        .unwrap();
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p celeriac-consumer --bin celeriac`",
+        path.display()
+    );
+    path
+}
+
+/// A `celeriac beat` process whose log goes to a file.
+struct BeatProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl BeatProcess {
+    async fn start(ns: &str, files: &[&Path], replica: &str) -> BeatProcess {
+        let log = record_file(&format!("beat-{replica}"));
+        let child = Command::new(celeriac_bin())
+            .arg("beat")
+            .args(files)
+            .args(["--namespace", ns, "--replica", replica])
+            .env("AMQP_ADDR", &broker().await.url)
+            .env("REDIS_URL", &redis().await.url)
+            .env("RUST_LOG", "info,lapin=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        BeatProcess { child, log }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Stops it with SIGTERM and asserts a clean exit.
+    fn stop(mut self) -> String {
+        self.signal("TERM");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "beat did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(status.success(), "beat exited with {status}:\n{log}");
+        assert!(log.contains("beat stopped"), "{log}");
+        log
+    }
+
+    /// Kills it with SIGKILL.
+    fn kill(mut self) -> String {
+        self.signal("KILL");
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for BeatProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `(entry, tick, workflow id)` of every `submitted` line of a beat log.
+fn submitted(log: &str) -> Vec<(String, i64, TaskId)> {
+    log.lines()
+        .filter(|line| line.contains(" submitted "))
+        .map(|line| {
+            (
+                field(line, "entry").to_owned(),
+                field(line, "tick").parse().unwrap(),
+                field(line, "workflow").parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    let pattern = format!(" {name}=");
+    let start = line
+        .find(&pattern)
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+        + pattern.len();
+    line[start..].split_whitespace().next().unwrap_or("")
+}
+
+fn write_flow(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn flow_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir()
+        .join("celeriac-tests")
+        .join(format!("{test}-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn worker(ns: &str, redis_url: &str, url: &str) -> WorkerProcess {
+    WorkerProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_celeriac-test-worker")),
+        url,
+        ns,
+        &record_file("beat-worker"),
+        &["--redis-url", redis_url],
+    )
+}
+
+/// Sleeps until `frac` of a second past the next whole second, far from
+/// the ticks of a one-second schedule.
+async fn sleep_to_mid_second(frac: f64) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let into = now.as_secs_f64().fract();
+    let wait = if into < frac {
+        frac - into
+    } else {
+        1.0 - into + frac
+    };
+    tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+}
+
+/// Waits until every workflow finished; returns each run's node record.
+async fn finished_runs(store: &Arc<dyn Store>, runs: &[TaskId], node: &str) -> Vec<TaskRecord> {
+    let mut records = Vec::new();
+    for &run in runs {
+        let done = store
+            .wait_workflow(run, Duration::from_secs(20))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("workflow {run} did not finish"));
+        assert_eq!(done.state, WorkflowState::Succeeded, "{done:?}");
+        let record = store.get(node_task_id(run, node)).await.unwrap().unwrap();
+        assert_eq!(record.state, TaskState::Succeeded);
+        assert_eq!(record.runs, 1, "node of {run} ran {} times", record.runs);
+        records.push(record);
+    }
+    records
+}
+
+#[tokio::test]
+async fn two_replicas_enqueue_every_tick_once_across_a_restart() {
+    let ns = namespace("beat-once");
+    let url = broker().await.url.clone();
+    let redis_url = redis().await.url.clone();
+    let store: Arc<dyn Store> = Arc::new(redis_store(&ns, StoreSettings::default()).await);
+    let _worker = worker(&ns, &redis_url, &url);
+    let dir = flow_dir("beat-once");
+    let flow = write_flow(
+        &dir,
+        "tick",
+        "name: tick\nschedule: 1\noverlap: allow\ntasks:\n  hello:\n    task: celeriac.echo\n    input: {hi: 1}\n",
+    );
+
+    sleep_to_mid_second(0.3).await;
+    let a = BeatProcess::start(&ns, &[&flow], "a").await;
+    let b = BeatProcess::start(&ns, &[&flow], "b").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Kill b half-way between two ticks and start it again.
+    sleep_to_mid_second(0.5).await;
+    let b_log = b.kill();
+    let b2 = BeatProcess::start(&ns, &[&flow], "b").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sleep_to_mid_second(0.5).await;
+    let a_log = a.stop();
+    let b2_log = b2.stop();
+
+    let mut by_tick: BTreeMap<i64, Vec<(&str, TaskId)>> = BTreeMap::new();
+    for (replica, log) in [("a", &a_log), ("b", &b_log), ("b2", &b2_log)] {
+        for (entry, tick, id) in submitted(log) {
+            assert_eq!(entry, "tick:*");
+            by_tick.entry(tick).or_default().push((replica, id));
+        }
+    }
+    let ticks: Vec<i64> = by_tick.keys().copied().collect();
+    assert!(
+        ticks.len() >= 5,
+        "too few ticks {ticks:?}:\na:\n{a_log}\nb:\n{b_log}\nb2:\n{b2_log}"
+    );
+    for (tick, who) in &by_tick {
+        assert_eq!(who.len(), 1, "tick {tick} enqueued by {who:?}");
+    }
+    // No gap between the first and the last tick.
+    assert_eq!(
+        ticks,
+        (ticks[0]..=ticks[ticks.len() - 1]).collect::<Vec<_>>(),
+        "a:\n{a_log}\nb:\n{b_log}\nb2:\n{b2_log}"
+    );
+    // Both replicas took part, and the ids are the tick keys' UUIDs.
+    let replicas: std::collections::HashSet<&str> =
+        by_tick.values().flatten().map(|(r, _)| *r).collect();
+    assert!(replicas.contains("a") && replicas.len() >= 2, "{by_tick:?}");
+    let entry = BeatEntry::new(
+        "tick",
+        None,
+        Schedule::interval_secs(1.0).unwrap(),
+        Overlap::Allow,
+        |id| Workflow { id, nodes: vec![] },
+    );
+    let runs: Vec<TaskId> = by_tick
+        .iter()
+        .map(|(tick, who)| {
+            assert_eq!(who[0].1, entry.run_id(*tick));
+            who[0].1
+        })
+        .collect();
+    // Every run ran its node once, with its input.
+    for record in finished_runs(&store, &runs, "hello").await {
+        let result: serde_json::Value = record.decode_result().unwrap().unwrap();
+        assert_eq!(result, serde_json::json!({"hi": 1}));
+    }
+}
+
+#[tokio::test]
+async fn overlap_skip_queue_and_allow() {
+    let ns = namespace("beat-overlap");
+    let url = broker().await.url.clone();
+    let redis_url = redis().await.url.clone();
+    let store: Arc<dyn Store> = Arc::new(redis_store(&ns, StoreSettings::default()).await);
+    let _worker = worker(&ns, &redis_url, &url);
+    let dir = flow_dir("beat-overlap");
+    let files: Vec<PathBuf> = ["skip", "queue", "allow"]
+        .iter()
+        .map(|policy| {
+            write_flow(
+                &dir,
+                policy,
+                &format!(
+                    "name: {policy}\nschedule: 1\noverlap: {policy}\ntasks:\n  slow:\n    task: celeriac.sleep\n    input: {{ms: 2200}}\n"
+                ),
+            )
+        })
+        .collect();
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+
+    sleep_to_mid_second(0.3).await;
+    let beat = BeatProcess::start(&ns, &paths, "one").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let log = beat.stop();
+
+    let mut runs: HashMap<String, Vec<TaskId>> = HashMap::new();
+    for (entry, _, id) in submitted(&log) {
+        runs.entry(entry).or_default().push(id);
+    }
+    let count = |entry: &str, what: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("entry={entry}")) && l.contains(what))
+            .count()
+    };
+    let windows = |records: &[TaskRecord]| -> Vec<(u64, u64)> {
+        let mut w: Vec<(u64, u64)> = records
+            .iter()
+            .map(|r| (r.started_at.unwrap(), r.finished_at.unwrap()))
+            .collect();
+        w.sort();
+        w
+    };
+
+    // skip: ticks while a run goes are dropped; runs never overlap.
+    let skip = finished_runs(&store, &runs["skip:*"], "slow").await;
+    assert!(count("skip:*", "tick skipped") >= 2, "{log}");
+    assert!(skip.len() >= 2, "{log}");
+    for pair in windows(&skip).windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "skip runs overlap: {pair:?}\n{log}");
+    }
+
+    // allow: every tick runs, and runs overlap.
+    let allow = finished_runs(&store, &runs["allow:*"], "slow").await;
+    assert!(allow.len() >= 5, "{log}");
+    assert_eq!(
+        count("allow:*", "tick skipped") + count("allow:*", "tick queued"),
+        0
+    );
+    let w = windows(&allow);
+    assert!(
+        w.windows(2).any(|p| p[1].0 < p[0].1),
+        "allow runs never overlapped: {w:?}"
+    );
+
+    // queue: a tick waits for the run before it and starts soon after it
+    // ends (not at the next tick); at most one waits, so fewer runs than
+    // ticks, and runs never overlap.
+    let queue = finished_runs(&store, &runs["queue:*"], "slow").await;
+    assert!(count("queue:*", "tick queued") >= 2, "{log}");
+    assert!(queue.len() >= 2, "{log}");
+    assert!(queue.len() < allow.len(), "queue built a backlog\n{log}");
+    for pair in windows(&queue).windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "queue runs overlap: {pair:?}\n{log}"
+        );
+        assert!(
+            pair[1].0 - pair[0].1 < 1500,
+            "the queued run started {} ms after the one before it ended\n{log}",
+            pair[1].0 - pair[0].1
+        );
+    }
+}
+
+#[tokio::test]
+async fn invalid_schedules_are_refused() {
+    let dir = flow_dir("beat-invalid");
+    let run = |path: &Path| {
+        let out = Command::new(celeriac_bin())
+            .args(["beat", "--check"])
+            .arg(path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // A child scheduled less often than its parent.
+    let child = write_flow(
+        &dir,
+        "child",
+        "name: child\nschedule: 60\ntasks:\n  hourly:\n    task: celeriac.noop\n    schedule: \"0 * * * *\"\n",
+    );
+    let (code, err) = run(&child);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("hourly") && err.contains("less often"),
+        "{err}"
+    );
+
+    // A cron expression that does not parse names itself.
+    let cron = write_flow(
+        &dir,
+        "cron",
+        "name: cron\nschedule: \"61 * * * *\"\ntasks:\n  a: {task: celeriac.noop}\n",
+    );
+    let (code, err) = run(&cron);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("61 * * * *"), "{err}");
+
+    // Nothing scheduled at all.
+    let none = write_flow(
+        &dir,
+        "none",
+        "name: none\ntasks:\n  a: {task: celeriac.noop}\n",
+    );
+    let (code, err) = run(&none);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no schedule"), "{err}");
+
+    // A valid file prints its schedules and their next ticks.
+    let ok = write_flow(
+        &dir,
+        "ok",
+        "name: ok\nschedule: 60\ntasks:\n  a: {task: celeriac.noop, schedule: 30}\n",
+    );
+    let out = Command::new(celeriac_bin())
+        .args(["beat", "--check"])
+        .arg(&ok)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ok:*") && text.contains("ok:a"), "{text}");
+}
