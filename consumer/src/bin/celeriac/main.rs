@@ -7,6 +7,9 @@
 //! `celeriac send TASK --input JSON` enqueues one task; `celeriac beat
 //! flow.yaml ...` submits scheduled flows at their ticks.
 //!
+//! `celeriac run --local flow.yaml` runs a YAML workflow in-process, with no
+//! broker; `celeriac submit flow.yaml` sends it to the cluster.
+//!
 //! Each subcommand lives in its own module.
 
 use std::process::ExitCode;
@@ -14,8 +17,10 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod beat;
+mod run;
 mod send;
 mod status;
+mod submit;
 
 /// Exit code when the id is unknown to the store.
 const UNKNOWN: u8 = 3;
@@ -70,6 +75,13 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a YAML workflow in-process with no broker: `celeriac run --local
+    /// flow.yaml`. Shows node states as they change and a summary; exits 1
+    /// when a node failed or was skipped, 2 for an invalid file.
+    Run(run::RunArgs),
+    /// Submit a YAML workflow to the cluster and print its id; with
+    /// `--wait`, wait and print every node's state.
+    Submit(submit::SubmitArgs),
     /// Enqueue one task: `celeriac send images.resize --input '{"w": 640}'`.
     /// Prints its id, or with `--wait` its result as JSON.
     Send(send::SendArgs),
@@ -107,5 +119,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Status { id, json } => status::run(&cli.global, &id, json).await,
         Command::Send(args) => send::run(&cli.global, &args).await,
         Command::Beat(args) => beat::run(&cli.global, &args).await,
+        Command::Run(args) => run::run(&args).await,
+        Command::Submit(args) => submit::run(&cli.global, &args).await,
     }
 }

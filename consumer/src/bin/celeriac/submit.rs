@@ -1,0 +1,184 @@
+//! `celeriac submit flow.yaml`: a YAML workflow sent to the cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use celeriac_producer::flow::Flow;
+use celeriac_producer::{status, Error, Producer, RedisStore, WorkflowHandle};
+use celeriac_schema::store::StoreSettings;
+use celeriac_schema::TaskId;
+use clap::Args;
+
+use crate::Global;
+
+/// How long to try to reach the broker.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Options of `celeriac submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The YAML workflow file.
+    pub file: PathBuf,
+
+    /// Wait for every node to finish and print their states.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// How long `--wait` waits (`60s`, `5m`, ...).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", requires = "wait")]
+    pub timeout: Duration,
+
+    /// Print JSON: `{"workflow_id": ...}`, with `--wait` the workflow's
+    /// status (as `celeriac status --json` shows it) on one line.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Check the file and print the workflow it compiles to (JSON), without
+    /// sending anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Submits the flow; exit code 0 when submitted (and, with `--wait`, every
+/// node succeeded), 1 when a node failed, the wait timed out or the broker
+/// or the store failed, 2 for an invalid file.
+pub async fn run(global: &Global, args: &SubmitArgs) -> ExitCode {
+    let flow = match Flow::from_path(&args.file) {
+        Ok(flow) => flow,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let workflow = flow.workflow(TaskId::new());
+    if let Err(e) = workflow.validate() {
+        eprintln!("error: {}: {e}", flow.file());
+        return ExitCode::from(2);
+    }
+    if args.dry_run {
+        return match serde_json::to_string_pretty(&workflow) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: the workflow cannot be shown as JSON: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let store = match RedisStore::connect(
+        &global.redis_url,
+        &global.namespace,
+        StoreSettings::default(),
+    )
+    .await
+    {
+        Ok(store) => Arc::new(store),
+        Err(e) => {
+            eprintln!("error: {e} (workflows need the state store)");
+            return ExitCode::from(1);
+        }
+    };
+    let producer = match Producer::builder(&global.amqp_addr)
+        .namespace(&global.namespace)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .store(store)
+        .connect()
+        .await
+    {
+        Ok(producer) => producer,
+        Err(e) => return fail(&e),
+    };
+    let handle = match producer.submit(&workflow, &[]).await {
+        Ok(handle) => handle,
+        Err(e) => return fail(&e),
+    };
+    tracing::debug!(flow = flow.name(), workflow = %handle.id(), "flow submitted");
+    if !args.wait {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "workflow_id": handle.id().to_string(),
+                    "flow": flow.name(),
+                    "nodes": workflow.nodes.len(),
+                })
+            );
+        } else {
+            println!("{}", handle.id());
+        }
+        return ExitCode::SUCCESS;
+    }
+    if !args.json {
+        eprintln!(
+            "submitted {} as workflow {} ({} nodes); waiting up to {}",
+            flow.name(),
+            handle.id(),
+            workflow.nodes.len(),
+            humantime::format_duration(args.timeout)
+        );
+    }
+    wait(&handle, args.timeout, args.json).await
+}
+
+/// Waits for the workflow, then prints every node's state.
+async fn wait(handle: &WorkflowHandle, timeout: Duration, json: bool) -> ExitCode {
+    let outcome = handle.wait(timeout).await;
+    let code = match &outcome {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(Error::WorkflowFailed { failed, .. }) => {
+            eprintln!(
+                "error: workflow {} failed: {}",
+                handle.id(),
+                failed.join(", ")
+            );
+            ExitCode::from(1)
+        }
+        Err(Error::WaitTimedOut { .. }) => {
+            eprintln!(
+                "error: workflow {} did not finish within {}",
+                handle.id(),
+                humantime::format_duration(timeout)
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!(
+                "error: workflow {} was submitted, but waiting for it failed: {e}",
+                handle.id()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    match handle.status().await {
+        Ok(Some(state)) => {
+            if json {
+                println!("{}", status::workflow_to_json(&state));
+            } else {
+                print!("{}", status::workflow_to_table(&state));
+            }
+            code
+        }
+        Ok(None) => {
+            eprintln!("error: workflow {} is not in the store", handle.id());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: cannot read workflow {}: {e}", handle.id());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn fail(e: &Error) -> ExitCode {
+    eprintln!("error: {e}");
+    match e {
+        Error::Workflow(_)
+        | Error::Schema(celeriac_schema::Error::InvalidName { .. })
+        | Error::InvalidOptions(_) => ExitCode::from(2),
+        _ => ExitCode::from(1),
+    }
+}
