@@ -414,4 +414,16 @@ async fn invalid_schedules_are_refused() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("ok:*") && text.contains("ok:a"), "{text}");
+
+    // A directory stands for its YAML files.
+    let only = flow_dir("beat-dir");
+    std::fs::copy(&ok, only.join("ok.yml")).unwrap();
+    let out = Command::new(celeriac_bin())
+        .args(["beat", "--check"])
+        .arg(&only)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ok:a"), "{text}");
 }

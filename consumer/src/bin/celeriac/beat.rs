@@ -22,7 +22,8 @@ use crate::Global;
 /// Options of `celeriac beat`.
 #[derive(Debug, Args)]
 pub struct BeatArgs {
-    /// YAML flows with a `schedule` (on the flow or on some of its tasks).
+    /// YAML flows with a `schedule` (on the flow or on some of its tasks),
+    /// or directories whose `*.yaml` and `*.yml` files are read.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
 
@@ -117,10 +118,10 @@ pub async fn run(global: &Global, args: &BeatArgs) -> ExitCode {
 }
 
 /// Every scheduled entry of the files, or what is wrong with them.
-fn entries(files: &[PathBuf]) -> Result<Vec<BeatEntry>, String> {
+fn entries(paths: &[PathBuf]) -> Result<Vec<BeatEntry>, String> {
     let mut entries = Vec::new();
     let mut names = HashSet::new();
-    for path in files {
+    for path in &flow_files(paths)? {
         let flow = Arc::new(Flow::from_path(path).map_err(|e| e.to_string())?);
         if !names.insert(flow.name().to_owned()) {
             return Err(format!(
@@ -167,6 +168,37 @@ fn entries(files: &[PathBuf]) -> Result<Vec<BeatEntry>, String> {
         }
     }
     Ok(entries)
+}
+
+/// The files named, with each directory replaced by its YAML files in
+/// name order.
+fn flow_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        let read = std::fs::read_dir(path)
+            .map_err(|e| format!("{}: cannot read the directory: {e}", path.display()))?;
+        let mut found: Vec<PathBuf> = read
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && p.extension()
+                        .is_some_and(|ext| ext == "yaml" || ext == "yml")
+            })
+            .collect();
+        if found.is_empty() {
+            return Err(format!(
+                "{}: no .yaml or .yml files in this directory",
+                path.display()
+            ));
+        }
+        found.sort();
+        files.extend(found);
+    }
+    Ok(files)
 }
 
 /// Completes on SIGTERM or Ctrl-C.
