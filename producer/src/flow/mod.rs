@@ -5,8 +5,8 @@
 //! A [`Flow`] is read with [`Flow::from_path`] or [`Flow::parse`], checked
 //! as a whole (every error names the file, the line, the column and the
 //! key), then compiled into the cluster's [`Workflow`] model
-//! ([`Flow::workflow`]) or run in-process by the consumer crate's
-//! `run_flow`. `beat` reads its schedules through [`Flow::scheduled`] and
+//! ([`Flow::workflow`]) or run in-process by the consumer crate
+//! (`LocalScheduler::from_flow`). `beat` reads its schedules through [`Flow::scheduled`] and
 //! [`Flow::workflow_for`].
 //!
 //! # The format

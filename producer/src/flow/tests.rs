@@ -1,6 +1,8 @@
 //! Tests of the flow reader: parsing, every error with its place, blocks,
 //! subtasks, inputs, schedules and compiling to the cluster model.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use celeriac_schema::exec::{ExecFormat, ExecInput};
