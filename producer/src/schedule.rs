@@ -136,7 +136,7 @@ impl PartialEq for CronExpr {
 /// let s: Schedule = "90".parse()?;
 /// assert_eq!(s, Schedule::Interval(Duration::from_secs(90)));
 /// let c: Schedule = "0 * * * *".parse()?;
-/// assert_eq!(c.0.period(), Duration::from_secs(3600));
+/// assert_eq!(c.period(), Duration::from_secs(3600));
 /// # Ok::<(), celeriac_producer::schedule::ScheduleError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
