@@ -13,7 +13,9 @@
 //! workflow; every other replica sees the tick taken and does nothing. A
 //! restarted replica computes the same keys and cannot take a tick twice.
 //! When the submit fails (the broker is away) the tick is given back and
-//! tried again until the next tick supersedes it.
+//! tried again until the next tick supersedes it. A replica killed in the
+//! few milliseconds between taking a tick and submitting its run loses that
+//! one tick: a tick is enqueued at most once, never twice.
 //!
 //! # Overlap
 //!
@@ -484,7 +486,11 @@ impl Beat {
         let workflow = (entry.build)(id);
         let workflow = Workflow { id, ..workflow };
         self.producer.submit(&workflow, &entry.outputs).await?;
-        self.state.set_last_run(label, tick, id).await?;
+        // The run is out: from here on the tick must not be given back, or
+        // a retry would submit the same workflow again.
+        if let Err(e) = self.state.set_last_run(label, tick, id).await {
+            warn!(entry = %label, tick, workflow = %id, error = %e, "submitted, but could not record it as the entry's last run");
+        }
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
         info!(entry = %label, tick, workflow = %id, nodes = workflow.nodes.len(), "submitted");
         Ok(id)
