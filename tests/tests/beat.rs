@@ -436,3 +436,52 @@ async fn invalid_schedules_are_refused() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("ok:a"), "{text}");
 }
+
+#[tokio::test]
+async fn after_downtime_only_the_latest_missed_tick_is_enqueued() {
+    let ns = namespace("beat-downtime");
+    let dir = flow_dir("beat-downtime");
+    let flow = write_flow(
+        &dir,
+        "gap",
+        "name: gap\nschedule: 1\noverlap: allow\ntasks:\n  a: {task: celeriac.noop}\n",
+    );
+    sleep_to_mid_second(0.3).await;
+    let first = BeatProcess::start(&ns, &[&flow], "one").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let first_log = first.stop();
+    let before: Vec<i64> = submitted(&first_log).iter().map(|s| s.1).collect();
+    assert!(!before.is_empty(), "{first_log}");
+
+    // Down for two ticks or more.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let restarted_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let second = BeatProcess::start(&ns, &[&flow], "one").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let second_log = second.stop();
+    let after: Vec<i64> = submitted(&second_log).iter().map(|s| s.1).collect();
+
+    let last_before = *before.last().unwrap();
+    let caught_up: Vec<i64> = after
+        .iter()
+        .copied()
+        .filter(|t| (*t as f64) < restarted_at)
+        .collect();
+    assert_eq!(
+        caught_up.len(),
+        1,
+        "one missed tick is enqueued on restart: {after:?}\n{second_log}"
+    );
+    assert!(
+        caught_up[0] >= last_before + 2,
+        "the caught-up tick is the latest missed one: {caught_up:?} after {last_before}"
+    );
+    assert!(second_log.contains("ticks missed"), "{second_log}");
+    assert!(
+        second_log.contains("missed, 0 failed") && !second_log.contains(" 0 missed"),
+        "{second_log}"
+    );
+}
