@@ -6,7 +6,10 @@
 #   docker run --rm -e AMQP_ADDR=amqp://guest:guest@host:5672/%2f \
 #     -e REDIS_URL=redis://host:6379 -p 9464:9464 celeriac-worker
 #
-# Build stage: the Rust toolchain builds celeriac-worker in release mode.
+# The image also carries `celeriac` (the CLI: beat, send, submit, status),
+# which the chart's beat Deployment runs.
+#
+# Build stage: the Rust toolchain builds both binaries in release mode.
 # BuildKit cache mounts keep the crate registry and the target directory
 # between builds, so a source change downloads nothing and recompiles only
 # the workspace crates, not the dependencies.
@@ -26,8 +29,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --offline -p celeriac-consumer --bin celeriac-worker \
-    && install -D -m 0755 target/release/celeriac-worker /out/celeriac-worker
+    cargo build --release --locked --offline -p celeriac-consumer --bin celeriac-worker --bin celeriac \
+    && install -D -m 0755 target/release/celeriac-worker /out/celeriac-worker \
+    && install -D -m 0755 target/release/celeriac /out/celeriac
 
 # Final stage: glibc and libgcc with CA certificates, no shell, no package
 # manager; runs as the numeric non-root user 65532.
@@ -37,7 +41,7 @@ LABEL org.opencontainers.image.title="celeriac-worker" \
       org.opencontainers.image.description="celeriac worker: runs tasks from RabbitMQ queues" \
       org.opencontainers.image.licenses="MIT OR Apache-2.0"
 
-COPY --from=build /out/celeriac-worker /usr/local/bin/celeriac-worker
+COPY --from=build /out/celeriac-worker /out/celeriac /usr/local/bin/
 
 USER 65532:65532
 ENV CELERIAC_METRICS_ADDR=0.0.0.0:9464 \

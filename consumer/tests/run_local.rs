@@ -219,3 +219,27 @@ fn submit_dry_run_prints_the_compiled_workflow() {
     );
     assert_eq!(report["exec"]["program"], "bash");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    // `celeriac ... | head -0`: the pipe's read end is closed before the
+    // command writes anything.
+    let file = examples().join("hello.yaml");
+    for args in [
+        vec!["submit", "--dry-run", file.to_str().unwrap()],
+        vec!["run", "--local", file.to_str().unwrap()],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_celeriac"))
+            .current_dir(std::env::temp_dir())
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}

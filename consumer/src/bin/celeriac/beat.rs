@@ -54,7 +54,7 @@ pub async fn run(global: &Global, args: &BeatArgs) -> ExitCode {
             || "never".to_owned(),
             |t| humantime::format_rfc3339_seconds(t).to_string(),
         );
-        println!(
+        outln!(
             "{}  {}  overlap {}  next {next}",
             entry.label(),
             entry.schedule(),

@@ -16,6 +16,21 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// `print!` to stdout, except that a closed pipe (`celeriac status ID |
+/// head`) ends the output quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` to stdout, with [`out!`]'s handling of a closed pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod beat;
 mod run;
 mod send;
@@ -97,6 +112,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Writes `args` to stdout and flushes. A reader that went away is not an
+/// error (it has what it wanted); any other write error is reported once on
+/// stderr.
+fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write to stdout: {e}");
+        }
+    }
 }
 
 fn main() -> ExitCode {

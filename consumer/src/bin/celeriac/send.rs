@@ -133,9 +133,9 @@ pub async fn run(global: &Global, args: &SendArgs) -> ExitCode {
         (true, Some(store)) => wait(store.as_ref(), id, args.timeout, args.json).await,
         _ => {
             if args.json {
-                println!("{}", serde_json::json!({ "id": id.to_string() }));
+                outln!("{}", serde_json::json!({ "id": id.to_string() }));
             } else {
-                println!("{id}");
+                outln!("{id}");
             }
             ExitCode::SUCCESS
         }
@@ -162,7 +162,7 @@ async fn wait(store: &dyn Store, id: TaskId, timeout: Duration, json: bool) -> E
                 _ => "unknown",
             };
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({ "id": id.to_string(), "state": state, "timed_out": true })
                 );
@@ -198,12 +198,12 @@ fn print_outcome(record: &TaskRecord, json: bool) -> ExitCode {
             }
         };
         if json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({ "id": id, "state": state, "result": result })
             );
         } else {
-            println!("{result}");
+            outln!("{result}");
         }
         return ExitCode::SUCCESS;
     }
@@ -211,7 +211,7 @@ fn print_outcome(record: &TaskRecord, json: bool) -> ExitCode {
     if json {
         let error =
             error.map(|e| serde_json::json!({ "type": e.error_type, "message": e.message }));
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "id": id, "state": state, "error": error })
         );

@@ -32,18 +32,18 @@ pub async fn run(global: &Global, id: &str, json: bool) -> ExitCode {
     match store.get(task_id).await {
         Ok(Some(record)) => {
             if json {
-                println!("{:#}", status::to_json(&record));
+                outln!("{:#}", status::to_json(&record));
             } else {
-                print!("{}", status::to_table(&record));
+                out!("{}", status::to_table(&record));
             }
             ExitCode::SUCCESS
         }
         Ok(None) => match celeriac_producer::workflow_status(&store, task_id).await {
             Ok(Some(workflow)) => {
                 if json {
-                    println!("{:#}", status::workflow_to_json(&workflow));
+                    outln!("{:#}", status::workflow_to_json(&workflow));
                 } else {
-                    print!("{}", status::workflow_to_table(&workflow));
+                    out!("{}", status::workflow_to_table(&workflow));
                 }
                 ExitCode::SUCCESS
             }

@@ -60,7 +60,7 @@ pub async fn run(global: &Global, args: &SubmitArgs) -> ExitCode {
     if args.dry_run {
         return match serde_json::to_string_pretty(&workflow) {
             Ok(text) => {
-                println!("{text}");
+                outln!("{text}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -99,7 +99,7 @@ pub async fn run(global: &Global, args: &SubmitArgs) -> ExitCode {
     tracing::debug!(flow = flow.name(), workflow = %handle.id(), "flow submitted");
     if !args.wait {
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({
                     "workflow_id": handle.id().to_string(),
@@ -108,7 +108,7 @@ pub async fn run(global: &Global, args: &SubmitArgs) -> ExitCode {
                 })
             );
         } else {
-            println!("{}", handle.id());
+            outln!("{}", handle.id());
         }
         return ExitCode::SUCCESS;
     }
@@ -156,9 +156,9 @@ async fn wait(handle: &WorkflowHandle, timeout: Duration, json: bool) -> ExitCod
     match handle.status().await {
         Ok(Some(state)) => {
             if json {
-                println!("{}", status::workflow_to_json(&state));
+                outln!("{}", status::workflow_to_json(&state));
             } else {
-                print!("{}", status::workflow_to_table(&state));
+                out!("{}", status::workflow_to_table(&state));
             }
             code
         }
