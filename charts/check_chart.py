@@ -127,6 +127,15 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 # --------------------------------------------------------------- scenarios
 
+# Flows for beat, as a user puts them in daemons.beat.flows (one without a
+# trailing newline, to show the text reaches the pod byte for byte).
+BEAT_FLOWS = {
+    "nightly.yaml": 'name: nightly-report\nschedule: "30 2 * * *"\noverlap: skip\ntasks:\n'
+                    "  extract: {task: reports.extract}\n  report: {task: reports.build, needs: [extract]}\n",
+    "cache.yml": "name: cache\ntasks:\n  refresh: {task: cache.refresh, schedule: 600}",
+}
+FLOWS_DIR = "/etc/celeriac/flows"
+
 SCENARIOS: dict[str, dict] = {
     "defaults": {},
     "keda": {
@@ -184,18 +193,26 @@ SCENARIOS: dict[str, dict] = {
             "tolerations": [{"key": "jobs", "operator": "Exists"}],
             "nodeSelector": {"pool": "workers"},
         },
-        "daemons": {"beat": {"enabled": True, "metricsPort": 9465}},
+        "daemons": {"beat": {"enabled": True, "metricsPort": 9465, "replicaCount": 2,
+                             "podAnnotations": {"team": "shop"}, "flows": BEAT_FLOWS}},
         "podDisruptionBudget": {"minAvailable": 1},
         "serviceAccount": {"create": False, "name": "celeriac"},
         "dashboard": {"annotations": {"grafana_folder": "Queues"}},
     },
-    "beat-no-store": {
+    "no-store": {
         "store": {"enabled": False},
         "credentials": {"redisUrl": ""},
-        "daemons": {"beat": {"enabled": True}},
         "service": {"enabled": False},
         "podDisruptionBudget": {"enabled": False},
         "dashboard": {"enabled": False},
+    },
+    "beat-flows": {
+        "daemons": {"beat": {"enabled": True, "flows": BEAT_FLOWS}},
+    },
+    "beat-existing-flows": {
+        "credentials": {"existingSecret": "celeriac-urls", "amqpAddr": "", "redisUrl": ""},
+        "daemons": {"beat": {"enabled": True, "existingFlowsConfigMap": "shop-flows",
+                             "args": ["beat", "/etc/celeriac/flows", "/opt/flows/extra.yaml"]}},
     },
 }
 
@@ -210,6 +227,17 @@ BAD_VALUES: dict[str, tuple[dict, str]] = {
         {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}, "service.enabled"),
     "http trigger without URL": (
         {"autoscaling": {"keda": {"enabled": True, "protocol": "http"}}}, "managementUrl"),
+    "beat without flows": ({"daemons": {"beat": {"enabled": True}}}, "no flows to schedule"),
+    "beat without the store": (
+        {"store": {"enabled": False}, "daemons": {"beat": {"enabled": True, "flows": BEAT_FLOWS}}},
+        "store.enabled"),
+    "beat flows and an existing ConfigMap": (
+        {"daemons": {"beat": {"enabled": True, "flows": BEAT_FLOWS, "existingFlowsConfigMap": "x"}}},
+        "not both"),
+    "beat flow file not named .yaml": (
+        {"daemons": {"beat": {"enabled": True, "flows": {"nightly.txt": "name: x"}}}}, "nightly.txt"),
+    "beat flow that is not a mapping": (
+        {"daemons": {"beat": {"enabled": True, "flows": {"bad.yaml": "- name: x"}}}}, "bad.yaml"),
 }
 
 
@@ -458,6 +486,7 @@ def check_worker_deployment() -> None:
     need(not by_kind(docs, "ScaledObject") and not by_kind(docs, "HorizontalPodAutoscaler")
          and not by_kind(docs, "ServiceMonitor") and not by_kind(docs, "PrometheusRule"), "defaults render CRDs")
     need(len(by_kind(docs, "Deployment")) == 1, "beat enabled by default")
+    need(len(by_kind(docs, "ConfigMap")) == 1, "a ConfigMap besides the dashboard by default")
 
     full = docs_for("full")
     dep = worker(full)
@@ -477,21 +506,109 @@ def check_worker_deployment() -> None:
     need(one(full, "PodDisruptionBudget")["spec"] == {"minAvailable": 1, "selector": dep["spec"]["selector"]},
          "PDB minAvailable")
     ok("full: every worker option reaches its env var; digest, spread constraints, PDB minAvailable")
+    nb = docs_for("no-store")
+    (nc,) = worker(nb)["spec"]["template"]["spec"]["containers"]
+    need("REDIS_URL" not in env_of(nc) and "REDIS_URL" not in one(nb, "Secret")["data"], "store.enabled=false")
+    ok("no-store: store.enabled=false drops REDIS_URL from the worker and the Secret")
+
+
+def check_beat() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["daemons"]["beat"]
+    need(values["replicaCount"] == 1 and values["strategy"]["type"] == "RollingUpdate"
+         and values["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, f"beat defaults {values}")
+    need(values["flows"] == {} and values["existingFlowsConfigMap"] == "", "beat schedules flows by default")
+    docs = docs_for("beat-flows")
+    beat = one(docs, "Deployment", "beat")
+    pod = beat["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    need(beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 1,
+         f"beat replicas/strategy {beat['spec']}")
+    wpod = worker(docs)["spec"]["template"]["spec"]
+    (wc,) = wpod["containers"]
+    need(c["securityContext"] == wc["securityContext"] and c["securityContext"]["readOnlyRootFilesystem"] is True
+         and pod["securityContext"] == wpod["securityContext"], "beat security settings differ from the worker's")
+    need(pod["automountServiceAccountToken"] is False, "beat mounts the service account token")
+    need(env_of(c)["AMQP_ADDR"]["valueFrom"]["secretKeyRef"] and env_of(c)["REDIS_URL"]["valueFrom"]["secretKeyRef"],
+         "beat broker and store URLs from the Secret")
+    need(beat["spec"]["selector"]["matchLabels"] != worker(docs)["spec"]["selector"]["matchLabels"],
+         "beat selector overlaps the worker's")
+    need("livenessProbe" not in c and "ports" not in c, "beat without metricsPort has probes")
+    ok("beat: 1 replica, RollingUpdate (surge 1, unavailable 0); worker's security settings and Secret; "
+       "own selector; no probes without a metrics port")
+    # The flows: a ConfigMap holding them byte for byte...
+    cms = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["labels"].get("app.kubernetes.io/component") == "beat"]
+    need(len(cms) == 1, f"expected one flows ConfigMap, got {len(cms)}")
+    cm = cms[0]
+    need(cm["data"] == BEAT_FLOWS, f"flows ConfigMap data {cm['data']}")
+    need(all(isinstance(yaml.safe_load(t), dict) for t in cm["data"].values()), "a flow in the ConfigMap is not a mapping")
+    # ... mounted read-only, the only volume: beat writes nothing.
+    (vol,) = pod["volumes"]
+    (mount,) = c["volumeMounts"]
+    need(vol["configMap"]["name"] == cm["metadata"]["name"] and mount["name"] == vol["name"]
+         and mount["mountPath"] == FLOWS_DIR and mount["readOnly"] is True, f"flows volume {vol}, mount {mount}")
+    need(c["command"] == ["celeriac"] and c["args"] == ["beat", FLOWS_DIR], f"beat command {c['command']} {c['args']}")
+    ok(f"beat-flows: ConfigMap {cm['metadata']['name']} holds {', '.join(sorted(BEAT_FLOWS))} byte for byte, "
+       f"mounted read-only at {FLOWS_DIR} (the pod's only volume); args [beat, {FLOWS_DIR}]")
+    # A changed flow changes the pod template (a rollout), nothing else does.
+    ann = beat["spec"]["template"]["metadata"]["annotations"]
+    need(re.fullmatch(r"[0-9a-f]{64}", ann.get("checksum/flows", "")) and "checksum/secret" in ann, f"annotations {ann}")
+    again = one(render(SCENARIOS["beat-flows"]), "Deployment", "beat")
+    need(again["spec"]["template"] == beat["spec"]["template"], "the same flows render a different pod template")
+    edited = deep_merge(SCENARIOS["beat-flows"], {"daemons": {"beat": {"flows": {"cache.yml": BEAT_FLOWS["cache.yml"] + "\n# edited"}}}})
+    changed = render(edited)
+    eann = one(changed, "Deployment", "beat")["spec"]["template"]["metadata"]["annotations"]
+    need(eann["checksum/flows"] != ann["checksum/flows"], "an edited flow keeps the checksum: beat would not restart")
+    need(worker(changed)["spec"]["template"] == worker(docs)["spec"]["template"], "an edited flow restarts the workers")
+    ok("beat-flows: checksum/flows annotation; an edited flow changes it (beat restarts), the workers do not roll")
+    check_flows_with_beat(cm["data"])
+
+    full = docs_for("full")
     beat = one(full, "Deployment", "beat")
-    bpod = beat["spec"]["template"]["spec"]
-    (bc,) = bpod["containers"]
-    need(beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"]["type"] == "Recreate", "beat replicas/strategy")
-    need(bc["command"] == ["celeriac"] and bc["args"] == ["beat"], "beat command")
-    need(bc["securityContext"] == c["securityContext"], "beat securityContext")
-    need(env_of(bc)["AMQP_ADDR"]["valueFrom"]["secretKeyRef"], "beat broker URL from the Secret")
-    need(bc["readinessProbe"]["httpGet"]["path"] == "/readyz", "beat probes with a metrics port")
-    need(beat["spec"]["selector"]["matchLabels"] != dep["spec"]["selector"]["matchLabels"], "beat selector overlaps")
-    ok("full: beat Deployment, 1 replica, Recreate, same security and credentials, own selector")
-    nb = docs_for("beat-no-store")
-    (bc,) = one(nb, "Deployment", "beat")["spec"]["template"]["spec"]["containers"]
-    need("livenessProbe" not in bc and "ports" not in bc, "beat without metricsPort has probes")
-    need("REDIS_URL" not in env_of(bc) and "REDIS_URL" not in one(nb, "Secret")["data"], "store.enabled=false")
-    ok("beat-no-store: no probes without a metrics port; store.enabled=false drops REDIS_URL")
+    (c,) = beat["spec"]["template"]["spec"]["containers"]
+    ann = beat["spec"]["template"]["metadata"]["annotations"]
+    need(beat["spec"]["replicas"] == 2 and ann["team"] == "shop" and "checksum/flows" in ann, f"full beat {ann}")
+    need(c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["ports"][0]["containerPort"] == 9465,
+         "beat probes with a metrics port")
+    need(env_of(c)["CELERIAC_METRICS_ADDR"]["value"] == "0.0.0.0:9465", "beat CELERIAC_METRICS_ADDR")
+    ok("full: two beat replicas with podAnnotations beside checksum/flows; probes and port 9465 with metricsPort")
+
+    docs = docs_for("beat-existing-flows")
+    beat = one(docs, "Deployment", "beat")
+    pod = beat["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    need(not [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["labels"].get("app.kubernetes.io/component") == "beat"],
+         "a flows ConfigMap is rendered although existingFlowsConfigMap is set")
+    (vol,) = pod["volumes"]
+    need(vol["configMap"]["name"] == "shop-flows" and c["volumeMounts"][0]["mountPath"] == FLOWS_DIR, f"volume {vol}")
+    need(c["args"] == ["beat", FLOWS_DIR, "/opt/flows/extra.yaml"], f"args {c['args']} (the directory given twice?)")
+    need("annotations" not in beat["spec"]["template"]["metadata"], "annotations without chart flows or Secret")
+    ok("beat-existing-flows: ConfigMap shop-flows mounted, none rendered, no checksum; "
+       "a flows directory already in args is not added twice")
+
+
+def check_flows_with_beat(data: dict[str, str]) -> None:
+    """`celeriac beat --check` on the flows laid out as the kubelet mounts a
+    ConfigMap: each key a symlink into ..data, itself a symlink to a
+    timestamped directory."""
+    binary = next((b for b in (ROOT / "target" / "release" / "celeriac", ROOT / "target" / "debug" / "celeriac")
+                   if b.is_file()), None)
+    if binary is None:
+        ok("beat --check: no celeriac binary in target/ (cargo build --bin celeriac); flows checked as YAML only")
+        return
+    with tempfile.TemporaryDirectory(prefix="flows-") as t:
+        mount = Path(t)
+        stamp = mount / "..2025_01_01_00_00_00.000000001"
+        stamp.mkdir()
+        for name, text in data.items():
+            (stamp / name).write_text(text)
+            (mount / name).symlink_to(Path("..data") / name)
+        (mount / "..data").symlink_to(stamp.name)
+        out = run([str(binary), "beat", "--check", str(mount)])
+    names = {yaml.safe_load(t)["name"] for t in data.values()}
+    seen = {line.split(":", 1)[0] for line in out.splitlines() if "  next " in line}
+    need(seen == names, f"beat --check saw flows {seen}, expected {names}:\n{out}")
+    ok(f"beat --check ({binary.relative_to(ROOT)}) on a ConfigMap-style mount: schedules "
+       + "; ".join(" ".join(line.split("  overlap")[0].split()) for line in out.splitlines() if "  next " in line))
 
 
 def check_autoscaling() -> None:
@@ -703,6 +820,12 @@ def check_dockerfile() -> None:
     need(found, f"no workspace member is package {pkg}")
     need(f"/out/{binary}" in text and re.search(rf'ENTRYPOINT \["/usr/local/bin/{binary}"\]', text),
          "ENTRYPOINT does not run the built binary")
+    # The daemons run other binaries of the same image (beat: `celeriac`).
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    daemon_bins = sorted({d["command"][0] for d in values["daemons"].values()})
+    for b in daemon_bins:
+        need(re.search(rf"--bin {re.escape(b)}(\s|$)", text) and re.search(rf"/out/{re.escape(b)}(\s|$)", text),
+             f"the daemons run {b}, which the Dockerfile does not build and copy into the image")
     user = re.findall(r"^USER\s+(\d+)(?::(\d+))?\s*$", text, re.M)
     need(user and user[-1][0] != "0", "final stage does not run as a numeric non-root USER")
     values = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -714,7 +837,7 @@ def check_dockerfile() -> None:
     need(not clash, f".dockerignore leaves out workspace members {clash}")
     ok(f"Dockerfile: {len(stages)} stages, builds {pkg}/{binary} (in {found}/), ENTRYPOINT runs it, "
        f"USER {user[-1][0]} = chart runAsUser, EXPOSE {values['worker']['metricsPort']}, "
-       ".dockerignore keeps every workspace member")
+       f".dockerignore keeps every workspace member; ships the daemons' {', '.join(daemon_bins)}")
 
 
 def main() -> int:
@@ -729,6 +852,7 @@ def main() -> int:
         section("render and validate", check_render_and_validate)
         section("refused values", check_bad_values)
         section("worker Deployment", check_worker_deployment)
+        section("beat", check_beat)
         section("autoscaling", check_autoscaling)
         section("existing Secret", check_existing_secret)
         section("alert rules", lambda: check_alert_rules(tmp))

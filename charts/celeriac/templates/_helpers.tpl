@@ -117,4 +117,36 @@ app.kubernetes.io/component: worker
 {{- if and .Values.autoscaling.keda.enabled (eq .Values.autoscaling.keda.protocol "http") (not .Values.credentials.existingSecret) (not .Values.autoscaling.keda.managementUrl) }}
 {{- fail "autoscaling.keda.protocol=http needs autoscaling.keda.managementUrl or a managementUrlKey in credentials.existingSecret" }}
 {{- end }}
+{{- range $name, $d := .Values.daemons }}
+{{- if $d.enabled }}
+{{- if and $d.flows $d.existingFlowsConfigMap }}
+{{- fail (printf "daemons.%s: set flows or existingFlowsConfigMap, not both" $name) }}
+{{- end }}
+{{- range $file, $text := $d.flows }}
+{{- $flow := fromYaml $text }}
+{{- if or (hasKey $flow "Error") (not $flow) }}
+{{- fail (printf "daemons.%s.flows.%s must be the YAML text of a flow (a mapping): %s" $name $file ($flow.Error | default "it is empty")) }}
+{{- end }}
+{{- end }}
+{{- if eq $name "beat" }}
+{{- if not $.Values.store.enabled }}
+{{- fail "daemons.beat needs store.enabled: beat replicas claim each tick in the store (REDIS_URL)" }}
+{{- end }}
+{{- if and (not $d.flows) (not $d.existingFlowsConfigMap) (le (len ($d.args | default list)) 1) }}
+{{- fail "daemons.beat has no flows to schedule: set daemons.beat.flows, daemons.beat.existingFlowsConfigMap, or flow paths in daemons.beat.args" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the ConfigMap a daemon's flows are mounted from: the chart's
+(daemons.<name>.flows), daemons.<name>.existingFlowsConfigMap, or empty.
+Call with (dict "root" $ "name" $name "daemon" $d). */}}
+{{- define "celeriac.flowsConfigMap" -}}
+{{- if .daemon.existingFlowsConfigMap }}
+{{- .daemon.existingFlowsConfigMap }}
+{{- else if .daemon.flows }}
+{{- printf "%s-%s-flows" (include "celeriac.fullname" .root) .name | trunc 63 | trimSuffix "-" }}
+{{- end }}
 {{- end }}
