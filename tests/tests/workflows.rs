@@ -339,6 +339,58 @@ async fn a_failed_node_fails_the_workflow_and_its_status_shows_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitting_the_same_workflow_twice_runs_each_node_once() {
+    let c = cluster("wf-twice", 8).await;
+    let diamond = || {
+        let mut wf = Workflow::new();
+        wf.push(Node::new("a", Inc::NAME, rmpv::Value::from(1)));
+        wf.push(Node::new("b", Inc::NAME, rmpv::Value::from(10)));
+        wf.push(
+            Node::new("sum", Sum::NAME, rmpv::Value::Nil)
+                .after(["a", "b"])
+                .input_from(InputFrom::InOrder),
+        );
+        wf
+    };
+    let runs_once = |store: Arc<dyn Store>, wf: Workflow| async move {
+        for node in ["a", "b", "sum"] {
+            let record = store.get(node_task_id(wf.id, node)).await.unwrap().unwrap();
+            assert_eq!(record.state, TaskState::Succeeded, "{node}: {record:?}");
+            assert_eq!(record.runs, 1, "{node} ran {} times", record.runs);
+        }
+        let record = store.get_workflow(wf.id).await.unwrap().unwrap();
+        assert_eq!(record.state, WorkflowState::Succeeded);
+        assert_eq!(record.released, 1, "sum was released once");
+    };
+
+    // Twice at once, then once more after it finished.
+    let wf = diamond();
+    let (first, second) = tokio::join!(c.producer.submit(&wf, &[]), c.producer.submit(&wf, &[]));
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(first.id(), second.id());
+    assert_eq!(first.wait_as::<i64>(WAIT).await.unwrap(), 13);
+    let again = c.producer.submit(&wf, &[]).await.unwrap();
+    assert_eq!(again.wait_as::<i64>(WAIT).await.unwrap(), 13);
+    // Long enough for a duplicate root to be delivered and suppressed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    runs_once(c.store.clone(), wf).await;
+
+    // A submit that stopped right after storing its workflow (its producer
+    // died before publishing): submitting again publishes the roots.
+    let stopped = diamond();
+    assert!(c
+        .store
+        .create_workflow(&stopped, &["sum".into()])
+        .await
+        .unwrap());
+    let h = c.producer.submit(&stopped, &[]).await.unwrap();
+    assert_eq!(h.wait_as::<i64>(WAIT).await.unwrap(), 13);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    runs_once(c.store.clone(), stopped).await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chord_of_ten_thousand_members_gets_every_result_in_order() {
     const N: i64 = 10_000;
     let c = cluster("wf-chord-10k", 64).await;

@@ -239,7 +239,10 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn create_workflow(&self, workflow: &Workflow, outputs: &[String]) -> Result<()> {
+    async fn create_workflow(&self, workflow: &Workflow, outputs: &[String]) -> Result<bool> {
+        if self.lock().workflows.contains_key(&workflow.id) {
+            return Ok(false);
+        }
         let mut children: HashMap<String, Vec<String>> = HashMap::new();
         let mut progress = std::collections::BTreeMap::new();
         let mut pending = HashMap::new();
@@ -283,8 +286,15 @@ impl Store for MemoryStore {
             children,
             pending,
         };
-        self.lock().workflows.insert(workflow.id, flow);
-        Ok(())
+        // Checked again under the lock: a concurrent create of the same id
+        // may have won while this one was built.
+        match self.lock().workflows.entry(workflow.id) {
+            std::collections::hash_map::Entry::Occupied(_) => Ok(false),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(flow);
+                Ok(true)
+            }
+        }
     }
 
     async fn workflow_nodes(

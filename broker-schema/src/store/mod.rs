@@ -25,6 +25,9 @@
 //!   waiters on a final state.
 //! - **Enqueue keys.** [`Store::claim`] binds an idempotency key to the
 //!   first task id sent with it, for the key TTL.
+//! - **Workflows are created once.** [`Store::create_workflow`] of an id
+//!   the store holds already changes nothing, so submitting a workflow
+//!   again never resets the progress of the first submission.
 //!
 //! # Examples
 //!
@@ -628,10 +631,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Stores a validated workflow for the coordinator: its nodes, who
     /// depends on whom, and `outputs`. Its root nodes count as released.
     ///
+    /// Creating is atomic and happens once per workflow id: when a
+    /// workflow with this id is stored already, it is left exactly as it
+    /// is (its definition, outputs and progress) and `false` is returned;
+    /// `true` when this call created it.
+    ///
     /// # Errors
     ///
     /// [`Error::StoreUnavailable`].
-    async fn create_workflow(&self, workflow: &Workflow, outputs: &[String]) -> Result<()>;
+    async fn create_workflow(&self, workflow: &Workflow, outputs: &[String]) -> Result<bool>;
 
     /// The stored definitions of some nodes of a workflow, in order.
     ///

@@ -79,6 +79,7 @@ struct Scripts {
     unclaim: Script,
     node_succeeded: Script,
     node_failed: Script,
+    create_workflow: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -157,6 +158,7 @@ impl RedisStore {
                     unclaim: Script::new(scripts::UNCLAIM),
                     node_succeeded: Script::new(&scripts::node_succeeded()),
                     node_failed: Script::new(&scripts::node_failed()),
+                    create_workflow: Script::new(scripts::CREATE_WORKFLOW),
                 },
                 waiters: Waiters::new(client),
             }),
@@ -182,6 +184,7 @@ impl RedisStore {
             &scripts.unclaim,
             &scripts.node_succeeded,
             &scripts.node_failed,
+            &scripts.create_workflow,
         ] {
             pipe.load_script(script).ignore();
         }
@@ -653,8 +656,7 @@ impl Store for RedisStore {
         Ok(out)
     }
 
-    async fn create_workflow(&self, workflow: &Workflow, outputs: &[String]) -> StoreResult<()> {
-        let [w, c, p, st, n] = self.workflow_keys(workflow.id);
+    async fn create_workflow(&self, workflow: &Workflow, outputs: &[String]) -> StoreResult<bool> {
         let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
         for node in &workflow.nodes {
             for dep in &node.dependencies {
@@ -662,66 +664,43 @@ impl Store for RedisStore {
             }
         }
         let total = workflow.nodes.len();
-        let now = celeriac_schema::now_ms();
+        let mut args: Vec<Vec<u8>> = Vec::with_capacity(8 + 4 * total + 2 * children.len());
+        args.push(
+            Self::ttl_ms(self.inner.settings.result_ttl)
+                .to_string()
+                .into_bytes(),
+        );
+        args.push(if total == 0 { "succeeded" } else { "running" }.into());
+        args.push(total.to_string().into_bytes());
+        args.push(total.to_string().into_bytes());
+        args.push(b"0".to_vec());
+        args.push(encode("outputs", outputs)?);
+        args.push(celeriac_schema::now_ms().to_string().into_bytes());
+        args.push(total.to_string().into_bytes());
+        for node in &workflow.nodes {
+            let (status, pending) = if node.dependencies.is_empty() {
+                ("r", String::new())
+            } else {
+                ("w", node.dependencies.len().to_string())
+            };
+            args.push(node.id.clone().into_bytes());
+            args.push(encode("workflow node", node)?);
+            args.push(status.into());
+            args.push(pending.into_bytes());
+        }
+        for (node, kids) in &children {
+            args.push(node.as_bytes().to_vec());
+            args.push(encode("workflow edges", kids)?);
+        }
         let mut pipe = redis::pipe();
-        pipe.hset_multiple(
-            &w,
-            &[
-                (
-                    "state",
-                    if total == 0 { "succeeded" } else { "running" }
-                        .as_bytes()
-                        .to_vec(),
-                ),
-                ("nodes", total.to_string().into_bytes()),
-                ("remaining", total.to_string().into_bytes()),
-                ("failed", b"0".to_vec()),
-                ("outputs", encode("outputs", outputs)?),
-                ("created_at", now.to_string().into_bytes()),
-            ],
-        )
-        .ignore();
-        for chunk in workflow.nodes.chunks(1000) {
-            let specs = chunk
-                .iter()
-                .map(|node| Ok((node.id.as_str(), encode("workflow node", node)?)))
-                .collect::<StoreResult<Vec<_>>>()?;
-            pipe.hset_multiple(&n, &specs).ignore();
-            let status: Vec<(&str, &str)> = chunk
-                .iter()
-                .map(|node| {
-                    (
-                        node.id.as_str(),
-                        if node.dependencies.is_empty() {
-                            "r"
-                        } else {
-                            "w"
-                        },
-                    )
-                })
-                .collect();
-            pipe.hset_multiple(&st, &status).ignore();
-            let pending: Vec<(&str, usize)> = chunk
-                .iter()
-                .filter(|node| !node.dependencies.is_empty())
-                .map(|node| (node.id.as_str(), node.dependencies.len()))
-                .collect();
-            if !pending.is_empty() {
-                pipe.hset_multiple(&p, &pending).ignore();
-            }
-        }
-        let edges: Vec<(&str, Vec<u8>)> = children
-            .iter()
-            .map(|(node, kids)| Ok((*node, encode("workflow edges", kids)?)))
-            .collect::<StoreResult<Vec<_>>>()?;
-        for chunk in edges.chunks(1000) {
-            pipe.hset_multiple(&c, chunk).ignore();
-        }
-        let ttl = Self::ttl_ms(self.inner.settings.result_ttl);
-        for key in [&w, &c, &p, &st, &n] {
-            pipe.cmd("PEXPIRE").arg(key).arg(ttl).ignore();
-        }
-        self.run::<()>("create_workflow", &pipe).await
+        Self::invoke(
+            &mut pipe,
+            &self.inner.apply.create_workflow,
+            &self.workflow_keys(workflow.id),
+            args,
+        );
+        let (created,): (i64,) = self.run("create_workflow", &pipe).await?;
+        Ok(created == 1)
     }
 
     async fn workflow_nodes(

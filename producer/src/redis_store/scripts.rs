@@ -209,3 +209,28 @@ return skipped
 "#
     )
 }
+
+/// KEYS: w, children, pending, status, nodes. ARGV: ttl_ms; the record's
+/// state, nodes, remaining, failed, outputs and created_at; the node count
+/// `n`; per node its id, definition, status and dependencies left (empty
+/// for a root); then pairs of a node and its packed children. Creates the
+/// workflow unless its record exists: returns 1 when created, 0 when it
+/// existed (and is left as it is).
+pub const CREATE_WORKFLOW: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'nodes', ARGV[3], 'remaining', ARGV[4],
+  'failed', ARGV[5], 'outputs', ARGV[6], 'created_at', ARGV[7])
+local b = 9
+for _ = 1, tonumber(ARGV[8]) do
+  redis.call('HSET', KEYS[5], ARGV[b], ARGV[b + 1])
+  redis.call('HSET', KEYS[4], ARGV[b], ARGV[b + 2])
+  if ARGV[b + 3] ~= '' then redis.call('HSET', KEYS[3], ARGV[b], ARGV[b + 3]) end
+  b = b + 4
+end
+while b < #ARGV do
+  redis.call('HSET', KEYS[2], ARGV[b], ARGV[b + 1])
+  b = b + 2
+end
+for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+return 1
+"#;

@@ -9,8 +9,10 @@ use celeriac_consumer::{Registry, TaskContext, TaskError};
 use celeriac_producer::{Error, Producer, SendOptions};
 use celeriac_schema::builtin::{Echo, Fail, FailInput, Ping, Sleep, SleepInput};
 use celeriac_schema::store::{
-    Begin, Claim, MemoryStore, Store, StoreSettings, TaskRecord, Update, CLAIM_STALE_AFTER,
+    Begin, Claim, MemoryStore, NodeProgress, Ready, Store, StoreSettings, TaskRecord, Update,
+    WorkflowState, CLAIM_STALE_AFTER,
 };
+use celeriac_schema::workflow::{Node, Workflow};
 use celeriac_schema::{Backoff, RetryPolicy, Task, TaskId, TaskState};
 use celeriac_tests::{
     broker, eventually, namespace, queue_len, redis, redis_store, HOW_TO_PROVIDE_REDIS,
@@ -225,6 +227,54 @@ async fn check_store_rules(store: &dyn Store) {
     assert_eq!(
         store.claim(&[(ekey, created(second, now))]).await.unwrap(),
         [Claim::Claimed]
+    );
+
+    // A workflow is created once: creating it again keeps its definition,
+    // outputs and progress.
+    let mut wf = Workflow::new();
+    wf.push(Node::new("a", "t.rules", rmpv::Value::Nil));
+    wf.push(Node::new("b", "t.rules", rmpv::Value::Nil).after(["a"]));
+    assert!(store.create_workflow(&wf, &["b".into()]).await.unwrap());
+    let released = store.node_succeeded(wf.id, "a").await.unwrap();
+    assert_eq!(released.len(), 1);
+    assert!(released[0].first);
+    let mut changed = wf.clone();
+    changed.push(Node::new("c", "t.rules", rmpv::Value::Nil));
+    for again in [&wf, &changed] {
+        assert!(!store.create_workflow(again, &[]).await.unwrap());
+    }
+    let record = store.get_workflow(wf.id).await.unwrap().unwrap();
+    assert_eq!(record.state, WorkflowState::Running);
+    assert_eq!((record.nodes, record.remaining, record.released), (2, 1, 1));
+    assert_eq!(record.outputs, ["b"]);
+    assert_eq!(record.progress["a"], NodeProgress::Succeeded);
+    assert_eq!(record.progress["b"], NodeProgress::Released);
+    assert!(!record.progress.contains_key("c"));
+    assert_eq!(
+        store.node_succeeded(wf.id, "a").await.unwrap()[0],
+        Ready {
+            node: "b".into(),
+            first: false
+        },
+        "b stays released once"
+    );
+    store.node_succeeded(wf.id, "b").await.unwrap();
+    let done = store.get_workflow(wf.id).await.unwrap().unwrap();
+    assert_eq!(done.state, WorkflowState::Succeeded);
+    assert!(!store.create_workflow(&wf, &[]).await.unwrap());
+    assert_eq!(
+        store.get_workflow(wf.id).await.unwrap().unwrap().state,
+        WorkflowState::Succeeded,
+        "a finished workflow stays finished"
+    );
+    // Concurrent creates of one id: exactly one creates it.
+    let mut fresh = Workflow::new();
+    fresh.push(Node::new("x", "t.rules", rmpv::Value::Nil));
+    let creates =
+        futures_util::future::join_all((0..8).map(|_| store.create_workflow(&fresh, &[]))).await;
+    assert_eq!(
+        creates.into_iter().filter(|c| *c.as_ref().unwrap()).count(),
+        1
     );
 
     // Unknown ids are `None`; waiting on one times out with `None`.
@@ -729,7 +779,7 @@ impl Store for Flaky {
         &self,
         workflow: &celeriac_schema::workflow::Workflow,
         outputs: &[String],
-    ) -> celeriac_schema::Result<()> {
+    ) -> celeriac_schema::Result<bool> {
         self.check("create_workflow")?;
         self.inner.create_workflow(workflow, outputs).await
     }
