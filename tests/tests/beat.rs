@@ -1,6 +1,8 @@
 //! `celeriac beat`: two replicas (one killed and restarted mid-run) enqueue
-//! every tick exactly once; the overlap policies skip, queue and allow; a
-//! child scheduled less often than its parent is refused.
+//! every tick exactly once; a tick whose replica died between claiming it
+//! and submitting its run is taken over and enqueued once; the overlap
+//! policies skip, queue and allow; a child scheduled less often than its
+//! parent is refused.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,10 +13,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use celeriac_producer::beat::BeatEntry;
+use celeriac_producer::beat::{
+    Beat, BeatEntry, BeatOptions, BeatState, BeatStats, RedisBeatState, TickClaim,
+};
 use celeriac_producer::schedule::{Overlap, Schedule};
+use celeriac_producer::Producer;
 use celeriac_schema::store::{Store, StoreSettings, TaskRecord, WorkflowState};
-use celeriac_schema::workflow::{node_task_id, Workflow};
+use celeriac_schema::workflow::{node_task_id, Node, Workflow};
 use celeriac_schema::{TaskId, TaskState};
 use celeriac_tests::{broker, namespace, record_file, redis, redis_store, WorkerProcess};
 
@@ -484,4 +489,120 @@ async fn after_downtime_only_the_latest_missed_tick_is_enqueued() {
         second_log.contains("missed, 0 failed") && !second_log.contains(" 0 missed"),
         "{second_log}"
     );
+}
+
+/// A beat replica in this process, stopped after `run_for`.
+async fn run_replica(
+    producer: &Producer,
+    state: &RedisBeatState,
+    entry: &BeatEntry,
+    replica: &str,
+    run_for: Duration,
+) -> BeatStats {
+    let options = BeatOptions {
+        replica: replica.into(),
+        poll: Duration::from_millis(100),
+        ..BeatOptions::default()
+    };
+    Beat::new(
+        producer.clone(),
+        Arc::new(state.clone()),
+        vec![entry.clone()],
+    )
+    .options(options)
+    .run(tokio::time::sleep(run_for))
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_tick_whose_replica_died_before_submitting_is_taken_over_once() {
+    let ns = namespace("beat-takeover");
+    let url = broker().await.url.clone();
+    let redis_url = redis().await.url.clone();
+    let store: Arc<dyn Store> = Arc::new(redis_store(&ns, StoreSettings::default()).await);
+    let _worker = worker(&ns, &redis_url, &url);
+    let producer = Producer::builder(&url)
+        .namespace(&*ns)
+        .store(store.clone())
+        .connect()
+        .await
+        .unwrap();
+    let state = RedisBeatState::connect(&redis_url, &ns).await.unwrap();
+    let (lease, ttl) = (Duration::from_millis(1500), Duration::from_secs(3600));
+    let entry = |flow: &str, secs: f64| {
+        BeatEntry::new(
+            flow,
+            None,
+            Schedule::interval_secs(secs).unwrap(),
+            Overlap::Allow,
+            |id| {
+                let mut wf = Workflow::new();
+                wf.id = id;
+                wf.push(Node::new("a", "celeriac.noop", rmpv::Value::Nil));
+                wf
+            },
+        )
+    };
+    let now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+
+    // Two live replicas; a third took the next tick and died before
+    // submitting it: once its lease ends, one of the two takes the tick
+    // over, and it runs once.
+    let every = entry("every", 1.0);
+    let label = every.label();
+    sleep_to_mid_second(0.3).await;
+    let dead_tick = now() + 1;
+    assert_eq!(
+        state
+            .claim_tick(&label, dead_tick, "dead", lease, ttl)
+            .await
+            .unwrap(),
+        TickClaim::Claimed
+    );
+    let run_for = Duration::from_millis(4200);
+    let (b, c) = tokio::join!(
+        run_replica(&producer, &state, &every, "b", run_for),
+        run_replica(&producer, &state, &every, "c", run_for),
+    );
+    assert_eq!(b.taken_over + c.taken_over, 1, "b: {b:?}\nc: {c:?}");
+    assert_eq!(b.failed + c.failed, 0, "b: {b:?}\nc: {c:?}");
+    assert!(b.submitted + c.submitted >= 3, "b: {b:?}\nc: {c:?}");
+    let last = now();
+    let runs: Vec<TaskId> = (dead_tick..last).map(|t| every.run_id(t)).collect();
+    // Every tick from the dead one on ran its node once.
+    finished_runs(&store, &runs, "a").await;
+    assert_eq!(
+        state
+            .claim_tick(&label, dead_tick, "late", lease, ttl)
+            .await
+            .unwrap(),
+        TickClaim::Done
+    );
+
+    // A replica starting after the one that died looks at the latest
+    // claimed tick too.
+    let hourly = entry("hourly", 3600.0);
+    let label = hourly.label();
+    let tick = hourly
+        .schedule()
+        .latest_at_or_before(SystemTime::now())
+        .map(celeriac_producer::schedule::unix_secs)
+        .unwrap();
+    assert!(state
+        .claim_tick(&label, tick, "dead", Duration::from_millis(300), ttl)
+        .await
+        .unwrap()
+        .is_ours());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let d = run_replica(&producer, &state, &hourly, "d", Duration::from_millis(800)).await;
+    assert_eq!((d.taken_over, d.submitted), (1, 1), "{d:?}");
+    finished_runs(&store, &[hourly.run_id(tick)], "a").await;
+    let e = run_replica(&producer, &state, &hourly, "e", Duration::from_millis(300)).await;
+    assert_eq!((e.taken_over, e.submitted), (0, 0), "{e:?}");
 }

@@ -8,14 +8,23 @@
 //! [`crate::schedule`]). At tick `T` the tick key is
 //! `beat:{flow}:{entry or "*"}:{T in unix seconds}`; the workflow id is the
 //! UUID v5 of that key (in [`TICK_NAMESPACE`]), so its nodes' task ids and
-//! idempotency keys are deterministic too. The first replica to take the
+//! idempotency keys are deterministic too. The first replica to claim the
 //! tick in the shared [`BeatState`] (an atomic set-if-absent) submits the
-//! workflow; every other replica sees the tick taken and does nothing. A
-//! restarted replica computes the same keys and cannot take a tick twice.
-//! When the submit fails (the broker is away) the tick is given back and
-//! tried again until the next tick supersedes it. A replica killed in the
-//! few milliseconds between taking a tick and submitting its run loses that
-//! one tick: a tick is enqueued at most once, never twice.
+//! workflow, then marks the tick handled; every other replica sees the tick
+//! taken and does nothing. A restarted replica computes the same keys and
+//! cannot take a tick twice. When the submit fails (the broker is away) the
+//! tick is given back and tried again until the next tick supersedes it.
+//!
+//! A claim is a lease ([`BeatOptions::claim_lease`], 30 s by default), so
+//! that a replica killed between claiming a tick and submitting its run
+//! loses nothing: the other replicas keep looking at a tick they found
+//! claimed but not handled, and once the lease ends without the handled
+//! mark, one of them takes the tick over and submits it (a replica starting
+//! up looks at the latest claimed tick the same way). Submitting twice is
+//! harmless: [`Producer::submit`] creates a workflow id once, and publishes
+//! again only roots the broker may never have received, whose deterministic
+//! keys keep them to one run. So every tick is enqueued once: never lost,
+//! never run twice.
 //!
 //! # Overlap
 //!
@@ -32,7 +41,8 @@
 //! A schedule new to the state starts at its next tick. After every
 //! replica was down (or a replica lagged), only the latest missed tick is
 //! enqueued, once; older ones are dropped and counted as missed, so a
-//! restart never bursts.
+//! restart never bursts. A waiting (`queue`) run is taken with a lease too:
+//! it keeps waiting until its run is submitted.
 //!
 //! # Examples
 //!
@@ -72,7 +82,7 @@ use crate::error::{Error, Result};
 use crate::producer::Producer;
 use crate::schedule::{unix_secs, Overlap, Schedule};
 
-pub use state::{BeatState, EntryState, MemoryBeatState, RedisBeatState};
+pub use state::{BeatState, EntryState, MemoryBeatState, RedisBeatState, TickClaim};
 
 /// The UUID v5 namespace of beat workflow ids.
 pub const TICK_NAMESPACE: uuid::Uuid =
@@ -84,6 +94,10 @@ const MIN_TICK_TTL: Duration = Duration::from_secs(3600);
 
 /// ... and at most this long.
 const MAX_TICK_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How long a tick's claim holds by default; see
+/// [`BeatOptions::claim_lease`].
+pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(30);
 
 type BuildWorkflow = dyn Fn(TaskId) -> Workflow + Send + Sync;
 
@@ -204,8 +218,12 @@ impl BeatEntry {
 pub enum TickOutcome {
     /// This replica submitted the run.
     Submitted(TaskId),
-    /// Another replica took the tick.
+    /// Another replica handled the tick.
     Taken,
+    /// Another replica holds the tick's claim and has not handled it yet:
+    /// [`Beat::run`] looks at it again until it is handled, or takes it
+    /// over once that replica's lease ends.
+    Held,
     /// The previous run is still going: the tick was skipped.
     Skipped {
         /// The run still going.
@@ -225,6 +243,9 @@ pub struct BeatStats {
     pub submitted: u64,
     /// Ticks another replica took.
     pub taken: u64,
+    /// Ticks this replica took over from a replica whose claim ended
+    /// before it handled them (it died between claiming and submitting).
+    pub taken_over: u64,
     /// Ticks skipped because the previous run was still going.
     pub skipped: u64,
     /// Ticks put to wait behind a run still going.
@@ -240,6 +261,7 @@ pub struct BeatStats {
 struct Counters {
     submitted: AtomicU64,
     taken: AtomicU64,
+    taken_over: AtomicU64,
     skipped: AtomicU64,
     queued: AtomicU64,
     missed: AtomicU64,
@@ -251,6 +273,7 @@ impl Counters {
         BeatStats {
             submitted: self.submitted.load(Ordering::Relaxed),
             taken: self.taken.load(Ordering::Relaxed),
+            taken_over: self.taken_over.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
             queued: self.queued.load(Ordering::Relaxed),
             missed: self.missed.load(Ordering::Relaxed),
@@ -269,6 +292,13 @@ pub struct BeatOptions {
     /// This replica's name in the tick keys it takes (default: host name
     /// and process id, plus a random suffix).
     pub replica: String,
+    /// How long a claim on a tick (or on a waiting run) holds before
+    /// another replica may take it over, when the replica that claimed it
+    /// has not handled it by then (default 30 s). Keep it longer than a
+    /// submit takes: a lease that ends during a slow submit lets a second
+    /// replica submit too, which runs nothing twice but does the work
+    /// twice.
+    pub claim_lease: Duration,
 }
 
 impl Default for BeatOptions {
@@ -278,6 +308,7 @@ impl Default for BeatOptions {
         BeatOptions {
             poll: Duration::from_millis(500),
             replica: format!("{host}-{}-{}", std::process::id(), &id[id.len() - 6..]),
+            claim_lease: DEFAULT_CLAIM_LEASE,
         }
     }
 }
@@ -331,17 +362,26 @@ impl Beat {
             });
         }
         let now = SystemTime::now();
-        // Where each entry stands: the latest tick handled.
+        // Where each entry stands: the latest tick handled, and the ticks
+        // other replicas hold without having handled them yet.
         let mut cursors = Vec::with_capacity(self.entries.len());
         for entry in &self.entries {
             let label = entry.label();
             let cursor = match self.state.entry(&label).await?.last_tick {
-                Some(tick) => tick,
+                // The latest claimed tick may be one whose replica died
+                // before handling it: it is looked at like a held one.
+                Some(tick) => Cursor {
+                    last: tick,
+                    held: vec![(tick, false)],
+                },
                 // New to the state: start at the next tick.
-                None => entry
-                    .schedule
-                    .latest_at_or_before(now)
-                    .map_or(i64::MIN, unix_secs),
+                None => Cursor {
+                    last: entry
+                        .schedule
+                        .latest_at_or_before(now)
+                        .map_or(i64::MIN, unix_secs),
+                    held: Vec::new(),
+                },
             };
             info!(entry = %label, schedule = %entry.schedule, overlap = %entry.overlap, "scheduled");
             cursors.push(cursor);
@@ -371,12 +411,14 @@ impl Beat {
         Ok(stats)
     }
 
-    /// Handles a due tick of `entry` and its waiting run, if any.
-    async fn step(&self, entry: &BeatEntry, cursor: &mut i64, now: SystemTime) {
+    /// Handles a due tick of `entry`, the ticks other replicas held, and
+    /// its waiting run, if any.
+    async fn step(&self, entry: &BeatEntry, cursor: &mut Cursor, now: SystemTime) {
+        self.recheck_held(entry, cursor, now).await;
         if let Some(latest) = entry.schedule.latest_at_or_before(now) {
             let tick = unix_secs(latest);
-            if tick > *cursor {
-                let missed = missed_between(&entry.schedule, *cursor, latest);
+            if tick > cursor.last {
+                let missed = missed_between(&entry.schedule, cursor.last, latest);
                 if missed > 0 {
                     self.counters.missed.fetch_add(missed, Ordering::Relaxed);
                     warn!(entry = %entry.label(), missed, tick, "ticks missed while beat was not running: enqueueing only the latest");
@@ -384,7 +426,10 @@ impl Beat {
                 match self.tick(entry, tick).await {
                     Ok(outcome) => {
                         debug!(entry = %entry.label(), tick, ?outcome, "tick");
-                        *cursor = tick;
+                        if outcome == TickOutcome::Held {
+                            cursor.held.push((tick, true));
+                        }
+                        cursor.last = tick;
                     }
                     Err(e) => {
                         self.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -394,7 +439,7 @@ impl Beat {
                             .schedule
                             .latest_at_or_before(latest - Duration::from_secs(1))
                         {
-                            *cursor = (*cursor).max(unix_secs(prev));
+                            cursor.last = cursor.last.max(unix_secs(prev));
                         }
                     }
                 }
@@ -407,28 +452,88 @@ impl Beat {
         }
     }
 
+    /// Looks again at the ticks other replicas held: each is dropped once
+    /// handled, and taken over once its lease ends unhandled.
+    async fn recheck_held(&self, entry: &BeatEntry, cursor: &mut Cursor, now: SystemTime) {
+        if cursor.held.is_empty() {
+            return;
+        }
+        // A tick's mark lives its TTL from about its time: past half of
+        // it, a missing mark could mean an expired one.
+        let oldest = unix_secs(now) - i64::try_from((entry.tick_ttl() / 2).as_secs()).unwrap_or(0);
+        let mut still = Vec::new();
+        for (tick, seen) in std::mem::take(&mut cursor.held) {
+            if tick < oldest {
+                continue;
+            }
+            match self.handle_tick(entry, tick, seen).await {
+                Ok(TickOutcome::Held) => still.push((tick, seen)),
+                Ok(outcome) => debug!(entry = %entry.label(), tick, ?outcome, "held tick"),
+                Err(e) => {
+                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    warn!(entry = %entry.label(), tick, error = %e, "could not submit the run of a tick taken over; trying again");
+                    still.push((tick, seen));
+                }
+            }
+        }
+        cursor.held = still;
+    }
+
     /// Handles tick `tick` (unix seconds) of `entry` now: takes it, applies
-    /// the overlap policy and submits its run.
+    /// the overlap policy, submits its run and marks the tick handled. A
+    /// tick another replica claimed is taken over once its lease ends
+    /// unhandled.
     ///
     /// # Errors
     ///
     /// Store and broker errors; the tick is then given back, so that a
     /// later call may take it again.
     pub async fn tick(&self, entry: &BeatEntry, tick: i64) -> Result<TickOutcome> {
+        self.handle_tick(entry, tick, true).await
+    }
+
+    /// [`Beat::tick`]; `seen`: whether this replica saw the tick come (a
+    /// tick found handled is then counted as taken by another replica),
+    /// rather than found it claimed at start-up.
+    async fn handle_tick(&self, entry: &BeatEntry, tick: i64, seen: bool) -> Result<TickOutcome> {
         let label = entry.label();
         let owner = &self.options.replica;
-        if !self
+        let ttl = entry.tick_ttl();
+        match self
             .state
-            .claim_tick(&label, tick, owner, entry.tick_ttl())
+            .claim_tick(&label, tick, owner, self.options.claim_lease, ttl)
             .await?
         {
-            self.counters.taken.fetch_add(1, Ordering::Relaxed);
-            return Ok(TickOutcome::Taken);
+            TickClaim::Claimed => {}
+            TickClaim::TakenOver { from } => {
+                self.counters.taken_over.fetch_add(1, Ordering::Relaxed);
+                warn!(entry = %label, tick, replica = %from, "the replica that claimed this tick stopped before handling it: taking it over");
+            }
+            TickClaim::Held { by } => {
+                debug!(entry = %label, tick, replica = %by, "tick held by another replica");
+                return Ok(TickOutcome::Held);
+            }
+            TickClaim::Done => {
+                if seen {
+                    self.counters.taken.fetch_add(1, Ordering::Relaxed);
+                }
+                return Ok(TickOutcome::Taken);
+            }
         }
         let result = self.handle_claimed(entry, &label, tick).await;
-        if result.is_err() {
-            if let Err(e) = self.state.release_tick(&label, tick, owner).await {
-                warn!(entry = %label, tick, error = %e, "could not give the tick back");
+        match &result {
+            Ok(_) => {
+                // Unmarked, the tick is taken over once the lease ends: its
+                // run is then found submitted (or is submitted again, which
+                // runs nothing twice).
+                if let Err(e) = self.state.finish_tick(&label, tick, owner, ttl).await {
+                    warn!(entry = %label, tick, error = %e, "handled, but could not mark the tick handled");
+                }
+            }
+            Err(_) => {
+                if let Err(e) = self.state.release_tick(&label, tick, owner).await {
+                    warn!(entry = %label, tick, error = %e, "could not give the tick back");
+                }
             }
         }
         result
@@ -504,19 +609,44 @@ impl Beat {
         let Some(tick) = state.pending else {
             return Ok(());
         };
+        if state.last_run.is_some_and(|(last, _)| last >= tick) {
+            // Submitted by a replica that stopped before clearing it.
+            return self.state.clear_pending(&label, tick).await;
+        }
         if self.running(&state).await?.is_some() {
             return Ok(());
         }
-        if !self.state.take_pending(&label, tick).await? {
+        // The tick keeps waiting until its run is out: a replica dying in
+        // between leaves it to the next once the lease ends, and a failed
+        // submit is tried again at the next check.
+        if !self
+            .state
+            .take_pending(
+                &label,
+                tick,
+                &self.options.replica,
+                self.options.claim_lease,
+            )
+            .await?
+        {
             return Ok(());
         }
-        if let Err(e) = self.submit(entry, &label, tick).await {
-            // Put it back for the next check.
-            self.state.set_pending(&label, tick).await?;
-            return Err(e);
+        self.submit(entry, &label, tick).await?;
+        if let Err(e) = self.state.clear_pending(&label, tick).await {
+            warn!(entry = %label, tick, error = %e, "submitted the queued run, but could not clear it");
         }
         Ok(())
     }
+}
+
+/// Where an entry stands in [`Beat::run`].
+#[derive(Debug)]
+struct Cursor {
+    /// The latest tick handled (unix seconds).
+    last: i64,
+    /// Ticks other replicas claimed and have not handled yet, and whether
+    /// this replica saw each come (rather than found it at start-up).
+    held: Vec<(i64, bool)>,
 }
 
 /// Ticks strictly between `after` (unix seconds) and `latest`, counted up
@@ -592,23 +722,94 @@ mod tests {
     #[tokio::test]
     async fn memory_state_takes_each_tick_once_and_one_pending() {
         let state = MemoryBeatState::default();
-        let ttl = Duration::from_secs(1);
-        assert!(state.claim_tick("e", 10, "a", ttl).await.unwrap());
-        assert!(!state.claim_tick("e", 10, "b", ttl).await.unwrap());
+        let (lease, ttl) = (Duration::from_secs(60), Duration::from_secs(3600));
+        assert_eq!(
+            state.claim_tick("e", 10, "a", lease, ttl).await.unwrap(),
+            TickClaim::Claimed
+        );
+        assert_eq!(
+            state.claim_tick("e", 10, "b", lease, ttl).await.unwrap(),
+            TickClaim::Held { by: "a".into() }
+        );
         state.release_tick("e", 10, "b").await.unwrap();
-        assert!(!state.claim_tick("e", 10, "b", ttl).await.unwrap());
+        assert!(!state
+            .claim_tick("e", 10, "b", lease, ttl)
+            .await
+            .unwrap()
+            .is_ours());
         state.release_tick("e", 10, "a").await.unwrap();
-        assert!(state.claim_tick("e", 10, "b", ttl).await.unwrap());
-        assert!(state.claim_tick("e", 9, "b", ttl).await.unwrap());
+        assert!(state
+            .claim_tick("e", 10, "b", lease, ttl)
+            .await
+            .unwrap()
+            .is_ours());
+        state.finish_tick("e", 10, "b", ttl).await.unwrap();
+        assert_eq!(
+            state.claim_tick("e", 10, "a", lease, ttl).await.unwrap(),
+            TickClaim::Done
+        );
+        state.release_tick("e", 10, "b").await.unwrap();
+        assert_eq!(
+            state.claim_tick("e", 10, "a", lease, ttl).await.unwrap(),
+            TickClaim::Done,
+            "a handled tick is never given back"
+        );
+        assert!(state
+            .claim_tick("e", 9, "b", lease, ttl)
+            .await
+            .unwrap()
+            .is_ours());
         assert_eq!(state.entry("e").await.unwrap().last_tick, Some(10));
         state.set_pending("e", 11).await.unwrap();
         state.set_pending("e", 12).await.unwrap();
-        assert!(!state.take_pending("e", 11).await.unwrap());
-        assert!(state.take_pending("e", 12).await.unwrap());
-        assert!(!state.take_pending("e", 12).await.unwrap());
+        assert!(!state.take_pending("e", 11, "a", lease).await.unwrap());
+        assert!(state.take_pending("e", 12, "a", lease).await.unwrap());
+        assert!(
+            !state.take_pending("e", 12, "b", lease).await.unwrap(),
+            "held by a"
+        );
+        assert!(state.take_pending("e", 12, "a", lease).await.unwrap());
+        state.clear_pending("e", 11).await.unwrap();
+        assert_eq!(state.entry("e").await.unwrap().pending, Some(12));
+        state.clear_pending("e", 12).await.unwrap();
+        assert!(!state.take_pending("e", 12, "a", lease).await.unwrap());
         let id = TaskId::new();
         state.set_last_run("e", 12, id).await.unwrap();
         state.set_last_run("e", 11, TaskId::new()).await.unwrap();
         assert_eq!(state.entry("e").await.unwrap().last_run, Some((12, id)));
+    }
+
+    #[tokio::test]
+    async fn memory_state_hands_an_unhandled_tick_over_once_its_lease_ends() {
+        let state = MemoryBeatState::default();
+        let ttl = Duration::from_secs(3600);
+        let short = Duration::from_millis(30);
+        assert!(state
+            .claim_tick("e", 10, "dead", short, ttl)
+            .await
+            .unwrap()
+            .is_ours());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(
+            state
+                .claim_tick("e", 10, "b", Duration::from_secs(60), ttl)
+                .await
+                .unwrap(),
+            TickClaim::TakenOver {
+                from: "dead".into()
+            }
+        );
+        assert_eq!(
+            state
+                .claim_tick("e", 10, "c", Duration::from_secs(60), ttl)
+                .await
+                .unwrap(),
+            TickClaim::Held { by: "b".into() }
+        );
+        state.set_pending("e", 20).await.unwrap();
+        assert!(state.take_pending("e", 20, "dead", short).await.unwrap());
+        assert!(!state.take_pending("e", 20, "b", short).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(state.take_pending("e", 20, "b", short).await.unwrap());
     }
 }
