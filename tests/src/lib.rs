@@ -569,6 +569,28 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// The `celeriac` CLI binary, which cargo builds beside the test binaries
+/// (`target/<profile>/celeriac`) when it builds the workspace.
+///
+/// # Panics
+///
+/// When it is missing, with the command that builds it.
+pub fn celeriac_cli() -> PathBuf {
+    let exe = std::env::current_exe().expect("the path of the running test binary");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/celeriac
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("celeriac"))
+        .expect("a test binary lives two levels below the target directory");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p celeriac-consumer --bin celeriac`",
+        path.display()
+    );
+    path
+}
+
 /// Lines of a record file written by `test.record` (`{task_id} {attempt}
 /// {worker pid}` each).
 pub fn read_record(path: &Path) -> Vec<String> {

@@ -21,24 +21,9 @@ use celeriac_producer::Producer;
 use celeriac_schema::store::{Store, StoreSettings, TaskRecord, WorkflowState};
 use celeriac_schema::workflow::{node_task_id, Node, Workflow};
 use celeriac_schema::{TaskId, TaskState};
-use celeriac_tests::{broker, namespace, record_file, redis, redis_store, WorkerProcess};
-
-/// The `celeriac` binary, built beside the test binaries.
-fn celeriac_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/beat-<hash> → target/<profile>/celeriac
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("celeriac"))
-        .unwrap();
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p celeriac-consumer --bin celeriac`",
-        path.display()
-    );
-    path
-}
+use celeriac_tests::{
+    broker, celeriac_cli, namespace, record_file, redis, redis_store, WorkerProcess,
+};
 
 /// A `celeriac beat` process whose log goes to a file.
 struct BeatProcess {
@@ -49,7 +34,7 @@ struct BeatProcess {
 impl BeatProcess {
     async fn start(ns: &str, files: &[&Path], replica: &str) -> BeatProcess {
         let log = record_file(&format!("beat-{replica}"));
-        let child = Command::new(celeriac_bin())
+        let child = Command::new(celeriac_cli())
             .arg("beat")
             .args(files)
             .args(["--namespace", ns, "--replica", replica])
@@ -370,7 +355,7 @@ async fn overlap_skip_queue_and_allow() {
 async fn invalid_schedules_are_refused() {
     let dir = flow_dir("beat-invalid");
     let run = |path: &Path| {
-        let out = Command::new(celeriac_bin())
+        let out = Command::new(celeriac_cli())
             .args(["beat", "--check"])
             .arg(path)
             .output()
@@ -420,7 +405,7 @@ async fn invalid_schedules_are_refused() {
         "ok",
         "name: ok\nschedule: 60\ntasks:\n  a: {task: celeriac.noop, schedule: 30}\n",
     );
-    let out = Command::new(celeriac_bin())
+    let out = Command::new(celeriac_cli())
         .args(["beat", "--check"])
         .arg(&ok)
         .output()
@@ -432,7 +417,7 @@ async fn invalid_schedules_are_refused() {
     // A directory stands for its YAML files.
     let only = flow_dir("beat-dir");
     std::fs::copy(&ok, only.join("ok.yml")).unwrap();
-    let out = Command::new(celeriac_bin())
+    let out = Command::new(celeriac_cli())
         .args(["beat", "--check"])
         .arg(&only)
         .output()

@@ -4,30 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use celeriac_tests::{broker, namespace, record_file, redis, WorkerProcess};
-
-/// The `celeriac` binary, built beside the test binaries.
-fn celeriac_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/cli_send-<hash> → target/<profile>/celeriac
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("celeriac"))
-        .unwrap();
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p celeriac-consumer --bin celeriac`",
-        path.display()
-    );
-    path
-}
+use celeriac_tests::{broker, celeriac_cli, namespace, record_file, redis, WorkerProcess};
 
 async fn send(ns: &str, args: &[&str]) -> Output {
-    let out = Command::new(celeriac_bin())
+    let out = Command::new(celeriac_cli())
         .arg("send")
         .args(args)
         .args(["--namespace", ns])
@@ -160,7 +143,7 @@ async fn send_wait_key_and_failures() {
 #[tokio::test]
 async fn an_unreachable_broker_exits_1() {
     let ns = namespace("cli-send-unreachable");
-    let out = Command::new(celeriac_bin())
+    let out = Command::new(celeriac_cli())
         .args(["send", "celeriac.noop", "--no-store", "--namespace", &ns])
         // Nothing listens on port 1.
         .env("AMQP_ADDR", "amqp://guest:guest@127.0.0.1:1/%2f")

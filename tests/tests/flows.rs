@@ -15,7 +15,7 @@ use celeriac_producer::Producer;
 use celeriac_schema::store::{NodeProgress, Store, StoreSettings, WorkflowState};
 use celeriac_schema::TaskId;
 use celeriac_tests::{
-    broker, namespace, record_file, redis, redis_store, TestNamespace, WorkerProcess,
+    broker, celeriac_cli, namespace, record_file, redis, redis_store, TestNamespace, WorkerProcess,
 };
 use serde_json::{json, Value};
 
@@ -25,23 +25,6 @@ fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples/flows")
         .join(name)
-}
-
-/// The `celeriac` binary, built beside the test binaries.
-fn celeriac_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/flows-<hash> → target/<profile>/celeriac
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("celeriac"))
-        .unwrap();
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p celeriac-consumer --bin celeriac`",
-        path.display()
-    );
-    path
 }
 
 struct Cluster {
@@ -136,7 +119,7 @@ async fn the_quick_start_flow_runs_on_the_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn celeriac_submit_waits_and_shows_failures_retries_and_skips() {
     let c = cluster("flow-failing").await;
-    let output = Command::new(celeriac_bin())
+    let output = Command::new(celeriac_cli())
         .args(["submit", "--wait", "--timeout", "60s", "--json"])
         .arg(example("failing.yaml"))
         .args(["--namespace", &c.ns])
@@ -172,7 +155,7 @@ async fn celeriac_submit_waits_and_shows_failures_retries_and_skips() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn celeriac_submit_prints_the_workflow_id() {
     let c = cluster("flow-submit-id").await;
-    let output = Command::new(celeriac_bin())
+    let output = Command::new(celeriac_cli())
         .arg("submit")
         .arg(example("hello.yaml"))
         .args(["--namespace", &c.ns])

@@ -22,9 +22,6 @@ use redis::Script;
 
 use crate::error::{redact_url, Result};
 
-/// How long a state command may take before it counts as a failure.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// An entry's shared state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EntryState {
@@ -437,29 +434,8 @@ impl RedisBeatState {
     /// [`crate::Error::Schema`] (store unavailable) when Redis cannot be
     /// reached within five seconds or the URL is invalid.
     pub async fn connect(url: &str, namespace: &str) -> Result<RedisBeatState> {
+        let (_, conn) = crate::redis_store::connect_manager(url).await?;
         let redacted = redact_url(url);
-        let client = redis::Client::open(url).map_err(|e| SchemaError::StoreUnavailable {
-            op: "connect",
-            message: format!("invalid Redis URL {redacted}: {e}"),
-        })?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = tokio::time::timeout(
-            RESPONSE_TIMEOUT,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| SchemaError::StoreUnavailable {
-            op: "connect",
-            message: format!("no answer from {redacted} within {RESPONSE_TIMEOUT:?}"),
-        })?
-        .map_err(|e| SchemaError::StoreUnavailable {
-            op: "connect",
-            message: format!("{e} ({redacted})"),
-        })?;
         let script = |body: &str| std::sync::Arc::new(Script::new(body));
         Ok(RedisBeatState {
             url: redacted,

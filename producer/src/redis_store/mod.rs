@@ -109,6 +109,32 @@ fn encode<T: serde::Serialize + ?Sized>(what: &'static str, value: &T) -> StoreR
     })
 }
 
+/// Opens a client for `url` and its reconnecting connection, within
+/// [`RESPONSE_TIMEOUT`]; errors name the URL with its password redacted.
+pub(crate) async fn connect_manager(url: &str) -> StoreResult<(redis::Client, ConnectionManager)> {
+    let redacted = redact_url(url);
+    let client = redis::Client::open(url).map_err(|e| SchemaError::StoreUnavailable {
+        op: "connect",
+        message: format!("invalid Redis URL {redacted}: {e}"),
+    })?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    let conn = tokio::time::timeout(
+        RESPONSE_TIMEOUT,
+        ConnectionManager::new_with_config(client.clone(), config),
+    )
+    .await
+    .map_err(|_| SchemaError::StoreUnavailable {
+        op: "connect",
+        message: format!("no answer from {redacted} within {RESPONSE_TIMEOUT:?}"),
+    })?
+    .map_err(unavailable("connect", url))?;
+    Ok((client, conn))
+}
+
 impl RedisStore {
     /// Connects to Redis at `url` (`redis://[:password@]host:port[/db]`,
     /// `rediss://` for TLS), keeping keys under `namespace`.
@@ -123,26 +149,8 @@ impl RedisStore {
         namespace: &str,
         settings: StoreSettings,
     ) -> StoreResult<RedisStore> {
+        let (client, conn) = connect_manager(url).await?;
         let redacted = redact_url(url);
-        let client = redis::Client::open(url).map_err(|e| SchemaError::StoreUnavailable {
-            op: "connect",
-            message: format!("invalid Redis URL {redacted}: {e}"),
-        })?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = tokio::time::timeout(
-            RESPONSE_TIMEOUT,
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| SchemaError::StoreUnavailable {
-            op: "connect",
-            message: format!("no answer from {redacted} within {RESPONSE_TIMEOUT:?}"),
-        })?
-        .map_err(unavailable("connect", url))?;
         let with_apply = |body: &str| Script::new(&format!("{}{}", scripts::APPLY, body));
         let store = RedisStore {
             inner: Arc::new(Inner {

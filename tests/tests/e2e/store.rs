@@ -15,7 +15,8 @@ use celeriac_schema::store::{
 use celeriac_schema::workflow::{Node, Workflow};
 use celeriac_schema::{Backoff, RetryPolicy, Task, TaskId, TaskState};
 use celeriac_tests::{
-    broker, eventually, namespace, queue_len, redis, redis_store, HOW_TO_PROVIDE_REDIS,
+    broker, celeriac_cli, eventually, namespace, queue_len, redis, redis_store,
+    HOW_TO_PROVIDE_REDIS,
 };
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -958,23 +959,6 @@ async fn ten_thousand_waiting_handles_share_one_store_connection() {
     worker.stop().await;
 }
 
-/// The `celeriac` binary, built beside the test binaries.
-fn celeriac_bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/e2e-<hash> → target/<profile>/celeriac
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("celeriac"))
-        .unwrap();
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p celeriac-consumer --bin celeriac`",
-        path.display()
-    );
-    path
-}
-
 #[tokio::test]
 async fn status_cli_shows_a_task_and_says_when_an_id_is_unknown() {
     let ns = namespace("store-status-cli");
@@ -999,7 +983,7 @@ async fn status_cli_shows_a_task_and_says_when_an_id_is_unknown() {
 
     let url = redis().await.url.clone();
     let status = |args: &[&str]| {
-        std::process::Command::new(celeriac_bin())
+        std::process::Command::new(celeriac_cli())
             .arg("status")
             .args(args)
             .args(["--namespace", &ns])

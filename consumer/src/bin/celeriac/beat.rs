@@ -105,8 +105,14 @@ pub async fn run(global: &Global, args: &BeatArgs) -> ExitCode {
     match beat.run(shutdown()).await {
         Ok(stats) => {
             eprintln!(
-                "beat stopped: {} submitted, {} taken by other replicas, {} skipped, {} queued, {} missed, {} failed",
-                stats.submitted, stats.taken, stats.skipped, stats.queued, stats.missed, stats.failed
+                "beat stopped: {} submitted, {} taken by other replicas, {} taken over from replicas that stopped, {} skipped, {} queued, {} missed, {} failed",
+                stats.submitted,
+                stats.taken,
+                stats.taken_over,
+                stats.skipped,
+                stats.queued,
+                stats.missed,
+                stats.failed
             );
             ExitCode::SUCCESS
         }
