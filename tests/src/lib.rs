@@ -569,6 +569,48 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// A worker process with the Redis store and a producer sharing that store,
+/// in a namespace of its own: the setup of the end-to-end tests that send
+/// tasks or workflows and read their results.
+pub struct StoreCluster {
+    /// Sends to the worker's queues and reads results from the store.
+    pub producer: celeriac_producer::Producer,
+    /// The worker; stopped when the cluster is dropped.
+    pub worker: WorkerProcess,
+    /// Last, so that its queues are deleted once the worker is gone.
+    pub ns: TestNamespace,
+}
+
+/// Starts `worker_bin` (normally `env!("CARGO_BIN_EXE_celeriac-test-worker")`)
+/// on the Redis store with `worker_args` after `--redis-url`, in the
+/// namespace of `test`, and connects a producer with the same store.
+///
+/// # Panics
+///
+/// When the broker or Redis cannot be reached (with how to provide them).
+pub async fn store_cluster(test: &str, worker_bin: &Path, worker_args: &[&str]) -> StoreCluster {
+    let ns = namespace(test);
+    let broker = broker().await;
+    let redis_url = redis().await.url.clone();
+    let store = std::sync::Arc::new(
+        redis_store(&ns, celeriac_schema::store::StoreSettings::default()).await,
+    );
+    let mut args = vec!["--redis-url", redis_url.as_str()];
+    args.extend_from_slice(worker_args);
+    let worker = WorkerProcess::start(worker_bin, &broker.url, &ns, &record_file(test), &args);
+    let producer = celeriac_producer::Producer::builder(&broker.url)
+        .namespace(&*ns)
+        .store(store)
+        .connect()
+        .await
+        .expect("a producer connects to the test broker");
+    StoreCluster {
+        producer,
+        worker,
+        ns,
+    }
+}
+
 /// The `celeriac` CLI binary, which cargo builds beside the test binaries
 /// (`target/<profile>/celeriac`) when it builds the workspace.
 ///

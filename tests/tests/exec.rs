@@ -7,17 +7,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use celeriac_producer::{Error, Producer, SendOptions, TaskHandle};
+use celeriac_producer::{Error, SendOptions, TaskHandle};
 use celeriac_schema::exec::{Exec, ExecInput, ExecSpec};
 use celeriac_schema::headers;
-use celeriac_schema::store::{Store, StoreSettings};
 use celeriac_schema::workflow::{InputFrom, Node, Workflow};
 use celeriac_tests::{
-    broker, drain, eventually, namespace, queue_len, record_file, redis, redis_store,
-    TestNamespace, WorkerProcess,
+    broker, drain, eventually, queue_len, record_file, store_cluster, StoreCluster,
 };
 use lapin::types::AMQPValue;
 use serde_json::{json, Value};
@@ -45,47 +42,33 @@ fn compiled() -> &'static str {
 /// A worker process with a store, allowed to run `python3`, the Bash
 /// script (by path: it runs through its `#!` line) and the compiled
 /// sample, and nothing else.
-struct Cluster {
-    producer: Producer,
-    _worker: WorkerProcess,
-    // Last: its queues are deleted once the worker is gone.
-    ns: TestNamespace,
-}
+struct Cluster(StoreCluster);
 
 async fn cluster(test: &str) -> Cluster {
-    let ns = namespace(test);
-    let broker = broker().await;
-    let redis_url = redis().await.url.clone();
-    let store: Arc<dyn Store> = Arc::new(redis_store(&ns, StoreSettings::default()).await);
     let allow = format!("python3,{},{}", bash_script(), compiled());
-    let worker = WorkerProcess::start(
-        Path::new(env!("CARGO_BIN_EXE_celeriac-test-worker")),
-        &broker.url,
-        &ns,
-        &record_file(test),
-        &[
-            "--redis-url",
-            &redis_url,
-            "--concurrency",
-            "4",
-            "--exec-allow",
-            &allow,
-            "--exec-memory-limit",
-            "1G",
-            "--exec-cpu-limit",
-            "60s",
-        ],
-    );
-    let producer = Producer::builder(&broker.url)
-        .namespace(&*ns)
-        .store(store)
-        .connect()
-        .await
-        .unwrap();
-    Cluster {
-        producer,
-        _worker: worker,
-        ns,
+    Cluster(
+        store_cluster(
+            test,
+            Path::new(env!("CARGO_BIN_EXE_celeriac-test-worker")),
+            &[
+                "--concurrency",
+                "4",
+                "--exec-allow",
+                &allow,
+                "--exec-memory-limit",
+                "1G",
+                "--exec-cpu-limit",
+                "60s",
+            ],
+        )
+        .await,
+    )
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = StoreCluster;
+    fn deref(&self) -> &StoreCluster {
+        &self.0
     }
 }
 

@@ -7,16 +7,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use celeriac_producer::flow::Flow;
-use celeriac_producer::Producer;
-use celeriac_schema::store::{NodeProgress, Store, StoreSettings, WorkflowState};
+use celeriac_schema::store::{NodeProgress, WorkflowState};
 use celeriac_schema::TaskId;
-use celeriac_tests::{
-    broker, celeriac_cli, namespace, record_file, redis, redis_store, TestNamespace, WorkerProcess,
-};
+use celeriac_tests::{broker, celeriac_cli, redis, store_cluster, StoreCluster};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -27,45 +23,15 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
-struct Cluster {
-    producer: Producer,
-    _worker: WorkerProcess,
-    // Last: its queues are deleted once the worker is gone.
-    ns: TestNamespace,
-}
-
 /// A worker with a store that may run `python3` and `bash`, as the README
 /// tells users to start one for these flows.
-async fn cluster(test: &str) -> Cluster {
-    let ns = namespace(test);
-    let broker = broker().await;
-    let redis_url = redis().await.url.clone();
-    let store: Arc<dyn Store> = Arc::new(redis_store(&ns, StoreSettings::default()).await);
-    let worker = WorkerProcess::start(
+async fn cluster(test: &str) -> StoreCluster {
+    store_cluster(
+        test,
         Path::new(env!("CARGO_BIN_EXE_celeriac-test-worker")),
-        &broker.url,
-        &ns,
-        &record_file(test),
-        &[
-            "--redis-url",
-            &redis_url,
-            "--concurrency",
-            "4",
-            "--exec-allow",
-            "python3,bash",
-        ],
-    );
-    let producer = Producer::builder(&broker.url)
-        .namespace(&*ns)
-        .store(store)
-        .connect()
-        .await
-        .unwrap();
-    Cluster {
-        producer,
-        _worker: worker,
-        ns,
-    }
+        &["--concurrency", "4", "--exec-allow", "python3,bash"],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
