@@ -32,6 +32,13 @@ pub const DEFAULT_QUEUE: &str = "default";
 /// have (after a crashed worker or a requeue) before the broker
 /// dead-letters it; a message is delivered at most limit + 1 times.
 pub const DEFAULT_DELIVERY_LIMIT: u32 = 5;
+/// `x-delivery-limit` of dead-letter queues: in effect none. Reading a DLQ
+/// returns its messages with `basic.nack`, which quorum queues may count
+/// as redeliveries, and RabbitMQ 4 applies a default limit of 20 to a
+/// queue that sets none: past it, a dead letter with nowhere to go would be
+/// dropped. `-1`, RabbitMQ 4's "no limit", drops a message at its first
+/// return on RabbitMQ 3, so the limit is the largest value both accept.
+pub const DEAD_LETTER_DELIVERY_LIMIT: u32 = i32::MAX as u32;
 /// Granularity of broker-side delays, in milliseconds.
 pub const DELAY_UNIT_MS: u64 = 100;
 /// Number of delay levels; the longest delay is `(2^DELAY_LEVELS - 1)` units
@@ -245,7 +252,13 @@ impl Topology {
 
     /// Arguments of a dead-letter queue.
     pub fn dead_letter_queue_arguments(&self) -> Vec<Argument> {
-        vec![("x-queue-type", ArgValue::Str("quorum".into()))]
+        vec![
+            ("x-queue-type", ArgValue::Str("quorum".into())),
+            (
+                "x-delivery-limit",
+                ArgValue::Int(i64::from(DEAD_LETTER_DELIVERY_LIMIT)),
+            ),
+        ]
     }
 
     /// Arguments of delay level `level`'s queue.

@@ -99,7 +99,10 @@ fn dead_letter_and_delay_queue_arguments() {
     let t = topo();
     assert_eq!(
         t.dead_letter_queue_arguments(),
-        vec![str_arg("x-queue-type", "quorum")]
+        vec![
+            str_arg("x-queue-type", "quorum"),
+            int_arg("x-delivery-limit", 2_147_483_647)
+        ]
     );
     assert_eq!(
         t.delay_queue_arguments(0),
@@ -207,7 +210,10 @@ fn queue_declarations_of_default() {
         vec![
             Declaration::Queue {
                 name: "celeriac.dlq.default".into(),
-                arguments: vec![str_arg("x-queue-type", "quorum")],
+                arguments: vec![
+                    str_arg("x-queue-type", "quorum"),
+                    int_arg("x-delivery-limit", 2_147_483_647)
+                ],
             },
             Declaration::QueueBinding {
                 queue: "celeriac.dlq.default".into(),

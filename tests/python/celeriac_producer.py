@@ -303,7 +303,13 @@ def topology(
         check_name("queue", queue)
         dlq = f"{ns}.dlq.{queue}"
         work = f"{ns}.q.{queue}"
-        steps.append(Declaration("queue", dlq, arguments={"x-queue-type": "quorum"}))
+        steps.append(
+            Declaration(
+                "queue",
+                dlq,
+                arguments={"x-queue-type": "quorum", "x-delivery-limit": 2147483647},
+            )
+        )
         steps.append(Declaration("bind", dlq, source=f"{ns}.dlx", routing_key=queue))
         steps.append(
             Declaration(

@@ -153,6 +153,7 @@ class TopologyTest(unittest.TestCase):
         self.assertEqual(queues["celeriac.delay.04"]["x-dead-letter-exchange"], "celeriac.delay.03")
         self.assertEqual(queues["celeriac.delay.00"]["x-dead-letter-exchange"], "celeriac.delay.deliver")
         self.assertEqual(queues["celeriac.q.default"]["x-delivery-limit"], 5)
+        self.assertEqual(queues["celeriac.dlq.default"]["x-delivery-limit"], 2147483647)
         binds = [(s.kind, s.source, s.name, s.routing_key) for s in steps if "bind" in s.kind]
         self.assertIn(
             ("bind", "celeriac.delay.04", "celeriac.delay.04", "*." * 20 + "1.#"),

@@ -601,3 +601,92 @@ async fn poison_message_ends_in_the_dead_letter_queue_scenario() {
     assert!(ran, "a normal task did not run after the poison message");
     println!("poison: dead-lettered after {crashes} worker crashes (delivery limit {POISON_DELIVERY_LIMIT})");
 }
+
+/// A dead-letter queue has nowhere to send a message past its delivery
+/// limit, and reading it returns messages with `basic.nack`: its limit is
+/// set, explicitly, to in effect none, so that no number of reads (nor
+/// RabbitMQ 4's default limit of 20) drops a dead letter.
+#[tokio::test]
+async fn dead_letters_survive_any_number_of_returns() {
+    use celeriac_tests::lapin::options::{
+        BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+    };
+    use celeriac_tests::lapin::BasicProperties;
+
+    let ns = namespace("dlq-returns");
+    let producer = Producer::builder(&broker().await.url)
+        .namespace(&ns)
+        .connect()
+        .await
+        .unwrap();
+    producer.ensure_queue("default").await.unwrap();
+    let dlq = producer.topology().dead_letter_queue("default");
+
+    let listed = broker()
+        .await
+        .rabbitmqctl(&[
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "arguments",
+        ])
+        .await;
+    let line = listed
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(dlq.as_str()))
+        .unwrap_or_else(|| panic!("{dlq} is not declared:\n{listed}"));
+    assert!(
+        line.contains("x-delivery-limit") && line.contains("2147483647"),
+        "{line}"
+    );
+
+    let (_conn, channel) = broker().await.channel().await;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    channel
+        .basic_publish(
+            "".into(),
+            dlq.as_str().into(),
+            BasicPublishOptions::default(),
+            b"a dead letter",
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    for read in 0..30 {
+        // A returned message comes back to the queue asynchronously.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let message = loop {
+            let got = channel
+                .basic_get(dlq.as_str().into(), BasicGetOptions::default())
+                .await
+                .unwrap();
+            match got {
+                Some(message) => break Some(message),
+                None if Instant::now() > deadline => break None,
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        assert!(
+            message.is_some(),
+            "the dead letter is gone after {read} returns"
+        );
+        let message = message.unwrap();
+        assert_eq!(message.delivery.data, b"a dead letter");
+        channel
+            .basic_nack(
+                message.delivery.delivery_tag,
+                BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+}
