@@ -205,3 +205,51 @@ async fn a_program_node_receives_its_dependencies_results_on_stdin() {
         json!({"total": 19.5, "keys": ["py", "sh"], "language": "rust"})
     );
 }
+
+/// Whether `pid` has ended (gone, or a zombie nobody reaped yet).
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_with_sigkill_takes_its_running_program_with_it() {
+    let c = cluster("exec-worker-killed").await;
+    let pid_file = std::env::temp_dir().join(format!(
+        "celeriac-exec-killed-{}.pid",
+        celeriac_schema::TaskId::new()
+    ));
+    let spec = ExecSpec::new("python3").args([
+        "-c".to_owned(),
+        "import os, sys, time\n\
+         open(sys.argv[1] + '.tmp', 'w').write(str(os.getpid()))\n\
+         os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n\
+         time.sleep(600)"
+            .to_owned(),
+        pid_file.display().to_string(),
+    ]);
+    let _handle = c.send(spec, Value::Null).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async { pid_file.exists() }).await,
+        "the program never started"
+    );
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = std::fs::remove_file(&pid_file);
+    assert!(!ended(pid), "the program runs while its worker does");
+
+    c.worker.signal("KILL");
+    assert!(
+        eventually(Duration::from_secs(5), || async { ended(pid) }).await,
+        "program {pid} outlived its SIGKILLed worker"
+    );
+}

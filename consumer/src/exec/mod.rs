@@ -43,7 +43,9 @@
 //! - **Process group**: the program leads a new process group. Time limits,
 //!   cancellation and dropping the [`run`] future signal the whole group,
 //!   so children and grandchildren go too; when the program exits, whatever
-//!   it left running in its group is killed.
+//!   it left running in its group is killed. If the worker itself is killed
+//!   with SIGKILL, the kernel kills the program (`PR_SET_PDEATHSIG`, armed
+//!   before it starts); processes it started itself are not reached then.
 //! - **rlimits**: address space ([`ExecConfig::memory_limit`],
 //!   `RLIMIT_AS`) and CPU time ([`ExecConfig::cpu_limit`], `RLIMIT_CPU`),
 //!   set in the child before it executes the program.

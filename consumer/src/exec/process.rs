@@ -76,8 +76,9 @@ pub(crate) async fn run(
         .env("HOME", workdir.path())
         .env("TMPDIR", workdir.path())
         .envs(&spec.env);
-    set_rlimits(&mut command, config.memory(), config.cpu());
+    prepare_child(&mut command, config.memory(), config.cpu());
 
+    check_format(&spec.program, &program)?;
     debug!(program = %program.display(), args = ?spec.args, workdir = %workdir.path().display(), "starting program");
     let mut child = command
         .spawn()
@@ -289,6 +290,41 @@ fn check_env(spec: &ExecSpec) -> Result<(), TaskError> {
     Ok(())
 }
 
+/// Refuses a regular file that is neither a binary (ELF) nor a script with
+/// a `#!` line. `execvp`, which starts programs once the child is prepared
+/// (see [`prepare_child`]), would otherwise hand such a file to `/bin/sh`:
+/// programs run without a shell. Files that cannot be read here are left
+/// to the spawn, whose error names the cause.
+fn check_format(requested: &str, program: &Path) -> Result<(), TaskError> {
+    use std::io::Read;
+    let Ok(mut file) = std::fs::File::open(program) else {
+        return Ok(());
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Ok(());
+    }
+    let mut magic = [0u8; 4];
+    let mut read = 0;
+    while read < magic.len() {
+        match file.read(&mut magic[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(_) => return Ok(()),
+        }
+    }
+    let magic = &magic[..read];
+    if magic.starts_with(b"#!") || magic == b"\x7fELF" {
+        return Ok(());
+    }
+    Err(TaskError::fatal(
+        PROGRAM_NOT_EXECUTABLE,
+        format!(
+            "cannot start `{requested}` ({}): not a binary, and no #! line",
+            program.display()
+        ),
+    ))
+}
+
 fn spawn_error(requested: &str, program: &Path, e: &io::Error) -> TaskError {
     const ENOEXEC: i32 = 8;
     let what = format!("cannot start `{requested}` ({})", program.display());
@@ -309,8 +345,12 @@ fn spawn_error(requested: &str, program: &Path, e: &io::Error) -> TaskError {
     }
 }
 
-/// Sets the memory and CPU rlimits in the child, between fork and exec.
-fn set_rlimits(command: &mut Command, memory: Option<u64>, cpu: Option<Duration>) {
+/// `ESRCH`: the parent the child should die with is gone.
+const ESRCH: i32 = 3;
+
+/// Prepares the child between fork and exec: it dies with the worker
+/// (`PR_SET_PDEATHSIG`), and gets the memory and CPU rlimits.
+fn prepare_child(command: &mut Command, memory: Option<u64>, cpu: Option<Duration>) {
     // Computed here, in the parent: the child only makes system calls.
     let clamp = |resource: Resource, wanted: u64| {
         // Raising a hard limit needs privileges: never ask for more than
@@ -343,19 +383,29 @@ fn set_rlimits(command: &mut Command, memory: Option<u64>, cpu: Option<Duration>
         )
     });
     let limits = [memory, cpu];
-    if limits.iter().all(Option::is_none) {
-        return;
-    }
+    // The worker's pid, to see in the child whether it died before the
+    // death signal was armed.
+    let parent = i32::try_from(std::process::id())
+        .ok()
+        .and_then(Pid::from_raw);
     // SAFETY: the closure runs in the forked child before exec, where only
     // async-signal-safe work is sound (another thread of the parent may
-    // have held the allocator's lock at fork time). It captures two
-    // `Copy` arrays computed above and calls `setrlimit` only: rustix makes
-    // the raw system call, which neither allocates nor locks, and an error
-    // becomes an `io::Error` from the raw errno, which does not allocate
-    // either.
+    // have held the allocator's lock at fork time). It captures `Copy`
+    // values computed above and makes system calls only (`prctl`,
+    // `getppid`, `setrlimit`): rustix makes the raw calls, which neither
+    // allocate nor lock, and an error becomes an `io::Error` from the raw
+    // errno, which does not allocate either.
     #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(move || {
+            // A worker killed with SIGKILL cannot kill its programs: the
+            // kernel does, when the thread that started them (a runtime
+            // thread, alive as long as the worker) exits.
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+            if rustix::process::getppid() != parent {
+                // The worker died before the signal was armed.
+                return Err(io::Error::from_raw_os_error(ESRCH));
+            }
             for (resource, limit) in limits.iter().flatten() {
                 rustix::process::setrlimit(*resource, *limit)?;
             }
