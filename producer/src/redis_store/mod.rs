@@ -615,6 +615,8 @@ impl Store for RedisStore {
         // Plain commands: take the lease or see who holds the key. The key
         // holds a run's token while it runs and `done:{task id}` once a run
         // succeeded; finishing sets the mark before anything releases it.
+        // The usual case, a key nobody holds, costs one command; who holds
+        // it is asked only when the lease is taken.
         let k = self.execution_key(key);
         let lease = Self::ttl_ms(self.inner.settings.lease_ttl);
         let mut pipe = redis::pipe();
@@ -623,12 +625,14 @@ impl Store for RedisStore {
             .arg(token)
             .arg("NX")
             .arg("PX")
-            .arg(lease)
-            .get(&k)
-            .pttl(&k);
-        let (taken, holder, left): (Option<String>, Option<String>, i64) =
-            self.run("lease", &pipe).await?;
+            .arg(lease);
+        let (taken,): (Option<String>,) = self.run("lease", &pipe).await?;
         if taken.is_none() {
+            let mut pipe = redis::pipe();
+            pipe.get(&k).pttl(&k);
+            // A holder gone in between (its lease ran out) reads as busy
+            // for a millisecond: the caller asks again.
+            let (holder, left): (Option<String>, i64) = self.run("lease", &pipe).await?;
             return match holder.as_deref().and_then(|h| h.strip_prefix("done:")) {
                 Some(id) => id
                     .parse::<TaskId>()
