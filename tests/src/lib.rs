@@ -16,7 +16,7 @@ use celeriac_schema::Topology;
 use lapin::options::{
     BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
 use testcontainers::core::{ContainerPort, ExecCommand, WaitFor};
 use testcontainers::runners::AsyncRunner;
@@ -566,6 +566,50 @@ impl Drop for WorkerProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// A header of a message taken with `basic.get`.
+///
+/// # Panics
+///
+/// When the message has no header `name`.
+pub fn header<'a>(msg: &'a lapin::message::BasicGetMessage, name: &str) -> &'a AMQPValue {
+    msg.delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|table| table.inner().get(name))
+        .unwrap_or_else(|| panic!("the message carries no {name} header"))
+}
+
+/// A string header (long or short) of a message taken with `basic.get`.
+///
+/// # Panics
+///
+/// When the header is missing or not a string.
+pub fn header_str(msg: &lapin::message::BasicGetMessage, name: &str) -> String {
+    match header(msg, name) {
+        AMQPValue::LongString(s) => s.to_string(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        other => panic!("header {name} is not a string: {other:?}"),
+    }
+}
+
+/// An integer header, of any AMQP integer type, of a message taken with
+/// `basic.get`.
+///
+/// # Panics
+///
+/// When the header is missing or not an integer.
+pub fn header_int(msg: &lapin::message::BasicGetMessage, name: &str) -> i64 {
+    match header(msg, name) {
+        AMQPValue::LongLongInt(n) => *n,
+        AMQPValue::LongInt(n) => i64::from(*n),
+        AMQPValue::LongUInt(n) => i64::from(*n),
+        AMQPValue::ShortInt(n) => i64::from(*n),
+        AMQPValue::ShortUInt(n) => i64::from(*n),
+        other => panic!("header {name} is not an integer: {other:?}"),
     }
 }
 

@@ -21,11 +21,9 @@ use std::time::{Duration, Instant};
 use celeriac_schema::store::{Store, StoreSettings, TaskRecord};
 use celeriac_schema::{now_ms, TaskId, TaskState};
 use celeriac_tests::{
-    broker, drain, eventually, namespace, queue_len, read_record, record_file, redis, redis_store,
-    WorkerProcess,
+    broker, drain, eventually, header_int, header_str, namespace, queue_len, read_record,
+    record_file, redis, redis_store, WorkerProcess,
 };
-use lapin::message::BasicGetMessage;
-use lapin::types::AMQPValue;
 
 /// Echo tasks sent from Python, each with its own input.
 const ECHO_TASKS: usize = 50;
@@ -146,32 +144,6 @@ async fn finished(store: &dyn Store, ids: &[TaskId], timeout: Duration) -> Vec<T
         ids.len()
     );
     ids.iter().map(|id| records.remove(id).unwrap()).collect()
-}
-
-fn header<'a>(msg: &'a BasicGetMessage, name: &str) -> &'a AMQPValue {
-    msg.delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|table| table.inner().get(name))
-        .unwrap_or_else(|| panic!("the dead letter carries no {name} header"))
-}
-
-fn header_str(msg: &BasicGetMessage, name: &str) -> String {
-    match header(msg, name) {
-        AMQPValue::LongString(s) => s.to_string(),
-        AMQPValue::ShortString(s) => s.as_str().to_owned(),
-        other => panic!("header {name} is not a string: {other:?}"),
-    }
-}
-
-fn header_int(msg: &BasicGetMessage, name: &str) -> i64 {
-    match header(msg, name) {
-        AMQPValue::LongLongInt(n) => *n,
-        AMQPValue::LongInt(n) => i64::from(*n),
-        AMQPValue::LongUInt(n) => i64::from(*n),
-        other => panic!("header {name} is not an integer: {other:?}"),
-    }
 }
 
 /// The messages (ready and unacked) in each queue of namespace `ns`.

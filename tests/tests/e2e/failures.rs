@@ -13,10 +13,12 @@ use celeriac_producer::publish::{self, Route};
 use celeriac_producer::{Error as ProducerError, Producer, SendOptions};
 use celeriac_schema::builtin::{Fail, FailInput, Panic, Ping};
 use celeriac_schema::{headers, now_ms, Backoff, Envelope, RetryPolicy, Task, TaskId};
-use celeriac_tests::{broker, drain, eventually, queue_len, read_record, WorkerProcess};
+use celeriac_tests::{
+    broker, drain, eventually, header_int, header_str, queue_len, read_record, WorkerProcess,
+};
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation};
 
 use crate::support::{
@@ -62,34 +64,6 @@ async fn take_dead_letters(channel: &Channel, queue: &str, expected: u32) -> Vec
         "unexpected messages in {queue}"
     );
     messages
-}
-
-fn header<'a>(msg: &'a BasicGetMessage, name: &str) -> &'a AMQPValue {
-    msg.delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|table| table.inner().get(name))
-        .unwrap_or_else(|| panic!("the dead letter carries no {name} header"))
-}
-
-fn header_str(msg: &BasicGetMessage, name: &str) -> String {
-    match header(msg, name) {
-        AMQPValue::LongString(s) => s.to_string(),
-        AMQPValue::ShortString(s) => s.as_str().to_owned(),
-        other => panic!("header {name} is not a string: {other:?}"),
-    }
-}
-
-fn header_int(msg: &BasicGetMessage, name: &str) -> i64 {
-    match header(msg, name) {
-        AMQPValue::LongLongInt(n) => *n,
-        AMQPValue::LongInt(n) => i64::from(*n),
-        AMQPValue::LongUInt(n) => i64::from(*n),
-        AMQPValue::ShortInt(n) => i64::from(*n),
-        AMQPValue::ShortUInt(n) => i64::from(*n),
-        other => panic!("header {name} is not an integer: {other:?}"),
-    }
 }
 
 /// Checks the headers every worker-made dead letter carries.
