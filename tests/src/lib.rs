@@ -569,6 +569,78 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// A xorshift64 generator: the same seed gives the same random DAG in
+/// every run, with no dependency.
+///
+/// # Examples
+///
+/// ```
+/// let mut a = celeriac_tests::XorShift::new(7);
+/// let mut b = celeriac_tests::XorShift::new(7);
+/// assert_eq!(a.next_u64(), b.next_u64());
+/// ```
+#[derive(Debug, Clone)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// Seeded with `seed` (zero is replaced, as xorshift would stay at 0).
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
+    }
+
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Runs a benchmark program's `measure` future on a multi-threaded runtime
+/// (`worker_threads`, default one per CPU) and prints its report as pretty
+/// JSON on stdout. Errors go to stderr, prefixed with the program's `name`,
+/// and exit with `failure`.
+pub fn print_report<R, F>(
+    name: &str,
+    failure: u8,
+    worker_threads: Option<usize>,
+    measure: F,
+) -> std::process::ExitCode
+where
+    R: serde::Serialize,
+    F: std::future::Future<Output = anyhow::Result<R>>,
+{
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = worker_threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(failure);
+        }
+    };
+    let report = runtime
+        .block_on(measure)
+        .and_then(|report| Ok(serde_json::to_string_pretty(&report)?));
+    match report {
+        Ok(json) => {
+            println!("{json}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::from(failure)
+        }
+    }
+}
+
 /// A header of a message taken with `basic.get`.
 ///
 /// # Panics

@@ -47,13 +47,8 @@ fn worker(ns: &str, url: &str, redis_url: &str, record: &Path) -> WorkerProcess 
 
 /// A random DAG (fixed seed): node i depends on up to three earlier nodes.
 fn dag() -> (Workflow, Vec<u64>) {
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = celeriac_tests::XorShift::new(0x9e37_79b9_7f4a_7c15);
+    let mut next = move || rng.next_u64();
     let mut wf = Workflow::new();
     let mut depth = vec![0u64; NODES];
     for i in 0..NODES {

@@ -128,32 +128,7 @@ impl Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("celeriac-bench: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(bench(args)) {
-        Ok(report) => match serde_json::to_string_pretty(&report) {
-            Ok(json) => {
-                println!("{json}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("celeriac-bench: cannot print the report: {e}");
-                ExitCode::from(1)
-            }
-        },
-        Err(e) => {
-            eprintln!("celeriac-bench: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    celeriac_tests::print_report("celeriac-bench", 1, None, bench(args))
 }
 
 async fn bench(args: Args) -> Result<Report> {

@@ -224,30 +224,5 @@ fn main() -> ExitCode {
             };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("celeriac-dag-bench: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(measure(&args)) {
-        Ok(report) => match serde_json::to_string_pretty(&report) {
-            Ok(text) => {
-                println!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("celeriac-dag-bench: {e}");
-                ExitCode::from(2)
-            }
-        },
-        Err(e) => {
-            eprintln!("celeriac-dag-bench: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    celeriac_tests::print_report("celeriac-dag-bench", 2, args.threads, measure(&args))
 }

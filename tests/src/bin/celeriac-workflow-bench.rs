@@ -101,32 +101,7 @@ struct RunFigures {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("celeriac-workflow-bench: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(bench(args)) {
-        Ok(report) => match serde_json::to_string_pretty(&report) {
-            Ok(json) => {
-                println!("{json}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("celeriac-workflow-bench: {e}");
-                ExitCode::from(1)
-            }
-        },
-        Err(e) => {
-            eprintln!("celeriac-workflow-bench: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    celeriac_tests::print_report("celeriac-workflow-bench", 1, None, bench(args))
 }
 
 struct Setup {
@@ -239,13 +214,8 @@ async fn plain(args: &Args) -> Result<f64> {
 fn layered(nodes: usize) -> (Workflow, usize) {
     let layers = 10;
     let width = nodes.div_ceil(layers);
-    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = celeriac_tests::XorShift::new(0x2545_f491_4f6c_dd1d);
+    let mut next = move || rng.next_u64();
     let mut wf = Workflow::new();
     let mut edges = 0;
     for i in 0..nodes {
