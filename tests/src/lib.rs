@@ -685,6 +685,61 @@ pub fn header_int(msg: &lapin::message::BasicGetMessage, name: &str) -> i64 {
     }
 }
 
+/// A worker running inside the test process, so its counters can be read.
+pub struct InProcessWorker {
+    handle: celeriac_consumer::WorkerHandle,
+    run: tokio::task::JoinHandle<celeriac_consumer::Result<celeriac_consumer::StatsSnapshot>>,
+}
+
+impl InProcessWorker {
+    /// Builds a worker on `namespace` (tuned by `configure`), runs it and
+    /// waits until it consumes.
+    pub async fn start(
+        namespace: &str,
+        registry: celeriac_consumer::Registry,
+        configure: impl FnOnce(celeriac_consumer::WorkerBuilder) -> celeriac_consumer::WorkerBuilder,
+    ) -> Self {
+        let builder = celeriac_consumer::Worker::builder(&broker().await.url, registry)
+            .namespace(namespace)
+            .grace(Duration::from_secs(5));
+        let worker = configure(builder)
+            .build()
+            .unwrap_or_else(|e| panic!("the in-process worker cannot be built: {e}"));
+        let handle = worker.handle();
+        let run = tokio::spawn(worker.run());
+        let ready = eventually(Duration::from_secs(15), || async { handle.is_ready() }).await;
+        assert!(ready, "the in-process worker never became ready");
+        InProcessWorker { handle, run }
+    }
+
+    /// The worker's counters so far.
+    pub fn stats(&self) -> celeriac_consumer::StatsSnapshot {
+        self.handle.stats()
+    }
+
+    /// Whether it consumes (its readiness).
+    pub fn is_ready(&self) -> bool {
+        self.handle.is_ready()
+    }
+
+    /// Shuts the worker down and waits, at most 15 s, without judging how
+    /// it stopped (for tests about something else).
+    pub async fn shutdown(self) {
+        self.handle.shutdown();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.run).await;
+    }
+
+    /// Shuts the worker down and returns its final counters.
+    pub async fn stop(self) -> celeriac_consumer::StatsSnapshot {
+        self.handle.shutdown();
+        tokio::time::timeout(Duration::from_secs(15), self.run)
+            .await
+            .expect("the worker stops within its grace period")
+            .expect("the worker task does not panic")
+            .expect("the worker stops cleanly")
+    }
+}
+
 /// A worker process with the Redis store and a producer sharing that store,
 /// in a namespace of its own: the setup of the end-to-end tests that send
 /// tasks or workflows and read their results.

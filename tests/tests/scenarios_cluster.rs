@@ -8,13 +8,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use celeriac_consumer::{Registry, TaskContext, TaskError, Worker};
+use celeriac_consumer::{Registry, TaskContext, TaskError};
 use celeriac_producer::{NodeStatus, Producer};
 use celeriac_schema::store::{NodeProgress, Store, StoreSettings};
 use celeriac_schema::workflow::{InputFrom, Node, Workflow};
 use celeriac_schema::{Backoff, RetryPolicy, Task};
 use celeriac_tests::scenarios::{self, evaluate, Observed, Scenario, ScenarioNode, Status};
-use celeriac_tests::{broker, eventually, namespace, redis_store};
+use celeriac_tests::{broker, namespace, redis_store, InProcessWorker};
 use serde_json::Value;
 
 /// Error kind of a scenario node's failure.
@@ -81,16 +81,8 @@ async fn run_case(scenario: &Scenario) -> Result<(), String> {
                 .map_err(|m| TaskError::new(SCENARIO_FAILURE, m))
         }
     });
-    let worker = Worker::builder(&broker().await.url, registry)
-        .namespace(&*ns)
-        .concurrency(32)
-        .store(store.clone())
-        .grace(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let handle = worker.handle();
-    let running = tokio::spawn(worker.run());
-    assert!(eventually(Duration::from_secs(15), || async { handle.is_ready() }).await);
+    let worker =
+        InProcessWorker::start(&ns, registry, |b| b.concurrency(32).store(store.clone())).await;
     let producer = Producer::builder(&broker().await.url)
         .namespace(&*ns)
         .store(store.clone())
@@ -131,8 +123,7 @@ async fn run_case(scenario: &Scenario) -> Result<(), String> {
             scenario.check(&observed)
         }
     };
-    handle.shutdown();
-    let _ = tokio::time::timeout(Duration::from_secs(15), running).await;
+    worker.shutdown().await;
     outcome
 }
 

@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use celeriac_consumer::{Registry, TaskContext, TaskError, Worker, WorkerHandle};
+use celeriac_consumer::{Registry, TaskContext, TaskError};
 use celeriac_producer::canvas::{chain, chord, group, Signature};
 use celeriac_producer::{Error, Producer};
 use celeriac_schema::store::{NodeProgress, Store, StoreSettings, WorkflowState};
 use celeriac_schema::workflow::{node_task_id, InputFrom, Node, Workflow};
 use celeriac_schema::{Task, TaskState};
-use celeriac_tests::{broker, eventually, namespace, redis, redis_store, TestNamespace};
+use celeriac_tests::{broker, namespace, redis, redis_store, InProcessWorker, TestNamespace};
 
 struct Inc;
 impl Task for Inc {
@@ -113,23 +113,16 @@ struct Cluster {
     _ns: TestNamespace,
     producer: Producer,
     store: Arc<dyn Store>,
-    worker: WorkerHandle,
-    run: tokio::task::JoinHandle<celeriac_consumer::Result<celeriac_consumer::StatsSnapshot>>,
+    worker: InProcessWorker,
 }
 
 async fn cluster(name: &str, concurrency: usize) -> Cluster {
     let ns = namespace(name);
     let store: Arc<dyn Store> = Arc::new(redis_store(&ns, StoreSettings::default()).await);
-    let worker = Worker::builder(&broker().await.url, registry())
-        .namespace(&*ns)
-        .concurrency(concurrency)
-        .store(store.clone())
-        .grace(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let handle = worker.handle();
-    let run = tokio::spawn(worker.run());
-    assert!(eventually(Duration::from_secs(15), || async { handle.is_ready() }).await);
+    let worker = InProcessWorker::start(&ns, registry(), |b| {
+        b.concurrency(concurrency).store(store.clone())
+    })
+    .await;
     let producer = Producer::builder(&broker().await.url)
         .namespace(&*ns)
         .store(store.clone())
@@ -140,15 +133,13 @@ async fn cluster(name: &str, concurrency: usize) -> Cluster {
         _ns: ns,
         producer,
         store,
-        worker: handle,
-        run,
+        worker,
     }
 }
 
 impl Cluster {
     async fn stop(self) {
-        self.worker.shutdown();
-        let _ = tokio::time::timeout(Duration::from_secs(15), self.run).await;
+        self.worker.shutdown().await;
     }
 }
 

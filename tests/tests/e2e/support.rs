@@ -1,13 +1,12 @@
 //! Shared helpers of the end-to-end tests.
 
 use std::path::Path;
-use std::time::Duration;
 
-use celeriac_consumer::{Registry, StatsSnapshot, Worker, WorkerBuilder, WorkerHandle};
+use celeriac_consumer::Registry;
 use celeriac_producer::Producer;
 use celeriac_schema::topology::DELAY_LEVELS;
 use celeriac_schema::Topology;
-use celeriac_tests::{broker, eventually, WorkerProcess};
+use celeriac_tests::{broker, WorkerProcess};
 use lapin::options::QueueDeleteOptions;
 use lapin::Channel;
 
@@ -34,49 +33,7 @@ pub async fn worker(namespace: &str, record: &Path, args: &[&str]) -> WorkerProc
 
 pub use celeriac_tests::test_tasks::{Crash, Record, RecordInput};
 
-/// A worker running inside the test process, so its counters can be read.
-pub(crate) struct InProcessWorker {
-    handle: WorkerHandle,
-    run: tokio::task::JoinHandle<celeriac_consumer::Result<StatsSnapshot>>,
-}
-
-impl InProcessWorker {
-    /// Builds a worker on `namespace` (tuned by `configure`), runs it and
-    /// waits until it consumes.
-    pub(crate) async fn start(
-        namespace: &str,
-        registry: Registry,
-        configure: impl FnOnce(WorkerBuilder) -> WorkerBuilder,
-    ) -> Self {
-        let builder = Worker::builder(&broker().await.url, registry)
-            .namespace(namespace)
-            .grace(Duration::from_secs(5));
-        let worker = configure(builder).build().unwrap();
-        let handle = worker.handle();
-        let run = tokio::spawn(worker.run());
-        let ready = eventually(Duration::from_secs(15), || async { handle.is_ready() }).await;
-        assert!(ready, "the in-process worker never became ready");
-        InProcessWorker { handle, run }
-    }
-
-    pub(crate) fn stats(&self) -> StatsSnapshot {
-        self.handle.stats()
-    }
-
-    pub(crate) fn is_ready(&self) -> bool {
-        self.handle.is_ready()
-    }
-
-    /// Shuts the worker down and returns its final counters.
-    pub(crate) async fn stop(self) -> StatsSnapshot {
-        self.handle.shutdown();
-        tokio::time::timeout(Duration::from_secs(15), self.run)
-            .await
-            .expect("the worker stops within its grace period")
-            .expect("the worker task does not panic")
-            .expect("the worker stops cleanly")
-    }
-}
+pub(crate) use celeriac_tests::InProcessWorker;
 
 /// A registry with the built-in tasks.
 pub(crate) fn builtins() -> Registry {
