@@ -195,17 +195,37 @@ impl Update {
         }
     }
 
-    /// The `started` update a final update with
+    /// The `started` history entry a final update with
+    /// [`started_at_ms`](Update::started_at_ms) records first.
+    pub fn started_transition(&self) -> Option<Transition> {
+        let at_ms = self.started_at_ms?;
+        (self.state != TaskState::Started).then(|| Transition {
+            state: TaskState::Started,
+            at_ms,
+            attempt: self.attempt,
+            worker: self.worker.clone(),
+            error: None,
+        })
+    }
+
+    /// The whole `started` update a final update with
     /// [`started_at_ms`](Update::started_at_ms) records first.
     pub fn started_part(&self) -> Option<Update> {
         let at_ms = self.started_at_ms?;
+        // Field by field: the outcome's result and error stay behind.
         (self.state != TaskState::Started).then(|| Update {
+            id: self.id,
+            task: self.task.clone(),
+            queue: self.queue.clone(),
             state: TaskState::Started,
+            attempt: self.attempt,
             at_ms,
+            worker: self.worker.clone(),
+            idempotency_key: self.idempotency_key.clone(),
+            workflow_id: self.workflow_id.clone(),
             error: None,
             result: None,
             started_at_ms: None,
-            ..self.clone()
         })
     }
 

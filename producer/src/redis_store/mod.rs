@@ -296,7 +296,7 @@ impl RedisStore {
             fields.push(("wf", wf.clone().into_bytes()));
         }
         // A run too short to have written `started` records it here.
-        let started = update.started_part();
+        let started = update.started_transition();
         if let Some(started) = &started {
             fields.push(("started_at", started.at_ms.to_string().into_bytes()));
             pipe.hincr(&rec, "runs", 1).ignore();
@@ -321,7 +321,7 @@ impl RedisStore {
         }
         pipe.hset_multiple(&rec, &fields).ignore();
         let mut entries = match &started {
-            Some(started) => encode("transition", &started.transition())?,
+            Some(started) => encode("transition", started)?,
             None => Vec::new(),
         };
         entries.extend(encode("transition", &update.transition())?);
