@@ -12,8 +12,7 @@ use std::time::SystemTime;
 
 use celeriac_producer::beat::{Beat, BeatEntry, BeatOptions, RedisBeatState};
 use celeriac_producer::flow::Flow;
-use celeriac_producer::{Producer, RedisStore};
-use celeriac_schema::store::{Store, StoreSettings};
+use celeriac_schema::store::Store;
 use celeriac_schema::workflow::Workflow;
 use clap::Args;
 
@@ -64,18 +63,9 @@ pub async fn run(global: &Global, args: &BeatArgs) -> ExitCode {
     if args.check {
         return ExitCode::SUCCESS;
     }
-    let store = match RedisStore::connect(
-        &global.redis_url,
-        &global.namespace,
-        StoreSettings::default(),
-    )
-    .await
-    {
+    let store = match global.store("").await {
         Ok(store) => store,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let state = match RedisBeatState::connect(&global.redis_url, &global.namespace).await {
         Ok(state) => state,
@@ -85,17 +75,9 @@ pub async fn run(global: &Global, args: &BeatArgs) -> ExitCode {
         }
     };
     let store: Arc<dyn Store> = Arc::new(store);
-    let producer = match Producer::builder(&global.amqp_addr)
-        .namespace(&global.namespace)
-        .store(store)
-        .connect()
-        .await
-    {
+    let producer = match global.producer(Some(store)).await {
         Ok(producer) => producer,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return crate::fail(&e),
     };
     let mut options = BeatOptions::default();
     if let Some(replica) = &args.replica {

@@ -40,6 +40,9 @@ mod submit;
 /// Exit code when the id is unknown to the store.
 const UNKNOWN: u8 = 3;
 
+/// How long to try to reach the broker.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "celeriac",
@@ -124,6 +127,50 @@ fn write_stdout(args: std::fmt::Arguments<'_>) {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             eprintln!("error: cannot write to stdout: {e}");
         }
+    }
+}
+
+impl Global {
+    /// The Redis store of the namespace; on failure the error (followed by
+    /// `hint`) is printed and the exit code returned.
+    pub async fn store(&self, hint: &str) -> Result<celeriac_producer::RedisStore, ExitCode> {
+        celeriac_producer::RedisStore::connect(
+            &self.redis_url,
+            &self.namespace,
+            celeriac_schema::store::StoreSettings::default(),
+        )
+        .await
+        .map_err(|e| {
+            eprintln!("error: {e}{hint}");
+            ExitCode::from(1)
+        })
+    }
+
+    /// A producer for the broker and namespace, with `store` when given.
+    pub async fn producer(
+        &self,
+        store: Option<std::sync::Arc<dyn celeriac_schema::store::Store>>,
+    ) -> celeriac_producer::Result<celeriac_producer::Producer> {
+        let mut builder = celeriac_producer::Producer::builder(&self.amqp_addr)
+            .namespace(&self.namespace)
+            .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(store) = store {
+            builder = builder.store(store);
+        }
+        builder.connect().await
+    }
+}
+
+/// Prints a producer error; exit 2 when the input was at fault (a name,
+/// options, a workflow), 1 otherwise.
+fn fail(e: &celeriac_producer::Error) -> ExitCode {
+    use celeriac_producer::Error;
+    eprintln!("error: {e}");
+    match e {
+        Error::Workflow(_)
+        | Error::Schema(celeriac_schema::Error::InvalidName { .. })
+        | Error::InvalidOptions(_) => ExitCode::from(2),
+        _ => ExitCode::from(1),
     }
 }
 

@@ -4,15 +4,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use celeriac_producer::{Error, Producer, RedisStore, SendOptions};
-use celeriac_schema::store::{decode_result, Store, StoreSettings, TaskRecord};
+use celeriac_producer::SendOptions;
+use celeriac_schema::store::{decode_result, Store, TaskRecord};
 use celeriac_schema::{TaskId, TaskState};
 use clap::Args;
 
-use crate::Global;
-
-/// How long to try to reach the broker.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::{fail, Global};
 
 /// Options of `celeriac send`.
 #[derive(Debug, Args)]
@@ -81,27 +78,15 @@ pub async fn run(global: &Global, args: &SendArgs) -> ExitCode {
     let store: Option<Arc<dyn Store>> = if args.no_store {
         None
     } else {
-        match RedisStore::connect(
-            &global.redis_url,
-            &global.namespace,
-            StoreSettings::default(),
-        )
-        .await
+        match global
+            .store(" (pass --no-store to send without the state store)")
+            .await
         {
             Ok(store) => Some(Arc::new(store)),
-            Err(e) => {
-                eprintln!("error: {e} (pass --no-store to send without the state store)");
-                return ExitCode::from(1);
-            }
+            Err(code) => return code,
         }
     };
-    let mut builder = Producer::builder(&global.amqp_addr)
-        .namespace(&global.namespace)
-        .connect_timeout(CONNECT_TIMEOUT);
-    if let Some(store) = &store {
-        builder = builder.store(store.clone());
-    }
-    let producer = match builder.connect().await {
+    let producer = match global.producer(store.clone()).await {
         Ok(producer) => producer,
         Err(e) => return fail(&e),
     };
@@ -139,16 +124,6 @@ pub async fn run(global: &Global, args: &SendArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-    }
-}
-
-fn fail(e: &Error) -> ExitCode {
-    eprintln!("error: {e}");
-    match e {
-        Error::Schema(celeriac_schema::Error::InvalidName { .. }) | Error::InvalidOptions(_) => {
-            ExitCode::from(2)
-        }
-        _ => ExitCode::from(1),
     }
 }
 

@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use celeriac_producer::{status, RedisStore};
-use celeriac_schema::store::{Store, StoreSettings};
+use celeriac_producer::status;
+use celeriac_schema::store::Store;
 use celeriac_schema::TaskId;
 
 use crate::{Global, UNKNOWN};
@@ -16,18 +16,9 @@ pub async fn run(global: &Global, id: &str, json: bool) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let store = match RedisStore::connect(
-        &global.redis_url,
-        &global.namespace,
-        StoreSettings::default(),
-    )
-    .await
-    {
+    let store = match global.store("").await {
         Ok(store) => store,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     match store.get(task_id).await {
         Ok(Some(record)) => {

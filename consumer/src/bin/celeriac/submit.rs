@@ -6,15 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celeriac_producer::flow::Flow;
-use celeriac_producer::{status, Error, Producer, RedisStore, WorkflowHandle};
-use celeriac_schema::store::StoreSettings;
+use celeriac_producer::{status, Error, WorkflowHandle};
 use celeriac_schema::TaskId;
 use clap::Args;
 
-use crate::Global;
-
-/// How long to try to reach the broker.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::{fail, Global};
 
 /// Options of `celeriac submit`.
 #[derive(Debug, Args)]
@@ -69,26 +65,11 @@ pub async fn run(global: &Global, args: &SubmitArgs) -> ExitCode {
             }
         };
     }
-    let store = match RedisStore::connect(
-        &global.redis_url,
-        &global.namespace,
-        StoreSettings::default(),
-    )
-    .await
-    {
+    let store = match global.store(" (workflows need the state store)").await {
         Ok(store) => Arc::new(store),
-        Err(e) => {
-            eprintln!("error: {e} (workflows need the state store)");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
-    let producer = match Producer::builder(&global.amqp_addr)
-        .namespace(&global.namespace)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .store(store)
-        .connect()
-        .await
-    {
+    let producer = match global.producer(Some(store)).await {
         Ok(producer) => producer,
         Err(e) => return fail(&e),
     };
@@ -170,15 +151,5 @@ async fn wait(handle: &WorkflowHandle, timeout: Duration, json: bool) -> ExitCod
             eprintln!("error: cannot read workflow {}: {e}", handle.id());
             ExitCode::from(1)
         }
-    }
-}
-
-fn fail(e: &Error) -> ExitCode {
-    eprintln!("error: {e}");
-    match e {
-        Error::Workflow(_)
-        | Error::Schema(celeriac_schema::Error::InvalidName { .. })
-        | Error::InvalidOptions(_) => ExitCode::from(2),
-        _ => ExitCode::from(1),
     }
 }
