@@ -41,6 +41,20 @@ use crate::stats::{StatsSnapshot, WorkerStats};
 const ACK_TICK: Duration = Duration::from_millis(20);
 /// How often a delivery held behind another run's lease asks again.
 const BUSY_RECHECK: Duration = Duration::from_millis(500);
+/// What running a delivery's handler came to.
+struct Executed {
+    outcome: Outcome,
+    /// The envelope, without its input (the handler took it).
+    env: Envelope,
+    /// The lease a long run swapped its delivery for.
+    lease: Option<Lease>,
+    /// The handler's result.
+    output: Option<rmpv::Value>,
+    /// Whether the run wrote `started` itself (it passed
+    /// [`STARTED_AFTER`]).
+    start_recorded: bool,
+}
+
 /// What a run leaves for the store besides its outcome.
 struct RunEnd {
     /// The handler's result.
@@ -1055,24 +1069,16 @@ impl Job {
                             let started = std::time::Instant::now();
                             let started_ms = now_ms();
                             metrics.observe_wait(env.created_at, env.eta, started_ms);
-                            let started_update = store
-                                .as_ref()
-                                .map(|store| (store, self.update(&env, TaskState::Started)));
-                            let execution =
-                                self.execute(handler, env, &delivery, tag, run.as_ref());
-                            let ((outcome, env, held, out), recorded) = match started_update {
-                                None => (execution.await, true),
-                                Some((store, update)) => {
-                                    self.run_recording_start(execution, store, &update).await
-                                }
-                            };
-                            if !recorded {
+                            let done = self
+                                .execute(handler, env, &delivery, tag, run.as_ref(), started_ms)
+                                .await;
+                            if run.is_some() && !done.start_recorded {
                                 unrecorded_start = Some(started_ms);
                             }
                             metrics.run_seconds.observe(started.elapsed().as_secs_f64());
-                            lease = held;
-                            output = out;
-                            (outcome, Some(env))
+                            lease = done.lease;
+                            output = done.output;
+                            (done.outcome, Some(done.env))
                         }
                         Some(Begin::Succeeded { task_id }) => {
                             WorkerStats::bump(&stats.duplicates_suppressed);
@@ -1202,27 +1208,6 @@ impl Job {
                 // The parked copy stays and returns to the queue when the
                 // lease runs out: the task is not lost.
                 warn!(error = %e, lease = %lease.queue_name(), "could not settle a leased task; its lease will hand it back");
-            }
-        }
-    }
-
-    /// Drives `execution`; once it has run for [`STARTED_AFTER`], writes
-    /// `started` alongside it. Returns the execution's output and whether
-    /// `started` was written.
-    async fn run_recording_start<T>(
-        &self,
-        execution: impl std::future::Future<Output = T>,
-        store: &Arc<dyn Store>,
-        started: &Update,
-    ) -> (T, bool) {
-        tokio::pin!(execution);
-        tokio::select! {
-            biased;
-            done = &mut execution => (done, false),
-            () = tokio::time::sleep(STARTED_AFTER) => {
-                let write = self.store_call("started", || store.started(started));
-                let (done, written) = tokio::join!(execution, write);
-                (done, written.is_some())
             }
         }
     }
@@ -1427,7 +1412,8 @@ impl Job {
         delivery: &Delivery,
         tag: u64,
         store_run: Option<&(String, String)>,
-    ) -> (Outcome, Envelope, Option<Lease>, Option<rmpv::Value>) {
+        started_ms: u64,
+    ) -> Executed {
         let config = &self.shared.config;
         let input = std::mem::replace(&mut env.input, rmpv::Value::Nil);
         let env = Arc::new(env);
@@ -1462,9 +1448,23 @@ impl Job {
             .map(|s| s.settings().lease_ttl / 3)
             .unwrap_or(Duration::from_secs(3600));
         let mut next_renewal = tokio::time::Instant::now() + renew_every;
+        // A run of the store past STARTED_AFTER writes `started` on its own.
+        let mut record_start = store_run.map(|_| tokio::time::Instant::now() + STARTED_AFTER);
+        let mut start_recorded = false;
         let result = loop {
             tokio::select! {
                 result = &mut run => break result,
+                _ = tokio::time::sleep_until(record_start.unwrap_or(next_renewal)), if record_start.is_some() => {
+                    record_start = None;
+                    if let Some(store) = &config.store {
+                        let mut update = self.update(&env, TaskState::Started);
+                        update.at_ms = started_ms;
+                        match store.started(&update).await {
+                            Ok(()) => start_recorded = true,
+                            Err(e) => warn!(error = %e, "could not record the start; the outcome will"),
+                        }
+                    }
+                }
                 _ = tokio::time::sleep_until(next_renewal), if store_run.is_some() => {
                     if let (Some(store), Some((key, token))) = (&config.store, store_run) {
                         match store.renew(key, token).await {
@@ -1521,7 +1521,13 @@ impl Job {
             }
         };
         let env = Arc::try_unwrap(env).unwrap_or_else(|shared| (*shared).clone());
-        (outcome, env, lease, output)
+        Executed {
+            outcome,
+            env,
+            lease,
+            output,
+            start_recorded,
+        }
     }
 
     async fn start_lease(&self, env: &Envelope, delivery: &Delivery) -> Result<Lease> {
