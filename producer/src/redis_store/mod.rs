@@ -1,8 +1,12 @@
 //! The Redis implementation of the state store.
 //!
 //! One multiplexed connection (reconnecting on its own) carries every
-//! command; each store step is one Lua script, so it is atomic, and batches
-//! of them are pipelined. Waiting for results costs one more connection,
+//! command. Each store step is atomic: a Lua script where it must read
+//! before it writes (producer states with their rules, enqueue claims,
+//! workflow steps), plain commands in one transaction where it need not (a
+//! run's lease, start and outcome). A worker's concurrent runs share those
+//! transactions (see the `batch` module), and a producer's batches of
+//! updates go out pipelined. Waiting for results costs one more connection,
 //! shared by every waiter of the process: each waiter subscribes to its
 //! task's channel, and the final write publishes on it.
 //!
@@ -16,6 +20,7 @@
 //! | `{ns}:e:{key}` | string | the task id an enqueue key is bound to |
 //! | channel `{ns}:done:{task id}` | pub/sub | the final state, when reached |
 
+mod batch;
 mod scripts;
 mod waiters;
 
@@ -30,11 +35,12 @@ use celeriac_schema::store::{
 use celeriac_schema::workflow::{Node, Workflow};
 use celeriac_schema::{Error as SchemaError, TaskId, TaskState};
 use redis::aio::ConnectionManager;
-use redis::{Pipeline, Script};
+use redis::{Cmd, Pipeline, Script};
 use tracing::debug;
 
 use crate::error::redact_url;
 
+use batch::Batcher;
 use waiters::Waiters;
 
 type StoreResult<T> = celeriac_schema::Result<T>;
@@ -69,6 +75,8 @@ struct Inner {
     conn: ConnectionManager,
     apply: Scripts,
     waiters: Waiters,
+    /// Carries the run leases and outcomes of concurrent runs together.
+    batcher: Batcher,
 }
 
 struct Scripts {
@@ -157,7 +165,6 @@ impl RedisStore {
                 url: redacted,
                 prefix: format!("{namespace}:"),
                 settings,
-                conn,
                 apply: Scripts {
                     record: with_apply(scripts::RECORD),
                     claim: with_apply(scripts::CLAIM),
@@ -169,6 +176,8 @@ impl RedisStore {
                     create_workflow: Script::new(scripts::CREATE_WORKFLOW),
                 },
                 waiters: Waiters::new(client),
+                batcher: Batcher::start(conn.clone()),
+                conn,
             }),
         };
         store.ping().await?;
@@ -222,6 +231,16 @@ impl RedisStore {
         }
     }
 
+    /// Applies `cmds` atomically through the batcher, which shares one
+    /// transaction among the writes of concurrent runs.
+    async fn write(&self, op: &'static str, cmds: Vec<Cmd>) -> StoreResult<Vec<redis::Value>> {
+        self.inner
+            .batcher
+            .write(cmds)
+            .await
+            .map_err(unavailable(op, &self.inner.url))
+    }
+
     fn record_key(&self, id: TaskId) -> String {
         format!("{}t:{id}", self.inner.prefix)
     }
@@ -273,64 +292,85 @@ impl RedisStore {
     }
 
     /// Adds the native commands that write a worker-side state (which
-    /// applies unconditionally) to `pipe`: the record's fields, the history
+    /// applies unconditionally) to `cmds`: the record's fields, the history
     /// entry, the TTLs, and the wake-up of waiters on a final state.
-    fn worker_state(&self, pipe: &mut Pipeline, update: &Update) -> StoreResult<()> {
+    fn worker_state(&self, cmds: &mut Vec<Cmd>, update: &Update) -> StoreResult<()> {
         let rec = self.record_key(update.id);
         let hist = self.history_key(update.id);
-        let ttl = Self::ttl_ms(self.inner.settings.result_ttl) as i64;
-        let at = update.at_ms.to_string().into_bytes();
-        let mut fields: Vec<(&str, Vec<u8>)> = vec![
-            ("task", update.task.clone().into_bytes()),
-            ("queue", update.queue.clone().into_bytes()),
-            ("state", update.state.as_str().as_bytes().to_vec()),
-            ("attempt", update.attempt.to_string().into_bytes()),
-        ];
+        let ttl = Self::ttl_ms(self.inner.settings.result_ttl);
+        let mut fields = redis::cmd("HSET");
+        fields
+            .arg(&rec)
+            .arg("task")
+            .arg(&update.task)
+            .arg("queue")
+            .arg(&update.queue)
+            .arg("state")
+            .arg(update.state.as_str())
+            .arg("attempt")
+            .arg(update.attempt);
         if let Some(worker) = &update.worker {
-            fields.push(("worker", worker.clone().into_bytes()));
+            fields.arg("worker").arg(worker);
         }
         if let Some(key) = &update.idempotency_key {
-            fields.push(("key", key.clone().into_bytes()));
+            fields.arg("key").arg(key);
         }
         if let Some(wf) = &update.workflow_id {
-            fields.push(("wf", wf.clone().into_bytes()));
+            fields.arg("wf").arg(wf);
         }
         // A run too short to have written `started` records it here.
         let started = update.started_transition();
         if let Some(started) = &started {
-            fields.push(("started_at", started.at_ms.to_string().into_bytes()));
-            pipe.hincr(&rec, "runs", 1).ignore();
+            fields.arg("started_at").arg(started.at_ms);
         }
         match update.state {
             TaskState::Started => {
-                fields.push(("started_at", at));
-                fields.push(("finished_at", Vec::new()));
-                pipe.hincr(&rec, "runs", 1).ignore();
+                fields
+                    .arg("started_at")
+                    .arg(update.at_ms)
+                    .arg("finished_at")
+                    .arg("");
             }
-            s if s.is_terminal() => fields.push(("finished_at", at)),
+            s if s.is_terminal() => {
+                fields.arg("finished_at").arg(update.at_ms);
+            }
             _ => {}
         }
         if let Some(failure) = &update.error {
-            fields.push(("err_type", failure.error_type.clone().into_bytes()));
-            fields.push(("err_msg", failure.message.clone().into_bytes()));
+            fields
+                .arg("err_type")
+                .arg(&failure.error_type)
+                .arg("err_msg")
+                .arg(&failure.message);
         }
         if update.state == TaskState::Succeeded {
-            fields.push(("err_type", Vec::new()));
-            fields.push(("err_msg", Vec::new()));
-            fields.push(("result", update.result.clone().unwrap_or_default()));
+            fields
+                .arg("err_type")
+                .arg("")
+                .arg("err_msg")
+                .arg("")
+                .arg("result")
+                .arg(update.result.as_deref().unwrap_or_default());
         }
-        pipe.hset_multiple(&rec, &fields).ignore();
+        cmds.push(fields);
+        if started.is_some() || update.state == TaskState::Started {
+            cmds.push(Cmd::hincr(&rec, "runs", 1));
+        }
         let mut entries = match &started {
             Some(started) => encode("transition", started)?,
             None => Vec::new(),
         };
-        entries.extend(encode("transition", &update.transition())?);
-        pipe.append(&hist, entries).ignore();
-        pipe.pexpire(&rec, ttl).ignore();
-        pipe.pexpire(&hist, ttl).ignore();
+        rmp_serde::encode::write_named(&mut entries, &update.transition()).map_err(|e| {
+            SchemaError::Encode {
+                what: "transition",
+                message: e.to_string(),
+            }
+        })?;
+        cmds.push(Cmd::append(&hist, entries));
+        cmds.push(Cmd::pexpire(&rec, ttl as i64));
+        cmds.push(Cmd::pexpire(&hist, ttl as i64));
         if update.state.is_terminal() {
-            pipe.publish(self.channel(update.id), update.state.as_str())
-                .ignore();
+            cmds.push(Cmd::publish(self.channel(update.id), update.state.as_str()));
         }
         Ok(())
     }
@@ -619,15 +659,10 @@ impl Store for RedisStore {
         // it is asked only when the lease is taken.
         let k = self.execution_key(key);
         let lease = Self::ttl_ms(self.inner.settings.lease_ttl);
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(&k)
-            .arg(token)
-            .arg("NX")
-            .arg("PX")
-            .arg(lease);
-        let (taken,): (Option<String>,) = self.run("lease", &pipe).await?;
-        if taken.is_none() {
+        let mut take = redis::cmd("SET");
+        take.arg(&k).arg(token).arg("NX").arg("PX").arg(lease);
+        let replies = self.write("lease", vec![take]).await?;
+        if matches!(replies.first(), Some(redis::Value::Nil)) {
             let mut pipe = redis::pipe();
             pipe.get(&k).pttl(&k);
             // A holder gone in between (its lease ran out) reads as busy
@@ -650,9 +685,9 @@ impl Store for RedisStore {
     }
 
     async fn started(&self, update: &Update) -> StoreResult<()> {
-        let mut pipe = redis::pipe();
-        self.worker_state(&mut pipe, update)?;
-        self.run::<()>("started", &pipe).await
+        let mut cmds = Vec::with_capacity(6);
+        self.worker_state(&mut cmds, update)?;
+        self.write("started", cmds).await.map(drop)
     }
 
     async fn results(&self, ids: &[TaskId]) -> StoreResult<Vec<Option<Vec<u8>>>> {
@@ -883,16 +918,15 @@ impl Store for RedisStore {
 
     async fn finish(&self, key: &str, token: &str, update: &Update) -> StoreResult<()> {
         let k = self.execution_key(key);
-        let mut pipe = redis::pipe();
+        let mut cmds = Vec::with_capacity(8);
         if update.state == TaskState::Succeeded {
             // The mark and the record land together.
-            pipe.atomic();
-            pipe.cmd("SET")
-                .arg(&k)
+            let mut mark = redis::cmd("SET");
+            mark.arg(&k)
                 .arg(format!("done:{}", update.id))
                 .arg("PX")
-                .arg(Self::ttl_ms(self.inner.settings.key_ttl))
-                .ignore();
+                .arg(Self::ttl_ms(self.inner.settings.key_ttl));
+            cmds.push(mark);
         } else {
             // On its own: a script Redis lost is loaded and run again
             // without repeating the record's writes.
@@ -906,7 +940,7 @@ impl Store for RedisStore {
             release.ignore();
             self.run::<()>("finish", &release).await?;
         }
-        self.worker_state(&mut pipe, update)?;
-        self.run::<()>("finish", &pipe).await
+        self.worker_state(&mut cmds, update)?;
+        self.write("finish", cmds).await.map(drop)
     }
 }
