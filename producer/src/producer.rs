@@ -624,14 +624,21 @@ impl Producer {
                 }
             }
         }
-        let to_publish: Vec<PreparedTask> = tasks
-            .iter()
-            .zip(&skip)
-            .filter(|(_, skip)| !**skip)
-            .map(|(t, _)| t.clone())
-            .chain(rebound)
-            .collect();
-        if let Err(e) = self.publish_all(&to_publish).await {
+        // Usually no key was used before: the tasks go out as they are.
+        let reduced: Vec<PreparedTask>;
+        let to_publish: &[PreparedTask] = if skip.contains(&true) || !rebound.is_empty() {
+            reduced = tasks
+                .iter()
+                .zip(&skip)
+                .filter(|(_, skip)| !**skip)
+                .map(|(t, _)| t.clone())
+                .chain(rebound)
+                .collect();
+            &reduced
+        } else {
+            tasks
+        };
+        if let Err(e) = self.publish_all(to_publish).await {
             // Unbind the keys so that sending again publishes; tasks that
             // did reach the broker keep their ids through the worker's
             // execution keys.

@@ -14,7 +14,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{ns}:t:{task id}` | hash | the record |
+//! | `{ns}:t:{task id}` | hash | the record; its field `q` a producer's `queued` mark for a task sent without a key |
 //! | `{ns}:t:{task id}:h` | string | its history: MessagePack transitions one after another |
 //! | `{ns}:k:{key}` | string | the run lease token while a run holds it; `done:{task id}` once a run with this key succeeded |
 //! | `{ns}:e:{key}` | string | the task id an enqueue key is bound to |
@@ -47,6 +47,44 @@ type StoreResult<T> = celeriac_schema::Result<T>;
 
 /// How long a store command may take before it counts as a failure.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The record field of a producer's [`QueuedMark`].
+const QUEUED_MARK: &str = "q";
+
+/// A producer's `queued` for a task sent without an idempotency key: one
+/// field of the record, set only if absent, so that the common send costs
+/// Redis two commands (the field and the TTL). Reading the record applies
+/// it as an update, by the same rules as every other.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct QueuedMark<'a> {
+    #[serde(borrow)]
+    task: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    queue: std::borrow::Cow<'a, str>,
+    attempt: u32,
+    at_ms: u64,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    wf: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl<'a> QueuedMark<'a> {
+    fn of(update: &'a Update) -> QueuedMark<'a> {
+        QueuedMark {
+            task: update.task.as_str().into(),
+            queue: update.queue.as_str().into(),
+            attempt: update.attempt,
+            at_ms: update.at_ms,
+            wf: update.workflow_id.as_deref().map(Into::into),
+        }
+    }
+
+    fn update(self, id: TaskId) -> Update {
+        let mut update = Update::new(id, self.task, self.queue, TaskState::Queued, self.attempt);
+        update.at_ms = self.at_ms;
+        update.workflow_id = self.wf.map(|wf| wf.into_owned());
+        update
+    }
+}
 
 /// A [`Store`] in Redis, for clusters.
 ///
@@ -430,6 +468,21 @@ impl RedisStore {
         if fields.is_empty() {
             return Ok(None);
         }
+        let queued = fields
+            .get(QUEUED_MARK)
+            .map(|bytes| {
+                rmp_serde::from_slice::<QueuedMark>(bytes)
+                    .map(|mark| mark.update(id))
+                    .map_err(|e| SchemaError::StoreData {
+                        what: "queued mark",
+                        message: e.to_string(),
+                    })
+            })
+            .transpose()?;
+        if let (false, Some(queued)) = (fields.contains_key("state"), &queued) {
+            // Only the producer wrote: the task waits in its queue.
+            return Ok(Some(TaskRecord::from_first(queued)));
+        }
         // An empty field means "none".
         let text = |name: &str| -> Option<String> {
             fields
@@ -475,7 +528,7 @@ impl RedisStore {
         if history.len() > HISTORY_LIMIT {
             history.drain(..history.len() - HISTORY_LIMIT);
         }
-        Ok(Some(TaskRecord {
+        let mut record = TaskRecord {
             id,
             task: text("task").unwrap_or_default(),
             queue: text("queue").unwrap_or_default(),
@@ -492,7 +545,11 @@ impl RedisStore {
             error,
             result: fields.get("result").filter(|v| !v.is_empty()).cloned(),
             history,
-        }))
+        };
+        if let Some(queued) = &queued {
+            record.apply(queued);
+        }
+        Ok(Some(record))
     }
 }
 
@@ -518,32 +575,16 @@ impl Store for RedisStore {
         let ttl = Self::ttl_ms(self.inner.settings.result_ttl);
         let mut pipe = redis::pipe();
         // A producer's `queued` for a task sent without a key needs no
-        // script: every field it sets only if unset (a worker that started
-        // the task first keeps its state and history), so plain commands
-        // follow the same rules at a fraction of the cost.
+        // script: it is one field set only if unset (the first send's
+        // wins), and reading the record applies it by the usual rules (a
+        // worker that started the task first keeps its state and history).
         let (plain, scripted): (Vec<&Update>, Vec<&Update>) = updates.iter().partition(|u| {
             u.state == TaskState::Queued && u.idempotency_key.is_none() && u.result.is_none()
         });
         for update in plain {
             let rec = self.record_key(update.id);
-            let entry = encode("transition", &update.transition())?;
-            let at = update.at_ms.to_string();
-            pipe.hset_nx(&rec, "state", "queued").ignore();
-            pipe.hset_nx(&rec, "attempt", update.attempt).ignore();
-            pipe.hset_nx(&rec, "queued_at", &at).ignore();
-            // The history starts with `queued` unless a worker wrote first.
-            pipe.cmd("SET")
-                .arg(self.history_key(update.id))
-                .arg(entry)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl)
+            pipe.hset_nx(&rec, QUEUED_MARK, encode("queued mark", &QueuedMark::of(update))?)
                 .ignore();
-            pipe.hset_multiple(&rec, &[("task", &update.task), ("queue", &update.queue)])
-                .ignore();
-            if let Some(wf) = &update.workflow_id {
-                pipe.hset(&rec, "wf", wf).ignore();
-            }
             pipe.pexpire(&rec, ttl as i64).ignore();
         }
         for batch in scripted.chunks(scripts::RECORD_BATCH) {

@@ -124,6 +124,42 @@ async fn check_store_rules(store: &dyn Store) {
         Some("reset")
     );
 
+    // A task sent without a key: `queued` alone is a whole record; after
+    // `created` (a workflow's root) it moves the state on; sent again, the
+    // first send's time stays.
+    let sent = TaskId::new();
+    let mut queued = Update::new(sent, "t.rules", "q-plain", TaskState::Queued, 0);
+    queued.workflow_id = Some("wf-1".into());
+    store.record(&[queued.clone()]).await.unwrap();
+    let record = store.get(sent).await.unwrap().unwrap();
+    assert_eq!(
+        (record.state, record.task.as_str(), record.queue.as_str()),
+        (TaskState::Queued, "t.rules", "q-plain")
+    );
+    assert_eq!(record.workflow_id.as_deref(), Some("wf-1"));
+    assert_eq!(record.queued_at, Some(queued.at_ms));
+    let mut again = queued.clone();
+    again.at_ms += 50;
+    store.record(&[again]).await.unwrap();
+    let record = store.get(sent).await.unwrap().unwrap();
+    assert_eq!(record.queued_at, Some(queued.at_ms));
+    let root = TaskId::new();
+    let mut created = Update::new(root, "t.rules", "default", TaskState::Created, 0);
+    created.workflow_id = Some("wf-2".into());
+    let mut queued = created.clone();
+    queued.state = TaskState::Queued;
+    queued.at_ms += 3;
+    store.record(&[created.clone()]).await.unwrap();
+    store.record(&[queued.clone()]).await.unwrap();
+    let record = store.get(root).await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Queued, "queued follows created");
+    assert_eq!(
+        (record.created_at, record.queued_at),
+        (Some(created.at_ms), Some(queued.at_ms))
+    );
+    let states: Vec<TaskState> = record.history.iter().map(|t| t.state).collect();
+    assert_eq!(states, [TaskState::Created, TaskState::Queued]);
+
     // A run too short to have written `started` records it with its
     // outcome: the lease takes nothing else, the outcome writes both.
     let short = TaskId::new();
