@@ -336,8 +336,20 @@ impl RedisStore {
         let rec = self.record_key(update.id);
         let hist = self.history_key(update.id);
         let ttl = Self::ttl_ms(self.inner.settings.result_ttl);
-        let mut fields = redis::cmd("HSET");
+        // Sized once: the fields below, and the values that vary in length.
+        let varying = update.task.len()
+            + update.queue.len()
+            + update.worker.as_ref().map_or(0, String::len)
+            + update.idempotency_key.as_ref().map_or(0, String::len)
+            + update.workflow_id.as_ref().map_or(0, String::len)
+            + update.result.as_ref().map_or(0, Vec::len)
+            + update
+                .error
+                .as_ref()
+                .map_or(0, |e| e.error_type.len() + e.message.len());
+        let mut fields = Cmd::with_capacity(32, rec.len() + varying + 256);
         fields
+            .arg("HSET")
             .arg(&rec)
             .arg("task")
             .arg(&update.task)
