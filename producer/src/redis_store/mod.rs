@@ -14,7 +14,8 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{ns}:t:{task id}` | hash | the record: its fields, a producer's `queued` mark for a task sent without a key (field `q`), and its history, one field `h:{at ms}:{state}:{attempt}` per write (MessagePack transitions one after another) |
+//! | `{ns}:t:{task id}` | hash | the record; its field `q` a producer's `queued` mark for a task sent without a key |
+//! | `{ns}:t:{task id}:h` | string | its history: MessagePack transitions one after another |
 //! | `{ns}:k:{key}` | string | the run lease token while a run holds it; `done:{task id}` once a run with this key succeeded |
 //! | `{ns}:e:{key}` | string | the task id an enqueue key is bound to |
 //! | channel `{ns}:done:{task id}` | pub/sub | the final state, when reached |
@@ -49,17 +50,6 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The record field of a producer's [`QueuedMark`].
 const QUEUED_MARK: &str = "q";
-/// The prefix of the record fields that hold its history.
-const HISTORY_FIELD: &str = "h:";
-
-/// Where a state falls in a task's lifecycle, to order transitions written
-/// within the same millisecond.
-fn lifecycle_rank(state: TaskState) -> usize {
-    TaskState::ALL
-        .iter()
-        .position(|s| *s == state)
-        .unwrap_or(TaskState::ALL.len())
-}
 
 /// A producer's `queued` for a task sent without an idempotency key: one
 /// field of the record, set only if absent, so that the common send costs
@@ -331,14 +321,8 @@ impl RedisStore {
         Ok(value)
     }
 
-    /// The record field that holds the history entries `update` writes.
-    fn history_field(update: &Update) -> String {
-        format!(
-            "{HISTORY_FIELD}{}:{}:{}",
-            update.at_ms,
-            update.state.as_str(),
-            update.attempt
-        )
+    fn history_key(&self, id: TaskId) -> String {
+        format!("{}t:{id}:h", self.inner.prefix)
     }
 
     fn execution_key(&self, key: &str) -> String {
@@ -350,6 +334,7 @@ impl RedisStore {
     /// entry, the TTLs, and the wake-up of waiters on a final state.
     fn worker_state(&self, cmds: &mut Vec<Cmd>, update: &Update) -> StoreResult<()> {
         let rec = self.record_key(update.id);
+        let hist = self.history_key(update.id);
         let ttl = Self::ttl_ms(self.inner.settings.result_ttl);
         // Sized once: the fields below, and the values that vary in length.
         let varying = update.task.len()
@@ -417,6 +402,10 @@ impl RedisStore {
                 .arg("result")
                 .arg(update.result.as_deref().unwrap_or_default());
         }
+        cmds.push(fields);
+        if started.is_some() || update.state == TaskState::Started {
+            cmds.push(Cmd::hincr(&rec, "runs", 1));
+        }
         let mut entries = match &started {
             Some(started) => encode("transition", started)?,
             None => Vec::new(),
@@ -427,12 +416,9 @@ impl RedisStore {
                 message: e.to_string(),
             }
         })?;
-        fields.arg(Self::history_field(update)).arg(entries);
-        cmds.push(fields);
-        if started.is_some() || update.state == TaskState::Started {
-            cmds.push(Cmd::hincr(&rec, "runs", 1));
-        }
+        cmds.push(Cmd::append(&hist, entries));
         cmds.push(Cmd::pexpire(&rec, ttl as i64));
+        cmds.push(Cmd::pexpire(&hist, ttl as i64));
         if update.state.is_terminal() {
             cmds.push(Cmd::publish(self.channel(update.id), update.state.as_str()));
         }
@@ -489,6 +475,7 @@ impl RedisStore {
         &self,
         id: TaskId,
         fields: HashMap<String, Vec<u8>>,
+        history_bytes: Vec<u8>,
     ) -> StoreResult<Option<TaskRecord>> {
         if fields.is_empty() {
             return Ok(None);
@@ -541,21 +528,15 @@ impl RedisStore {
             _ => None,
         };
         let mut history = Vec::new();
-        for (_, entries) in fields.iter().filter(|(f, _)| f.starts_with(HISTORY_FIELD)) {
-            let mut rest: &[u8] = entries;
-            while !rest.is_empty() {
-                let transition: Transition =
-                    rmp_serde::from_read(&mut rest).map_err(|e| SchemaError::StoreData {
-                        what: "history",
-                        message: e.to_string(),
-                    })?;
-                history.push(transition);
-            }
+        let mut rest: &[u8] = &history_bytes;
+        while !rest.is_empty() {
+            let transition: Transition =
+                rmp_serde::from_read(&mut rest).map_err(|e| SchemaError::StoreData {
+                    what: "history",
+                    message: e.to_string(),
+                })?;
+            history.push(transition);
         }
-        // In time order; within one millisecond, by attempt, then in the
-        // order of the lifecycle (a run shorter than that starts and ends
-        // in it).
-        history.sort_by_key(|t| (t.at_ms, t.attempt, lifecycle_rank(t.state)));
         if history.len() > HISTORY_LIMIT {
             history.drain(..history.len() - HISTORY_LIMIT);
         }
@@ -620,12 +601,12 @@ impl Store for RedisStore {
         }
         for batch in scripted.chunks(scripts::RECORD_BATCH) {
             let mut keys = Vec::with_capacity(batch.len());
-            let mut args = Vec::with_capacity(1 + batch.len() * 16);
+            let mut args = Vec::with_capacity(1 + batch.len() * 15);
             args.push(ttl.to_string().into_bytes());
             for update in batch {
                 keys.push(self.record_key(update.id));
+                keys.push(self.history_key(update.id));
                 args.push(self.channel(update.id).into_bytes());
-                args.push(Self::history_field(update).into_bytes());
                 args.extend(self.update_args(update)?);
             }
             Self::invoke(&mut pipe, &self.inner.apply.record, &keys, args);
@@ -636,9 +617,10 @@ impl Store for RedisStore {
 
     async fn get(&self, id: TaskId) -> StoreResult<Option<TaskRecord>> {
         let mut pipe = redis::pipe();
-        pipe.hgetall(self.record_key(id));
-        let (fields,): (HashMap<String, Vec<u8>>,) = self.run("get", &pipe).await?;
-        self.parse_record(id, fields)
+        pipe.hgetall(self.record_key(id)).get(self.history_key(id));
+        let (fields, history): (HashMap<String, Vec<u8>>, Option<Vec<u8>>) =
+            self.run("get", &pipe).await?;
+        self.parse_record(id, fields, history.unwrap_or_default())
     }
 
     async fn wait(&self, id: TaskId, timeout: Duration) -> StoreResult<Option<TaskRecord>> {
@@ -676,7 +658,6 @@ impl Store for RedisStore {
                 update.id.to_string().into_bytes(),
                 Self::ttl_ms(settings.result_ttl).to_string().into_bytes(),
                 self.channel(update.id).into_bytes(),
-                Self::history_field(update).into_bytes(),
             ];
             args.extend(self.update_args(update)?);
             Self::invoke(
@@ -685,6 +666,7 @@ impl Store for RedisStore {
                 &[
                     format!("{}e:{key}", self.inner.prefix),
                     self.record_key(update.id),
+                    self.history_key(update.id),
                 ],
                 args,
             );

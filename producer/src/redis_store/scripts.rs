@@ -2,15 +2,16 @@
 //!
 //! Every script that writes a record starts with [`APPLY`], the Redis twin
 //! of `TaskRecord::apply`: the same rules, checked against the in-memory
-//! store by the tests. An update travels as 14 arguments starting at
-//! `base` (see `update_args` in the parent module).
+//! store by the tests. An update travels as 12 arguments starting at
+//! `base` (see `UpdateArgs` in the parent module).
 
-/// `apply(rec, hfield, ttl_ms, chan, base)`: applies the state rules to the
-/// record hash, adds the history entry as its field `hfield`, refreshes the
-/// TTL and publishes final states. A late producer state only records its
-/// time. An empty field means "none".
+/// `apply(rec, hist, ttl_ms, chan, base)`: applies the state rules to the
+/// record hash, appends the history entry to the history string (MessagePack
+/// transitions one after another), refreshes the TTLs and publishes final
+/// states. A late producer state only records its time. An empty field
+/// means "none".
 pub const APPLY: &str = r#"
-local function apply(rec, hfield, ttl, chan, b)
+local function apply(rec, hist, ttl, chan, b)
   local state, attempt, at = ARGV[b], ARGV[b+1], ARGV[b+2]
   local worker, ikey, wf = ARGV[b+3], ARGV[b+4], ARGV[b+5]
   local task, queue = ARGV[b+6], ARGV[b+7]
@@ -46,7 +47,8 @@ local function apply(rec, hfield, ttl, chan, b)
       f[#f+1] = 'err_msg'; f[#f+1] = ''
       f[#f+1] = 'result'; f[#f+1] = (has_result == '1') and result or ''
     end
-    f[#f+1] = hfield; f[#f+1] = entry
+    redis.call('APPEND', hist, entry)
+    redis.call('PEXPIRE', hist, ttl)
   end
   redis.call('HSET', rec, unpack(f))
   redis.call('PEXPIRE', rec, ttl)
@@ -55,35 +57,35 @@ local function apply(rec, hfield, ttl, chan, b)
 end
 "#;
 
-/// KEYS: the record of each update. ARGV: ttl_ms, then for each update
-/// its channel, its history field and its 14 fields. Applies them in order.
+/// KEYS: record and history of each update. ARGV: ttl_ms, then for each
+/// update its channel and its 14 fields. Applies them in order.
 pub const RECORD: &str = r#"
-for i = 1, #KEYS do
-  local p = 2 + (i - 1) * 16
-  apply(KEYS[i], ARGV[p + 1], ARGV[1], ARGV[p], p + 2)
+for i = 1, #KEYS / 2 do
+  local p = 2 + (i - 1) * 15
+  apply(KEYS[2 * i - 1], KEYS[2 * i], ARGV[1], ARGV[p], p + 1)
 end
-return #KEYS
+return #KEYS / 2
 "#;
 
 /// Updates per `RECORD` call: enough to amortise the call, few enough that
 /// one call never holds Redis for long.
 pub const RECORD_BATCH: usize = 200;
 
-/// KEYS: claim, rec. ARGV: key_ttl_ms, stale_ms, record prefix, task id,
-/// result ttl_ms, chan, history field, update. Returns {0, '', 0} when
-/// claimed, or {1, first id, republish}.
+/// KEYS: claim, rec, hist. ARGV: key_ttl_ms, stale_ms, record prefix, task
+/// id, result ttl_ms, chan, update. Returns {0, '', 0} when claimed, or
+/// {1, first id, republish}.
 pub const CLAIM: &str = r#"
 local existing = redis.call('GET', KEYS[1])
 if not existing then
   redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[1])
-  apply(KEYS[2], ARGV[7], ARGV[5], ARGV[6], 8)
+  apply(KEYS[2], KEYS[3], ARGV[5], ARGV[6], 7)
   return {0, '', 0}
 end
 local rec = ARGV[3] .. existing
 local st = redis.call('HMGET', rec, 'state', 'created_at')
-local now = tonumber(ARGV[10])
+local now = tonumber(ARGV[9])
 if st[1] == 'created' and st[2] and now - tonumber(st[2]) > tonumber(ARGV[2]) then
-  redis.call('HSET', rec, 'created_at', ARGV[10])
+  redis.call('HSET', rec, 'created_at', ARGV[9])
   return {1, existing, 1}
 end
 return {1, existing, 0}
