@@ -14,7 +14,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{ns}:t:{task id}` | hash | the record; its field `q` a producer's `queued` mark for a task sent without a key |
+//! | `{ns}:t:{task id}` | hash | the record; its field `q` is a producer's `queued` mark for a task sent without a key |
 //! | `{ns}:t:{task id}:h` | string | its history: MessagePack transitions one after another |
 //! | `{ns}:k:{key}` | string | the run lease token while a run holds it; `done:{task id}` once a run with this key succeeded |
 //! | `{ns}:e:{key}` | string | the task id an enqueue key is bound to |
@@ -51,37 +51,52 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The record field of a producer's [`QueuedMark`].
 const QUEUED_MARK: &str = "q";
 
-/// A producer's `queued` for a task sent without an idempotency key: one
-/// field of the record, set only if absent, so that the common send costs
-/// Redis two commands (the field and the TTL). Reading the record applies
+/// A producer's `queued` for a task sent without an idempotency key: the
+/// part set only if absent (the first send's wins) as one small record
+/// field, beside the task's name, queue and workflow, which every writer
+/// sets alike. The common send so costs Redis three commands, and the
+/// record stays a compact hash (Redis keeps a hash whose values are all
+/// short, 64 bytes by default, as one listpack). Reading the record applies
 /// it as an update, by the same rules as every other.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct QueuedMark<'a> {
-    #[serde(borrow)]
-    task: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    queue: std::borrow::Cow<'a, str>,
+struct QueuedMark {
     attempt: u32,
     at_ms: u64,
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    wf: Option<std::borrow::Cow<'a, str>>,
 }
 
-impl<'a> QueuedMark<'a> {
-    fn of(update: &'a Update) -> QueuedMark<'a> {
+impl QueuedMark {
+    fn of(update: &Update) -> QueuedMark {
         QueuedMark {
-            task: update.task.as_str().into(),
-            queue: update.queue.as_str().into(),
             attempt: update.attempt,
             at_ms: update.at_ms,
-            wf: update.workflow_id.as_deref().map(Into::into),
         }
     }
 
-    fn update(self, id: TaskId) -> Update {
-        let mut update = Update::new(id, self.task, self.queue, TaskState::Queued, self.attempt);
+    /// The mark as bytes: a MessagePack array, about a dozen bytes.
+    fn encode(&self) -> StoreResult<Vec<u8>> {
+        rmp_serde::to_vec(self).map_err(|e| SchemaError::Encode {
+            what: "queued mark",
+            message: e.to_string(),
+        })
+    }
+
+    /// The `queued` update of the record `fields` hold.
+    fn update(self, id: TaskId, fields: &HashMap<String, Vec<u8>>) -> Update {
+        let text = |name: &str| {
+            fields
+                .get(name)
+                .filter(|v| !v.is_empty())
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        let mut update = Update::new(
+            id,
+            text("task").unwrap_or_default(),
+            text("queue").unwrap_or_default(),
+            TaskState::Queued,
+            self.attempt,
+        );
         update.at_ms = self.at_ms;
-        update.workflow_id = self.wf.map(|wf| wf.into_owned());
+        update.workflow_id = text("wf");
         update
     }
 }
@@ -484,7 +499,7 @@ impl RedisStore {
             .get(QUEUED_MARK)
             .map(|bytes| {
                 rmp_serde::from_slice::<QueuedMark>(bytes)
-                    .map(|mark| mark.update(id))
+                    .map(|mark| mark.update(id, &fields))
                     .map_err(|e| SchemaError::StoreData {
                         what: "queued mark",
                         message: e.to_string(),
@@ -587,15 +602,27 @@ impl Store for RedisStore {
         let ttl = Self::ttl_ms(self.inner.settings.result_ttl);
         let mut pipe = redis::pipe();
         // A producer's `queued` for a task sent without a key needs no
-        // script: it is one field set only if unset (the first send's
-        // wins), and reading the record applies it by the usual rules (a
-        // worker that started the task first keeps its state and history).
+        // script: its mark is one field set only if unset (the first
+        // send's wins), and reading the record applies it by the usual
+        // rules (a worker that started the task first keeps its state and
+        // history).
         let (plain, scripted): (Vec<&Update>, Vec<&Update>) = updates.iter().partition(|u| {
             u.state == TaskState::Queued && u.idempotency_key.is_none() && u.result.is_none()
         });
         for update in plain {
             let rec = self.record_key(update.id);
-            pipe.hset_nx(&rec, QUEUED_MARK, encode("queued mark", &QueuedMark::of(update))?)
+            let mut names = redis::cmd("HSET");
+            names
+                .arg(&rec)
+                .arg("task")
+                .arg(&update.task)
+                .arg("queue")
+                .arg(&update.queue);
+            if let Some(wf) = &update.workflow_id {
+                names.arg("wf").arg(wf);
+            }
+            pipe.add_command(names).ignore();
+            pipe.hset_nx(&rec, QUEUED_MARK, QueuedMark::of(update).encode()?)
                 .ignore();
             pipe.pexpire(&rec, ttl as i64).ignore();
         }
