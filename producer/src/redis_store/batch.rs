@@ -85,21 +85,24 @@ async fn gather(mut rx: mpsc::UnboundedReceiver<Write>, conn: ConnectionManager)
 
 /// Sends one batch as one transaction and answers each write.
 async fn send(writes: Vec<Write>, conn: &mut ConnectionManager) {
-    let mut pipe = redis::pipe();
+    let commands: usize = writes.iter().map(|w| w.cmds.len()).sum();
+    let mut pipe = redis::Pipeline::with_capacity(commands + 2);
     // Errors inside the transaction belong to single writes: they are
     // sorted out below, not turned into the whole batch's failure.
     pipe.ignore_errors();
-    pipe.cmd("MULTI").ignore();
+    // Nothing is marked ignored (that costs a set insert per command):
+    // the replies before EXEC's are all `QUEUED` and dropped below.
+    pipe.cmd("MULTI");
     let mut replies = Vec::with_capacity(writes.len());
     for write in writes {
         replies.push((write.cmds.len(), write.reply));
         for cmd in write.cmds {
-            pipe.add_command(cmd).ignore();
+            pipe.add_command(cmd);
         }
     }
     pipe.cmd("EXEC");
     let answer: RedisResult<Vec<Value>> = pipe.query_async(conn).await;
-    let exec = answer.and_then(|mut kept| match kept.pop() {
+    let exec = answer.and_then(|mut all| match all.pop() {
         Some(exec) => exec.extract_error_shallow(),
         None => Err(RedisError::from((
             redis::ErrorKind::UnexpectedReturnType,
