@@ -1088,3 +1088,175 @@ async fn a_record_keeps_the_last_hundred_transitions() {
         assert_eq!(record.attempt, 129);
     }
 }
+
+/// A TCP relay to Redis that a test can cut off and restore, to take the
+/// store's Redis away from it alone (other tests share the same Redis).
+struct Relay {
+    url: String,
+    open: Arc<AtomicBool>,
+    links: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    /// Listens on a free local port and relays to the Redis of `url`.
+    async fn start(url: &str) -> Relay {
+        let target = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.rsplit('@').next())
+            .and_then(|rest| rest.split('/').next())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("a Redis URL with a host and port: {url}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay_url = url.replacen(&target, &listener.local_addr().unwrap().to_string(), 1);
+        let open = Arc::new(AtomicBool::new(true));
+        let links: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (accepting, tracked) = (open.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accepting.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close
+                }
+                let target = target.clone();
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tracked.lock().unwrap().push(link.abort_handle());
+            }
+        });
+        Relay {
+            url: relay_url,
+            open,
+            links,
+        }
+    }
+
+    /// Closes every relayed connection and refuses new ones.
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+fn succeeded(id: TaskId) -> Update {
+    let mut done = Update::new(id, "t.batch", "default", TaskState::Succeeded, 0);
+    done.result = Some(celeriac_schema::store::encode_result(&id.to_string()).unwrap());
+    done
+}
+
+#[tokio::test]
+async fn a_write_that_fails_inside_a_shared_transaction_fails_alone() {
+    let ns = namespace("store-batch-alone");
+    let store = redis_store(&ns, StoreSettings::default()).await;
+    // One record is not a hash: writing it fails inside the transaction.
+    let broken = TaskId::new();
+    let mut conn = redis::Client::open(redis().await.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{ns}:t:{broken}"))
+        .arg("not a hash")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Sixty-four writes at once share transactions with it.
+    let mut ids: Vec<TaskId> = (0..64).map(|_| TaskId::new()).collect();
+    ids.insert(32, broken);
+    let writes = ids.iter().map(|id| {
+        let store = store.clone();
+        let id = *id;
+        async move {
+            let key = format!("key-{id}");
+            store.lease(&key, "run").await?;
+            store.finish(&key, "run", &succeeded(id)).await
+        }
+    });
+    let outcomes = futures_util::future::join_all(writes).await;
+    for (id, outcome) in ids.iter().zip(&outcomes) {
+        if *id == broken {
+            let e = outcome
+                .as_ref()
+                .expect_err("the broken record's write fails");
+            assert!(e.to_string().contains("WRONGTYPE"), "{e}");
+        } else {
+            outcome
+                .as_ref()
+                .unwrap_or_else(|e| panic!("a sound write sharing its batch failed: {e}"));
+            let record = store.get(*id).await.unwrap().unwrap();
+            assert_eq!(record.state, TaskState::Succeeded);
+            assert_eq!(
+                record.decode_result::<String>().unwrap(),
+                Some(id.to_string())
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn store_writes_fail_while_redis_is_cut_off_and_work_again_after() {
+    let ns = namespace("store-cut-off");
+    let relay = Relay::start(&redis().await.url).await;
+    let store = celeriac_producer::RedisStore::connect(&relay.url, &ns, StoreSettings::default())
+        .await
+        .unwrap_or_else(|e| panic!("Redis store through the relay: {e}; {HOW_TO_PROVIDE_REDIS}"));
+    let ids: Vec<TaskId> = (0..16).map(|_| TaskId::new()).collect();
+    for id in &ids {
+        assert_eq!(
+            store.lease(&format!("key-{id}"), "run").await.unwrap(),
+            Begin::Run
+        );
+    }
+
+    relay.cut();
+    let started = Instant::now();
+    let writes = ids.iter().map(|id| {
+        let store = store.clone();
+        let id = *id;
+        async move {
+            store
+                .finish(&format!("key-{id}"), "run", &succeeded(id))
+                .await
+        }
+    });
+    for outcome in futures_util::future::join_all(writes).await {
+        match outcome {
+            Err(celeriac_schema::Error::StoreUnavailable { op, .. }) => assert_eq!(op, "finish"),
+            other => panic!("a write while Redis is cut off must fail as unavailable: {other:?}"),
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "failed writes answer within the response timeout, took {:?}",
+        started.elapsed()
+    );
+
+    relay.restore();
+    for id in &ids {
+        let key = format!("key-{id}");
+        assert!(
+            eventually(Duration::from_secs(20), || async {
+                store.finish(&key, "run", &succeeded(*id)).await.is_ok()
+            })
+            .await,
+            "writes work again once Redis is back"
+        );
+        let record = store.get(*id).await.unwrap().unwrap();
+        assert_eq!(record.state, TaskState::Succeeded);
+        assert_eq!(
+            store.lease(&key, "again").await.unwrap(),
+            Begin::Succeeded { task_id: *id }
+        );
+    }
+}
