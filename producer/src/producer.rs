@@ -624,9 +624,10 @@ impl Producer {
                 }
             }
         }
-        // Usually no key was used before: the tasks go out as they are.
+        // Usually no key was used before: the tasks go out as they are
+        // (a rebound task is always a skipped one).
         let reduced: Vec<PreparedTask>;
-        let to_publish: &[PreparedTask] = if skip.contains(&true) || !rebound.is_empty() {
+        let to_publish: &[PreparedTask] = if skip.contains(&true) {
             reduced = tasks
                 .iter()
                 .zip(&skip)

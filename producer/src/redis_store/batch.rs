@@ -102,15 +102,12 @@ async fn send(writes: Vec<Write>, conn: &mut ConnectionManager) {
     }
     pipe.cmd("EXEC");
     let answer: RedisResult<Vec<Value>> = pipe.query_async(conn).await;
-    let exec = answer.and_then(|mut all| match all.pop() {
-        Some(exec) => exec.extract_error_shallow(),
-        None => Err(RedisError::from((
-            redis::ErrorKind::UnexpectedReturnType,
-            "no reply to EXEC",
-        ))),
-    });
+    // EXEC's own reply: the commands' replies, or the transaction's error
+    // (the commands' errors are looked at per write below).
+    let exec = answer.map(|mut all| all.pop());
     let values = match exec {
-        Ok(Value::Array(values)) => values,
+        Ok(Some(Value::Array(values))) => values,
+        Ok(Some(Value::ServerError(e))) => return fail_all(replies, &e.into()),
         Ok(other) => {
             let e = RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
@@ -139,20 +136,5 @@ async fn send(writes: Vec<Write>, conn: &mut ConnectionManager) {
 fn fail_all(replies: Vec<(usize, oneshot::Sender<RedisResult<Vec<Value>>>)>, e: &RedisError) {
     for (_, reply) in replies {
         let _ = reply.send(Err(e.clone()));
-    }
-}
-
-/// The part of [`Value::extract_error`] for the top level only: the
-/// transaction's own error, without looking into the commands' replies.
-trait ShallowError: Sized {
-    fn extract_error_shallow(self) -> RedisResult<Self>;
-}
-
-impl ShallowError for Value {
-    fn extract_error_shallow(self) -> RedisResult<Value> {
-        match self {
-            Value::ServerError(e) => Err(e.into()),
-            other => Ok(other),
-        }
     }
 }

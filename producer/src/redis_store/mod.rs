@@ -82,12 +82,7 @@ impl QueuedMark {
 
     /// The `queued` update of the record `fields` hold.
     fn update(self, id: TaskId, fields: &HashMap<String, Vec<u8>>) -> Update {
-        let text = |name: &str| {
-            fields
-                .get(name)
-                .filter(|v| !v.is_empty())
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        };
+        let text = |name: &str| field_text(fields, name);
         let mut update = Update::new(
             id,
             text("task").unwrap_or_default(),
@@ -164,10 +159,29 @@ fn unavailable<'a>(
 
 /// MessagePack with named fields, as the store keeps its values.
 fn encode<T: serde::Serialize + ?Sized>(what: &'static str, value: &T) -> StoreResult<Vec<u8>> {
-    rmp_serde::to_vec_named(value).map_err(|e| SchemaError::Encode {
+    let mut bytes = Vec::new();
+    encode_into(&mut bytes, what, value)?;
+    Ok(bytes)
+}
+
+/// [`encode`], appended to `bytes`.
+fn encode_into<T: serde::Serialize + ?Sized>(
+    bytes: &mut Vec<u8>,
+    what: &'static str,
+    value: &T,
+) -> StoreResult<()> {
+    rmp_serde::encode::write_named(bytes, value).map_err(|e| SchemaError::Encode {
         what,
         message: e.to_string(),
     })
+}
+
+/// A record field as text; an absent or empty field means "none".
+fn field_text(fields: &HashMap<String, Vec<u8>>, name: &str) -> Option<String> {
+    fields
+        .get(name)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// Opens a client for `url` and its reconnecting connection, within
@@ -421,16 +435,11 @@ impl RedisStore {
         if started.is_some() || update.state == TaskState::Started {
             cmds.push(Cmd::hincr(&rec, "runs", 1));
         }
-        let mut entries = match &started {
-            Some(started) => encode("transition", started)?,
-            None => Vec::new(),
-        };
-        rmp_serde::encode::write_named(&mut entries, &update.transition()).map_err(|e| {
-            SchemaError::Encode {
-                what: "transition",
-                message: e.to_string(),
-            }
-        })?;
+        let mut entries = Vec::new();
+        if let Some(started) = &started {
+            encode_into(&mut entries, "transition", started)?;
+        }
+        encode_into(&mut entries, "transition", &update.transition())?;
         cmds.push(Cmd::append(&hist, entries));
         cmds.push(Cmd::pexpire(&rec, ttl as i64));
         cmds.push(Cmd::pexpire(&hist, ttl as i64));
@@ -510,13 +519,7 @@ impl RedisStore {
             // Only the producer wrote: the task waits in its queue.
             return Ok(Some(TaskRecord::from_first(queued)));
         }
-        // An empty field means "none".
-        let text = |name: &str| -> Option<String> {
-            fields
-                .get(name)
-                .filter(|v| !v.is_empty())
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        };
+        let text = |name: &str| field_text(&fields, name);
         let number = |name: &'static str| -> StoreResult<Option<u64>> {
             text(name)
                 .map(|s| {
