@@ -23,6 +23,16 @@ use lapin::types::FieldTable;
 
 use crate::support::{builtins, InProcessWorker};
 
+/// A plain connection to the tests' Redis, to look at or tamper with what
+/// the store keeps.
+async fn raw_redis() -> celeriac_tests::redis_client::aio::MultiplexedConnection {
+    celeriac_tests::redis_client::Client::open(redis().await.url.as_str())
+        .unwrap_or_else(|e| panic!("{e}; {HOW_TO_PROVIDE_REDIS}"))
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{e}; {HOW_TO_PROVIDE_REDIS}"))
+}
+
 async fn producer_with(namespace: &str, store: Arc<dyn Store>) -> Producer {
     Producer::builder(&broker().await.url)
         .namespace(namespace)
@@ -950,9 +960,7 @@ async fn ten_thousand_waiting_handles_share_one_store_connection() {
         })
         .collect();
     // Every waiter subscribed, on one connection.
-    let client = celeriac_tests::redis_client::Client::open(redis().await.url.as_str())
-        .unwrap_or_else(|e| panic!("{e}; {HOW_TO_PROVIDE_REDIS}"));
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = raw_redis().await;
     let mut subscribers: Vec<usize> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut all_subscribed = false;
@@ -1158,12 +1166,8 @@ async fn a_write_that_fails_inside_a_shared_transaction_fails_alone() {
     let store = redis_store(&ns, StoreSettings::default()).await;
     // One record is not a hash: writing it fails inside the transaction.
     let broken = TaskId::new();
-    let mut conn = redis::Client::open(redis().await.url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let _: () = redis::cmd("SET")
+    let mut conn = raw_redis().await;
+    let _: () = celeriac_tests::redis_client::cmd("SET")
         .arg(format!("{ns}:t:{broken}"))
         .arg("not a hash")
         .arg("PX")
