@@ -119,9 +119,17 @@ pub struct Args {
     pub events: bool,
 
     /// Where to serve /metrics (Prometheus), /healthz and /readyz;
-    /// `off` (or empty) for no server.
-    #[arg(long, env = "CELERIAC_METRICS_ADDR", default_value = "0.0.0.0:9464")]
+    /// `off` (or empty) for no server. Loopback by default: give
+    /// 0.0.0.0:9464 to let Prometheus on another host scrape it (the Helm
+    /// chart does, and can add a NetworkPolicy and a bearer token).
+    #[arg(long, env = "CELERIAC_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: MetricsAddr,
+
+    /// A file holding the bearer token that /metrics requires
+    /// (`Authorization: Bearer <token>`); surrounding whitespace is
+    /// ignored. /healthz and /readyz stay open.
+    #[arg(long, env = "CELERIAC_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<std::path::PathBuf>,
 
     /// How often the metrics sample the depth and consumers of the consumed
     /// queues and their dead-letter queues.
@@ -307,6 +315,15 @@ async fn run(args: Args, registry: Registry) -> ExitCode {
     if let Some(addr) = args.metrics_addr.0 {
         builder = builder.metrics_addr(addr);
     }
+    if let Some(path) = &args.metrics_token_file {
+        match read_token(path) {
+            Ok(token) => builder = builder.metrics_token(token),
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     if let (Some(url), false) = (&args.redis_url, args.no_store) {
         if args.run_lease_ttl < Duration::from_secs(1) {
             error!("--run-lease-ttl must be at least 1s");
@@ -387,4 +404,43 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// Reads a bearer token from `path`, refusing an empty one.
+fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --metrics-token-file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("--metrics-token-file {} is empty", path.display()));
+    }
+    Ok(token.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_listen_on_loopback_by_default() {
+        let args = Args::try_parse_from(["celeriac-worker"]).expect("defaults parse");
+        let addr = args.metrics_addr.0.expect("metrics on by default");
+        assert!(addr.ip().is_loopback(), "default metrics address {addr}");
+        assert_eq!(addr.port(), 9464);
+    }
+
+    #[test]
+    fn a_metrics_token_file_must_hold_a_token() {
+        let dir = std::env::temp_dir().join(format!("celeriac-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let good = dir.join("good");
+        std::fs::write(&good, "s3cret\n").expect("write");
+        assert_eq!(read_token(&good).as_deref(), Ok("s3cret"));
+        let empty = dir.join("empty");
+        std::fs::write(&empty, " \n").expect("write");
+        assert!(read_token(&empty).is_err_and(|e| e.contains("is empty")));
+        let missing = dir.join("missing");
+        assert!(read_token(&missing).is_err_and(|e| e.contains("cannot read")));
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

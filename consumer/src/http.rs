@@ -6,6 +6,10 @@
 //!   topology, consumes and its state store (if any) answers; 503 with the
 //!   reason otherwise, and from the moment a shutdown begins.
 //!
+//! With a bearer token configured, `/metrics` answers 401 to a request
+//! without `Authorization: Bearer <token>`; the probes stay open, since
+//! they reveal nothing and the kubelet sends no credentials.
+//!
 //! Workers take no other inbound traffic, so the server is small: HTTP/1.1
 //! on hyper, one task per connection, a header timeout against idle
 //! clients.
@@ -17,7 +21,7 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -37,6 +41,8 @@ pub(crate) struct HttpState {
     pub(crate) stats: Arc<WorkerStats>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) has_store: bool,
+    /// The bearer token `/metrics` requires, if any.
+    pub(crate) token: Option<Arc<str>>,
 }
 
 impl HttpState {
@@ -54,6 +60,20 @@ impl HttpState {
     }
 
     /// The metrics in the text format, readiness gauges brought up to date.
+    /// Whether a request's `Authorization` header lets it read `/metrics`.
+    fn authorized(&self, header: Option<&HeaderValue>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let Some(presented) = header
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
+    }
+
     pub(crate) fn render_metrics(&self) -> prometheus::Result<String> {
         // Without a store nothing is down: report 1, so the store alert
         // stays silent for workers that run without one.
@@ -108,6 +128,14 @@ fn respond(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     }
     match req.uri().path() {
+        "/metrics" if !state.authorized(req.headers().get(AUTHORIZATION)) => {
+            let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"celeriac\""),
+            );
+            response
+        }
         "/metrics" => match state.render_metrics() {
             Ok(body) => {
                 let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -140,6 +168,12 @@ fn respond(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
     }
 }
 
+/// Compares without an early exit, so the time taken tells nothing about
+/// how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
     *response.status_mut() = status;
@@ -163,7 +197,7 @@ pub(crate) fn parse_metrics_addr(value: &str) -> Result<Option<SocketAddr>, Stri
     value
         .parse()
         .map(Some)
-        .map_err(|e| format!("{value:?} is not host:port (e.g. 0.0.0.0:9464) nor `off`: {e}"))
+        .map_err(|e| format!("{value:?} is not host:port (e.g. 127.0.0.1:9464) nor `off`: {e}"))
 }
 
 #[cfg(test)]
@@ -182,12 +216,35 @@ mod tests {
     }
 
     #[test]
+    fn metrics_token_is_checked_exactly() {
+        let mut state = HttpState {
+            metrics: Arc::new(WorkerMetrics::new(&["default".to_owned()], ["t"])),
+            stats: Arc::new(WorkerStats::default()),
+            shutdown: CancellationToken::new(),
+            has_store: false,
+            token: None,
+        };
+        assert!(state.authorized(None), "no token configured: open");
+        state.token = Some(Arc::from("s3cret"));
+        let header = |v: &'static str| Some(HeaderValue::from_static(v));
+        assert!(state.authorized(header("Bearer s3cret").as_ref()));
+        assert!(!state.authorized(None));
+        assert!(!state.authorized(header("Bearer s3cre").as_ref()));
+        assert!(!state.authorized(header("Bearer s3cret2").as_ref()));
+        assert!(!state.authorized(header("Basic s3cret").as_ref()));
+        assert!(!state.authorized(header("s3cret").as_ref()));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"a", b""));
+    }
+
+    #[test]
     fn readiness_follows_connection_store_and_shutdown() {
         let state = HttpState {
             metrics: Arc::new(WorkerMetrics::new(&["default".to_owned()], ["t"])),
             stats: Arc::new(WorkerStats::default()),
             shutdown: CancellationToken::new(),
             has_store: true,
+            token: None,
         };
         assert!(state.readiness().is_err());
         state

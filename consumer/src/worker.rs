@@ -138,6 +138,7 @@ pub struct WorkerBuilder {
     store: Option<Arc<dyn Store>>,
     events: bool,
     metrics_addr: Option<SocketAddr>,
+    metrics_token: Option<String>,
     queue_sample_interval: Duration,
 }
 
@@ -162,6 +163,28 @@ impl WorkerBuilder {
     /// ```
     pub fn metrics_addr(mut self, addr: SocketAddr) -> Self {
         self.metrics_addr = Some(addr);
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on `/metrics` (default:
+    /// none). `/healthz` and `/readyz` stay open: they reveal nothing and
+    /// probes send no credentials.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn demo() -> celeriac_consumer::Result<()> {
+    /// use celeriac_consumer::{Registry, Worker};
+    ///
+    /// let token = "read me from a file, not from the code";
+    /// let worker = Worker::builder("amqp://127.0.0.1:5672/%2f", Registry::new())
+    ///     .metrics_addr(([127, 0, 0, 1], 9464).into())
+    ///     .metrics_token(token)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn metrics_token(mut self, token: impl Into<String>) -> Self {
+        self.metrics_token = Some(token.into());
         self
     }
 
@@ -302,6 +325,9 @@ impl WorkerBuilder {
                 Some(bound.map_err(|source| Error::MetricsServer { addr, source })?)
             }
         };
+        if self.metrics_token.as_deref().is_some_and(str::is_empty) {
+            return Err(Error::Config("the metrics token is empty".into()));
+        }
         let queue_sample = listener
             .as_ref()
             .map(|_| self.queue_sample_interval.max(Duration::from_millis(100)));
@@ -325,6 +351,7 @@ impl WorkerBuilder {
             stats,
             metrics,
             metrics_addr: listener.as_ref().map(|(_, local)| *local),
+            metrics_token: self.metrics_token.map(Arc::from),
             listener: listener.map(|(l, _)| l),
             shutdown: CancellationToken::new(),
         })
@@ -348,6 +375,7 @@ pub struct Worker {
     /// The bound metrics address, served from `run`.
     listener: Option<std::net::TcpListener>,
     metrics_addr: Option<SocketAddr>,
+    metrics_token: Option<Arc<str>>,
     shutdown: CancellationToken,
 }
 
@@ -448,6 +476,7 @@ impl Worker {
             store: None,
             events: false,
             metrics_addr: None,
+            metrics_token: None,
             queue_sample_interval: DEFAULT_QUEUE_SAMPLE,
         }
     }
@@ -468,6 +497,7 @@ impl Worker {
             stats: self.stats.clone(),
             shutdown: self.shutdown.clone(),
             has_store: self.config.store.is_some(),
+            token: self.metrics_token.clone(),
         }
     }
 

@@ -8,3 +8,4 @@ mod support;
 
 mod alerting;
 mod endpoints;
+mod token;

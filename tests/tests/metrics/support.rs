@@ -87,9 +87,15 @@ impl MetricsWorker {
 /// `GET path` on `addr`: the status code and body (status 0 when nothing
 /// answers).
 pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    get_with(addr, path, "").await
+}
+
+/// `GET path` on `addr` with extra header lines (each ending in `\r\n`).
+pub async fn get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await?;
