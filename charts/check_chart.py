@@ -7,24 +7,22 @@ and the script exits 1 after all sections ran.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import tomllib
 from pathlib import Path
-from typing import Any, Callable
 
 import helm_python as helm
 import kubernetes_validate
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-CHART = ROOT / "charts" / "celeriac"
+import check_security
+from chart_support import (CHART, ROOT, CheckFailed, by_kind, checked, deep_merge, env_of, failures, need, ok, one,
+                           render, run, section, with_base, worker)
 ALERTS = CHART / "files" / "alerts.yaml"
 ALERT_TESTS = CHART / "tests" / "alerts_test.yaml"
 DASHBOARD = CHART / "files" / "dashboard.json"
@@ -41,6 +39,7 @@ CORE_KINDS = {
     "Service",
     "ServiceAccount",
     "Secret",
+    "NetworkPolicy",
     "ConfigMap",
     "PodDisruptionBudget",
     "HorizontalPodAutoscaler",
@@ -76,55 +75,6 @@ METRICS = {
 SEVERITIES = {"critical", "warning", "info"}
 
 
-class CheckFailed(Exception):
-    pass
-
-
-def need(cond: Any, msg: str) -> None:
-    if not cond:
-        raise CheckFailed(msg)
-
-
-checked: list[str] = []
-failures: list[str] = []
-
-
-def ok(what: str) -> None:
-    checked.append(what)
-    print(f"  ok   {what}", flush=True)
-
-
-def section(title: str, fn: Callable[[], None]) -> None:
-    print(f"-- {title}", flush=True)
-    started = time.monotonic()
-    try:
-        fn()
-    except CheckFailed as e:
-        failures.append(f"{title}: {e}")
-        print(f"  FAIL {e}", flush=True)
-    except Exception as e:  # a crash of a check is a failure too
-        failures.append(f"{title}: {type(e).__name__}: {e}")
-        print(f"  FAIL {type(e).__name__}: {e}", flush=True)
-    print(f"   ({time.monotonic() - started:.1f}s)", flush=True)
-
-
-def run(cmd: list[str], cwd: Path | None = None) -> str:
-    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    out = (p.stdout + p.stderr).strip()
-    need(p.returncode == 0, f"{' '.join(cmd)} exited {p.returncode}:\n{out}")
-    return out
-
-
-def deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
 # --------------------------------------------------------------- scenarios
 
 # Flows for beat, as a user puts them in daemons.beat.flows (one without a
@@ -138,6 +88,7 @@ FLOWS_DIR = "/etc/celeriac/flows"
 
 SCENARIOS: dict[str, dict] = {
     "defaults": {},
+    **check_security.SCENARIOS,
     "keda": {
         "worker": {"queues": ["default", "emails"]},
         "celeriacNamespace": "shop",
@@ -222,6 +173,7 @@ BAD_VALUES: dict[str, tuple[dict, str]] = {
     "zero concurrency": ({"worker": {"concurrency": 0}}, "concurrency"),
     "unknown key": ({"worker": {"concurrancy": 4}}, "concurrancy"),
     "no broker URL": ({"credentials": {"amqpAddr": ""}}, "amqpAddr"),
+    **check_security.BAD_VALUES,
     "bad log format": ({"worker": {"logFormat": "xml"}}, "logFormat"),
     "servicemonitor without service": (
         {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}, "service.enabled"),
@@ -239,44 +191,6 @@ BAD_VALUES: dict[str, tuple[dict, str]] = {
     "beat flow that is not a mapping": (
         {"daemons": {"beat": {"enabled": True, "flows": {"bad.yaml": "- name: x"}}}}, "bad.yaml"),
 }
-
-
-def render(values: dict, name: str = "shop", namespace: str = "jobs") -> list[dict]:
-    with helm.Chart.load(str(CHART)) as chart:
-        files = chart.render(values, name=name, namespace=namespace, is_install=True)
-    docs = []
-    for fname, text in sorted(files.items()):
-        if fname.endswith("NOTES.txt"):
-            need(text.strip(), "NOTES.txt renders empty")
-            continue
-        try:
-            for doc in yaml.safe_load_all(text):
-                if doc is not None:
-                    doc["__file"] = fname
-                    docs.append(doc)
-        except yaml.YAMLError as e:
-            raise CheckFailed(f"{fname} is not valid YAML: {e}\n{text}")
-    return docs
-
-
-def by_kind(docs: list[dict], kind: str) -> list[dict]:
-    return [d for d in docs if d["kind"] == kind]
-
-
-def one(docs: list[dict], kind: str, component: str | None = None) -> dict:
-    found = [d for d in by_kind(docs, kind)
-             if component is None
-             or d["metadata"]["labels"].get("app.kubernetes.io/component") == component]
-    need(len(found) == 1, f"expected one {kind} {component or ''}, got {len(found)}")
-    return found[0]
-
-
-def worker(docs: list[dict]) -> dict:
-    return one(docs, "Deployment", "worker")
-
-
-def env_of(container: dict) -> dict[str, dict]:
-    return {e["name"]: e for e in container.get("env", [])}
 
 
 # ------------------------------------------------------------------ checks
@@ -322,7 +236,7 @@ def check_lint() -> None:
     infos: set[str] = set()
     for name, values in SCENARIOS.items():
         for kube in KUBE_VERSIONS:
-            res = helm.lint(str(CHART), values, strict=True, namespace="jobs", kube_version=f"v{kube}")
+            res = helm.lint(str(CHART), with_base(values), strict=True, namespace="jobs", kube_version=f"v{kube}")
             errors = list(res.get("errors") or [])
             errors += [m for m in res.get("messages") or [] if m.get("severity", 0) >= 2]
             need(not errors, f"helm lint --strict ({name}, k8s {kube}): {errors}")
@@ -791,7 +705,7 @@ def check_worker_source() -> None:
         return
     missing = sorted(m for m in METRICS if m.removeprefix("celeriac_") not in src)
     need(not missing, f"metrics used by the alerts/dashboard but not defined in consumer/src: {missing}")
-    for flag in ("CELERIAC_METRICS_ADDR", "REDIS_URL", "AMQP_ADDR", "CELERIAC_QUEUES",
+    for flag in ("CELERIAC_METRICS_ADDR", "CELERIAC_METRICS_TOKEN_FILE", "REDIS_URL", "AMQP_ADDR", "CELERIAC_QUEUES",
                  "CELERIAC_CONCURRENCY", "CELERIAC_GRACE", "CELERIAC_NAMESPACE"):
         need(flag in src, f"the chart sets {flag}, which the worker does not read")
     ok("worker source: defines every metric and env var the chart relies on")
@@ -855,6 +769,7 @@ def main() -> int:
         section("beat", check_beat)
         section("autoscaling", check_autoscaling)
         section("existing Secret", check_existing_secret)
+        section("security", lambda: check_security.check(docs_for))
         section("alert rules", lambda: check_alert_rules(tmp))
         section("dashboard", lambda: check_dashboard(tmp))
         section("worker source", check_worker_source)

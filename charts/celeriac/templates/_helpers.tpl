@@ -94,6 +94,83 @@ app.kubernetes.io/component: worker
 {{- end }}
 - name: CELERIAC_NAMESPACE
   value: {{ .Values.celeriacNamespace | quote }}
+{{- include "celeriac.securityEnv" . }}
+{{- end }}
+
+{{/* TLS, signing and metrics-token files as the binaries' env vars; each
+file comes from a Secret mounted by celeriac.securityVolumes. */}}
+{{- define "celeriac.securityEnv" -}}
+{{- $b := .Values.tls.broker }}
+{{- $r := .Values.tls.redis }}
+{{- if $b.existingSecret }}
+{{- with $b.caKey }}
+- name: CELERIAC_TLS_CA
+  value: {{ printf "/etc/celeriac/tls/broker/%s" . | quote }}
+{{- end }}
+{{- if $b.certKey }}
+- name: CELERIAC_TLS_CERT
+  value: {{ printf "/etc/celeriac/tls/broker/%s" $b.certKey | quote }}
+- name: CELERIAC_TLS_KEY
+  value: {{ printf "/etc/celeriac/tls/broker/%s" $b.keyKey | quote }}
+{{- end }}
+{{- end }}
+{{- if and $r.existingSecret .Values.store.enabled }}
+{{- with $r.caKey }}
+- name: CELERIAC_REDIS_TLS_CA
+  value: {{ printf "/etc/celeriac/tls/redis/%s" . | quote }}
+{{- end }}
+{{- if $r.certKey }}
+- name: CELERIAC_REDIS_TLS_CERT
+  value: {{ printf "/etc/celeriac/tls/redis/%s" $r.certKey | quote }}
+- name: CELERIAC_REDIS_TLS_KEY
+  value: {{ printf "/etc/celeriac/tls/redis/%s" $r.keyKey | quote }}
+{{- end }}
+{{- end }}
+{{- if .Values.signing.existingSecret }}
+- name: CELERIAC_SIGNING_KEYS
+  value: {{ printf "/etc/celeriac/signing/%s" .Values.signing.key | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Volume mounts of the Secrets named in tls, signing and metrics. */}}
+{{- define "celeriac.securityVolumeMounts" -}}
+{{- if .Values.tls.broker.existingSecret }}
+- name: tls-broker
+  mountPath: /etc/celeriac/tls/broker
+  readOnly: true
+{{- end }}
+{{- if and .Values.tls.redis.existingSecret .Values.store.enabled }}
+- name: tls-redis
+  mountPath: /etc/celeriac/tls/redis
+  readOnly: true
+{{- end }}
+{{- if .Values.signing.existingSecret }}
+- name: signing-keys
+  mountPath: /etc/celeriac/signing
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The volumes behind celeriac.securityVolumeMounts. */}}
+{{- define "celeriac.securityVolumes" -}}
+{{- if .Values.tls.broker.existingSecret }}
+- name: tls-broker
+  secret:
+    secretName: {{ .Values.tls.broker.existingSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- if and .Values.tls.redis.existingSecret .Values.store.enabled }}
+- name: tls-redis
+  secret:
+    secretName: {{ .Values.tls.redis.existingSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- if .Values.signing.existingSecret }}
+- name: signing-keys
+  secret:
+    secretName: {{ .Values.signing.existingSecret }}
+    defaultMode: 0440
+{{- end }}
 {{- end }}
 
 {{/* Work queue names on the broker, one per line. */}}
@@ -109,10 +186,18 @@ app.kubernetes.io/component: worker
 {{- fail "worker.queues must name at least one queue" }}
 {{- end }}
 {{- if and (not .Values.credentials.existingSecret) (not .Values.credentials.amqpAddr) }}
-{{- fail "set credentials.amqpAddr or credentials.existingSecret" }}
+{{- fail "the chart has no default credentials: set credentials.existingSecret (a Secret with AMQP_ADDR and REDIS_URL, recommended) or credentials.amqpAddr" }}
 {{- end }}
 {{- if and .Values.store.enabled (not .Values.credentials.existingSecret) (not .Values.credentials.redisUrl) }}
-{{- fail "set credentials.redisUrl or credentials.existingSecret (or store.enabled=false)" }}
+{{- fail "the chart has no default credentials: set credentials.redisUrl or credentials.existingSecret (or store.enabled=false)" }}
+{{- end }}
+{{- range $which, $t := .Values.tls }}
+{{- if and $t.existingSecret $t.certKey (not $t.keyKey) }}
+{{- fail (printf "tls.%s.certKey needs tls.%s.keyKey (the client certificate's private key)" $which $which) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.prometheusNamespaceSelector) (not .Values.networkPolicy.prometheusPodSelector) }}
+{{- fail "networkPolicy.enabled needs networkPolicy.prometheusNamespaceSelector or prometheusPodSelector, else nothing may scrape the workers" }}
 {{- end }}
 {{- if and .Values.autoscaling.keda.enabled (eq .Values.autoscaling.keda.protocol "http") (not .Values.credentials.existingSecret) (not .Values.autoscaling.keda.managementUrl) }}
 {{- fail "autoscaling.keda.protocol=http needs autoscaling.keda.managementUrl or a managementUrlKey in credentials.existingSecret" }}
