@@ -390,10 +390,16 @@ mod tests {
     fn code_injection_through_options_is_refused_by_construction() {
         assert!(!admits("python3 *", &["-c"]));
         assert!(!admits("python3 * *", &["-c", "print(1)"]));
-        assert!(!admits("python3 /opt/jobs/*.py ...", &["/opt/jobs/a.py", "-i"]));
+        assert!(!admits(
+            "python3 /opt/jobs/*.py ...",
+            &["/opt/jobs/a.py", "-i"]
+        ));
         assert!(!admits("node ?*", &["--eval"]));
         // Options the pattern spells are fine.
-        assert!(admits("python3 -u /opt/jobs/*.py", &["-u", "/opt/jobs/a.py"]));
+        assert!(admits(
+            "python3 -u /opt/jobs/*.py",
+            &["-u", "/opt/jobs/a.py"]
+        ));
         assert!(admits("tool --mode=*", &["--mode=fast"]));
         assert!(!admits("tool --mode=*", &["--other=fast"]));
     }

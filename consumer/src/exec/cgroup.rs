@@ -355,8 +355,12 @@ impl RunCgroup {
     /// Its `cgroup.procs`, open for the child to move itself in.
     pub(crate) fn procs(&self) -> io::Result<File> {
         let dir = self.dir.as_deref().unwrap_or(Path::new("/nonexistent"));
+        // A cgroup's files always exist; `create` lets a plain directory
+        // stand in for one.
         std::fs::OpenOptions::new()
             .write(true)
+            .create(true)
+            .truncate(false)
             .open(dir.join("cgroup.procs"))
     }
 }

@@ -16,14 +16,14 @@ use tracing::{debug, warn};
 
 use crate::task_error::{TaskError, BAD_INPUT, TIME_LIMIT};
 
+use super::child::{self, ChildPlan};
 use super::output::{
     decode_output, describe_status, encode_input, signal_of, Tail, SIGABRT, SIGKILL, SIGSEGV,
     SIGXCPU,
 };
-use super::child::{self, ChildPlan};
 use super::{
-    ExecConfig, ExecLimits, ExecNetwork, EXEC_SETUP, EXIT_STATUS, OUTPUT_NOT_CLOSED, OUTPUT_TOO_LARGE,
-    PROGRAM_NOT_EXECUTABLE, PROGRAM_NOT_FOUND,
+    ExecConfig, ExecLimits, ExecNetwork, EXEC_SETUP, EXIT_STATUS, OUTPUT_NOT_CLOSED,
+    OUTPUT_TOO_LARGE, PROGRAM_NOT_EXECUTABLE, PROGRAM_NOT_FOUND,
 };
 
 /// How long the output pipes may stay open once the program has exited
@@ -57,7 +57,10 @@ pub(crate) async fn run(
 
     // Declared before the process group so that, when the future is
     // dropped, the group is killed before the directory is removed.
-    let workdir = Workdir::create(config.workdir(), config.exec_user().map(|u| (u.uid(), u.gid())))?;
+    let workdir = Workdir::create(
+        config.workdir(),
+        config.exec_user().map(|u| (u.uid(), u.gid())),
+    )?;
     // Declared after the working directory: dropped (killed and removed)
     // before it.
     let cgroup = match config.cgroup_parent() {

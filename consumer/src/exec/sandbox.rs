@@ -118,7 +118,10 @@ impl ExecConfig {
             Detected::Fallback(why) => {
                 info!(reason = %why, "exec limits: rlimits per process only (no cgroup v2)");
                 if let Some(cpus) = self.cpu_bandwidth() {
-                    warn!(cpus, "--exec-cpus is not enforced: it needs a cgroup v2 with the cpu controller");
+                    warn!(
+                        cpus,
+                        "--exec-cpus is not enforced: it needs a cgroup v2 with the cpu controller"
+                    );
                 }
                 if self.pids().is_some() {
                     warn!("--exec-pids-limit falls back to RLIMIT_NPROC: per user, not per run, and not enforced for root");

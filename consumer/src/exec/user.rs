@@ -151,7 +151,11 @@ mod tests {
         assert_eq!(resolve("app"), Ok((1001, 1002)));
         assert_eq!(resolve("app:staff"), Ok((1001, 50)));
         assert_eq!(resolve("app:7"), Ok((1001, 7)));
-        assert_eq!(resolve("1001"), Ok((1001, 1002)), "a known uid keeps its group");
+        assert_eq!(
+            resolve("1001"),
+            Ok((1001, 1002)),
+            "a known uid keeps its group"
+        );
         assert_eq!(resolve("65532"), Ok((65532, 65532)));
         assert_eq!(resolve("65532:65533"), Ok((65532, 65533)));
     }
@@ -159,7 +163,9 @@ mod tests {
     #[test]
     fn unknown_names_and_bad_specs_are_errors() {
         assert!(resolve("ghost").unwrap_err().contains("does not exist"));
-        assert!(resolve("app:ghosts").unwrap_err().contains("does not exist"));
+        assert!(resolve("app:ghosts")
+            .unwrap_err()
+            .contains("does not exist"));
         for spec in ["", ":", "app:", ":staff"] {
             assert!(resolve(spec).is_err(), "{spec:?}");
         }
