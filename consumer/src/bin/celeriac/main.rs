@@ -216,6 +216,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     let global = match cli.global.resolve() {
         Ok(global) => global,
+        Err(celeriac_consumer::Error::Config(message)) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
