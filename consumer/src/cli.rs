@@ -148,7 +148,7 @@ pub struct Args {
     #[arg(long, env = "CELERIAC_EXEC_ALLOW", value_delimiter = ',')]
     pub exec_allow: Vec<String>,
 
-    /// Run programs as USER[:GROUP] (names or numeric ids), with no
+    /// Run programs as USER or USER:GROUP (names or numeric ids), with no
     /// supplementary groups. The worker refuses to start when the user
     /// does not exist or it cannot switch to it (needs root or
     /// CAP_SETUID/CAP_SETGID).

@@ -21,6 +21,7 @@ use super::output::{
     decode_output, describe_status, encode_input, signal_of, Tail, SIGABRT, SIGKILL, SIGSEGV,
     SIGXCPU,
 };
+use super::sandbox::is_current_identity;
 use super::{
     ExecConfig, ExecLimits, ExecNetwork, EXEC_SETUP, EXIT_STATUS, OUTPUT_NOT_CLOSED,
     OUTPUT_TOO_LARGE, PROGRAM_NOT_EXECUTABLE, PROGRAM_NOT_FOUND,
@@ -107,7 +108,10 @@ pub(crate) async fn run(
             cpu: config.cpu(),
             // Without a cgroup: the rlimit, per uid (see ExecConfig::pids_limit).
             processes: config.pids().filter(|_| cgroup.is_none()),
-            user: config.exec_user().map(|u| (u.uid(), u.gid())),
+            user: config
+                .exec_user()
+                .map(|u| (u.uid(), u.gid()))
+                .filter(|(uid, gid)| !is_current_identity(*uid, *gid)),
             new_network: config.exec_network() == ExecNetwork::Isolated,
             cgroup: cgroup_procs,
         },

@@ -155,11 +155,7 @@ impl ExecConfig {
 /// Whether this process may switch a child to `uid`:`gid` with no
 /// supplementary groups.
 fn check_can_switch_to(uid: u32, gid: u32) -> Result<(), String> {
-    let same = rustix::process::getuid().as_raw() == uid
-        && rustix::process::geteuid().as_raw() == uid
-        && rustix::process::getgid().as_raw() == gid
-        && rustix::process::getgroups().is_ok_and(|groups| groups.is_empty());
-    if same {
+    if is_current_identity(uid, gid) {
         return Ok(());
     }
     let caps = rustix::thread::capabilities(None)
@@ -173,6 +169,16 @@ fn check_can_switch_to(uid: u32, gid: u32) -> Result<(), String> {
             rustix::process::geteuid().as_raw()
         ))
     }
+}
+
+/// Whether this process already runs as `uid`:`gid` with no
+/// supplementary groups: then a child has nothing to switch.
+pub(crate) fn is_current_identity(uid: u32, gid: u32) -> bool {
+    rustix::process::getuid().as_raw() == uid
+        && rustix::process::geteuid().as_raw() == uid
+        && rustix::process::getgid().as_raw() == gid
+        && rustix::process::getegid().as_raw() == gid
+        && rustix::process::getgroups().is_ok_and(|groups| groups.is_empty())
 }
 
 /// Creates the root of the working directories so that the exec user can

@@ -61,7 +61,7 @@ struct Cli {
 /// Options every subcommand shares, as given.
 #[derive(Debug, Args)]
 struct GlobalArgs {
-    /// The RabbitMQ broker [default: amqp://guest:guest@127.0.0.1:5672/%2f].
+    /// The RabbitMQ broker (default: amqp://guest:guest@127.0.0.1:5672/%2f).
     #[arg(long, global = true, env = "AMQP_ADDR", hide_env_values = true)]
     amqp_addr: Option<String>,
 
@@ -70,7 +70,7 @@ struct GlobalArgs {
     #[arg(long, global = true, env = "AMQP_ADDR_FILE")]
     amqp_addr_file: Option<std::path::PathBuf>,
 
-    /// The Redis state store [default: redis://127.0.0.1:6379].
+    /// The Redis state store (default: redis://127.0.0.1:6379).
     #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
 
