@@ -248,10 +248,29 @@ pub(crate) fn adopt_own(dir: &Path, limits: CgroupLimits, pid: u32) -> Detected 
             ));
         }
     }
+    sweep(dir);
     Detected::Active(CgroupParent {
         dir: dir.to_path_buf(),
         limits,
     })
+}
+
+/// Kills and removes the runs' cgroups a previous worker left behind (one
+/// killed with SIGKILL removes nothing).
+fn sweep(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_run = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with("run-"));
+        if is_run && path.join("cgroup.procs").exists() {
+            remove(&path);
+        }
+    }
 }
 
 /// Uses the cgroup `dir` an operator delegated for the runs.
@@ -269,6 +288,7 @@ pub(crate) fn adopt_delegated(dir: &Path, limits: CgroupLimits) -> Result<Cgroup
     if !enabled(dir, &needed) {
         enable(dir, &needed).map_err(|e| format!("cannot enable {needed:?}: {e}"))?;
     }
+    sweep(dir);
     Ok(CgroupParent {
         dir: dir.to_path_buf(),
         limits,
