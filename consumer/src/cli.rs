@@ -21,14 +21,16 @@ use crate::worker::Worker;
 )]
 pub struct Args {
     /// Broker URL: amqp://user:password@host:port/vhost (%2f is the
-    /// default vhost "/").
-    #[arg(
-        long,
-        env = "AMQP_ADDR",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    pub amqp_addr: String,
+    /// default vhost "/"); default amqp://guest:guest@127.0.0.1:5672/%2f.
+    /// A flag's value is visible to every process (/proc/PID/cmdline):
+    /// prefer the variable, or --amqp-addr-file.
+    #[arg(long, env = "AMQP_ADDR", hide_env_values = true)]
+    pub amqp_addr: Option<String>,
+
+    /// A file holding the broker URL (e.g. a mounted secret); a trailing
+    /// newline is ignored. Not together with --amqp-addr / AMQP_ADDR.
+    #[arg(long, env = "AMQP_ADDR_FILE")]
+    pub amqp_addr_file: Option<std::path::PathBuf>,
 
     /// Namespace prefix of every exchange and queue; producers must use the
     /// same.
@@ -97,6 +99,11 @@ pub struct Args {
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// A file holding the Redis URL (e.g. a mounted secret); a trailing
+    /// newline is ignored. Not together with --redis-url / REDIS_URL.
+    #[arg(long, env = "REDIS_URL_FILE")]
+    pub redis_url_file: Option<std::path::PathBuf>,
+
     /// Run without a state store even if REDIS_URL is set.
     #[arg(long, env = "CELERIAC_NO_STORE", conflicts_with = "redis_url")]
     pub no_store: bool,
@@ -141,10 +148,26 @@ pub struct Args {
     pub log_format: LogFormat,
 
     /// Programs that `celeriac.exec` tasks may run: names looked up on
-    /// PATH, paths, or `*` for any; repeat the flag or separate with
-    /// commas. Without it every exec task is dead-lettered as forbidden.
+    /// PATH, paths, or `*` for any, each optionally with argument patterns
+    /// (`python3 /opt/jobs/*.py`: the task's arguments must match, and `-c`
+    /// never does); repeat the flag or separate with commas. A program
+    /// named alone takes any arguments (an interpreter: any code). Without
+    /// it every exec task is dead-lettered as forbidden.
     #[arg(long, env = "CELERIAC_EXEC_ALLOW", value_delimiter = ',')]
     pub exec_allow: Vec<String>,
+
+    /// Run programs as USER or USER:GROUP (names or numeric ids), with no
+    /// supplementary groups. The worker refuses to start when the user
+    /// does not exist or it cannot switch to it (needs root or
+    /// CAP_SETUID/CAP_SETGID).
+    #[arg(long, env = "CELERIAC_EXEC_USER", value_parser = parse_user)]
+    pub exec_user: Option<crate::exec::ExecUser>,
+
+    /// The network programs see: `host` (the worker's) or `none` (a new,
+    /// empty network namespace per run; the worker refuses to start when
+    /// it cannot create one).
+    #[arg(long, env = "CELERIAC_EXEC_NETWORK", default_value = "host")]
+    pub exec_network: crate::exec::ExecNetwork,
 
     /// Variables of the worker's environment that programs see, besides
     /// PATH, LANG, LC_ALL, LC_CTYPE and TZ; repeat or separate with commas.
@@ -157,13 +180,35 @@ pub struct Args {
     #[arg(long, env = "CELERIAC_EXEC_WORKDIR")]
     pub exec_workdir: Option<std::path::PathBuf>,
 
-    /// Largest address space of a program (RLIMIT_AS), e.g. 512M, 2G.
+    /// Largest address space of each process of a program (RLIMIT_AS),
+    /// and, with a cgroup v2, the memory of the whole run (memory.max),
+    /// e.g. 512M, 2G.
     #[arg(long, env = "CELERIAC_EXEC_MEMORY_LIMIT", value_parser = crate::exec::parse_bytes)]
     pub exec_memory_limit: Option<u64>,
 
-    /// CPU time a program may use (RLIMIT_CPU), e.g. 30s, 5m.
+    /// CPU time each process of a program may use (RLIMIT_CPU), e.g. 30s,
+    /// 5m.
     #[arg(long, env = "CELERIAC_EXEC_CPU_LIMIT", value_parser = humantime::parse_duration)]
     pub exec_cpu_limit: Option<Duration>,
+
+    /// CPU bandwidth of each run in CPUs, e.g. 0.5 or 2 (cgroup v2
+    /// cpu.max; no rlimit can do this, so without a cgroup it is not
+    /// enforced, as the worker says at start-up).
+    #[arg(long, env = "CELERIAC_EXEC_CPUS")]
+    pub exec_cpus: Option<f64>,
+
+    /// Most processes and threads of a run (cgroup v2 pids.max; without a
+    /// cgroup, RLIMIT_NPROC: per user, not per run, and not for root).
+    #[arg(long, env = "CELERIAC_EXEC_PIDS_LIMIT")]
+    pub exec_pids_limit: Option<u64>,
+
+    /// The cgroup v2 under which each run gets its own cgroup with the
+    /// limits: `auto` (the worker's own, when delegated: it moves itself
+    /// into a leaf below it), `off`, or a delegated cgroup directory (the
+    /// worker refuses to start if it cannot use it). Without one, rlimits
+    /// alone; the start-up log says which.
+    #[arg(long, env = "CELERIAC_EXEC_CGROUP", default_value = "auto")]
+    pub exec_cgroup: crate::exec::CgroupMode,
 
     /// Most stdout a program may print, e.g. 16M; past it the program is
     /// killed and its task fails.
@@ -209,8 +254,58 @@ impl Args {
         if let Some(limit) = self.exec_cpu_limit {
             config = config.cpu_limit(limit);
         }
+        if let Some(cpus) = self.exec_cpus {
+            config = config.cpus(cpus);
+        }
+        if let Some(count) = self.exec_pids_limit {
+            config = config.pids_limit(count);
+        }
+        if let Some(user) = &self.exec_user {
+            config = config.user(user.clone());
+        }
         config
+            .network(self.exec_network)
+            .cgroup(self.exec_cgroup.clone())
     }
+
+    /// The broker URL, from `--amqp-addr` or `--amqp-addr-file`, else the
+    /// local default.
+    ///
+    /// # Errors
+    ///
+    /// See [`secrets::resolve`](crate::secrets::resolve).
+    pub fn broker_url(&self) -> crate::Result<String> {
+        let url = crate::secrets::resolve(
+            crate::secrets::AMQP_ADDR,
+            self.amqp_addr.clone(),
+            self.amqp_addr_file.as_deref(),
+        )?;
+        Ok(url.unwrap_or_else(|| DEFAULT_AMQP_ADDR.to_owned()))
+    }
+
+    /// The Redis URL, from `--redis-url` or `--redis-url-file`; `None`
+    /// for no store (neither given, or `--no-store`).
+    ///
+    /// # Errors
+    ///
+    /// See [`secrets::resolve`](crate::secrets::resolve).
+    pub fn store_url(&self) -> crate::Result<Option<String>> {
+        if self.no_store {
+            return Ok(None);
+        }
+        crate::secrets::resolve(
+            crate::secrets::REDIS_URL,
+            self.redis_url.clone(),
+            self.redis_url_file.as_deref(),
+        )
+    }
+}
+
+/// The broker URL when none is given.
+pub const DEFAULT_AMQP_ADDR: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+fn parse_user(value: &str) -> Result<crate::exec::ExecUser, String> {
+    value.parse()
 }
 
 fn parse_size(value: &str) -> Result<usize, String> {
@@ -252,18 +347,47 @@ pub enum LogFormat {
 /// Parses the command line, runs a worker with the built-in tasks plus
 /// whatever `extend` registers, and returns the process exit code.
 pub fn main_with(extend: impl FnOnce(&mut Registry)) -> ExitCode {
-    let args = Args::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Args::command().get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging(args.log_format);
     // Panics go to the log as structured events (a handler's panic is also
     // reported with its task id by the worker, which survives it).
     std::panic::set_hook(Box::new(|info| {
         tracing::error!(panic = %info, "panic");
     }));
+    for secret in ["amqp_addr", "redis_url"] {
+        if matches.value_source(secret) == Some(clap::parser::ValueSource::CommandLine) {
+            tracing::warn!(
+                flag = %format!("--{}", secret.replace('_', "-")),
+                "a secret given as a flag is readable by every process on this host (/proc/PID/cmdline): use the variable or the -file flag"
+            );
+        }
+    }
+    let secrets = args
+        .broker_url()
+        .and_then(|amqp| Ok((amqp, args.store_url()?)));
+    let (amqp_addr, redis_url) = match secrets {
+        Ok(secrets) => secrets,
+        Err(e) => {
+            error!(error = %e, "invalid configuration");
+            return ExitCode::from(2);
+        }
+    };
     let mut registry = Registry::new();
     crate::builtin::register(&mut registry);
-    let exec = args.exec_config();
+    let exec = match args.exec_config().prepare() {
+        Ok(exec) => exec,
+        Err(e) => {
+            error!(error = %e, "cannot run programs as configured");
+            return ExitCode::from(2);
+        }
+    };
     if exec.allowed().is_empty() && !exec.allows_any() {
         tracing::info!("no --exec-allow: celeriac.exec tasks are dead-lettered as forbidden");
+    } else if let Err(e) = crate::exec::hide_worker_from_programs() {
+        error!(error = %e, "cannot make the worker non-dumpable, which keeps programs from reading its environment");
+        return ExitCode::from(1);
     }
     crate::exec::register(&mut registry, std::sync::Arc::new(exec));
     extend(&mut registry);
@@ -278,10 +402,15 @@ pub fn main_with(extend: impl FnOnce(&mut Registry)) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(run(args, registry))
+    runtime.block_on(run(args, amqp_addr, redis_url, registry))
 }
 
-async fn run(args: Args, registry: Registry) -> ExitCode {
+async fn run(
+    args: Args,
+    amqp_addr: String,
+    redis_url: Option<String>,
+    registry: Registry,
+) -> ExitCode {
     // Before anything else, so a signal during start-up is a clean
     // shutdown rather than the default action.
     let mut signals = match Signals::install() {
@@ -291,7 +420,7 @@ async fn run(args: Args, registry: Registry) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut builder = Worker::builder(args.amqp_addr, registry)
+    let mut builder = Worker::builder(amqp_addr, registry)
         .namespace(args.namespace.clone())
         .queues(args.queues)
         .concurrency(args.concurrency)
@@ -324,7 +453,7 @@ async fn run(args: Args, registry: Registry) -> ExitCode {
             }
         }
     }
-    if let (Some(url), false) = (&args.redis_url, args.no_store) {
+    if let Some(url) = &redis_url {
         if args.run_lease_ttl < Duration::from_secs(1) {
             error!("--run-lease-ttl must be at least 1s");
             return ExitCode::from(2);
@@ -337,7 +466,7 @@ async fn run(args: Args, registry: Registry) -> ExitCode {
         match celeriac_producer::RedisStore::connect(url, &args.namespace, settings).await {
             Ok(store) => builder = builder.store(std::sync::Arc::new(store)),
             Err(e) => {
-                error!(error = %e, "cannot use the state store (set REDIS_URL to a reachable Redis, or pass --no-store)");
+                error!(error = %e, "cannot use the state store (set REDIS_URL or REDIS_URL_FILE to a reachable Redis, or pass --no-store)");
                 return ExitCode::from(1);
             }
         }
@@ -406,15 +535,22 @@ fn init_logging(format: LogFormat) {
     };
 }
 
+/// The names of the metrics token, for messages.
+const METRICS_TOKEN: crate::secrets::SecretNames = crate::secrets::SecretNames {
+    flag: "--metrics-token",
+    env: "CELERIAC_METRICS_TOKEN",
+};
+
 /// Reads a bearer token from `path`, refusing an empty one.
 fn read_token(path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read --metrics-token-file {}: {e}", path.display()))?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(format!("--metrics-token-file {} is empty", path.display()));
+    match crate::secrets::resolve(METRICS_TOKEN, None, Some(path)) {
+        Ok(Some(token)) if !token.trim().is_empty() => Ok(token.trim().to_owned()),
+        Ok(_) => Err(format!(
+            "--metrics-token-file {}: the file is empty",
+            path.display()
+        )),
+        Err(e) => Err(e.to_string()),
     }
-    Ok(token.to_owned())
 }
 
 #[cfg(test)]
@@ -440,7 +576,7 @@ mod tests {
         std::fs::write(&empty, " \n").expect("write");
         assert!(read_token(&empty).is_err_and(|e| e.contains("is empty")));
         let missing = dir.join("missing");
-        assert!(read_token(&missing).is_err_and(|e| e.contains("cannot read")));
+        assert!(read_token(&missing).is_err_and(|e| e.contains("--metrics-token-file")));
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -10,6 +10,18 @@ pub enum Error {
     /// The worker was configured wrongly.
     #[error("invalid worker configuration: {0}")]
     Config(String),
+    /// A secret's file (`--amqp-addr-file`, `--redis-url-file`) could not
+    /// be read.
+    #[error("{flag}-file {}: {source}", path.display())]
+    SecretFile {
+        /// The secret's flag, e.g. `--amqp-addr`.
+        flag: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
     /// Publishing or declaring failed.
     #[error(transparent)]
     Producer(#[from] celeriac_producer::Error),
@@ -49,7 +61,10 @@ impl Error {
         match self {
             Error::Amqp { .. } | Error::Disconnected => true,
             Error::Producer(e) => e.is_transient(),
-            Error::Config(_) | Error::Schema(_) | Error::MetricsServer { .. } => false,
+            Error::Config(_)
+            | Error::SecretFile { .. }
+            | Error::Schema(_)
+            | Error::MetricsServer { .. } => false,
         }
     }
 }

@@ -204,6 +204,43 @@ fn the_allowlist_restricts_programs() {
 }
 
 #[test]
+fn allowlist_patterns_admit_scripts_and_refuse_code() {
+    // Canonical: a wildcard never matches a path with a `..` component.
+    let dir = examples().canonicalize().unwrap();
+    let file = dir.join("hello.yaml");
+    let entry = format!("python3 {}/scripts/*.py", dir.display());
+    let output = celeriac(&[
+        "run",
+        "--local",
+        "--allow",
+        &entry,
+        "--allow",
+        "bash",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let out = stdout(&output);
+    assert_eq!(row(&out, "greet")[1], "success");
+    assert_eq!(
+        row(&out, "checks.python")[1],
+        "failed",
+        "python3 -c is refused"
+    );
+    assert!(out.contains("allowed only as"), "{out}");
+
+    let output = celeriac(&[
+        "run",
+        "--local",
+        "--allow",
+        "python3 ... x",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("may only end the entry"), "{err}");
+}
+
+#[test]
 fn submit_dry_run_prints_the_compiled_workflow() {
     let file = examples().join("hello.yaml");
     let output = celeriac(&["submit", "--dry-run", file.to_str().unwrap()]);

@@ -2,7 +2,8 @@
 //! tasks that a real worker process runs as a Python script, a Bash script
 //! and a compiled program; a program off the allowlist is dead-lettered as
 //! forbidden; a workflow node that runs a program gets its dependencies'
-//! results on stdin.
+//! results on stdin. The sandbox (secrets, exec user, network, argument
+//! patterns, start-up refusals) is in `exec/sandbox.rs`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,6 +18,9 @@ use celeriac_tests::{
     broker, drain, eventually, header_str, queue_len, record_file, store_cluster, StoreCluster,
 };
 use serde_json::{json, Value};
+
+#[path = "exec/sandbox.rs"]
+mod sandbox;
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -1,14 +1,19 @@
 //! What a worker lets programs do: the allowlist, the environment, the
-//! working directory and the limits.
+//! working directory, the user, the network and the limits.
 
 use std::collections::BTreeSet;
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use celeriac_schema::exec::ExecSpec;
 
 use crate::task_error::TaskError;
 
-use super::{PROGRAM_NOT_EXECUTABLE, PROGRAM_NOT_FOUND};
+use super::allowlist::{self, Entry};
+use super::cgroup::{CgroupLimits, CgroupMode, CgroupParent};
+use super::sandbox::ExecNetwork;
+use super::user::ExecUser;
 
 /// Environment variables of the worker that programs see unless
 /// configured otherwise: enough to find programs and to pick a locale.
@@ -31,9 +36,14 @@ pub const DEFAULT_TERM_GRACE: Duration = Duration::from_secs(5);
 ///
 /// # The allowlist
 ///
-/// An entry is `*` (any program), an absolute path, a relative path with a
-/// `/` (relative to the worker's working directory), or a bare name, looked
-/// up on the worker's `PATH` whenever a task is checked. A task's program is
+/// An entry names a program: `*` (any program), an absolute path, a
+/// relative path with a `/` (relative to the worker's working directory),
+/// or a bare name, looked up on the worker's `PATH` whenever a task is
+/// checked. It may constrain the arguments and the task's environment with
+/// patterns, e.g. `python3 /opt/jobs/*.py` (the syntax is in
+/// [the module documentation](super#argument-patterns)); an entry naming
+/// the program alone allows any arguments, which for an interpreter means
+/// any code (`python3 -c ...`). A task's program is
 /// resolved the same way and allowed when it names the same file as an
 /// entry: the directories are compared after resolving symbolic links (so
 /// `/bin/sh` matches `sh` found in `/usr/bin` where `/bin` links to
@@ -57,15 +67,30 @@ pub const DEFAULT_TERM_GRACE: Duration = Duration::from_secs(5);
 /// assert!(config.check("sh").is_ok());
 /// assert_eq!(config.check("rm").unwrap_err().kind(), "Forbidden");
 /// assert_eq!(ExecConfig::new().check("sh").unwrap_err().kind(), "Forbidden");
+///
+/// // Arguments constrained by a pattern: `-c` never matches `*`.
+/// use celeriac_schema::exec::ExecSpec;
+/// let config = ExecConfig::new().allow("sh /opt/jobs/*.sh");
+/// assert!(config.check_spec(&ExecSpec::new("sh").args(["/opt/jobs/a.sh"])).is_ok());
+/// let injected = ExecSpec::new("sh").args(["-c", "id"]);
+/// assert_eq!(config.check_spec(&injected).unwrap_err().kind(), "Forbidden");
 /// ```
 #[derive(Debug, Clone)]
 pub struct ExecConfig {
     allow: Vec<String>,
+    entries: Vec<Entry>,
+    invalid: Vec<String>,
     allow_any: bool,
     env_allow: BTreeSet<String>,
     workdir_root: PathBuf,
     memory_limit: Option<u64>,
     cpu_limit: Option<Duration>,
+    cpus: Option<f64>,
+    pids_limit: Option<u64>,
+    user: Option<ExecUser>,
+    network: ExecNetwork,
+    cgroup_mode: CgroupMode,
+    cgroup: Option<Arc<CgroupParent>>,
     max_output: usize,
     stderr_tail: usize,
     term_grace: Duration,
@@ -85,25 +110,42 @@ impl ExecConfig {
     pub fn new() -> ExecConfig {
         ExecConfig {
             allow: Vec::new(),
+            entries: Vec::new(),
+            invalid: Vec::new(),
             allow_any: false,
             env_allow: DEFAULT_ENV_ALLOW.iter().map(|s| (*s).to_owned()).collect(),
             workdir_root: std::env::temp_dir().join("celeriac-exec"),
             memory_limit: None,
             cpu_limit: None,
+            cpus: None,
+            pids_limit: None,
+            user: None,
+            network: ExecNetwork::Host,
+            cgroup_mode: CgroupMode::Auto,
+            cgroup: None,
             max_output: DEFAULT_MAX_OUTPUT,
             stderr_tail: DEFAULT_STDERR_TAIL,
             term_grace: DEFAULT_TERM_GRACE,
         }
     }
 
-    /// Allows a program: a name looked up on `PATH`, a path, or `*` for any
-    /// (see [the allowlist](ExecConfig#the-allowlist)).
-    pub fn allow(mut self, program: impl Into<String>) -> ExecConfig {
-        let program = program.into();
-        if program == "*" {
+    /// Allows a program: a name looked up on `PATH`, a path, or `*` for any,
+    /// optionally followed by argument patterns (see
+    /// [the allowlist](ExecConfig#the-allowlist)). An entry that does not
+    /// parse allows nothing, and [`ExecConfig::prepare`] reports it.
+    pub fn allow(mut self, entry: impl Into<String>) -> ExecConfig {
+        let entry = entry.into();
+        let entry = entry.trim();
+        if entry == "*" {
             self.allow_any = true;
-        } else if !program.is_empty() {
-            self.allow.push(program);
+        } else if !entry.is_empty() {
+            match Entry::parse(entry) {
+                Ok(parsed) => {
+                    self.allow.push(entry.to_owned());
+                    self.entries.push(parsed);
+                }
+                Err(e) => self.invalid.push(e),
+            }
         }
         self
     }
@@ -147,6 +189,44 @@ impl ExecConfig {
     /// up): past it the program gets SIGXCPU, one second later SIGKILL.
     pub fn cpu_limit(mut self, limit: Duration) -> ExecConfig {
         self.cpu_limit = Some(limit);
+        self
+    }
+
+    /// The CPU bandwidth of each run, in CPUs (`0.5`: half of one), as the
+    /// cgroup v2 `cpu.max`. No rlimit can do this: without a usable
+    /// cgroup it is not enforced, which the worker says at start-up.
+    pub fn cpus(mut self, cpus: f64) -> ExecConfig {
+        self.cpus = Some(cpus);
+        self
+    }
+
+    /// The most processes (and threads) of a run: the cgroup v2
+    /// `pids.max` of the run; without a usable cgroup, `RLIMIT_NPROC`,
+    /// which counts every process of the program's real uid (all runs
+    /// together, and nothing at all for root).
+    pub fn pids_limit(mut self, count: u64) -> ExecConfig {
+        self.pids_limit = Some(count);
+        self
+    }
+
+    /// Runs programs as this user and group, with no supplementary
+    /// groups: the boundary between programs and the worker's files,
+    /// processes and `/proc` entries.
+    pub fn user(mut self, user: ExecUser) -> ExecConfig {
+        self.user = Some(user);
+        self
+    }
+
+    /// The network programs see: the worker's, or none at all.
+    pub fn network(mut self, network: ExecNetwork) -> ExecConfig {
+        self.network = network;
+        self
+    }
+
+    /// Where [`ExecConfig::prepare`] looks for a cgroup v2 to limit runs
+    /// with (default [`CgroupMode::Auto`]).
+    pub fn cgroup(mut self, mode: CgroupMode) -> ExecConfig {
+        self.cgroup_mode = mode;
         self
     }
 
@@ -200,6 +280,62 @@ impl ExecConfig {
         self.cpu_limit
     }
 
+    /// The CPU bandwidth limit, in CPUs.
+    pub fn cpu_bandwidth(&self) -> Option<f64> {
+        self.cpus
+    }
+
+    /// The process count limit.
+    pub fn pids(&self) -> Option<u64> {
+        self.pids_limit
+    }
+
+    /// The user programs run as; `None`: the worker's own.
+    pub fn exec_user(&self) -> Option<&ExecUser> {
+        self.user.as_ref()
+    }
+
+    /// The network programs see.
+    pub fn exec_network(&self) -> ExecNetwork {
+        self.network
+    }
+
+    /// Where a cgroup v2 is looked for.
+    pub fn cgroup_mode(&self) -> &CgroupMode {
+        &self.cgroup_mode
+    }
+
+    /// The cgroup under which runs get theirs, once
+    /// [`ExecConfig::prepare`] found one.
+    pub fn cgroup_dir(&self) -> Option<&Path> {
+        self.cgroup.as_deref().map(CgroupParent::dir)
+    }
+
+    pub(crate) fn cgroup_parent(&self) -> Option<&CgroupParent> {
+        self.cgroup.as_deref()
+    }
+
+    pub(crate) fn set_cgroup_parent(&mut self, parent: CgroupParent) {
+        self.cgroup = Some(Arc::new(parent));
+    }
+
+    pub(crate) fn cgroup_limits(&self) -> CgroupLimits {
+        CgroupLimits {
+            memory: self.memory_limit,
+            cpus: self.cpus,
+            pids: self.pids_limit,
+        }
+    }
+
+    /// Allowlist entries that did not parse, with why.
+    pub(crate) fn invalid_entries(&self) -> &[String] {
+        &self.invalid
+    }
+
+    pub(crate) fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
     /// The cap on captured stdout, in bytes.
     pub fn output_cap(&self) -> usize {
         self.max_output
@@ -216,122 +352,46 @@ impl ExecConfig {
     }
 
     /// Resolves `program` as it would be run and checks it against the
-    /// allowlist, without running anything.
+    /// allowlist, without running anything: whether some entry names it,
+    /// whatever the arguments (see [`ExecConfig::check_spec`] for a whole
+    /// task).
     ///
     /// # Errors
     ///
     /// - kind [`FORBIDDEN`](crate::FORBIDDEN) when the allowlist is empty
     ///   or the program is not on it;
-    /// - kind [`PROGRAM_NOT_FOUND`] when it is allowed (by name or by `*`)
-    ///   but does not exist;
-    /// - kind [`PROGRAM_NOT_EXECUTABLE`] when it is not an executable file.
+    /// - kind [`PROGRAM_NOT_FOUND`](super::PROGRAM_NOT_FOUND) when it is
+    ///   allowed (by name or by `*`) but does not exist;
+    /// - kind [`PROGRAM_NOT_EXECUTABLE`](super::PROGRAM_NOT_EXECUTABLE)
+    ///   when it is not an executable file.
     pub fn check(&self, program: &str) -> Result<PathBuf, TaskError> {
-        if program.is_empty() {
-            return Err(TaskError::fatal(PROGRAM_NOT_FOUND, "the program is empty"));
+        let entries: Vec<Entry> = self
+            .entries
+            .iter()
+            .map(|entry| entry.program())
+            .chain(self.allow_any.then_some("*"))
+            .filter_map(|program| Entry::parse(program).ok())
+            .collect();
+        allowlist::check(&entries, &ExecSpec::new(program))
+    }
+
+    /// Checks a whole task against the allowlist: its program as
+    /// [`ExecConfig::check`] does, and its arguments and environment
+    /// against the patterns of the entries naming that program (one must
+    /// fit). Nothing runs.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`ExecConfig::check`], and kind
+    /// [`FORBIDDEN`](crate::FORBIDDEN) when the program is on the allowlist
+    /// but its arguments or variables fit none of its patterns.
+    pub fn check_spec(&self, spec: &ExecSpec) -> Result<PathBuf, TaskError> {
+        if self.allow_any {
+            let any = [Entry::parse("*").map_err(TaskError::forbidden)?];
+            return allowlist::check(&any, spec);
         }
-        if !self.allow_any && self.allow.is_empty() {
-            return Err(TaskError::forbidden(format!(
-                "program `{program}` is not allowed: this worker allows no program (see --exec-allow)"
-            )));
-        }
-        let resolved = resolve(program);
-        let allowed = self.allow_any
-            || resolved.as_ref().is_some_and(|path| {
-                let id = identity(path);
-                self.allow
-                    .iter()
-                    .filter_map(|entry| resolve(entry))
-                    .any(|entry| identity(&entry) == id)
-            });
-        if !allowed {
-            // An entry spelled exactly as the program that does not resolve
-            // is a missing program, not a forbidden one.
-            let named = self.allow.iter().any(|entry| entry == program);
-            if !(named && resolved.is_none()) {
-                return Err(TaskError::forbidden(format!(
-                    "program `{program}` is not on this worker's exec allowlist"
-                )));
-            }
-        }
-        let path = resolved.ok_or_else(|| {
-            TaskError::fatal(
-                PROGRAM_NOT_FOUND,
-                if program.contains('/') {
-                    format!("program `{program}` does not exist")
-                } else {
-                    format!("program `{program}` was not found on the worker's PATH")
-                },
-            )
-        })?;
-        check_executable(program, &path)?;
-        Ok(path)
+        allowlist::check(&self.entries, spec)
     }
-}
-
-/// The path a program name stands for: itself when it has a `/` (made
-/// absolute against the working directory), else the first executable
-/// file of that name on the worker's `PATH`. `None` when nothing is there.
-fn resolve(program: &str) -> Option<PathBuf> {
-    if program.contains('/') {
-        let path = Path::new(program);
-        let path = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            std::env::current_dir().ok()?.join(path)
-        };
-        return path.exists().then_some(path);
-    }
-    let search: OsString = std::env::var_os("PATH")?;
-    std::env::split_paths(&search)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join(program))
-        .find(|candidate| is_executable_file(candidate))
-}
-
-/// What two paths are compared by: the directory with its links resolved,
-/// and the file name as written.
-fn identity(path: &Path) -> PathBuf {
-    let dir = path
-        .parent()
-        .and_then(|dir| dir.canonicalize().ok())
-        .unwrap_or_else(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
-    match path.file_name() {
-        Some(name) => dir.join(name),
-        None => dir,
-    }
-}
-
-fn is_executable_file(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
-fn check_executable(program: &str, path: &Path) -> Result<(), TaskError> {
-    use std::os::unix::fs::PermissionsExt;
-    let metadata = std::fs::metadata(path).map_err(|e| {
-        TaskError::fatal(
-            PROGRAM_NOT_FOUND,
-            format!("program `{program}` ({}): {e}", path.display()),
-        )
-    })?;
-    if !metadata.is_file() {
-        return Err(TaskError::fatal(
-            PROGRAM_NOT_EXECUTABLE,
-            format!("program `{program}` ({}) is not a file", path.display()),
-        ));
-    }
-    if metadata.permissions().mode() & 0o111 == 0 {
-        return Err(TaskError::fatal(
-            PROGRAM_NOT_EXECUTABLE,
-            format!(
-                "program `{program}` ({}) is not executable (no x permission)",
-                path.display()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Parses a size in bytes: a number, optionally followed by `K`, `M`, `G`

@@ -9,6 +9,7 @@
 //! | exits 0                                | succeeds with what it printed (below)                 |
 //! | exits non-zero or dies from a signal   | fails, retryable: [`EXIT_STATUS`], with the status and the tail of stderr |
 //! | is not on the allowlist                | fails, never retried: [`FORBIDDEN`](crate::FORBIDDEN) (dead-lettered with reason `forbidden`); nothing is started |
+//! | is on it, but its arguments or variables fit none of its entry's patterns | the same: [`FORBIDDEN`](crate::FORBIDDEN), dead-lettered, nothing started |
 //! | does not exist / cannot be executed    | fails, never retried: [`PROGRAM_NOT_FOUND`] / [`PROGRAM_NOT_EXECUTABLE`] |
 //! | prints more than the output cap        | is killed; fails, never retried: [`OUTPUT_TOO_LARGE`]  |
 //! | prints what the format cannot decode   | fails, never retried: [`OUTPUT_DECODE`]                |
@@ -28,27 +29,86 @@
 //! handled at once, so a program that prints much before reading its input
 //! does not block.
 //!
+//! # Argument patterns
+//!
+//! An allowlist entry is whitespace-separated tokens,
+//! `[NAME=GLOB ...] PROGRAM [ARG-GLOB ...] [...]`:
+//!
+//! - `PROGRAM` alone keeps the plain meaning: that program with **any**
+//!   arguments and any task environment (but `LD_*`). For an interpreter
+//!   (`python3`, `bash`, `node`, `perl`) that is any code a publisher
+//!   sends, through `-c` or `-e`: use a pattern for those.
+//! - `python3 /opt/jobs/*.py`: the task's arguments must match the globs
+//!   one for one, no more and no fewer. A last token `...` admits any
+//!   number of further arguments, none starting with `-`.
+//! - A glob matches a whole argument: `*` any run of characters but `/`,
+//!   `?` one character but `/`, `\x` the character `x`, anything else
+//!   itself. An argument starting with `-` matches only a glob that starts
+//!   with a literal `-` (so `*` never admits `-c`), and a glob with a
+//!   wildcard never matches an argument with a `.` or `..` path component
+//!   (so `/opt/jobs/*/run.py` cannot climb out of `/opt/jobs`). Code
+//!   injection through options is refused by construction: only the
+//!   options an entry spells out can be passed.
+//! - `NAME=GLOB` tokens before the program name the variables a task may
+//!   set for this entry; a patterned entry without them lets the task set
+//!   none (`PYTHONSTARTUP`, `BASH_ENV`, `NODE_OPTIONS` and `PERL5OPT`
+//!   inject code as well as `-c` does).
+//!
+//! A task is allowed when some entry naming its program fits it. An entry
+//! has no spaces or commas inside an argument (`?` stands for one).
+//! Symbolic links below a directory in a pattern are followed: keep the
+//! directory writable by its owner only.
+//!
 //! # Isolation
 //!
 //! - **Allowlist**: see [`ExecConfig`]; an empty allowlist (the default)
 //!   forbids every program.
 //! - **Environment**: cleared, then only the worker's variables on the
-//!   allowlist ([`DEFAULT_ENV_ALLOW`] plus [`ExecConfig::env_allow`]), then
-//!   `HOME` and `TMPDIR` set to the run's working directory, then the
-//!   task's own [`ExecSpec::env`] (which may not set the loader's `LD_*`
-//!   variables: forbidden).
+//!   allowlist ([`DEFAULT_ENV_ALLOW`] plus [`ExecConfig::env_allow`], never
+//!   the worker's secrets, [`SECRET_ENV`]), then `HOME` and `TMPDIR` set to
+//!   the run's working directory, then the task's own [`ExecSpec::env`]
+//!   (which may not set the loader's `LD_*` variables: forbidden).
+//! - **The worker's secrets**: besides the cleared environment, the worker
+//!   makes itself non-dumpable ([`hide_worker_from_programs`]) so that a
+//!   process of its uid without `CAP_SYS_PTRACE` cannot read its original
+//!   environment block from `/proc/<worker>/environ`, and every program
+//!   starts without capabilities (bounding, ambient, permitted, effective
+//!   and inheritable sets cleared), so that not even a program running as
+//!   root can. `/proc/<worker>/cmdline` stays world-readable: secrets go in
+//!   the environment or in files (`--amqp-addr-file`), never in flags.
+//! - **User** ([`ExecConfig::user`]): programs run as that uid and gid,
+//!   with no supplementary groups. This is the real boundary: a program of
+//!   the worker's uid can still signal the worker, write its files, and
+//!   read whatever the worker can read.
+//! - **No new privileges**: `PR_SET_NO_NEW_PRIVS` in every program, so
+//!   set-user-ID binaries (`sudo`, `su`) and file capabilities grant
+//!   nothing.
+//! - **Network** ([`ExecConfig::network`]): with
+//!   [`ExecNetwork::Isolated`] each program starts in a new, empty network
+//!   namespace (loopback down): no TCP or UDP anywhere, not even to the
+//!   worker's host. Unix sockets on the file system stay reachable.
 //! - **Working directory**: a fresh, private directory per run under
-//!   [`ExecConfig::workdir_root`], the program's current directory, removed
-//!   afterwards.
+//!   [`ExecConfig::workdir_root`], the program's current directory, owned
+//!   by the exec user, removed afterwards. There is no file-system
+//!   isolation: a program reads and writes whatever its uid may.
 //! - **Process group**: the program leads a new process group. Time limits,
 //!   cancellation and dropping the [`run`] future signal the whole group,
 //!   so children and grandchildren go too; when the program exits, whatever
 //!   it left running in its group is killed. If the worker itself is killed
 //!   with SIGKILL, the kernel kills the program (`PR_SET_PDEATHSIG`, armed
 //!   before it starts); processes it started itself are not reached then.
-//! - **rlimits**: address space ([`ExecConfig::memory_limit`],
-//!   `RLIMIT_AS`) and CPU time ([`ExecConfig::cpu_limit`], `RLIMIT_CPU`),
-//!   set in the child before it executes the program.
+//! - **rlimits**, per process, always: address space
+//!   ([`ExecConfig::memory_limit`], `RLIMIT_AS`) and CPU time
+//!   ([`ExecConfig::cpu_limit`], `RLIMIT_CPU`), set in the child before it
+//!   executes the program. A program that forks gets them again in each
+//!   child: they do not bound a run as a whole.
+//! - **cgroup v2**, per run, when [`ExecConfig::prepare`] finds a usable
+//!   delegated cgroup ([`CgroupMode`]): each run gets its own cgroup with
+//!   `memory.max` (the memory limit, swap excluded), `cpu.max`
+//!   ([`ExecConfig::cpus`]) and `pids.max` ([`ExecConfig::pids_limit`]),
+//!   and whatever is left in it when the run ends is killed
+//!   (`cgroup.kill`). Otherwise rlimits alone, and the worker says so at
+//!   start-up.
 //! - **Output cap**: at most [`ExecConfig::max_output`] bytes of stdout are
 //!   kept; of stderr, only the last [`ExecConfig::stderr_tail`] bytes.
 //!
@@ -56,8 +116,9 @@
 //!
 //! [`register`] adds `celeriac.exec` to a [`Registry`], with the soft and
 //! hard time limits of each task's envelope. `celeriac-worker` always
-//! registers it, configured by its `--exec-*` flags; without
-//! `--exec-allow` every exec task is dead-lettered as forbidden.
+//! registers it, configured by its `--exec-*` flags and checked by
+//! [`ExecConfig::prepare`] before it connects; without `--exec-allow`
+//! every exec task is dead-lettered as forbidden.
 //!
 //! # Examples
 //!
@@ -81,11 +142,18 @@
 //! # }).unwrap();
 //! ```
 
+mod allowlist;
+mod cgroup;
+mod child;
 mod config;
 mod output;
 mod process;
+mod sandbox;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sandbox;
+mod user;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,10 +164,13 @@ use celeriac_schema::Envelope;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use cgroup::CgroupMode;
 pub use config::{
     parse_bytes, ExecConfig, DEFAULT_ENV_ALLOW, DEFAULT_MAX_OUTPUT, DEFAULT_STDERR_TAIL,
     DEFAULT_TERM_GRACE,
 };
+pub use sandbox::{hide_worker_from_programs, ExecNetwork, SECRET_ENV};
+pub use user::ExecUser;
 
 use crate::registry::{Registry, TaskContext};
 use crate::task_error::TaskError;

@@ -7,7 +7,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use celeriac_schema::exec::ExecSpec;
-use rustix::process::{Pid, Resource, Rlimit, Signal};
+use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::time::Instant;
@@ -16,13 +16,15 @@ use tracing::{debug, warn};
 
 use crate::task_error::{TaskError, BAD_INPUT, TIME_LIMIT};
 
+use super::child::{self, ChildPlan};
 use super::output::{
     decode_output, describe_status, encode_input, signal_of, Tail, SIGABRT, SIGKILL, SIGSEGV,
     SIGXCPU,
 };
+use super::sandbox::is_current_identity;
 use super::{
-    ExecConfig, ExecLimits, EXEC_SETUP, EXIT_STATUS, OUTPUT_NOT_CLOSED, OUTPUT_TOO_LARGE,
-    PROGRAM_NOT_EXECUTABLE, PROGRAM_NOT_FOUND,
+    ExecConfig, ExecLimits, ExecNetwork, EXEC_SETUP, EXIT_STATUS, OUTPUT_NOT_CLOSED,
+    OUTPUT_TOO_LARGE, PROGRAM_NOT_EXECUTABLE, PROGRAM_NOT_FOUND,
 };
 
 /// How long the output pipes may stay open once the program has exited
@@ -47,8 +49,8 @@ pub(crate) async fn run(
     limits: ExecLimits,
     cancel: &CancellationToken,
 ) -> Result<rmpv::Value, TaskError> {
-    let program = config.check(&spec.program)?;
     check_env(spec)?;
+    let program = config.check_spec(spec)?;
     let stdin_bytes = encode_input(spec.format, input)?;
     if cancel.is_cancelled() {
         return Err(cancelled("cancelled before the program started"));
@@ -56,7 +58,30 @@ pub(crate) async fn run(
 
     // Declared before the process group so that, when the future is
     // dropped, the group is killed before the directory is removed.
-    let workdir = Workdir::create(config.workdir())?;
+    let workdir = Workdir::create(
+        config.workdir(),
+        config.exec_user().map(|u| (u.uid(), u.gid())),
+    )?;
+    // Declared after the working directory: dropped (killed and removed)
+    // before it.
+    let cgroup = match config.cgroup_parent() {
+        Some(parent) => Some(parent.create_run().map_err(|e| {
+            TaskError::new(
+                EXEC_SETUP,
+                format!(
+                    "cannot create the run's cgroup under {}: {e}",
+                    parent.dir().display()
+                ),
+            )
+        })?),
+        None => None,
+    };
+    let cgroup_procs = match &cgroup {
+        Some(run) => Some(run.procs().map_err(|e| {
+            TaskError::new(EXEC_SETUP, format!("cannot open the run's cgroup: {e}"))
+        })?),
+        None => None,
+    };
     let mut command = Command::new(&program);
     command
         .args(&spec.args)
@@ -76,13 +101,27 @@ pub(crate) async fn run(
         .env("HOME", workdir.path())
         .env("TMPDIR", workdir.path())
         .envs(&spec.env);
-    prepare_child(&mut command, config.memory(), config.cpu());
+    child::prepare(
+        &mut command,
+        ChildPlan {
+            memory: config.memory(),
+            cpu: config.cpu(),
+            // Without a cgroup: the rlimit, per uid (see ExecConfig::pids_limit).
+            processes: config.pids().filter(|_| cgroup.is_none()),
+            user: config
+                .exec_user()
+                .map(|u| (u.uid(), u.gid()))
+                .filter(|(uid, gid)| !is_current_identity(*uid, *gid)),
+            new_network: config.exec_network() == ExecNetwork::Isolated,
+            cgroup: cgroup_procs,
+        },
+    );
 
     check_format(&spec.program, &program)?;
     debug!(program = %program.display(), args = ?spec.args, workdir = %workdir.path().display(), "starting program");
     let mut child = command
         .spawn()
-        .map_err(|e| spawn_error(&spec.program, &program, &e))?;
+        .map_err(|e| spawn_error(config, &spec.program, &program, &e))?;
     let mut group = Group::new(child.id());
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
@@ -178,6 +217,7 @@ pub(crate) async fn run(
         }
     }
     drop(group);
+    drop(cgroup);
     workdir.remove().await;
 
     let stderr = stderr.map(|tail| tail.text()).unwrap_or_default();
@@ -292,7 +332,7 @@ fn check_env(spec: &ExecSpec) -> Result<(), TaskError> {
 
 /// Refuses a regular file that is neither a binary (ELF) nor a script with
 /// a `#!` line. `execvp`, which starts programs once the child is prepared
-/// (see [`prepare_child`]), would otherwise hand such a file to `/bin/sh`:
+/// (see [`child::prepare`]), would otherwise hand such a file to `/bin/sh`:
 /// programs run without a shell. Files that cannot be read here are left
 /// to the spawn, whose error names the cause.
 fn check_format(requested: &str, program: &Path) -> Result<(), TaskError> {
@@ -325,9 +365,15 @@ fn check_format(requested: &str, program: &Path) -> Result<(), TaskError> {
     ))
 }
 
-fn spawn_error(requested: &str, program: &Path, e: &io::Error) -> TaskError {
+fn spawn_error(config: &ExecConfig, requested: &str, program: &Path, e: &io::Error) -> TaskError {
     const ENOEXEC: i32 = 8;
-    let what = format!("cannot start `{requested}` ({})", program.display());
+    let what = match config.exec_user() {
+        Some(user) => format!(
+            "cannot start `{requested}` ({}) as {user}",
+            program.display()
+        ),
+        None => format!("cannot start `{requested}` ({})", program.display()),
+    };
     match (e.kind(), e.raw_os_error()) {
         (io::ErrorKind::NotFound, _) => TaskError::fatal(
             PROGRAM_NOT_FOUND,
@@ -342,75 +388,6 @@ fn spawn_error(requested: &str, program: &Path, e: &io::Error) -> TaskError {
         ),
         (io::ErrorKind::InvalidInput, _) => TaskError::fatal(BAD_INPUT, format!("{what}: {e}")),
         _ => TaskError::new(EXEC_SETUP, format!("{what}: {e}")),
-    }
-}
-
-/// `ESRCH`: the parent the child should die with is gone.
-const ESRCH: i32 = 3;
-
-/// Prepares the child between fork and exec: it dies with the worker
-/// (`PR_SET_PDEATHSIG`), and gets the memory and CPU rlimits.
-fn prepare_child(command: &mut Command, memory: Option<u64>, cpu: Option<Duration>) {
-    // Computed here, in the parent: the child only makes system calls.
-    let clamp = |resource: Resource, wanted: u64| {
-        // Raising a hard limit needs privileges: never ask for more than
-        // the worker's own.
-        let maximum = rustix::process::getrlimit(resource).maximum;
-        let limit = maximum.map_or(wanted, |max| wanted.min(max));
-        (resource, limit, maximum)
-    };
-    let memory = memory.map(|bytes| {
-        let (resource, limit, _) = clamp(Resource::As, bytes);
-        (
-            resource,
-            Rlimit {
-                current: Some(limit),
-                maximum: Some(limit),
-            },
-        )
-    });
-    let cpu = cpu.map(|limit| {
-        let seconds = limit.as_secs() + u64::from(limit.subsec_nanos() > 0);
-        let (resource, soft, maximum) = clamp(Resource::Cpu, seconds.max(1));
-        // SIGXCPU at the soft limit, SIGKILL one second later.
-        let hard = maximum.map_or(soft + 1, |max| (soft + 1).min(max));
-        (
-            resource,
-            Rlimit {
-                current: Some(soft),
-                maximum: Some(hard),
-            },
-        )
-    });
-    let limits = [memory, cpu];
-    // The worker's pid, to see in the child whether it died before the
-    // death signal was armed.
-    let parent = i32::try_from(std::process::id())
-        .ok()
-        .and_then(Pid::from_raw);
-    // SAFETY: the closure runs in the forked child before exec, where only
-    // async-signal-safe work is sound (another thread of the parent may
-    // have held the allocator's lock at fork time). It captures `Copy`
-    // values computed above and makes system calls only (`prctl`,
-    // `getppid`, `setrlimit`): rustix makes the raw calls, which neither
-    // allocate nor lock, and an error becomes an `io::Error` from the raw
-    // errno, which does not allocate either.
-    #[allow(unsafe_code)]
-    unsafe {
-        command.pre_exec(move || {
-            // A worker killed with SIGKILL cannot kill its programs: the
-            // kernel does, when the thread that started them (a runtime
-            // thread, alive as long as the worker) exits.
-            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
-            if rustix::process::getppid() != parent {
-                // The worker died before the signal was armed.
-                return Err(io::Error::from_raw_os_error(ESRCH));
-            }
-            for (resource, limit) in limits.iter().flatten() {
-                rustix::process::setrlimit(*resource, *limit)?;
-            }
-            Ok(())
-        });
     }
 }
 
@@ -462,7 +439,9 @@ struct Workdir {
 }
 
 impl Workdir {
-    fn create(root: &Path) -> Result<Workdir, TaskError> {
+    /// A fresh directory under `root`, owned by `owner` (uid, gid) when
+    /// given.
+    fn create(root: &Path, owner: Option<(u32, u32)>) -> Result<Workdir, TaskError> {
         use std::os::unix::fs::DirBuilderExt;
         let setup = |e: io::Error| {
             TaskError::new(
@@ -483,7 +462,11 @@ impl Workdir {
             .mode(0o700)
             .create(&path)
             .map_err(setup)?;
-        Ok(Workdir { path: Some(path) })
+        let workdir = Workdir { path: Some(path) };
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(workdir.path(), Some(uid), Some(gid)).map_err(setup)?;
+        }
+        Ok(workdir)
     }
 
     fn path(&self) -> &Path {

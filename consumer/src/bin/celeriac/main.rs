@@ -52,34 +52,32 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 )]
 struct Cli {
     #[command(flatten)]
-    global: Global,
+    global: GlobalArgs,
 
     #[command(subcommand)]
     command: Command,
 }
 
-/// Options every subcommand shares.
+/// Options every subcommand shares, as given.
 #[derive(Debug, Args)]
-pub struct Global {
-    /// The RabbitMQ broker.
-    #[arg(
-        long,
-        global = true,
-        env = "AMQP_ADDR",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    pub amqp_addr: String,
+struct GlobalArgs {
+    /// The RabbitMQ broker (default: amqp://guest:guest@127.0.0.1:5672/%2f).
+    #[arg(long, global = true, env = "AMQP_ADDR", hide_env_values = true)]
+    amqp_addr: Option<String>,
 
-    /// The Redis state store.
-    #[arg(
-        long,
-        global = true,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
-    )]
-    pub redis_url: String,
+    /// A file holding the broker URL (a trailing newline is ignored); not
+    /// together with --amqp-addr / AMQP_ADDR.
+    #[arg(long, global = true, env = "AMQP_ADDR_FILE")]
+    amqp_addr_file: Option<std::path::PathBuf>,
+
+    /// The Redis state store (default: redis://127.0.0.1:6379).
+    #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+
+    /// A file holding the Redis URL (a trailing newline is ignored); not
+    /// together with --redis-url / REDIS_URL.
+    #[arg(long, global = true, env = "REDIS_URL_FILE")]
+    redis_url_file: Option<std::path::PathBuf>,
 
     /// Namespace of the queues and the store keys.
     #[arg(
@@ -88,7 +86,33 @@ pub struct Global {
         env = "CELERIAC_NAMESPACE",
         default_value = "celeriac"
     )]
+    namespace: String,
+}
+
+/// Options every subcommand shares, with the secrets read.
+#[derive(Debug)]
+pub struct Global {
+    /// The RabbitMQ broker.
+    pub amqp_addr: String,
+    /// The Redis state store.
+    pub redis_url: String,
+    /// Namespace of the queues and the store keys.
     pub namespace: String,
+}
+
+impl GlobalArgs {
+    /// Reads the secrets given as files.
+    fn resolve(self) -> celeriac_consumer::Result<Global> {
+        use celeriac_consumer::secrets::{resolve, AMQP_ADDR, REDIS_URL};
+        let amqp_addr = resolve(AMQP_ADDR, self.amqp_addr, self.amqp_addr_file.as_deref())?;
+        let redis_url = resolve(REDIS_URL, self.redis_url, self.redis_url_file.as_deref())?;
+        Ok(Global {
+            amqp_addr: amqp_addr
+                .unwrap_or_else(|| celeriac_consumer::cli::DEFAULT_AMQP_ADDR.to_owned()),
+            redis_url: redis_url.unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()),
+            namespace: self.namespace,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,11 +214,22 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    let global = match cli.global.resolve() {
+        Ok(global) => global,
+        Err(celeriac_consumer::Error::Config(message)) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
-        Command::Status { id, json } => status::run(&cli.global, &id, json).await,
-        Command::Send(args) => send::run(&cli.global, &args).await,
-        Command::Beat(args) => beat::run(&cli.global, &args).await,
+        Command::Status { id, json } => status::run(&global, &id, json).await,
+        Command::Send(args) => send::run(&global, &args).await,
+        Command::Beat(args) => beat::run(&global, &args).await,
         Command::Run(args) => run::run(&args).await,
-        Command::Submit(args) => submit::run(&cli.global, &args).await,
+        Command::Submit(args) => submit::run(&global, &args).await,
     }
 }

@@ -34,9 +34,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Programs the flow may run (names looked up on PATH, or paths;
-    /// repeat or separate with commas). Default: any program, as the file
-    /// is the user's own.
+    /// Programs the flow may run (names looked up on PATH, or paths, each
+    /// optionally with argument patterns as in `celeriac-worker
+    /// --exec-allow`; repeat or separate with commas). Default: any
+    /// program, as the file is the user's own.
     #[arg(long, value_delimiter = ',')]
     pub allow: Vec<String>,
 }
@@ -76,9 +77,17 @@ pub async fn run(args: &RunArgs) -> ExitCode {
     let exec = if args.allow.is_empty() {
         ExecConfig::new().allow_any()
     } else {
-        args.allow
+        let config = args
+            .allow
             .iter()
-            .fold(ExecConfig::new(), |config, program| config.allow(program))
+            .fold(ExecConfig::new(), |config, program| config.allow(program));
+        match config.prepare() {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(INVALID);
+            }
+        }
     };
     let options = FlowOptions::new().exec(exec).max_workers(args.max_workers);
     let mut scheduler = match LocalScheduler::from_flow(&flow, options) {
