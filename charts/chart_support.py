@@ -120,3 +120,31 @@ def worker(docs: list[dict]) -> dict:
 
 def env_of(container: dict) -> dict[str, dict]:
     return {e["name"]: e for e in container.get("env", [])}
+
+
+def credential_files(pod: dict, container: dict) -> dict[str, tuple[str, str]]:
+    """For AMQP_ADDR and REDIS_URL: the (Secret, key) behind the file that
+    the container's AMQP_ADDR_FILE / REDIS_URL_FILE name; fails on a URL
+    given as a plain variable."""
+    env = env_of(container)
+    for var in ("AMQP_ADDR", "REDIS_URL"):
+        need(var not in env, f"{var} given as a variable (visible in /proc/<pid>/environ), not as a file")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    out = {}
+    for var in ("AMQP_ADDR", "REDIS_URL"):
+        path = env.get(f"{var}_FILE", {}).get("value")
+        if path is None:
+            continue
+        for m in container.get("volumeMounts", []):
+            prefix = m["mountPath"].rstrip("/") + "/"
+            if path.startswith(prefix):
+                need(m.get("readOnly") is True, f"{var}_FILE mount {m} is writable")
+                secret = volumes[m["name"]]["secret"]
+                item = path[len(prefix):]
+                keys = {i["path"]: i["key"] for i in secret.get("items", [])} or None
+                out[var] = (secret["secretName"], keys[item] if keys else item)
+                break
+        else:
+            raise CheckFailed(f"{var}_FILE={path} is not on a mounted Secret")
+    return out
+

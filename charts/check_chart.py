@@ -21,7 +21,7 @@ import kubernetes_validate
 import yaml
 
 import check_security
-from chart_support import (CHART, ROOT, CheckFailed, by_kind, checked, deep_merge, env_of, failures, need, ok, one,
+from chart_support import (CHART, ROOT, CheckFailed, by_kind, checked, credential_files, deep_merge, env_of, failures, need, ok, one,
                            render, run, section, with_base, worker)
 ALERTS = CHART / "files" / "alerts.yaml"
 ALERT_TESTS = CHART / "tests" / "alerts_test.yaml"
@@ -378,17 +378,16 @@ def check_worker_deployment() -> None:
     ok(f"worker: CELERIAC_GRACE={grace}s < terminationGracePeriodSeconds={pod['terminationGracePeriodSeconds']}")
     # Credentials only from the Secret.
     secret = one(docs, "Secret")
+    files = credential_files(pod, c)
     for var in ("AMQP_ADDR", "REDIS_URL"):
-        ref = env[var]["valueFrom"]["secretKeyRef"]
-        need(ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["data"], f"{var} ref {ref}")
-        need("value" not in env[var], f"{var} given in clear")
+        need(files.get(var) == (secret["metadata"]["name"], var) and var in secret["data"], f"{var} file {files}")
     need(env["CELERIAC_QUEUES"]["value"] == "default" and env["CELERIAC_NAMESPACE"]["value"] == "celeriac"
          and env["CELERIAC_CONCURRENCY"]["value"] == "16", "queues/namespace/concurrency env")
     need(env["CELERIAC_METRICS_ADDR"]["value"] == "0.0.0.0:9464", "CELERIAC_METRICS_ADDR")
     need(c["image"] == f"celeriac-worker:{yaml.safe_load((CHART / 'Chart.yaml').read_text())['appVersion']}",
          f"image {c['image']}")
     need("checksum/secret" in dep["spec"]["template"]["metadata"]["annotations"], "no secret checksum")
-    ok("worker: AMQP_ADDR and REDIS_URL from the chart's Secret; queues, namespace, concurrency, metrics address set")
+    ok("worker: AMQP_ADDR and REDIS_URL as files from the chart's Secret (never variables); queues, namespace, concurrency, metrics address set")
     need(c["resources"]["requests"] and c["resources"]["limits"], "resources")
     pdb = one(docs, "PodDisruptionBudget")
     need(pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"], "PDB selector")
@@ -422,7 +421,8 @@ def check_worker_deployment() -> None:
     ok("full: every worker option reaches its env var; digest, spread constraints, PDB minAvailable")
     nb = docs_for("no-store")
     (nc,) = worker(nb)["spec"]["template"]["spec"]["containers"]
-    need("REDIS_URL" not in env_of(nc) and "REDIS_URL" not in one(nb, "Secret")["data"], "store.enabled=false")
+    nfiles = credential_files(worker(nb)["spec"]["template"]["spec"], nc)
+    need("REDIS_URL" not in nfiles and "REDIS_URL" not in one(nb, "Secret")["data"], "store.enabled=false")
     ok("no-store: store.enabled=false drops REDIS_URL from the worker and the Secret")
 
 
@@ -442,8 +442,7 @@ def check_beat() -> None:
     need(c["securityContext"] == wc["securityContext"] and c["securityContext"]["readOnlyRootFilesystem"] is True
          and pod["securityContext"] == wpod["securityContext"], "beat security settings differ from the worker's")
     need(pod["automountServiceAccountToken"] is False, "beat mounts the service account token")
-    need(env_of(c)["AMQP_ADDR"]["valueFrom"]["secretKeyRef"] and env_of(c)["REDIS_URL"]["valueFrom"]["secretKeyRef"],
-         "beat broker and store URLs from the Secret")
+    need(set(credential_files(pod, c)) == {"AMQP_ADDR", "REDIS_URL"}, "beat broker and store URLs from the Secret")
     need(beat["spec"]["selector"]["matchLabels"] != worker(docs)["spec"]["selector"]["matchLabels"],
          "beat selector overlaps the worker's")
     need("livenessProbe" not in c and "ports" not in c, "beat without metricsPort has probes")
@@ -455,9 +454,9 @@ def check_beat() -> None:
     cm = cms[0]
     need(cm["data"] == BEAT_FLOWS, f"flows ConfigMap data {cm['data']}")
     need(all(isinstance(yaml.safe_load(t), dict) for t in cm["data"].values()), "a flow in the ConfigMap is not a mapping")
-    # ... mounted read-only, the only volume: beat writes nothing.
-    (vol,) = pod["volumes"]
-    (mount,) = c["volumeMounts"]
+    # ... mounted read-only; beside the credentials, the only volume: beat writes nothing.
+    (vol,) = [v for v in pod["volumes"] if v["name"] != "credentials"]
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == vol["name"]]
     need(vol["configMap"]["name"] == cm["metadata"]["name"] and mount["name"] == vol["name"]
          and mount["mountPath"] == FLOWS_DIR and mount["readOnly"] is True, f"flows volume {vol}, mount {mount}")
     need(c["command"] == ["celeriac"] and c["args"] == ["beat", FLOWS_DIR], f"beat command {c['command']} {c['args']}")
@@ -492,7 +491,7 @@ def check_beat() -> None:
     (c,) = pod["containers"]
     need(not [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["labels"].get("app.kubernetes.io/component") == "beat"],
          "a flows ConfigMap is rendered although existingFlowsConfigMap is set")
-    (vol,) = pod["volumes"]
+    (vol,) = [v for v in pod["volumes"] if "configMap" in v]
     need(vol["configMap"]["name"] == "shop-flows" and c["volumeMounts"][0]["mountPath"] == FLOWS_DIR, f"volume {vol}")
     need(c["args"] == ["beat", FLOWS_DIR, "/opt/flows/extra.yaml"], f"args {c['args']} (the directory given twice?)")
     need("annotations" not in beat["spec"]["template"]["metadata"], "annotations without chart flows or Secret")
@@ -566,8 +565,8 @@ def check_existing_secret() -> None:
     need(not by_kind(docs, "Secret"), "a Secret is rendered although existingSecret is set")
     c = worker(docs)["spec"]["template"]["spec"]["containers"][0]
     env = env_of(c)
-    for var in ("AMQP_ADDR", "REDIS_URL"):
-        need(env[var]["valueFrom"]["secretKeyRef"]["name"] == "celeriac-urls", f"{var} not from existingSecret")
+    files = credential_files(worker(docs)["spec"]["template"]["spec"], c)
+    need({s for s, _ in files.values()} == {"celeriac-urls"} and len(files) == 2, f"URLs not from existingSecret: {files}")
     (ref,) = one(docs, "TriggerAuthentication")["spec"]["secretTargetRef"]
     need(ref["name"] == "celeriac-urls", "TriggerAuthentication not from existingSecret")
     ann = worker(docs)["spec"]["template"]["metadata"]["annotations"]
@@ -705,7 +704,7 @@ def check_worker_source() -> None:
         return
     missing = sorted(m for m in METRICS if m.removeprefix("celeriac_") not in src)
     need(not missing, f"metrics used by the alerts/dashboard but not defined in consumer/src: {missing}")
-    for flag in ("CELERIAC_METRICS_ADDR", "CELERIAC_METRICS_TOKEN_FILE", "REDIS_URL", "AMQP_ADDR", "CELERIAC_QUEUES",
+    for flag in ("CELERIAC_METRICS_ADDR", "CELERIAC_METRICS_TOKEN_FILE", "REDIS_URL_FILE", "AMQP_ADDR_FILE", "CELERIAC_QUEUES",
                  "CELERIAC_CONCURRENCY", "CELERIAC_GRACE", "CELERIAC_NAMESPACE"):
         need(flag in src, f"the chart sets {flag}, which the worker does not read")
     ok("worker source: defines every metric and env var the chart relies on")

@@ -80,17 +80,13 @@ app.kubernetes.io/component: worker
 
 {{/* Environment shared by every celeriac container: broker, store, namespace. */}}
 {{- define "celeriac.commonEnv" -}}
-- name: AMQP_ADDR
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "celeriac.secretName" . }}
-      key: {{ .Values.credentials.amqpAddrKey }}
+{{- /* Files, not variables: a file keeps the passwords out of the
+process's environment block, which /proc shows for the process's life. */}}
+- name: AMQP_ADDR_FILE
+  value: {{ printf "/etc/celeriac/credentials/%s" .Values.credentials.amqpAddrKey | quote }}
 {{- if .Values.store.enabled }}
-- name: REDIS_URL
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "celeriac.secretName" . }}
-      key: {{ .Values.credentials.redisUrlKey }}
+- name: REDIS_URL_FILE
+  value: {{ printf "/etc/celeriac/credentials/%s" .Values.credentials.redisUrlKey | quote }}
 {{- end }}
 - name: CELERIAC_NAMESPACE
   value: {{ .Values.celeriacNamespace | quote }}
@@ -132,8 +128,12 @@ file comes from a Secret mounted by celeriac.securityVolumes. */}}
 {{- end }}
 {{- end }}
 
-{{/* Volume mounts of the Secrets named in tls, signing and metrics. */}}
+{{/* Volume mounts of the credentials and of the Secrets named in tls and
+signing. */}}
 {{- define "celeriac.securityVolumeMounts" -}}
+- name: credentials
+  mountPath: /etc/celeriac/credentials
+  readOnly: true
 {{- if .Values.tls.broker.existingSecret }}
 - name: tls-broker
   mountPath: /etc/celeriac/tls/broker
@@ -153,6 +153,17 @@ file comes from a Secret mounted by celeriac.securityVolumes. */}}
 
 {{/* The volumes behind celeriac.securityVolumeMounts. */}}
 {{- define "celeriac.securityVolumes" -}}
+- name: credentials
+  secret:
+    secretName: {{ include "celeriac.secretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.credentials.amqpAddrKey }}
+        path: {{ .Values.credentials.amqpAddrKey }}
+      {{- if .Values.store.enabled }}
+      - key: {{ .Values.credentials.redisUrlKey }}
+        path: {{ .Values.credentials.redisUrlKey }}
+      {{- end }}
 {{- if .Values.tls.broker.existingSecret }}
 - name: tls-broker
   secret:
