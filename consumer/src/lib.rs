@@ -55,6 +55,7 @@ mod lease;
 pub mod local;
 mod metrics;
 mod registry;
+mod signing;
 mod stats;
 mod task_error;
 mod worker;
