@@ -21,7 +21,8 @@ fn golden_dir() -> PathBuf {
 }
 
 fn doc() -> Json {
-    let text = std::fs::read_to_string(golden_dir().join("signatures").join("vectors.json")).unwrap();
+    let text =
+        std::fs::read_to_string(golden_dir().join("signatures").join("vectors.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -45,7 +46,10 @@ fn body(vector: &Json) -> Vec<u8> {
     match (vector.get("body_file"), vector.get("body_hex")) {
         (Some(Json::String(file)), None) => std::fs::read(golden_dir().join(file)).unwrap(),
         (None, Some(Json::String(h))) => hex(h),
-        other => panic!("{}: a body_file or a body_hex, got {other:?}", vector["name"]),
+        other => panic!(
+            "{}: a body_file or a body_hex, got {other:?}",
+            vector["name"]
+        ),
     }
 }
 
@@ -88,7 +92,11 @@ fn sign_vectors_give_their_canonical_string_and_signature() {
         let fields = fields(vector);
         let body = body(vector);
         let want_canonical = hex(vector["canonical_hex"].as_str().unwrap());
-        assert_eq!(canonical(&fields, &body), want_canonical, "{name}: canonical string");
+        assert_eq!(
+            canonical(&fields, &body),
+            want_canonical,
+            "{name}: canonical string"
+        );
         let ring = Keyring::new(key_id, &secret(&doc, key_id)).unwrap();
         assert_eq!(
             ring.sign(&fields, &body),
