@@ -308,9 +308,11 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("keys");
         std::fs::write(&path, "k1 c2VjcmV0LXNlY3JldC1zZWNyZXQ=\nk2\n").expect("write");
-        let err = load_keyring(&path).unwrap_err().to_string();
+        let err = load_keyring(&path).expect_err("line 2 is bad").to_string();
         assert!(err.contains("keys: line 2: "), "{err}");
-        let missing = load_keyring(&dir.join("absent")).unwrap_err().to_string();
+        let missing = load_keyring(&dir.join("absent"))
+            .expect_err("no such file")
+            .to_string();
         assert!(missing.contains("cannot read it"), "{missing}");
         std::fs::write(&path, "k1 c2VjcmV0LXNlY3JldC1zZWNyZXQ=\n").expect("write");
         assert_eq!(load_keyring(&path).expect("loads").signing_key_id(), "k1");
