@@ -278,6 +278,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_of_the_spec_parses() {
+        let text = "# celeriac signing keys: the first signs, all verify\n\
+            2025-06  k3T0pXyq0mE2b8JmE0Cq4a8s3v2t1w9xY7zQ6uR5nLo=\n\
+            2025-01  Qm9vdHN0cmFwIHNlY3JldCBmb3IgamFudWFyeSAyMDI1   # until the 1st of July\n";
+        let ring = Keyring::parse(text).expect("parses");
+        assert_eq!(ring.key_ids().collect::<Vec<_>>(), ["2025-06", "2025-01"]);
+    }
+
+    #[test]
     fn bad_lines_are_named() {
         let (line, reason) = line_error(&format!("a {SECRET_A}\nb\n"));
         assert_eq!(line, 2);
