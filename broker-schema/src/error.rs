@@ -86,6 +86,25 @@ pub enum Error {
         /// The store client's message (credentials redacted).
         message: String,
     },
+    /// A signing key that cannot be used: a bad key id, a secret too
+    /// short, a repeated key id, or a key file without any key.
+    #[error("invalid signing key: {reason}")]
+    InvalidKey {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A line of a key file that is not `<key-id> <base64 secret>`, or
+    /// whose key cannot be used.
+    #[error("line {line}: {reason}")]
+    KeyFile {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A message whose signature does not verify.
+    #[error(transparent)]
+    Signature(#[from] crate::signing::SignatureError),
     /// The state store holds data this build cannot read.
     #[error("state store holds an unreadable {what}: {message}")]
     StoreData {

@@ -65,17 +65,22 @@ pub enum DeadLetterReason {
     /// The task asked for something the worker does not allow (an exec task
     /// naming a program that is not on the worker's allowlist).
     Forbidden,
+    /// The worker requires signed messages and this one is unsigned, or
+    /// its signature does not verify (a changed body or signed header, an
+    /// unknown key id, a malformed signature header).
+    BadSignature,
 }
 
 impl DeadLetterReason {
     /// Every reason.
-    pub const ALL: [DeadLetterReason; 6] = [
+    pub const ALL: [DeadLetterReason; 7] = [
         DeadLetterReason::RetriesExhausted,
         DeadLetterReason::Rejected,
         DeadLetterReason::UnknownTask,
         DeadLetterReason::Malformed,
         DeadLetterReason::DeliveryLimit,
         DeadLetterReason::Forbidden,
+        DeadLetterReason::BadSignature,
     ];
 
     /// The header value.
@@ -87,6 +92,7 @@ impl DeadLetterReason {
             DeadLetterReason::Malformed => "malformed",
             DeadLetterReason::DeliveryLimit => "delivery-limit",
             DeadLetterReason::Forbidden => "forbidden",
+            DeadLetterReason::BadSignature => "bad-signature",
         }
     }
 }

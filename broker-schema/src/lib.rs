@@ -11,6 +11,8 @@
 //! - [`Topology`]: every exchange, queue, argument and binding of a
 //!   namespace, and how delays are routed.
 //! - [`RetryPolicy`] and [`Backoff`].
+//! - [`signing`]: HMAC-SHA256 signatures of messages, and the
+//!   [`signing::Keyring`] that makes and checks them.
 //!
 //! `SPEC.md` beside this crate documents the same contract for
 //! implementations in other languages.
@@ -42,6 +44,7 @@ mod error;
 pub mod exec;
 pub mod headers;
 mod retry_policy;
+pub mod signing;
 mod state;
 pub mod store;
 mod task;

@@ -77,7 +77,8 @@ fn dead_letter_reason_wire_names() {
             "unknown-task",
             "malformed",
             "delivery-limit",
-            "forbidden"
+            "forbidden",
+            "bad-signature"
         ]
     );
 }

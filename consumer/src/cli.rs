@@ -143,6 +143,14 @@ pub struct Args {
     #[arg(long, env = "CELERIAC_QUEUE_SAMPLE_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub queue_sample_interval: Duration,
 
+    /// Require signed messages: a key file with one `<key-id> <base64
+    /// secret>` per line (`#` comments). Every key verifies; the first
+    /// signs what the worker publishes (retries, released workflow nodes,
+    /// subtasks). Unsigned or badly signed messages are dead-lettered with
+    /// reason `bad-signature`, never run.
+    #[arg(long, env = "CELERIAC_SIGNING_KEYS", value_name = "PATH")]
+    pub signing_keys: Option<std::path::PathBuf>,
+
     /// Log format.
     #[arg(long, env = "CELERIAC_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -432,6 +440,22 @@ async fn run(
             max_bytes: args.max_message_bytes,
             ..celeriac_schema::DecodeLimits::default()
         });
+    if let Some(path) = &args.signing_keys {
+        match celeriac_producer::signing::load_keyring(path) {
+            Ok(keyring) => {
+                tracing::info!(
+                    signing_key = keyring.signing_key_id(),
+                    keys = ?keyring.key_ids().collect::<Vec<_>>(),
+                    "signatures required"
+                );
+                builder = builder.signing(keyring);
+            }
+            Err(e) => {
+                error!(error = %e, "invalid --signing-keys");
+                return ExitCode::from(2);
+            }
+        }
+    }
     if let Some(prefetch) = args.prefetch {
         builder = builder.prefetch(prefetch);
     }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use celeriac_producer::publish;
 use celeriac_producer::topology::declare;
+use celeriac_schema::signing::Keyring;
 use celeriac_schema::store::{decode_result, Store, TaskFailure, Update};
 use celeriac_schema::workflow::{node_key, node_task_id, InputFrom, Node};
 use celeriac_schema::{now_ms, Envelope, TaskId, TaskState, Topology};
@@ -34,6 +35,8 @@ pub(crate) struct Context<'a> {
     /// The queue of the finished node, for dependents that name none.
     pub queue: &'a str,
     pub worker: &'a str,
+    /// Signs the released nodes when set.
+    pub signing: Option<&'a Keyring>,
 }
 
 /// Marks `env`'s node succeeded and publishes the dependents it makes
@@ -72,7 +75,8 @@ pub(crate) async fn release(cx: &Context<'_>, env: &Envelope) -> Result<usize, S
         let body = celeriac_schema::encode(&next).map_err(|e| e.to_string())?;
         let route =
             publish::route(cx.topology, &queue, &next, now_ms()).map_err(|e| e.to_string())?;
-        let props = publish::envelope_properties(&next, publish::envelope_headers(&next, &queue));
+        let props = publish::task_properties(&next, &queue, &body, cx.signing)
+            .map_err(|e| e.to_string())?;
         publish::publish_confirmed(cx.publisher, &route, &body, props, &next.id.to_string())
             .await
             .map_err(|e| e.to_string())?;

@@ -27,6 +27,9 @@ pub enum Outcome {
     UnknownTask,
     /// The body is not a valid envelope.
     Malformed(String),
+    /// The worker requires signatures and the message's does not verify;
+    /// it was not decoded.
+    BadSignature(String),
 }
 
 /// The single broker action for an outcome.
@@ -60,6 +63,9 @@ pub enum Disposition {
     },
 }
 
+/// The error type of a message dead-lettered for its signature.
+pub const SIGNATURE_ERROR: &str = "SignatureError";
+
 /// Decides the broker action for `outcome`.
 ///
 /// `envelope` is `None` when the body could not be decoded. `random` in
@@ -92,6 +98,11 @@ pub fn decide(outcome: &Outcome, envelope: Option<&Envelope>, random: f64) -> Di
         (Outcome::Malformed(message), _) => {
             dead_letter(DeadLetterReason::Malformed, "DecodeError", message.clone())
         }
+        (Outcome::BadSignature(message), _) => dead_letter(
+            DeadLetterReason::BadSignature,
+            SIGNATURE_ERROR,
+            message.clone(),
+        ),
         (Outcome::Failed(err), Some(env)) => {
             if err.is_retryable() {
                 retry_or_exhausted(env, err.kind(), err.message(), random)
@@ -283,6 +294,27 @@ mod tests {
         assert_eq!(reason(&d), Some(DeadLetterReason::Malformed));
         match d {
             Disposition::DeadLetter { message, .. } => assert!(message.contains("`task`")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_signatures_are_dead_lettered_at_once() {
+        let d = decide(
+            &Outcome::BadSignature("the message carries no signature".into()),
+            None,
+            0.5,
+        );
+        match d {
+            Disposition::DeadLetter {
+                reason,
+                error_type,
+                message,
+            } => {
+                assert_eq!(reason, DeadLetterReason::BadSignature);
+                assert_eq!(error_type, SIGNATURE_ERROR);
+                assert!(message.contains("no signature"));
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -56,6 +56,7 @@ pub mod local;
 mod metrics;
 mod registry;
 pub mod secrets;
+mod signing;
 mod stats;
 mod task_error;
 mod worker;

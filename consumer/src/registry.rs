@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use celeriac_schema::signing::Keyring;
 use celeriac_schema::{Envelope, Task, TaskId};
 
 use crate::task_error::TaskError;
@@ -30,6 +31,7 @@ pub(crate) struct Spawner {
     url: String,
     namespace: String,
     store: Option<Arc<dyn celeriac_schema::store::Store>>,
+    signing: Option<Arc<Keyring>>,
     producer: tokio::sync::OnceCell<celeriac_producer::Producer>,
 }
 
@@ -38,11 +40,13 @@ impl Spawner {
         url: String,
         namespace: String,
         store: Option<Arc<dyn celeriac_schema::store::Store>>,
+        signing: Option<Arc<Keyring>>,
     ) -> Self {
         Spawner {
             url,
             namespace,
             store,
+            signing,
             producer: tokio::sync::OnceCell::new(),
         }
     }
@@ -54,6 +58,9 @@ impl Spawner {
                     celeriac_producer::Producer::builder(&self.url).namespace(&self.namespace);
                 if let Some(store) = &self.store {
                     builder = builder.store(store.clone());
+                }
+                if let Some(keyring) = &self.signing {
+                    builder = builder.signing(Keyring::clone(keyring));
                 }
                 builder.connect().await
             })

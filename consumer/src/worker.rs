@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use celeriac_producer::publish::{self, long_string, Route};
 use celeriac_producer::topology::declare;
+use celeriac_schema::signing::Keyring;
 use celeriac_schema::store::{Begin, Store, TaskFailure, Update};
 use celeriac_schema::topology::validate_name;
 use celeriac_schema::{
@@ -90,6 +91,8 @@ struct Config {
     events: bool,
     /// Period of the queue-depth sample; `None` without a metrics server.
     queue_sample: Option<Duration>,
+    /// Verifies every delivery and signs every task published, when set.
+    signing: Option<Arc<Keyring>>,
 }
 
 /// Builds a [`Worker`].
@@ -140,9 +143,22 @@ pub struct WorkerBuilder {
     metrics_addr: Option<SocketAddr>,
     metrics_token: Option<String>,
     queue_sample_interval: Duration,
+    signing: Option<Arc<Keyring>>,
 }
 
 impl WorkerBuilder {
+    /// Requires signed messages: every delivery is verified with the
+    /// keyring before it is decoded, and one that is unsigned or whose
+    /// signature does not verify is dead-lettered with reason
+    /// `bad-signature`, unchanged and never run. Every task the worker
+    /// publishes (retries, released workflow nodes, subtasks) is signed
+    /// with the keyring's signing key (default: no signatures checked or
+    /// made). See [`celeriac_producer::signing`].
+    pub fn signing(mut self, keyring: Keyring) -> Self {
+        self.signing = Some(Arc::new(keyring));
+        self
+    }
+
     /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` while the
     /// worker runs (default: no server). Port 0 picks a free port; read it
     /// from [`WorkerHandle::metrics_addr`]. With the server on, the worker
@@ -346,6 +362,7 @@ impl WorkerBuilder {
                 store: self.store,
                 events: self.events,
                 queue_sample,
+                signing: self.signing,
             }),
             registry: Arc::new(self.registry),
             stats,
@@ -478,6 +495,7 @@ impl Worker {
             metrics_addr: None,
             metrics_token: None,
             queue_sample_interval: DEFAULT_QUEUE_SAMPLE,
+            signing: None,
         }
     }
 
@@ -541,6 +559,7 @@ impl Worker {
                 self.config.url.clone(),
                 self.config.topology.namespace().to_owned(),
                 self.config.store.clone(),
+                self.config.signing.clone(),
             )),
         });
         let semaphore = Arc::new(Semaphore::new(self.config.concurrency));
@@ -1025,7 +1044,8 @@ impl Job {
         self.metrics.in_flight.inc();
         let _in_flight = InFlight(stats, &self.metrics);
         let tag = delivery.delivery_tag;
-        let decoded = decode_with(&delivery.data, &self.shared.config.limits);
+        let config = &self.shared.config;
+        let decoded = crate::signing::admit(config.signing.as_deref(), &delivery, &config.limits);
         let metrics = self
             .metrics
             .task(decoded.as_ref().ok().map(|env| env.task.as_str()));
@@ -1047,7 +1067,7 @@ impl Job {
     async fn handle(
         &self,
         delivery: Delivery,
-        decoded: celeriac_schema::Result<Envelope>,
+        decoded: std::result::Result<Envelope, Outcome>,
         tag: u64,
         metrics: &TaskMetrics,
     ) {
@@ -1061,9 +1081,9 @@ impl Job {
         // When a run started, while its `started` state is not yet stored.
         let mut unrecorded_start = None;
         let (outcome, envelope) = match decoded {
-            Err(e) => {
-                warn!(error = %e, "malformed message");
-                (Outcome::Malformed(e.to_string()), None)
+            Err(refused) => {
+                crate::signing::log_refused(&refused);
+                (refused, None)
             }
             Ok(mut env) => {
                 let now = now_ms();
@@ -1195,6 +1215,7 @@ impl Job {
                             declared: &self.shared.declared,
                             queue: &self.queue,
                             worker: &self.shared.config.worker_id,
+                            signing: self.shared.config.signing.as_deref(),
                         };
                         if succeeded {
                             coordinator::release(&cx, env).await.map(|first| {
@@ -1595,10 +1616,9 @@ impl Job {
                 let body = celeriac_schema::encode(&next).map_err(|e| e.to_string())?;
                 let route = publish::route(&config.topology, &self.queue, &next, now_ms())
                     .map_err(|e| e.to_string())?;
-                let props = publish::envelope_properties(
-                    &next,
-                    publish::envelope_headers(&next, &self.queue),
-                );
+                let props =
+                    publish::task_properties(&next, &self.queue, &body, config.signing.as_deref())
+                        .map_err(|e| e.to_string())?;
                 publish::publish_confirmed(publisher, &route, &body, props, &next.id.to_string())
                     .await
                     .map_err(|e| e.to_string())?;

@@ -13,7 +13,8 @@ Exit codes:
   2  usage: bad flags, bad time, unknown queue, a bad import line, purge without --yes
   3  nothing matched the filters (an empty dead-letter queue included)
   4  partial: some matching dead letters were skipped (replay of a malformed body
-     without --allow-malformed) and stay in the dead-letter queue
+     without --allow-malformed, or of one whose signature does not verify without
+     --sign-unverified) and stay in the dead-letter queue
 
 Filters combine with AND; a repeated or comma-separated filter matches any of its values.
 Times (--since, --until) apply to celeriac-failed-at (or the broker's x-death time) and take
@@ -65,6 +66,20 @@ pub struct Cli {
     /// How long to try to reach the broker.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true)]
     pub connect_timeout: Duration,
+
+    /// Key file of clusters whose workers require signed messages: one
+    /// `<key-id> <base64 secret>` per line, `#` comments. `replay` keeps a
+    /// dead letter's signature when the copy is unchanged, signs the copy
+    /// with the first key when the replay changed it, and skips dead
+    /// letters whose own signature does not verify (see
+    /// --sign-unverified).
+    #[arg(
+        long,
+        env = "CELERIAC_SIGNING_KEYS",
+        value_name = "PATH",
+        global = true
+    )]
+    pub signing_keys: Option<PathBuf>,
 
     /// What to do.
     #[command(subcommand)]
@@ -145,6 +160,11 @@ pub enum Command {
         /// be reset); without it they are skipped and reported.
         #[arg(long)]
         allow_malformed: bool,
+        /// With --signing-keys: also sign and replay dead letters whose own
+        /// signature does not verify (unsigned, forged, or signed with a
+        /// removed key: reason bad-signature). Look at them first.
+        #[arg(long)]
+        sign_unverified: bool,
     },
     /// Deletes matching dead letters. Needs --yes.
     Purge {
@@ -176,7 +196,7 @@ pub struct FilterArgs {
     #[arg(long = "error-type", value_delimiter = ',')]
     pub error_types: Vec<String>,
     /// Reasons: retries-exhausted, rejected, unknown-task, malformed,
-    /// delivery-limit, forbidden.
+    /// delivery-limit, forbidden, bad-signature.
     #[arg(long = "reason", value_delimiter = ',')]
     pub reasons: Vec<String>,
     /// Task ids.

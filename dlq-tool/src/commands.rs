@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use celeriac_producer::publish::{check_confirm, publish, Route, DEFAULT_CONFIRM_TIMEOUT};
 use celeriac_producer::redact_url;
+use celeriac_schema::signing::Keyring;
 use celeriac_schema::topology::{validate_name, DEFAULT_QUEUE};
 use celeriac_schema::{headers, now_ms, Topology};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -25,6 +26,7 @@ use crate::filter::{parse_time, Filter};
 use crate::record;
 use crate::replay::{self, Skip};
 use crate::scan::{queue_length, DlqScan};
+use crate::signing::{sign_copy, ReplaySigning, SignatureAction};
 
 /// How a command that ran to its end went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,9 +106,28 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     if let Command::Import { into: Some(q), .. } = &cli.command {
         validate_name("queue", q)?;
     }
+    let keyring = match &cli.signing_keys {
+        Some(path) => Some(
+            celeriac_producer::signing::load_keyring(path)
+                .map_err(|e| Error::Usage(e.to_string()))?,
+        ),
+        None => None,
+    };
+    if let (
+        Command::Replay {
+            sign_unverified: true,
+            ..
+        },
+        None,
+    ) = (&cli.command, &keyring)
+    {
+        return Err(Error::Usage(
+            "--sign-unverified needs --signing-keys (or CELERIAC_SIGNING_KEYS)".into(),
+        ));
+    }
 
     let connection = connect(&cli.amqp_addr, cli.connect_timeout).await?;
-    let result = execute(&cli, &connection, &topology, &filter).await;
+    let result = execute(&cli, &connection, &topology, &filter, keyring.as_ref()).await;
     let _ = connection.close(200, "celeriac-dlq done".into()).await;
     result
 }
@@ -123,6 +144,7 @@ async fn execute(
     connection: &Connection,
     topology: &Topology,
     filter: &Filter,
+    keyring: Option<&Keyring>,
 ) -> Result<Outcome> {
     let channel = connection
         .create_channel()
@@ -174,6 +196,7 @@ async fn execute(
             in_flight,
             dry_run,
             allow_malformed,
+            sign_unverified,
             ..
         } => {
             let opts = ReplayOptions {
@@ -182,6 +205,10 @@ async fn execute(
                 in_flight: *in_flight,
                 dry_run: *dry_run,
                 allow_malformed: *allow_malformed,
+                signing: keyring.map(|keyring| ReplaySigning {
+                    keyring,
+                    sign_unverified: *sign_unverified,
+                }),
             };
             replay_all(cli, &channel, topology, &queues, filter, &opts, &mut out).await
         }
@@ -709,12 +736,13 @@ impl Pace {
     }
 }
 
-struct ReplayOptions {
+struct ReplayOptions<'a> {
     limit: Option<u64>,
     rate: Option<f64>,
     in_flight: Option<u32>,
     dry_run: bool,
     allow_malformed: bool,
+    signing: Option<ReplaySigning<'a>>,
 }
 
 #[derive(Default)]
@@ -749,7 +777,7 @@ async fn replay_all(
     topology: &Topology,
     queues: &[String],
     filter: &Filter,
-    opts: &ReplayOptions,
+    opts: &ReplayOptions<'_>,
     out: &mut Output,
 ) -> Result<Outcome> {
     if !opts.dry_run {
@@ -791,8 +819,10 @@ async fn replay_all(
                 continue;
             }
             tally.matched += 1;
-            let copy = match replay::prepare(topology, &dl, opts.allow_malformed, now_ms()) {
-                Ok(copy) => copy,
+            let prepared = replay::prepare(topology, &dl, opts.allow_malformed, now_ms())
+                .and_then(|copy| sign_copy(copy, &dl, opts.signing));
+            let (copy, signature) = match prepared {
+                Ok(prepared) => prepared,
                 Err(Skip(why)) => {
                     scan.hold(tag);
                     tally.skipped += 1;
@@ -805,8 +835,12 @@ async fn replay_all(
             if opts.dry_run {
                 scan.hold(tag);
                 tally.replayed += 1;
-                let why = copy.unchanged.then_some("malformed body sent unchanged");
-                report(out, cli.json, &dl, "would-replay", why)?;
+                let why = match (copy.unchanged, &signature) {
+                    (true, _) => Some("malformed body sent unchanged".to_owned()),
+                    (false, SignatureAction::Signed(key)) => Some(format!("signed with key {key}")),
+                    _ => None,
+                };
+                report(out, cli.json, &dl, "would-replay", why.as_deref())?;
                 continue;
             }
             pace.wait().await;

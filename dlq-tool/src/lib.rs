@@ -10,7 +10,8 @@
 //! - [`dead_letter`]: the failure details of a message, from our headers or
 //!   from the broker's `x-death`.
 //! - [`filter`]: which dead letters a command acts on.
-//! - [`replay`]: the copy sent back to the work queue.
+//! - [`replay`]: the copy sent back to the work queue, and [`signing`]:
+//!   its signature when workers require signed messages.
 //! - [`record`]: the JSON Lines form of `export` and `import`.
 //! - [`commands`]: the subcommands, [`run`] to execute a parsed [`Cli`].
 //!
@@ -38,6 +39,7 @@ pub mod filter;
 pub mod record;
 pub mod replay;
 pub mod scan;
+pub mod signing;
 
 pub use cli::{Cli, Command, FilterArgs};
 pub use commands::{run, Outcome};

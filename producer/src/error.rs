@@ -126,6 +126,15 @@ pub enum Error {
         /// The first failed node's error, when recorded.
         first_error: Option<celeriac_schema::store::TaskFailure>,
     },
+    /// A key file (`--signing-keys`) that cannot be read or holds a bad
+    /// key; the reason names the line.
+    #[error("signing keys {}: {reason}", path.display())]
+    SigningKeys {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong (`line 3: ...`, or why it cannot be read).
+        reason: String,
+    },
     /// The task succeeded without storing a result (its task type opts
     /// out), so there is nothing to return.
     #[error("task {task_id} succeeded but stored no result (its task opts out of results)")]

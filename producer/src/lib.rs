@@ -46,6 +46,7 @@ pub mod publish;
 mod redis_store;
 pub mod schedule;
 mod send_options;
+pub mod signing;
 pub mod status;
 pub mod topology;
 

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use celeriac_schema::signing::Keyring;
 use celeriac_schema::store::{Claim, NodeProgress, Store, Update};
 use celeriac_schema::topology::{validate_name, DEFAULT_NAMESPACE, DEFAULT_QUEUE};
 use celeriac_schema::workflow::{InputFrom, Node, Workflow};
@@ -51,6 +52,7 @@ pub struct ProducerBuilder {
     confirm_timeout: Duration,
     max_body_bytes: usize,
     store: Option<Arc<dyn Store>>,
+    signing: Option<Arc<Keyring>>,
 }
 
 impl std::fmt::Debug for ProducerBuilder {
@@ -59,6 +61,7 @@ impl std::fmt::Debug for ProducerBuilder {
             .field("url", &redact_url(&self.url))
             .field("namespace", &self.namespace)
             .field("store", &self.store)
+            .field("signing", &self.signing)
             .finish_non_exhaustive()
     }
 }
@@ -109,6 +112,29 @@ impl ProducerBuilder {
         self
     }
 
+    /// Signs every task this producer publishes (sends, batches, workflow
+    /// and canvas submissions, beat ticks) with the keyring's signing key,
+    /// so that workers that require signatures run them (default: tasks
+    /// go unsigned). See [`crate::signing`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> celeriac_producer::Result<()> {
+    /// use celeriac_producer::{signing, Producer};
+    ///
+    /// let keys = signing::load_keyring("/etc/celeriac/signing-keys".as_ref())?;
+    /// let producer = Producer::builder("amqp://127.0.0.1:5672/%2f")
+    ///     .signing(keys)
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn signing(mut self, keyring: Keyring) -> Self {
+        self.signing = Some(Arc::new(keyring));
+        self
+    }
+
     /// Largest task body accepted; keep it equal to the workers' decode limit
     /// (default 1 MiB).
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
@@ -155,6 +181,7 @@ impl ProducerBuilder {
                 idle: Mutex::new(Vec::new()),
                 declared: Mutex::new(HashSet::new()),
                 store: self.store.clone(),
+                signing: self.signing.clone(),
             }),
         };
         let channel = producer.channel().await?;
@@ -212,6 +239,8 @@ struct Inner {
     declared: Mutex<HashSet<String>>,
     /// The state store, for results and enqueue idempotency.
     store: Option<Arc<dyn Store>>,
+    /// Signs every published task when set.
+    signing: Option<Arc<Keyring>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -245,6 +274,7 @@ impl Producer {
             confirm_timeout: publish::DEFAULT_CONFIRM_TIMEOUT,
             max_body_bytes: DecodeLimits::DEFAULT_MAX_BYTES,
             store: None,
+            signing: None,
         }
     }
 
@@ -534,6 +564,11 @@ impl Producer {
         })
     }
 
+    /// The keyring this producer signs with, if any.
+    pub fn signing(&self) -> Option<&Keyring> {
+        self.inner.signing.as_deref()
+    }
+
     /// The state store, if the producer has one.
     pub fn store(&self) -> Option<&Arc<dyn Store>> {
         self.inner.store.as_ref()
@@ -688,7 +723,7 @@ impl Producer {
             }
             let route = publish::route(&self.inner.topology, &task.queue, env, now)?;
             let props =
-                publish::envelope_properties(env, publish::envelope_headers(env, &task.queue));
+                publish::task_properties(env, &task.queue, &body, self.inner.signing.as_deref())?;
             let confirm = publish::publish(channel, &route, &body, props).await?;
             debug!(task_id = %env.id, task = %env.task, exchange = %route.exchange, "published");
             pending.push_back((confirm, env.id, route));

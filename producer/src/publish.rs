@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use celeriac_schema::signing::Keyring;
 use celeriac_schema::{headers, Envelope, Topology, CONTENT_TYPE};
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
@@ -97,8 +98,52 @@ pub fn envelope_headers(envelope: &Envelope, queue: &str) -> FieldTable {
 /// AMQP properties of a task message: `message_id` = task id, MessagePack
 /// content type, persistent, `timestamp` (seconds), `type` = task name.
 pub fn envelope_properties(envelope: &Envelope, headers: FieldTable) -> BasicProperties {
+    properties_with_id(envelope, envelope.id.to_string(), headers)
+}
+
+/// The properties and headers of a task message with body `body` (the
+/// encoded `envelope`) for logical queue `queue`, signed with the signing
+/// key of `signing` when one is given (see [`crate::signing`]).
+///
+/// # Errors
+///
+/// [`Error::Schema`] when a header cannot be signed (never for the
+/// headers this crate writes).
+///
+/// # Examples
+///
+/// ```
+/// use celeriac_producer::publish::task_properties;
+/// use celeriac_schema::signing::Keyring;
+/// use celeriac_schema::{encode, Envelope};
+///
+/// let env = Envelope::new("ping", rmpv::Value::Nil);
+/// let body = encode(&env).unwrap();
+/// let ring = Keyring::new("k1", &[5; 32]).unwrap();
+/// let props = task_properties(&env, "default", &body, Some(&ring)).unwrap();
+/// let headers = props.headers().clone().unwrap();
+/// assert!(headers.contains_key("celeriac-signature"));
+/// let plain = task_properties(&env, "default", &body, None).unwrap();
+/// assert!(!plain.headers().clone().unwrap().contains_key("celeriac-signature"));
+/// ```
+pub fn task_properties(
+    envelope: &Envelope,
+    queue: &str,
+    body: &[u8],
+    signing: Option<&Keyring>,
+) -> Result<BasicProperties> {
+    let mut headers = envelope_headers(envelope, queue);
+    let id = envelope.id.to_string();
+    if let Some(keyring) = signing {
+        crate::signing::sign_headers(keyring, &id, &mut headers, body)
+            .map_err(celeriac_schema::Error::from)?;
+    }
+    Ok(properties_with_id(envelope, id, headers))
+}
+
+fn properties_with_id(envelope: &Envelope, id: String, headers: FieldTable) -> BasicProperties {
     let props = BasicProperties::default()
-        .with_message_id(envelope.id.to_string().into())
+        .with_message_id(id.into())
         .with_content_type(CONTENT_TYPE.into())
         .with_delivery_mode(2)
         .with_timestamp(envelope.created_at / 1000)

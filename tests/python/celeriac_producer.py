@@ -25,7 +25,7 @@ Lines with ``--json``)::
 
     python3 celeriac_producer.py --amqp-addr URL --namespace NS \\
         --task celeriac.echo --input '{"n": 1}' [--input JSON ...] \\
-        [--queue Q] [--count N] [--key K] [--declare]
+        [--queue Q] [--count N] [--key K] [--declare] [--signing-keys PATH]
 
 Exit codes: 0 when every task was confirmed by the broker, 1 when the
 broker refused or returned one (the ones before it were sent, and printed),
@@ -35,9 +35,14 @@ broker refused or returned one (the ones before it were sent, and printed),
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import hashlib
+import hmac
 import json
 import os
 import re
+import struct
 import sys
 import time
 import uuid
@@ -65,6 +70,20 @@ DELAY_UNIT_MS = 100
 DELAY_LEVELS = 25
 # Section 2.1: the fields a reader requires; anything else may be left out.
 REQUIRED_FIELDS = ("v", "id", "task", "input", "created_at")
+# Section 15.
+SIGNATURE_HEADER = "celeriac-signature"
+SIGNATURE_ALGORITHM = "hmac-sha256-v1"
+CANONICAL_TAG = b"celeriac-signature-v1\n"
+SIGNED_TASK_HEADERS = (
+    "celeriac-task",
+    "celeriac-attempt",
+    "celeriac-idempotency-key",
+    "celeriac-workflow-id",
+    "celeriac-group-id",
+    "celeriac-chord-id",
+)
+MIN_SECRET_BYTES = 16
+_KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
@@ -208,10 +227,97 @@ def headers(envelope: Mapping[str, Any], queue: str) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def properties(envelope: Mapping[str, Any], queue: str) -> pika.BasicProperties:
-    """The AMQP basic properties of section 4, headers included."""
+def read_keys(text: str) -> list[tuple[str, bytes]]:
+    """The keys of a key file (section 15.1), in order: the first signs.
+
+    One ``<key-id> <base64 secret>`` per line; ``#`` starts a comment,
+    blank lines are ignored. Raises ``ValueError`` naming the line.
+    """
+    keys: list[tuple[str, bytes]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) != 2:
+            raise ValueError(f"line {number}: expected `<key-id> <base64 secret>`, found {len(words)} words")
+        key_id, encoded = words
+        if not _KEY_ID.match(key_id):
+            raise ValueError(f"line {number}: invalid key id {key_id!r}")
+        if any(key_id == seen for seen, _ in keys):
+            raise ValueError(f"line {number}: key id {key_id!r} appears twice")
+        try:
+            secret = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise ValueError(f"line {number}: the secret of key {key_id!r} is not base64 ({e})") from e
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"line {number}: the secret of key {key_id!r} is {len(secret)} bytes, "
+                f"at least {MIN_SECRET_BYTES} are needed"
+            )
+        keys.append((key_id, secret))
+    if not keys:
+        raise ValueError("no key: expected lines of `<key-id> <base64 secret>`")
+    return keys
+
+
+def canonical(fields: Sequence[tuple[str, Any]], body: bytes) -> bytes:
+    """The canonical string of section 15.2 for ``fields`` (in order) and ``body``.
+
+    A value is text (its UTF-8 bytes), bytes, or an integer (its decimal
+    digits); every length is an unsigned 64-bit big-endian integer.
+    """
+    out = bytearray(CANONICAL_TAG)
+    out += struct.pack(">Q", len(fields))
+    for name, value in fields:
+        if isinstance(value, bool) or not isinstance(value, (str, bytes, int)):
+            raise ValueError(f"field {name!r} is neither text nor an integer: {value!r}")
+        if isinstance(value, int):
+            value = str(value)
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        encoded_name = name.encode("utf-8")
+        out += struct.pack(">Q", len(encoded_name)) + encoded_name
+        out += struct.pack(">Q", len(value)) + value
+    out += struct.pack(">Q", len(body)) + body
+    return bytes(out)
+
+
+def task_fields(message_id: str | None, task_headers: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The signed fields of a task message (section 15.2), absent ones left out."""
+    fields: list[tuple[str, Any]] = []
+    if message_id is not None:
+        fields.append(("message_id", message_id))
+    fields += [(name, task_headers[name]) for name in SIGNED_TASK_HEADERS if name in task_headers]
+    return fields
+
+
+def signature(key_id: str, secret: bytes, fields: Sequence[tuple[str, Any]], body: bytes) -> str:
+    """The ``celeriac-signature`` header value of section 15.3."""
+    mac = hmac.new(secret, canonical(fields, body), hashlib.sha256).hexdigest()
+    return f"{SIGNATURE_ALGORITHM}:{key_id}:{mac}"
+
+
+def properties(
+    envelope: Mapping[str, Any],
+    queue: str,
+    body: bytes | None = None,
+    signing_key: tuple[str, bytes] | None = None,
+) -> pika.BasicProperties:
+    """The AMQP basic properties of section 4, headers included.
+
+    With ``signing_key`` (a key id and its secret) and the encoded ``body``,
+    the headers carry the signature of section 15.
+    """
     created_at = envelope.get("created_at")
     priority = envelope.get("priority", 0)
+    task_headers = headers(envelope, queue)
+    if signing_key is not None:
+        if body is None:
+            raise ValueError("signing needs the encoded body")
+        key_id, secret = signing_key
+        task_headers[SIGNATURE_HEADER] = signature(
+            key_id, secret, task_fields(envelope.get("id"), task_headers), body
+        )
     return pika.BasicProperties(
         message_id=envelope.get("id"),
         content_type=CONTENT_TYPE,
@@ -219,7 +325,7 @@ def properties(envelope: Mapping[str, Any], queue: str) -> pika.BasicProperties:
         timestamp=created_at // 1000 if isinstance(created_at, int) else None,
         type=envelope.get("task"),
         priority=priority if priority else None,
-        headers=headers(envelope, queue),
+        headers=task_headers,
     )
 
 
@@ -343,7 +449,8 @@ class Producer:
     Every publish sets the mandatory flag and waits for the broker's confirm
     (section 8): ``send`` returns only once the task is durable in its
     queue, and raises ``NotPublished`` when the broker nacked or returned
-    it.
+    it. With ``signing_key`` (a key id and its secret, the first of
+    ``read_keys``) every task is signed (section 15).
     """
 
     def __init__(
@@ -351,9 +458,11 @@ class Producer:
         amqp_addr: str,
         namespace: str = DEFAULT_NAMESPACE,
         queue: str = DEFAULT_QUEUE,
+        signing_key: tuple[str, bytes] | None = None,
     ) -> None:
         self.namespace = check_name("namespace", namespace)
         self.queue = check_name("queue", queue)
+        self.signing_key = signing_key
         self._connection = pika.BlockingConnection(pika.URLParameters(amqp_addr))
         self._channel = self._connection.channel()
         self._channel.confirm_delivery()
@@ -402,7 +511,7 @@ class Producer:
                 exchange,
                 routing_key,
                 body,
-                properties(envelope, queue),
+                properties(envelope, queue, body, self.signing_key),
                 mandatory=True,
             )
         except pika.exceptions.UnroutableError as e:
@@ -481,6 +590,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_DELIVERY_LIMIT,
         help="x-delivery-limit of the work queue when declaring (must match the workers')",
     )
+    parser.add_argument(
+        "--signing-keys",
+        default=os.environ.get("CELERIAC_SIGNING_KEYS") or None,
+        metavar="PATH",
+        help="sign every task with the first key of this file: `<key-id> <base64 secret>` per line "
+        "(default: $CELERIAC_SIGNING_KEYS; unsigned without)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON Lines instead of bare ids")
     args = parser.parse_args(argv)
     if args.count < 0:
@@ -507,11 +623,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         meta = dict(item.split("=", 1) for item in args.meta)
         check_name("namespace", args.namespace)
         check_name("queue", args.queue)
+        signing_key = None
+        if args.signing_keys:
+            with open(args.signing_keys, encoding="utf-8") as keys:
+                try:
+                    signing_key = read_keys(keys.read())[0]
+                except ValueError as e:
+                    raise ValueError(f"{args.signing_keys}: {e}") from e
     except (ValueError, OSError) as e:
         print(f"celeriac_producer: {e}", file=sys.stderr)
         return 2
     try:
-        producer = Producer(args.amqp_addr, args.namespace, args.queue)
+        producer = Producer(args.amqp_addr, args.namespace, args.queue, signing_key)
     except pika.exceptions.AMQPError as e:
         print(f"celeriac_producer: cannot connect to the broker: {e!r}", file=sys.stderr)
         return 2

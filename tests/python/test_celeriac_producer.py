@@ -5,6 +5,7 @@ Runs without a broker: ``python3 -m unittest discover -s tests/python``.
 
 from __future__ import annotations
 
+import base64
 import json
 import pathlib
 import re
@@ -186,6 +187,61 @@ class TopologyTest(unittest.TestCase):
             with self.assertRaises(ValueError, msg=bad):
                 cp.check_name("queue", bad)
         cp.check_name("queue", "emails.high")
+
+
+class SignatureTest(unittest.TestCase):
+    """Section 15, against ``golden/signatures/vectors.json``."""
+
+    @staticmethod
+    def _vectors():
+        doc = json.loads((GOLDEN / "signatures" / "vectors.json").read_text(encoding="utf-8"))
+        keys = {key_id: base64.b64decode(secret) for key_id, secret in doc["keys"].items()}
+        return doc, keys
+
+    @staticmethod
+    def _body(vector) -> bytes:
+        if "body_file" in vector:
+            return (GOLDEN / vector["body_file"]).read_bytes()
+        return bytes.fromhex(vector["body_hex"])
+
+    def test_the_sign_vectors(self):
+        doc, keys = self._vectors()
+        for vector in doc["sign"]:
+            fields = [tuple(pair) for pair in vector["fields"]]
+            body = self._body(vector)
+            with self.subTest(vector["name"]):
+                self.assertEqual(cp.canonical(fields, body).hex(), vector["canonical_hex"])
+                key_id = vector["key"]
+                self.assertEqual(cp.signature(key_id, keys[key_id], fields, body), vector["signature"])
+
+    def test_signed_properties_carry_the_signature_of_the_task_fields(self):
+        doc, keys = self._vectors()
+        vector = next(v for v in doc["sign"] if v["name"] == "task_minimal")
+        meaning, _ = _golden("minimal")
+        env = meaning["envelope"]
+        built = cp.build_envelope(env["task"], env["input"], task_id=env["id"], created_at=env["created_at"])
+        body = (GOLDEN / "minimal.msgpack").read_bytes()
+        props = cp.properties(built, "default", body, ("2025-06", keys["2025-06"]))
+        # The same fields as the vector: the queue header is not signed.
+        self.assertEqual(cp.task_fields(props.message_id, props.headers), [tuple(p) for p in vector["fields"]])
+        self.assertEqual(props.headers[cp.SIGNATURE_HEADER], vector["signature"])
+        self.assertNotIn(cp.SIGNATURE_HEADER, cp.properties(built, "default").headers)
+
+    def test_key_files(self):
+        keys = cp.read_keys("# ring\n\nnew  AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8   # signs\nold\tY2VsZXJpYWMgZ29sZGVuIHByZXZpb3VzIGtleSAzMiE=\n")
+        self.assertEqual([k for k, _ in keys], ["new", "old"])
+        self.assertEqual(keys[0][1], bytes(range(32)))
+        for bad, line in [
+            ("a AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\nb\n", "line 2"),
+            ("a c2hvcnQ=\n", "line 1"),
+            ("a !!!\n", "line 1"),
+            ("bad/id AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\n", "line 1"),
+            ("# nothing\n", "no key"),
+        ]:
+            with self.subTest(bad):
+                with self.assertRaises(ValueError) as caught:
+                    cp.read_keys(bad)
+                self.assertIn(line, str(caught.exception))
 
 
 if __name__ == "__main__":

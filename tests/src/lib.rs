@@ -717,6 +717,11 @@ impl InProcessWorker {
         self.handle.stats()
     }
 
+    /// Its metrics in the Prometheus text format.
+    pub fn metrics(&self) -> String {
+        self.handle.metrics()
+    }
+
     /// Whether it consumes (its readiness).
     pub fn is_ready(&self) -> bool {
         self.handle.is_ready()
@@ -789,16 +794,33 @@ pub async fn store_cluster(test: &str, worker_bin: &Path, worker_args: &[&str]) 
 ///
 /// When it is missing, with the command that builds it.
 pub fn celeriac_cli() -> PathBuf {
+    workspace_binary(
+        "celeriac",
+        "cargo build -p celeriac-consumer --bin celeriac",
+    )
+}
+
+/// The `celeriac-dlq` binary, which cargo builds beside the test binaries
+/// when it builds the workspace.
+///
+/// # Panics
+///
+/// When it is missing, with the command that builds it.
+pub fn celeriac_dlq_cli() -> PathBuf {
+    workspace_binary("celeriac-dlq", "cargo build -p celeriac-dlq")
+}
+
+fn workspace_binary(name: &str, build: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the path of the running test binary");
-    // target/<profile>/deps/<test>-<hash> → target/<profile>/celeriac
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
     let path = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("celeriac"))
+        .map(|dir| dir.join(name))
         .expect("a test binary lives two levels below the target directory");
     assert!(
         path.exists(),
-        "{} is missing: build it with `cargo build -p celeriac-consumer --bin celeriac`",
+        "{} is missing: build it with `{build}`",
         path.display()
     );
     path

@@ -21,6 +21,11 @@
 //!   carries a task to the start of its handler. The worker's peak RSS is
 //!   its VmHWM, read while it runs and before it is stopped with SIGTERM.
 //!
+//! - **celeriac signed** (with `--signing`): the same with signed
+//!   envelopes: the producer signs every task with a fresh HMAC-SHA256 key,
+//!   the worker (`--signing-keys`) verifies every delivery before decoding
+//!   it. Reported under `with_signing`, with its ratio to plain celeriac.
+//!
 //! One JSON object goes to stdout: the medians at the top level and every
 //! run under `runs`. Progress goes to stderr. Exit codes: 0 ok, 1 a run
 //! failed (timeout, broker unreachable, lost or duplicated tasks), 2 usage.
@@ -115,6 +120,12 @@ struct Args {
     /// executable).
     #[arg(long)]
     worker_bin: Option<PathBuf>,
+
+    /// Also measure celeriac with signed envelopes in every run: the
+    /// producer signs with a fresh HMAC key, the worker requires and
+    /// verifies signatures (`--signing-keys`).
+    #[arg(long)]
+    signing: bool,
 }
 
 /// Prefetch of both consumers unless `--prefetch` says otherwise.
@@ -157,33 +168,52 @@ async fn bench(args: Args) -> Result<Report> {
         }
     }
 
+    let keys = args.signing.then(bench_key_file).transpose()?;
     let mut runs = Vec::new();
     let mut store_runs: Vec<Option<(CeleriacResult, f64)>> = Vec::new();
+    let mut signed_runs: Vec<Option<(CeleriacResult, f64)>> = Vec::new();
     for run in 1..=args.runs {
         // Alternate the order so that neither side always follows the
         // other's clean-up.
         let store_url = args.redis_url.as_deref();
-        let (raw, celeriac, stored) = if run % 2 == 1 {
+        let phase = |store, keys| celeriac_phase(&args, &worker_bin, broker_pid, run, store, keys);
+        let (raw, celeriac, stored, signed) = if run % 2 == 1 {
             let raw = raw_phase(&args, broker_pid, run).await?;
-            let celeriac = celeriac_phase(&args, &worker_bin, broker_pid, run, None).await?;
-            let stored = match store_url {
-                Some(url) => {
-                    Some(celeriac_phase(&args, &worker_bin, broker_pid, run, Some(url)).await?)
-                }
+            let celeriac = phase(None, None).await?;
+            let signed = match &keys {
+                Some(path) => Some(phase(None, Some(path.as_path())).await?),
                 None => None,
             };
-            (raw, celeriac, stored)
+            let stored = match store_url {
+                Some(url) => Some(phase(Some(url), None).await?),
+                None => None,
+            };
+            (raw, celeriac, stored, signed)
         } else {
             let stored = match store_url {
-                Some(url) => {
-                    Some(celeriac_phase(&args, &worker_bin, broker_pid, run, Some(url)).await?)
-                }
+                Some(url) => Some(phase(Some(url), None).await?),
                 None => None,
             };
-            let celeriac = celeriac_phase(&args, &worker_bin, broker_pid, run, None).await?;
+            let signed = match &keys {
+                Some(path) => Some(phase(None, Some(path.as_path())).await?),
+                None => None,
+            };
+            let celeriac = phase(None, None).await?;
             let raw = raw_phase(&args, broker_pid, run).await?;
-            (raw, celeriac, stored)
+            (raw, celeriac, stored, signed)
         };
+        let signed_ratio = signed
+            .as_ref()
+            .map(|s| s.tasks_per_sec() / raw.msgs_per_sec());
+        if let Some(s) = &signed {
+            eprintln!(
+                "run {run}/{}: signed {:.0} tasks/s, {:.3} of plain celeriac",
+                args.runs,
+                s.tasks_per_sec(),
+                s.tasks_per_sec() / celeriac.tasks_per_sec()
+            );
+        }
+        signed_runs.push(signed.zip(signed_ratio));
         let ratio = celeriac.tasks_per_sec() / raw.msgs_per_sec();
         let store_ratio = stored
             .as_ref()
@@ -197,6 +227,9 @@ async fn bench(args: Args) -> Result<Report> {
         store_runs.push(stored.zip(store_ratio));
     }
 
+    if let Some(path) = &keys {
+        let _ = std::fs::remove_file(path);
+    }
     let med =
         |f: &dyn Fn(&(RawResult, CeleriacResult, f64)) -> f64| median(runs.iter().map(f).collect());
     Ok(Report {
@@ -225,37 +258,8 @@ async fn bench(args: Args) -> Result<Report> {
             cpu_seconds: None,
         },
         ratio: round(med(&|r| r.2), 3),
-        with_store: store_runs
-            .iter()
-            .all(Option::is_some)
-            .then(|| {
-                let all: Vec<&(CeleriacResult, f64)> = store_runs.iter().flatten().collect();
-                let med = |f: &dyn Fn(&(CeleriacResult, f64)) -> f64| {
-                    median(all.iter().map(|r| f(r)).collect())
-                };
-                StoreFigures {
-                    tasks_per_sec: round(med(&|r| r.0.tasks_per_sec()), 1),
-                    seconds: round(med(&|r| r.0.seconds), 3),
-                    latency_ms: Latency {
-                        p50: round(med(&|r| r.0.p50_us as f64 / 1000.0), 3),
-                        p99: round(med(&|r| r.0.p99_us as f64 / 1000.0), 3),
-                        max: None,
-                    },
-                    worker_peak_rss_mib: round(med(&|r| mib(r.0.peak_rss_kib)), 2),
-                    ratio_to_raw: round(med(&|r| r.1), 3),
-                    ratio_to_plain: round(
-                        median(
-                            all.iter()
-                                .zip(&runs)
-                                .map(|(s, plain)| s.0.tasks_per_sec() / plain.1.tasks_per_sec())
-                                .collect(),
-                        ),
-                        3,
-                    ),
-                    runs: all.iter().map(|r| r.0.figures()).collect(),
-                }
-            })
-            .filter(|_| !store_runs.is_empty()),
+        with_signing: variant_figures(&signed_runs, &runs),
+        with_store: variant_figures(&store_runs, &runs),
         settings: Settings {
             runs: args.runs,
             prefetch: args.prefetch(),
@@ -285,6 +289,41 @@ async fn bench(args: Args) -> Result<Report> {
     })
 }
 
+/// The medians of a variant of celeriac (with the store, or signed) over
+/// the runs that measured it, beside raw lapin and plain celeriac.
+fn variant_figures(
+    variant: &[Option<(CeleriacResult, f64)>],
+    runs: &[(RawResult, CeleriacResult, f64)],
+) -> Option<StoreFigures> {
+    if variant.is_empty() || !variant.iter().all(Option::is_some) {
+        return None;
+    }
+    let all: Vec<&(CeleriacResult, f64)> = variant.iter().flatten().collect();
+    let med =
+        |f: &dyn Fn(&(CeleriacResult, f64)) -> f64| median(all.iter().map(|r| f(r)).collect());
+    Some(StoreFigures {
+        tasks_per_sec: round(med(&|r| r.0.tasks_per_sec()), 1),
+        seconds: round(med(&|r| r.0.seconds), 3),
+        latency_ms: Latency {
+            p50: round(med(&|r| r.0.p50_us as f64 / 1000.0), 3),
+            p99: round(med(&|r| r.0.p99_us as f64 / 1000.0), 3),
+            max: None,
+        },
+        worker_peak_rss_mib: round(med(&|r| mib(r.0.peak_rss_kib)), 2),
+        ratio_to_raw: round(med(&|r| r.1), 3),
+        ratio_to_plain: round(
+            median(
+                all.iter()
+                    .zip(runs)
+                    .map(|(s, plain)| s.0.tasks_per_sec() / plain.1.tasks_per_sec())
+                    .collect(),
+            ),
+            3,
+        ),
+        runs: all.iter().map(|r| r.0.figures()).collect(),
+    })
+}
+
 /// The JSON report: medians at the top level, then every run.
 #[derive(Debug, Serialize)]
 struct Report {
@@ -300,6 +339,10 @@ struct Report {
     /// idempotency keys and run leases (when a Redis URL was given).
     #[serde(skip_serializing_if = "Option::is_none")]
     with_store: Option<StoreFigures>,
+    /// celeriac with signed envelopes (with `--signing`): the producer
+    /// signs, the worker verifies every delivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    with_signing: Option<StoreFigures>,
     settings: Settings,
     runs: Vec<RunFigures>,
 }
@@ -636,11 +679,12 @@ async fn celeriac_phase(
     broker_pid: Option<u32>,
     run: u64,
     store_url: Option<&str>,
+    signing_keys: Option<&Path>,
 ) -> Result<CeleriacResult> {
-    let kind = if store_url.is_some() {
-        "celeriac-store"
-    } else {
-        "celeriac"
+    let kind = match (store_url, signing_keys) {
+        (Some(_), _) => "celeriac-store",
+        (None, Some(_)) => "celeriac-signed",
+        (None, None) => "celeriac",
     };
     let topology = Topology::new(namespace(kind))?;
     eprintln!(
@@ -650,7 +694,14 @@ async fn celeriac_phase(
     );
     let result = tokio::time::timeout(
         args.timeout,
-        celeriac_measure(args, &topology, worker_bin, broker_pid, store_url),
+        celeriac_measure(
+            args,
+            &topology,
+            worker_bin,
+            broker_pid,
+            store_url,
+            signing_keys,
+        ),
     )
     .await
     .map_err(|_| anyhow!("celeriac: not done within {:?}", args.timeout))
@@ -707,6 +758,7 @@ async fn celeriac_measure(
     worker_bin: &Path,
     broker_pid: Option<u32>,
     store_url: Option<&str>,
+    signing_keys: Option<&Path>,
 ) -> Result<CeleriacResult> {
     let n = args.tasks;
     let ns = topology.namespace();
@@ -717,6 +769,9 @@ async fn celeriac_measure(
             .await
             .map_err(|e| anyhow!("{e}; {}", celeriac_tests::HOW_TO_PROVIDE_REDIS))?;
         producer = producer.store(std::sync::Arc::new(store));
+    }
+    if let Some(path) = signing_keys {
+        producer = producer.signing(celeriac_producer::signing::load_keyring(path)?);
     }
     let producer = producer.connect().await?;
     let admin = connect(&args.amqp_addr, "watch").await?;
@@ -738,6 +793,9 @@ async fn celeriac_measure(
         .kill_on_drop(true);
     if let Some(url) = store_url {
         command.args(["--redis-url", url]);
+    }
+    if let Some(path) = signing_keys {
+        command.arg("--signing-keys").arg(path);
     }
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "warn");
@@ -890,6 +948,24 @@ async fn celeriac_measure(
         idle_rss_kib,
         cpu,
     })
+}
+
+/// A key file with one fresh key, for the signed measurement.
+fn bench_key_file() -> Result<PathBuf> {
+    use base64::Engine;
+    let secret: Vec<u8> = uuid::Uuid::now_v7()
+        .as_bytes()
+        .iter()
+        .chain(uuid::Uuid::now_v7().as_bytes())
+        .copied()
+        .collect();
+    let path = std::env::temp_dir().join(format!("celeriac-bench-{}.keys", std::process::id()));
+    let line = format!(
+        "bench {}\n",
+        base64::engine::general_purpose::STANDARD.encode(secret)
+    );
+    std::fs::write(&path, line).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 fn locate_worker(given: Option<&Path>) -> Result<PathBuf> {

@@ -34,6 +34,10 @@ pub struct BeatArgs {
     /// Only check the files and print the schedules and their next ticks.
     #[arg(long)]
     pub check: bool,
+
+    /// Signing of the tasks published.
+    #[command(flatten)]
+    pub signing: crate::signing::SigningArgs,
 }
 
 /// Runs beat; exit code 0 after a clean stop, 1 when the broker or the
@@ -46,6 +50,10 @@ pub async fn run(global: &Global, args: &BeatArgs) -> ExitCode {
             eprintln!("error: {message}");
             return ExitCode::from(2);
         }
+    };
+    let keyring = match args.signing.keyring() {
+        Ok(keyring) => keyring,
+        Err(code) => return code,
     };
     let now = SystemTime::now();
     for entry in &entries {
@@ -75,7 +83,7 @@ pub async fn run(global: &Global, args: &BeatArgs) -> ExitCode {
         }
     };
     let store: Arc<dyn Store> = Arc::new(store);
-    let producer = match global.producer(Some(store)).await {
+    let producer = match global.producer(Some(store), keyring).await {
         Ok(producer) => producer,
         Err(e) => return crate::fail(&e),
     };

@@ -34,6 +34,7 @@ macro_rules! outln {
 mod beat;
 mod run;
 mod send;
+mod signing;
 mod status;
 mod submit;
 
@@ -170,16 +171,21 @@ impl Global {
         })
     }
 
-    /// A producer for the broker and namespace, with `store` when given.
+    /// A producer for the broker and namespace, with `store` when given,
+    /// signing with `signing` when given.
     pub async fn producer(
         &self,
         store: Option<std::sync::Arc<dyn celeriac_schema::store::Store>>,
+        signing: Option<celeriac_schema::signing::Keyring>,
     ) -> celeriac_producer::Result<celeriac_producer::Producer> {
         let mut builder = celeriac_producer::Producer::builder(&self.amqp_addr)
             .namespace(&self.namespace)
             .connect_timeout(CONNECT_TIMEOUT);
         if let Some(store) = store {
             builder = builder.store(store);
+        }
+        if let Some(keyring) = signing {
+            builder = builder.signing(keyring);
         }
         builder.connect().await
     }

@@ -54,6 +54,10 @@ pub struct SendArgs {
     /// Send without the state store (no `--key`, no `--wait`, no status).
     #[arg(long, conflicts_with_all = ["key", "wait"])]
     pub no_store: bool,
+
+    /// Signing of the tasks published.
+    #[command(flatten)]
+    pub signing: crate::signing::SigningArgs,
 }
 
 /// Sends the task; exit code 0 when sent (and, with `--wait`, succeeded),
@@ -75,6 +79,10 @@ pub async fn run(global: &Global, args: &SendArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let keyring = match args.signing.keyring() {
+        Ok(keyring) => keyring,
+        Err(code) => return code,
+    };
     let store: Option<Arc<dyn Store>> = if args.no_store {
         None
     } else {
@@ -86,7 +94,7 @@ pub async fn run(global: &Global, args: &SendArgs) -> ExitCode {
             Err(code) => return code,
         }
     };
-    let producer = match global.producer(store.clone()).await {
+    let producer = match global.producer(store.clone(), keyring).await {
         Ok(producer) => producer,
         Err(e) => return fail(&e),
     };

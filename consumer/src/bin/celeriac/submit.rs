@@ -35,6 +35,10 @@ pub struct SubmitArgs {
     /// sending anything.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Signing of the tasks published.
+    #[command(flatten)]
+    pub signing: crate::signing::SigningArgs,
 }
 
 /// Submits the flow; exit code 0 when submitted (and, with `--wait`, every
@@ -65,11 +69,15 @@ pub async fn run(global: &Global, args: &SubmitArgs) -> ExitCode {
             }
         };
     }
+    let keyring = match args.signing.keyring() {
+        Ok(keyring) => keyring,
+        Err(code) => return code,
+    };
     let store = match global.store(" (workflows need the state store)").await {
         Ok(store) => Arc::new(store),
         Err(code) => return code,
     };
-    let producer = match global.producer(Some(store)).await {
+    let producer = match global.producer(Some(store), keyring).await {
         Ok(producer) => producer,
         Err(e) => return fail(&e),
     };
