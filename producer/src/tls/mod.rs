@@ -52,6 +52,16 @@ use crate::error::{Error, Result};
 
 pub use self::amqp::connect;
 pub(crate) use self::redis::describe as describe_redis_error;
+
+/// Why a connection to a server with the broker's TLS options failed, when
+/// the failure is about TLS (found anywhere in `error`'s chain): the TLS
+/// error and its usual cause, such as an untrusted server certificate or a
+/// plaintext port. `None` for other failures. For clients other than the
+/// broker connection, such as an HTTPS client built on
+/// [`TlsOptions::rustls_config`].
+pub fn failure_reason(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    explain::tls_failure(error, explain::Peer::Broker)
+}
 pub use self::redis::redis_client;
 
 /// Whom to trust and who we are on TLS connections: PEM files of a CA

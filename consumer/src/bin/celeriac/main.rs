@@ -89,6 +89,10 @@ pub struct Global {
         default_value = "celeriac"
     )]
     pub namespace: String,
+
+    /// TLS to the broker (amqps://) and Redis (rediss://).
+    #[command(flatten)]
+    pub tls: celeriac_consumer::cli::TlsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,10 +138,11 @@ impl Global {
     /// The Redis store of the namespace; on failure the error (followed by
     /// `hint`) is printed and the exit code returned.
     pub async fn store(&self, hint: &str) -> Result<celeriac_producer::RedisStore, ExitCode> {
-        celeriac_producer::RedisStore::connect(
+        celeriac_producer::RedisStore::connect_with_tls(
             &self.redis_url,
             &self.namespace,
             celeriac_schema::store::StoreSettings::default(),
+            &self.tls.redis(),
         )
         .await
         .map_err(|e| {
@@ -152,6 +157,7 @@ impl Global {
         store: Option<std::sync::Arc<dyn celeriac_schema::store::Store>>,
     ) -> celeriac_producer::Result<celeriac_producer::Producer> {
         let mut builder = celeriac_producer::Producer::builder(&self.amqp_addr)
+            .tls(self.tls.broker())
             .namespace(&self.namespace)
             .connect_timeout(CONNECT_TIMEOUT);
         if let Some(store) = store {
@@ -162,14 +168,16 @@ impl Global {
 }
 
 /// Prints a producer error; exit 2 when the input was at fault (a name,
-/// options, a workflow), 1 otherwise.
+/// options, a workflow, a URL, TLS files), 1 otherwise.
 fn fail(e: &celeriac_producer::Error) -> ExitCode {
     use celeriac_producer::Error;
     eprintln!("error: {e}");
     match e {
         Error::Workflow(_)
         | Error::Schema(celeriac_schema::Error::InvalidName { .. })
-        | Error::InvalidOptions(_) => ExitCode::from(2),
+        | Error::InvalidOptions(_)
+        | Error::InvalidUrl { .. }
+        | Error::TlsConfig(_) => ExitCode::from(2),
         _ => ExitCode::from(1),
     }
 }
@@ -190,6 +198,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    if !matches!(cli.command, Command::Run(_)) {
+        let global = &cli.global;
+        if let Err(e) = global.tls.check(&global.amqp_addr, Some(&global.redis_url)) {
+            return fail(&e);
+        }
+    }
     match cli.command {
         Command::Status { id, json } => status::run(&cli.global, &id, json).await,
         Command::Send(args) => send::run(&cli.global, &args).await,
