@@ -27,6 +27,7 @@ pub use ::redis as redis_client;
 pub use lapin;
 
 pub mod scenarios;
+pub mod tls;
 
 /// How a test gets a broker, said in every failure to find one.
 pub const HOW_TO_PROVIDE_A_BROKER: &str = "set AMQP_ADDR=amqp://guest:guest@127.0.0.1:5672/%2f \

@@ -23,34 +23,43 @@ impl Peer {
     }
 }
 
-/// The rustls error somewhere in `error`'s chain (also inside an
-/// `io::Error`, whose `source` skips what it wraps).
-pub(crate) fn rustls_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<rustls::Error>() {
-            return Some(found);
+/// Every error of `error`'s chain, with what an `io::Error` or an
+/// `Arc<dyn Error>` wraps (their `source` skips it: the redis crate keeps
+/// its causes in an `Arc`, and an `io::Error` gives its inner error's
+/// source rather than the inner error).
+fn chain<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
+    let mut out = Vec::new();
+    let mut pending = vec![error];
+    while let Some(e) = pending.pop() {
+        if out.len() > 32 {
+            break;
         }
+        out.push(e);
         if let Some(inner) = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
-            if let Some(found) = inner.downcast_ref::<rustls::Error>() {
-                return Some(found);
-            }
+            pending.push(inner);
         }
-        current = e.source();
+        if let Some(inner) = e.downcast_ref::<std::sync::Arc<dyn StdError + Send + Sync>>() {
+            pending.push(&**inner);
+        }
+        if let Some(source) = e.source() {
+            pending.push(source);
+        }
     }
-    None
+    out
+}
+
+/// The rustls error somewhere in `error`'s chain.
+pub(crate) fn rustls_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    chain(error)
+        .into_iter()
+        .find_map(|e| e.downcast_ref::<rustls::Error>())
 }
 
 /// The `io::Error` kind somewhere in `error`'s chain.
 pub(crate) fn io_kind(error: &(dyn StdError + 'static)) -> Option<io::ErrorKind> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            return Some(io.kind());
-        }
-        current = e.source();
-    }
-    None
+    chain(error)
+        .into_iter()
+        .find_map(|e| e.downcast_ref::<io::Error>().map(io::Error::kind))
 }
 
 /// What a TLS-level failure means: the error itself and a hint at its
