@@ -258,8 +258,8 @@ fn rabbitmqctl_eval(expr: &str) -> String {
     }
 }
 
-/// The connections the broker has on `port`: `(name, ssl, peer
-/// certificate subject)` each.
+/// The connections the broker has on `port`: `(client-given name, ssl,
+/// peer certificate subject)` each.
 ///
 /// # Panics
 ///
@@ -270,18 +270,18 @@ pub async fn connections_on(port: u16) -> Vec<(String, bool, String)> {
         .rabbitmqctl(&[
             "-q",
             "list_connections",
-            "name",
             "port",
             "ssl",
             "peer_cert_subject",
+            "client_properties",
         ])
         .await;
     out.lines()
         .filter_map(|line| {
-            let fields: Vec<&str> = line.split('\t').collect();
+            let fields: Vec<&str> = line.splitn(4, '\t').collect();
             match fields.as_slice() {
-                [name, p, ssl, subject] if p.trim() == port.to_string() => Some((
-                    (*name).to_owned(),
+                [p, ssl, subject, properties] if p.trim() == port.to_string() => Some((
+                    connection_name(properties),
                     ssl.trim() == "true",
                     (*subject).to_owned(),
                 )),
@@ -289,6 +289,17 @@ pub async fn connections_on(port: u16) -> Vec<(String, bool, String)> {
             }
         })
         .collect()
+}
+
+/// The `connection_name` of a `client_properties` column, empty if none.
+fn connection_name(properties: &str) -> String {
+    const KEY: &str = "{\"connection_name\",\"";
+    properties
+        .find(KEY)
+        .map(|at| &properties[at + KEY.len()..])
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// A `redis-server` that speaks only TLS, on a port of its own, requiring
