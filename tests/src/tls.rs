@@ -205,20 +205,29 @@ impl TlsBroker {
     /// When the broker is not local or refuses, with how to run the tests.
     pub async fn start(pki: &Pki) -> TlsBroker {
         let broker = crate::broker().await;
-        let port = free_port();
         let options = format!(
             "[{{cacertfile,{ca:?}}},{{certfile,{cert:?}}},{{keyfile,{key:?}}},{{verify,verify_peer}},{{fail_if_no_peer_cert,true}}]",
             ca = pki.ca.display().to_string(),
             cert = pki.server_cert.display().to_string(),
             key = pki.server_key.display().to_string(),
         );
-        let out = rabbitmqctl_eval(&format!(
-            "rabbit_networking:start_ssl_listener({{\"127.0.0.1\", {port}}}, {options}, 1)."
-        ));
-        assert!(
-            out.trim() == "ok",
-            "the broker did not start a TLS listener on 127.0.0.1:{port}: {out}; {HOW_TO_RUN_THE_TLS_TESTS}"
-        );
+        // A port found free may be taken before the broker binds it (as the
+        // local end of another connection): then another one.
+        let mut attempts = 0;
+        let port = loop {
+            let port = free_port();
+            let out = rabbitmqctl_eval(&format!(
+                "rabbit_networking:start_ssl_listener({{\"127.0.0.1\", {port}}}, {options}, 1)."
+            ));
+            if out.trim() == "ok" {
+                break port;
+            }
+            attempts += 1;
+            assert!(
+                attempts < 5 && out.contains("eaddrinuse"),
+                "the broker did not start a TLS listener on 127.0.0.1:{port}: {out}; {HOW_TO_RUN_THE_TLS_TESTS}"
+            );
+        };
         let mut url = url::Url::parse(&broker.url)
             .unwrap_or_else(|e| panic!("the test broker URL does not parse: {e}"));
         let tls = url.set_scheme("amqps").is_ok()
@@ -320,6 +329,21 @@ impl TlsRedis {
     ///
     /// When redis-server cannot be started, with how to get it.
     pub fn start(pki: &Pki) -> TlsRedis {
+        let mut attempts = 0;
+        loop {
+            match Self::try_start(pki) {
+                Ok(redis) => return redis,
+                // The port was taken between finding it free and binding.
+                Err(why) if attempts < 4 => {
+                    attempts += 1;
+                    eprintln!("TLS redis-server: {why}; trying another port");
+                }
+                Err(why) => panic!("{why}; {HOW_TO_RUN_THE_TLS_TESTS}"),
+            }
+        }
+    }
+
+    fn try_start(pki: &Pki) -> Result<TlsRedis, String> {
         let port = free_port();
         let path = |p: &Path| p.display().to_string();
         let child = Command::new("redis-server")
@@ -334,9 +358,7 @@ impl TlsRedis {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server: {e}; {HOW_TO_RUN_THE_TLS_TESTS}")
-            });
+            .map_err(|e| format!("cannot start redis-server: {e}"))?;
         let mut redis = TlsRedis {
             child,
             url: format!("rediss://127.0.0.1:{port}"),
@@ -345,15 +367,16 @@ impl TlsRedis {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = redis.child.try_wait() {
-                panic!("redis-server exited ({status}) before listening on {port}; {HOW_TO_RUN_THE_TLS_TESTS}");
+                return Err(format!(
+                    "redis-server exited ({status}) before listening on {port}"
+                ));
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server does not listen on {port} after 10 s; {HOW_TO_RUN_THE_TLS_TESTS}"
-            );
+            if Instant::now() >= deadline {
+                return Err(format!("redis-server does not listen on {port} after 10 s"));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        redis
+        Ok(redis)
     }
 }
 

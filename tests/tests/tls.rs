@@ -317,3 +317,52 @@ async fn rediss_refuses_a_wrong_ca_and_a_missing_client_certificate() {
     .await
     .expect("beat's state connects over TLS");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_waits_out_a_failing_handshake_and_refuses_bad_files_at_start() {
+    let pki = Pki::new("worker");
+    let broker = TlsBroker::start(&pki).await;
+    let ns = namespace("tls-worker");
+
+    // A handshake that fails is retried: the worker stays up, not ready,
+    // and stops cleanly when asked.
+    let worker =
+        celeriac_consumer::Worker::builder(&broker.url, celeriac_consumer::Registry::new())
+            .tls(pki.wrong_ca())
+            .namespace(&*ns)
+            .build()
+            .expect("the files are fine");
+    let handle = worker.handle();
+    let run = tokio::spawn(worker.run());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!run.is_finished(), "the worker gave up");
+    assert!(!handle.is_ready());
+    handle.shutdown();
+    let stopped = tokio::time::timeout(Duration::from_secs(15), run)
+        .await
+        .expect("it stops when asked")
+        .expect("it does not panic");
+    assert!(stopped.is_ok(), "{stopped:?}");
+
+    // Files that cannot be used are refused when the worker is built...
+    let err = celeriac_consumer::Worker::builder(&broker.url, celeriac_consumer::Registry::new())
+        .tls(TlsOptions::new().ca(pki.dir().join("missing.pem")))
+        .build()
+        .map(drop)
+        .expect_err("a missing CA file");
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+
+    // ... and the binary exits 2 naming the file.
+    let missing = pki.dir().join("missing.pem").display().to_string();
+    let mut process = WorkerProcess::start(
+        worker_bin(),
+        &broker.url,
+        &ns,
+        &record_file("tls-worker"),
+        &["--tls-ca", &missing],
+    );
+    let status = process
+        .wait_timeout(Duration::from_secs(15))
+        .expect("the worker exits");
+    assert_eq!(status.code(), Some(2));
+}
