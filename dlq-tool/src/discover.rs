@@ -51,12 +51,18 @@ impl Management {
         let uri: lapin::uri::AMQPUri = amqp_url
             .parse()
             .map_err(|e| Error::Usage(format!("invalid --amqp-addr: {e}")))?;
+        // As written: the AMQP URI parser keeps only a domain name and
+        // puts `localhost` in place of an IP address.
+        let host = url::Url::parse(amqp_url)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_else(|| uri.authority.host.clone());
         let base = match explicit {
             Some(base) => base.trim_end_matches('/').to_owned(),
             None if uri.scheme == lapin::uri::AMQPScheme::AMQPS => {
-                format!("https://{}:15671", uri.authority.host)
+                format!("https://{host}:15671")
             }
-            None => format!("http://{}:15672", uri.authority.host),
+            None => format!("http://{host}:15672"),
         };
         Ok(Management {
             base,
@@ -198,6 +204,10 @@ mod tests {
         assert_eq!(percent_encode(&m.vhost), "%2F");
         let m = Management::for_amqp("amqps://u:p@broker/%2f", None).expect("parses");
         assert_eq!(m.base, "https://broker:15671");
+        let m = Management::for_amqp("amqp://u:p@10.1.2.3:5672/%2f", None).expect("parses");
+        assert_eq!(m.base, "http://10.1.2.3:15672");
+        let m = Management::for_amqp("amqps://u:p@[::1]/%2f", None).expect("parses");
+        assert_eq!(m.base, "https://[::1]:15671");
         let m = Management::for_amqp("amqps://u:p@broker/%2f", Some("http://admin:8080/"))
             .expect("parses");
         assert_eq!(m.base, "http://admin:8080");

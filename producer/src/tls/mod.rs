@@ -191,7 +191,7 @@ impl TlsOptions {
                 .with_client_auth_cert(identity.chain, identity.key)
                 .map_err(|e| {
                     Error::TlsConfig(format!(
-                        "the client certificate {} and key {} cannot be used together: {e}",
+                        "the client certificate {} with the key {} cannot be used: {e}",
                         display(self.cert.as_deref()),
                         display(self.key.as_deref())
                     ))

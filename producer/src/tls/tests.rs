@@ -111,3 +111,59 @@ fn redis_options_fall_back_one_by_one() {
     );
     assert_eq!(TlsOptions::new().or(&TlsOptions::new()), TlsOptions::new());
 }
+
+/// A self-signed X.509 v3 certificate and its key (P-256).
+const V3_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBdDCCARugAwIBAgIUAvc6QLdmDxlF1Mwl1vUYph0uZKIwCgYIKoZIzj0EAwIw\nEDEOMAwGA1UEAwwFb3RoZXIwHhcNMjYxMjA2MDM1NzEyWhcNMzYxMjAzMDM1NzEy\nWjAQMQ4wDAYDVQQDDAVvdGhlcjBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABKkC\npmPs1MgQWLw6t5mJCcLy/Q8+EL5dymXc0eQjMYnTIvZa1TX7DYx+NhNzN+cBU10K\nDujYSjWY323HBli030qjUzBRMB0GA1UdDgQWBBTgMssExC9tDPXiAtatbL193T5P\nQTAfBgNVHSMEGDAWgBTgMssExC9tDPXiAtatbL193T5PQTAPBgNVHRMBAf8EBTAD\nAQH/MAoGCCqGSM49BAMCA0cAMEQCICV34CUVcmPqseEZZCdpzQD3xfDHxhZm2FnE\nBFS5Q5IlAiBo25jqKydbVXAJuiwNst+kRMOQiXP/7dIFhVJhGhfBOw==\n-----END CERTIFICATE-----\n";
+const V3_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg0K/2LCwm6CZIjU0U\na1K8ijOte9WubMfZZJKWaJRmufWhRANCAASpAqZj7NTIEFi8OreZiQnC8v0PPhC+\nXcpl3NHkIzGJ0yL2WtU1+w2MfjYTczfnAVNdCg7o2Eo1mN9txwZYtN9K\n-----END PRIVATE KEY-----\n";
+/// An X.509 v1 certificate (no extensions), which rustls refuses, and its
+/// key.
+const V1_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBITCByQIUCY4TKqgV8+BBz7niOYXpsZajjGEwCgYIKoZIzj0EAwIwFDESMBAG\nA1UEAwwJdjEgY2xpZW50MB4XDTI2MTIwNjAzNTcxMloXDTM2MTIwMzAzNTcxMlow\nFDESMBAGA1UEAwwJdjEgY2xpZW50MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\nC6eh246Nu9rcjrFWRD8GvlqsgJdRMX5ssOQBZ5hU+6vur4Z1LC96p07wwKDAnUcm\noXhfOOx6xEiO7bLTmuFODjAKBggqhkjOPQQDAgNHADBEAiBDz5+6nKeOJ10IBYn2\n6cQplkG2sIm4srMK5hi59lUAUAIgbJykOLU1HhvHd/r5vvVNO62qAWHfOBTuIK4K\nwJTiNP4=\n-----END CERTIFICATE-----\n";
+const V1_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgTSwTKRoj3hYQI7Ah\nyMUrtIZUpiPmEO3wGhH1PoCYELGhRANCAAQLp6Hbjo272tyOsVZEPwa+WqyAl1Ex\nfmyw5AFnmFT7q+6vhnUsL3qnTvDAoMCdRyaheF847HrESI7tstOa4U4O\n-----END PRIVATE KEY-----\n";
+
+#[test]
+fn usable_files_make_a_configuration() {
+    let dir = scratch("usable");
+    let cert = write(&dir, "client.pem", V3_CERT);
+    let key = write(&dir, "client.key", V3_KEY);
+    let tls = TlsOptions::new().ca(&cert).cert(&cert).key(&key);
+    assert!(tls.rustls_config().is_ok());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_key_of_another_certificate_is_named() {
+    let dir = scratch("mismatch");
+    let cert = write(&dir, "client.pem", V3_CERT);
+    let key = write(&dir, "other.key", V1_KEY);
+    let message = match TlsOptions::new()
+        .cert(&cert)
+        .key(&key)
+        .ca(&cert)
+        .rustls_config()
+    {
+        Err(Error::TlsConfig(message)) => message,
+        other => panic!("expected a TLS configuration error, got {other:?}"),
+    };
+    assert!(message.contains(&cert.display().to_string()), "{message}");
+    assert!(message.contains(&key.display().to_string()), "{message}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_certificate_rustls_refuses_is_named() {
+    let dir = scratch("v1");
+    let ca = write(&dir, "ca.pem", V3_CERT);
+    let cert = write(&dir, "v1.pem", V1_CERT);
+    let key = write(&dir, "v1.key", V1_KEY);
+    let message = match TlsOptions::new()
+        .cert(&cert)
+        .key(&key)
+        .ca(&ca)
+        .rustls_config()
+    {
+        Err(Error::TlsConfig(message)) => message,
+        other => panic!("expected a TLS configuration error, got {other:?}"),
+    };
+    assert!(message.contains(&cert.display().to_string()), "{message}");
+    let _ = std::fs::remove_dir_all(dir);
+}
