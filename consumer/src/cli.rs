@@ -11,6 +11,10 @@ use tracing::error;
 use crate::registry::Registry;
 use crate::worker::Worker;
 
+mod tls;
+
+pub use self::tls::TlsArgs;
+
 /// The worker's options (see `--help`).
 #[derive(Debug, Parser)]
 #[command(
@@ -227,6 +231,10 @@ pub struct Args {
     /// limit before SIGKILL, when no hard time limit comes sooner.
     #[arg(long, env = "CELERIAC_EXEC_TERM_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub exec_term_grace: Duration,
+
+    /// TLS to the broker (amqps://) and Redis (rediss://).
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 impl Args {
@@ -428,7 +436,12 @@ async fn run(
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = args.tls.check(&amqp_addr, redis_url.as_deref()) {
+        error!(error = %e, "invalid TLS options");
+        return ExitCode::from(2);
+    }
     let mut builder = Worker::builder(amqp_addr, registry)
+        .tls(args.tls.broker())
         .namespace(args.namespace.clone())
         .queues(args.queues)
         .concurrency(args.concurrency)
@@ -487,7 +500,10 @@ async fn run(
             key_ttl: args.key_ttl,
             lease_ttl: args.run_lease_ttl,
         };
-        match celeriac_producer::RedisStore::connect(url, &args.namespace, settings).await {
+        let tls = args.tls.redis();
+        let store =
+            celeriac_producer::RedisStore::connect_with_tls(url, &args.namespace, settings, &tls);
+        match store.await {
             Ok(store) => builder = builder.store(std::sync::Arc::new(store)),
             Err(e) => {
                 error!(error = %e, "cannot use the state store (set REDIS_URL or REDIS_URL_FILE to a reachable Redis, or pass --no-store)");

@@ -28,6 +28,11 @@ pub enum Error {
     /// A name or limit of the wire contract was violated.
     #[error(transparent)]
     Schema(#[from] celeriac_schema::Error),
+    /// Connecting to the broker failed (unreachable, a failed TLS handshake,
+    /// a refused login); the worker tries again, as the broker's side may
+    /// be fixed meanwhile.
+    #[error("cannot connect to the broker: {0}")]
+    Connect(#[source] celeriac_producer::Error),
     /// The worker has no live broker connection at the moment.
     #[error("no broker connection")]
     Disconnected,
@@ -59,7 +64,7 @@ impl Error {
     /// Whether a reconnect may fix it (as opposed to a configuration error).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Amqp { .. } | Error::Disconnected => true,
+            Error::Amqp { .. } | Error::Connect(_) | Error::Disconnected => true,
             Error::Producer(e) => e.is_transient(),
             Error::Config(_)
             | Error::SecretFile { .. }

@@ -29,6 +29,7 @@ pub struct TaskContext {
 /// worker's broker, namespace and store, connected on first use.
 pub(crate) struct Spawner {
     url: String,
+    tls: celeriac_producer::tls::TlsOptions,
     namespace: String,
     store: Option<Arc<dyn celeriac_schema::store::Store>>,
     signing: Option<Arc<Keyring>>,
@@ -38,12 +39,14 @@ pub(crate) struct Spawner {
 impl Spawner {
     pub(crate) fn new(
         url: String,
+        tls: celeriac_producer::tls::TlsOptions,
         namespace: String,
         store: Option<Arc<dyn celeriac_schema::store::Store>>,
         signing: Option<Arc<Keyring>>,
     ) -> Self {
         Spawner {
             url,
+            tls,
             namespace,
             store,
             signing,
@@ -54,8 +57,9 @@ impl Spawner {
     async fn producer(&self) -> celeriac_producer::Result<&celeriac_producer::Producer> {
         self.producer
             .get_or_try_init(|| async {
-                let mut builder =
-                    celeriac_producer::Producer::builder(&self.url).namespace(&self.namespace);
+                let mut builder = celeriac_producer::Producer::builder(&self.url)
+                    .tls(self.tls.clone())
+                    .namespace(&self.namespace);
                 if let Some(store) = &self.store {
                     builder = builder.store(store.clone());
                 }

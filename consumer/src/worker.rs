@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celeriac_producer::publish::{self, long_string, Route};
+use celeriac_producer::tls::TlsOptions;
 use celeriac_producer::topology::declare;
 use celeriac_schema::signing::Keyring;
 use celeriac_schema::store::{Begin, Store, TaskFailure, Update};
@@ -78,6 +79,7 @@ const DEFAULT_QUEUE_SAMPLE: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone)]
 struct Config {
     url: String,
+    tls: TlsOptions,
     topology: Topology,
     queues: Vec<String>,
     concurrency: usize,
@@ -127,6 +129,7 @@ struct Config {
 #[derive(Debug)]
 pub struct WorkerBuilder {
     url: String,
+    tls: TlsOptions,
     registry: Registry,
     namespace: String,
     queues: Vec<String>,
@@ -230,6 +233,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// TLS settings for an `amqps://` URL: the CA bundle to trust (default:
+    /// the system's roots) and a client certificate for mutual TLS. An
+    /// `amqps://` URL always connects over TLS, never in plaintext.
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// Namespace prefix (default `celeriac`).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
@@ -307,9 +318,11 @@ impl WorkerBuilder {
     /// # Errors
     ///
     /// [`Error::Config`] or [`Error::Schema`] for an invalid namespace,
-    /// queue name, concurrency or lease setting;
+    /// queue name, concurrency or lease setting; [`Error::Producer`] for
+    /// TLS files that cannot be used;
     /// [`Error::MetricsServer`] when the metrics address cannot be bound.
     pub fn build(self) -> Result<Worker> {
+        self.tls.check()?;
         let mut topology = Topology::new(self.namespace)?;
         if let Some(limit) = self.delivery_limit {
             topology = topology.with_delivery_limit(limit);
@@ -350,6 +363,7 @@ impl WorkerBuilder {
         Ok(Worker {
             config: Arc::new(Config {
                 url: self.url,
+                tls: self.tls,
                 topology,
                 queues: self.queues,
                 concurrency: self.concurrency,
@@ -479,6 +493,7 @@ impl Worker {
     pub fn builder(url: impl Into<String>, registry: Registry) -> WorkerBuilder {
         WorkerBuilder {
             url: url.into(),
+            tls: TlsOptions::default(),
             registry,
             namespace: celeriac_schema::topology::DEFAULT_NAMESPACE.to_owned(),
             queues: vec![celeriac_schema::topology::DEFAULT_QUEUE.to_owned()],
@@ -557,6 +572,7 @@ impl Worker {
             declared: std::sync::Mutex::new(self.config.queues.iter().cloned().collect()),
             spawner: Arc::new(crate::registry::Spawner::new(
                 self.config.url.clone(),
+                self.config.tls.clone(),
                 self.config.topology.namespace().to_owned(),
                 self.config.store.clone(),
                 self.config.signing.clone(),
@@ -630,7 +646,8 @@ struct Session {
 async fn connect(config: &Config) -> Result<Session> {
     let props = ConnectionProperties::default()
         .with_connection_name(format!("celeriac-worker {}", config.worker_id).into());
-    let connection = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&config.url, props))
+    let connecting = celeriac_producer::tls::connect(&config.url, props, &config.tls);
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
         .map_err(|_| Error::Amqp {
             doing: "connecting",
@@ -642,7 +659,10 @@ async fn connect(config: &Config) -> Result<Session> {
                 ),
             )),
         })?
-        .map_err(Error::amqp("connecting"))?;
+        .map_err(|e| match e {
+            celeriac_producer::Error::Amqp { source, .. } => Error::amqp("connecting")(source),
+            other => Error::Connect(other),
+        })?;
     let publisher = connection
         .create_channel()
         .await

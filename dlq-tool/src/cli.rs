@@ -55,7 +55,8 @@ pub struct Cli {
     pub queues: Vec<String>,
 
     /// RabbitMQ management API base URL, to find the dead-letter queues when
-    /// --queue is not given [default: http://{broker host}:15672].
+    /// --queue is not given [default: http://{broker host}:15672, or
+    /// https://{broker host}:15671 for an amqps:// broker].
     #[arg(long, env = "CELERIAC_MANAGEMENT_URL", global = true)]
     pub management_url: Option<String>,
 
@@ -80,10 +81,49 @@ pub struct Cli {
         global = true
     )]
     pub signing_keys: Option<PathBuf>,
+    /// CA bundle (PEM) to trust for an amqps:// broker and an https://
+    /// management API, instead of the system's root certificates.
+    #[arg(long, env = "CELERIAC_TLS_CA", value_name = "PATH", global = true)]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS with the broker and the
+    /// management API; needs --tls-key.
+    #[arg(long, env = "CELERIAC_TLS_CERT", value_name = "PATH", global = true)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM, unencrypted) of --tls-cert.
+    #[arg(long, env = "CELERIAC_TLS_KEY", value_name = "PATH", global = true)]
+    pub tls_key: Option<PathBuf>,
 
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The TLS options of `--tls-ca`, `--tls-cert` and `--tls-key`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use clap::Parser;
+    ///
+    /// let cli = celeriac_dlq::Cli::parse_from(["celeriac-dlq", "--tls-ca", "/etc/ca.pem", "stats"]);
+    /// assert_eq!(cli.tls().ca_path().and_then(|p| p.to_str()), Some("/etc/ca.pem"));
+    /// ```
+    pub fn tls(&self) -> celeriac_producer::tls::TlsOptions {
+        let mut tls = celeriac_producer::tls::TlsOptions::new();
+        if let Some(ca) = &self.tls_ca {
+            tls = tls.ca(ca);
+        }
+        if let Some(cert) = &self.tls_cert {
+            tls = tls.cert(cert);
+        }
+        if let Some(key) = &self.tls_key {
+            tls = tls.key(key);
+        }
+        tls
+    }
 }
 
 /// The subcommands.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use celeriac_producer::publish::{check_confirm, publish, Route, DEFAULT_CONFIRM_TIMEOUT};
 use celeriac_producer::redact_url;
+use celeriac_producer::tls::TlsOptions;
 use celeriac_schema::signing::Keyring;
 use celeriac_schema::topology::{validate_name, DEFAULT_QUEUE};
 use celeriac_schema::{headers, now_ms, Topology};
@@ -126,7 +127,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         ));
     }
 
-    let connection = connect(&cli.amqp_addr, cli.connect_timeout).await?;
+    let connection = connect(&cli.amqp_addr, &cli.tls(), cli.connect_timeout).await?;
     let result = execute(&cli, &connection, &topology, &filter, keyring.as_ref()).await;
     let _ = connection.close(200, "celeriac-dlq done".into()).await;
     result
@@ -261,16 +262,21 @@ fn build_filter(args: &FilterArgs, now: u64) -> Result<Filter> {
     Ok(filter)
 }
 
-async fn connect(url: &str, timeout: Duration) -> Result<Connection> {
+async fn connect(url: &str, tls: &TlsOptions, timeout: Duration) -> Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name("celeriac-dlq".into());
     let unreachable = |reason: String| Error::Unreachable {
         url: redact_url(url),
         reason,
     };
-    tokio::time::timeout(timeout, Connection::connect(url, props))
+    tokio::time::timeout(timeout, celeriac_producer::tls::connect(url, props, tls))
         .await
         .map_err(|_| unreachable(format!("no connection within {timeout:?}")))?
-        .map_err(|e| unreachable(e.to_string()))
+        .map_err(|e| match e {
+            celeriac_producer::Error::Amqp { source, .. } => unreachable(source.to_string()),
+            e @ (celeriac_producer::Error::TlsConfig(_)
+            | celeriac_producer::Error::InvalidUrl { .. }) => Error::Usage(e.to_string()),
+            other => unreachable(other.to_string()),
+        })
 }
 
 /// The logical queues to read, each with an existing DLQ.
@@ -281,7 +287,8 @@ async fn resolve_queues(
 ) -> Result<Vec<String>> {
     let mut queues = cli.queues.clone();
     if queues.is_empty() {
-        let management = Management::for_amqp(&cli.amqp_addr, cli.management_url.as_deref())?;
+        let management = Management::for_amqp(&cli.amqp_addr, cli.management_url.as_deref())?
+            .with_tls(cli.tls());
         match management.dead_letter_queues(topology).await {
             Ok(found) => queues = found,
             Err(e) if cli.management_url.is_none() => {

@@ -9,16 +9,25 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use celeriac_producer::tls::TlsOptions;
 use celeriac_schema::topology::validate_name;
 use celeriac_schema::Topology;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::header::{ACCEPT, AUTHORIZATION};
+use hyper_util::client::legacy::connect::Connect;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 use crate::error::{Error, Result};
+
+/// How long the management API may take to answer.
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the management API is and how to log in.
 #[derive(Debug, Clone)]
 pub struct Management {
-    /// `http://host:port`, no trailing slash.
+    /// `http://host:port` or `https://host:port`, no trailing slash.
     pub base: String,
     /// User name.
     pub user: String,
@@ -26,12 +35,14 @@ pub struct Management {
     pub password: String,
     /// Virtual host.
     pub vhost: String,
+    /// Trust and client certificate for an `https://` base (the broker's).
+    pub tls: TlsOptions,
 }
 
 impl Management {
     /// The management endpoint for an AMQP URL: the same host, port 15672
-    /// unless `explicit` names another base URL, the URL's credentials and
-    /// virtual host.
+    /// (`https` on 15671 for an `amqps://` URL) unless `explicit` names
+    /// another base URL, the URL's credentials and virtual host.
     ///
     /// # Errors
     ///
@@ -40,16 +51,32 @@ impl Management {
         let uri: lapin::uri::AMQPUri = amqp_url
             .parse()
             .map_err(|e| Error::Usage(format!("invalid --amqp-addr: {e}")))?;
+        // As written: the AMQP URI parser keeps only a domain name and
+        // puts `localhost` in place of an IP address.
+        let host = url::Url::parse(amqp_url)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_else(|| uri.authority.host.clone());
         let base = match explicit {
             Some(base) => base.trim_end_matches('/').to_owned(),
-            None => format!("http://{}:15672", uri.authority.host),
+            None if uri.scheme == lapin::uri::AMQPScheme::AMQPS => {
+                format!("https://{host}:15671")
+            }
+            None => format!("http://{host}:15672"),
         };
         Ok(Management {
             base,
             user: uri.authority.userinfo.username.clone(),
             password: uri.authority.userinfo.password.clone(),
             vhost: uri.vhost.clone(),
+            tls: TlsOptions::default(),
         })
+    }
+
+    /// The same endpoint with TLS options for an `https://` base.
+    pub fn with_tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The logical queues that have a dead-letter queue in `topology`'s
@@ -64,48 +91,46 @@ impl Management {
             url: self.base.clone(),
             reason,
         };
-        let rest = self
-            .base
-            .strip_prefix("http://")
-            .ok_or_else(|| fail("only http:// management URLs are supported".into()))?;
-        let (authority, prefix) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        let address = if authority.contains(':') {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
-        };
-        let path = format!(
-            "{prefix}/api/queues/{}?columns=name",
+        let url = format!(
+            "{}/api/queues/{}?columns=name",
+            self.base,
             percent_encode(&self.vhost)
         );
+        let uri: hyper::Uri = url.parse().map_err(|e| fail(format!("not a URL: {e}")))?;
         let auth = BASE64.encode(format!("{}:{}", self.user, self.password));
-        let request = format!(
-            "GET {path} HTTP/1.0\r\nHost: {authority}\r\nAuthorization: Basic {auth}\r\nAccept: application/json\r\n\r\n"
-        );
-        let exchange = async {
-            let mut stream = tokio::net::TcpStream::connect(&address).await?;
-            stream.write_all(request.as_bytes()).await?;
-            let mut response = Vec::new();
-            stream.read_to_end(&mut response).await?;
-            Ok::<_, std::io::Error>(response)
-        };
-        let response = tokio::time::timeout(Duration::from_secs(5), exchange)
-            .await
-            .map_err(|_| fail("no answer within 5s".into()))?
+        let request = hyper::Request::get(uri.clone())
+            .header(AUTHORIZATION, format!("Basic {auth}"))
+            .header(ACCEPT, "application/json")
+            .body(Empty::<Bytes>::new())
             .map_err(|e| fail(e.to_string()))?;
-        let text = String::from_utf8_lossy(&response);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| fail("not an HTTP response".into()))?;
-        let status = head.lines().next().unwrap_or_default();
-        if status.split_whitespace().nth(1) != Some("200") {
-            return Err(fail(format!("answered {status:?}")));
+        let exchange = async {
+            match uri.scheme_str() {
+                Some("http") => {
+                    let client = Client::builder(TokioExecutor::new()).build_http();
+                    get(client, request).await
+                }
+                Some("https") => {
+                    let config = self.tls.rustls_config().map_err(|e| e.to_string())?;
+                    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                        .with_tls_config((*config).clone())
+                        .https_only()
+                        .enable_http1()
+                        .build();
+                    let client = Client::builder(TokioExecutor::new()).build(connector);
+                    get(client, request).await
+                }
+                _ => Err("only http:// and https:// management URLs are supported".to_owned()),
+            }
+        };
+        let (status, body) = tokio::time::timeout(TIMEOUT, exchange)
+            .await
+            .map_err(|_| fail(format!("no answer within {TIMEOUT:?}")))?
+            .map_err(fail)?;
+        if status != hyper::StatusCode::OK {
+            return Err(fail(format!("answered {status}")));
         }
         let queues: Vec<serde_json::Value> =
-            serde_json::from_str(body).map_err(|e| fail(format!("not a queue list: {e}")))?;
+            serde_json::from_slice(&body).map_err(|e| fail(format!("not a queue list: {e}")))?;
         let prefix = format!("{}.dlq.", topology.namespace());
         let mut out: Vec<String> = queues
             .iter()
@@ -118,6 +143,41 @@ impl Management {
         out.dedup();
         Ok(out)
     }
+}
+
+/// Sends `request` and reads the whole answer; the error is the chain of
+/// causes (the client's own message is only "client error (Connect)").
+async fn get<C>(
+    client: Client<C, Empty<Bytes>>,
+    request: hyper::Request<Empty<Bytes>>,
+) -> std::result::Result<(hyper::StatusCode, Bytes), String>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    let response = client.request(request).await.map_err(|e| reason(&e))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| reason(&e))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// What went wrong, from the innermost cause out; a TLS failure with its
+/// usual cause.
+fn reason(error: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(tls) = celeriac_producer::tls::failure_reason(error) {
+        return format!("TLS: {tls}");
+    }
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        parts.push(e.to_string());
+        source = e.source();
+    }
+    parts.join(": ")
 }
 
 fn percent_encode(s: &str) -> String {
@@ -142,5 +202,29 @@ mod tests {
         assert_eq!(m.base, "http://broker:15672");
         assert_eq!((m.user.as_str(), m.password.as_str()), ("u", "p"));
         assert_eq!(percent_encode(&m.vhost), "%2F");
+        let m = Management::for_amqp("amqps://u:p@broker/%2f", None).expect("parses");
+        assert_eq!(m.base, "https://broker:15671");
+        let m = Management::for_amqp("amqp://u:p@10.1.2.3:5672/%2f", None).expect("parses");
+        assert_eq!(m.base, "http://10.1.2.3:15672");
+        let m = Management::for_amqp("amqps://u:p@[::1]/%2f", None).expect("parses");
+        assert_eq!(m.base, "https://[::1]:15671");
+        let m = Management::for_amqp("amqps://u:p@broker/%2f", Some("http://admin:8080/"))
+            .expect("parses");
+        assert_eq!(m.base, "http://admin:8080");
+    }
+
+    #[tokio::test]
+    async fn an_unsupported_scheme_is_a_discovery_error() {
+        let m =
+            Management::for_amqp("amqp://u:p@broker/%2f", Some("ftp://broker")).expect("parses");
+        let topology = Topology::new("ns").expect("a valid namespace");
+        let err = m
+            .dead_letter_queues(&topology)
+            .await
+            .expect_err("ftp is refused");
+        assert!(
+            err.to_string().contains("only http:// and https://"),
+            "{err}"
+        );
     }
 }

@@ -24,6 +24,29 @@ pub enum Error {
         /// The last error seen, if any.
         reason: String,
     },
+    /// A broker or Redis URL that does not parse.
+    #[error("invalid URL {url}: {reason}")]
+    InvalidUrl {
+        /// The URL, password removed.
+        url: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// A TLS setting cannot be used: a file missing or unreadable, no
+    /// certificate or key in it, a certificate without its key. The message
+    /// names the file.
+    #[error("TLS configuration: {0}")]
+    TlsConfig(String),
+    /// The TLS handshake with a server failed: an untrusted or wrong server
+    /// certificate, a plaintext port, a missing or refused client
+    /// certificate. A URL that asks for TLS never falls back to plaintext.
+    #[error("TLS connection to {server} failed: {reason}")]
+    Tls {
+        /// The server, `host:port`.
+        server: String,
+        /// What went wrong, with its usual cause when known.
+        reason: String,
+    },
     /// An AMQP operation failed.
     #[error("broker error while {doing}: {source}")]
     Amqp {

@@ -2,8 +2,9 @@
 //!
 //! A [`Producer`] publishes typed tasks ([`celeriac_schema::Task`]) to
 //! RabbitMQ with publisher confirms and the mandatory flag, over a pool of
-//! connections (deadpool-lapin). `send` returns a [`TaskHandle`] once the
-//! broker holds the task; `send_batch` pipelines thousands of confirms. With
+//! connections (deadpool; TLS for `amqps://` URLs, see [`tls`]). `send`
+//! returns a [`TaskHandle`] once the broker holds the task; `send_batch`
+//! pipelines thousands of confirms. With
 //! a state store ([`RedisStore`]) handles give the task's state and typed
 //! result, idempotency keys hold across sends, and
 //! [`Producer::submit`]/[`canvas`] run workflows.
@@ -41,6 +42,7 @@ pub mod canvas;
 mod error;
 pub mod flow;
 mod handle;
+mod pool;
 mod producer;
 pub mod publish;
 mod redis_store;
@@ -48,6 +50,7 @@ pub mod schedule;
 mod send_options;
 pub mod signing;
 pub mod status;
+pub mod tls;
 pub mod topology;
 
 pub use error::{redact_url, Error, Result};

@@ -10,7 +10,7 @@ use celeriac_schema::topology::{validate_name, DEFAULT_NAMESPACE, DEFAULT_QUEUE}
 use celeriac_schema::workflow::{InputFrom, Node, Workflow};
 use celeriac_schema::{encode, now_ms, DecodeLimits, Envelope, Task, TaskId, TaskState, Topology};
 use lapin::options::ConfirmSelectOptions;
-use lapin::{Channel, ConnectionProperties};
+use lapin::Channel;
 use tracing::{debug, warn};
 
 use crate::canvas::Canvas;
@@ -18,6 +18,7 @@ use crate::error::{redact_url, Error, Result};
 use crate::handle::{TaskHandle, WorkflowHandle};
 use crate::publish::{self, Route};
 use crate::send_options::{duration_ms, to_unix_ms, SendOptions};
+use crate::tls::TlsOptions;
 use crate::topology::declare;
 
 /// Confirms outstanding at once in a batch send; bounds memory while keeping
@@ -53,6 +54,7 @@ pub struct ProducerBuilder {
     max_body_bytes: usize,
     store: Option<Arc<dyn Store>>,
     signing: Option<Arc<Keyring>>,
+    tls: TlsOptions,
 }
 
 impl std::fmt::Debug for ProducerBuilder {
@@ -62,6 +64,7 @@ impl std::fmt::Debug for ProducerBuilder {
             .field("namespace", &self.namespace)
             .field("store", &self.store)
             .field("signing", &self.signing)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -135,6 +138,14 @@ impl ProducerBuilder {
         self
     }
 
+    /// TLS settings for an `amqps://` URL: the CA bundle to trust (default:
+    /// the system's roots) and a client certificate for mutual TLS. An
+    /// `amqps://` URL always connects over TLS, never in plaintext.
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// Largest task body accepted; keep it equal to the workers' decode limit
     /// (default 1 MiB).
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
@@ -147,28 +158,24 @@ impl ProducerBuilder {
     /// # Errors
     ///
     /// [`Error::Unreachable`] when the broker cannot be reached within the
-    /// connect timeout; [`Error::Schema`] for an invalid namespace or queue
-    /// name; [`Error::Amqp`] when a declaration is refused.
+    /// connect timeout; [`Error::Tls`] when the TLS handshake fails and
+    /// [`Error::TlsConfig`] when a TLS file cannot be used;
+    /// [`Error::InvalidUrl`] for a URL that does not parse;
+    /// [`Error::Schema`] for an invalid namespace or queue name;
+    /// [`Error::Amqp`] when a declaration is refused.
     pub async fn connect(self) -> Result<Producer> {
         let mut topology = Topology::new(self.namespace.clone())?;
         if let Some(limit) = self.delivery_limit {
             topology = topology.with_delivery_limit(limit);
         }
         validate_name("queue", &self.default_queue)?;
-        let config = deadpool_lapin::Config {
-            url: Some(self.url.clone()),
-            pool: Some(deadpool_lapin::PoolConfig::new(self.pool_size)),
-        };
-        let pool = config
-            .create_pool(
-                || ConnectionProperties::default().with_connection_name("celeriac-producer".into()),
-                deadpool_lapin::Runtime::Tokio1,
-            )
-            .map_err(|e| Error::Unreachable {
+        let pool = crate::pool::new(self.url.clone(), self.tls.clone(), self.pool_size).map_err(
+            |reason| Error::Unreachable {
                 url: redact_url(&self.url),
                 after: Duration::ZERO,
-                reason: e.to_string(),
-            })?;
+                reason,
+            },
+        )?;
         let producer = Producer {
             inner: Arc::new(Inner {
                 pool,
@@ -226,7 +233,7 @@ pub struct Producer {
 }
 
 struct Inner {
-    pool: deadpool_lapin::Pool,
+    pool: crate::pool::Pool,
     topology: Topology,
     url: String,
     default_queue: String,
@@ -275,6 +282,7 @@ impl Producer {
             max_body_bytes: DecodeLimits::DEFAULT_MAX_BYTES,
             store: None,
             signing: None,
+            tls: TlsOptions::default(),
         }
     }
 
@@ -800,10 +808,23 @@ impl Producer {
                 after: inner.connect_timeout,
                 reason: "timed out".into(),
             })?
-            .map_err(|e| Error::Unreachable {
-                url: inner.url.clone(),
-                after: inner.connect_timeout,
-                reason: e.to_string(),
+            .map_err(|e| match e {
+                // What the connection itself said: a TLS failure or a bad
+                // URL names its cause, anything else the broker was not
+                // reached.
+                deadpool::managed::PoolError::Backend(Error::Amqp { source, .. }) => {
+                    Error::Unreachable {
+                        url: inner.url.clone(),
+                        after: inner.connect_timeout,
+                        reason: source.to_string(),
+                    }
+                }
+                deadpool::managed::PoolError::Backend(e) => e,
+                other => Error::Unreachable {
+                    url: inner.url.clone(),
+                    after: inner.connect_timeout,
+                    reason: other.to_string(),
+                },
             })?;
         let channel = connection
             .create_channel()

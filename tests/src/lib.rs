@@ -27,6 +27,7 @@ pub use ::redis as redis_client;
 pub use lapin;
 
 pub mod scenarios;
+pub mod tls;
 
 /// How a test gets a broker, said in every failure to find one.
 pub const HOW_TO_PROVIDE_A_BROKER: &str = "set AMQP_ADDR=amqp://guest:guest@127.0.0.1:5672/%2f \
@@ -170,7 +171,8 @@ pub async fn redis() -> &'static Redis {
             match std::env::var("REDIS_URL") {
                 Ok(url) if !url.is_empty() => {
                     let reachable = async {
-                        let client = ::redis::Client::open(url.as_str())?;
+                        let client = redis_client_for(&url)
+                            .map_err(|e| ::redis::RedisError::from(std::io::Error::other(e.to_string())))?;
                         let mut conn = client.get_multiplexed_async_connection().await?;
                         ::redis::cmd("PING").query_async::<String>(&mut conn).await
                     };
@@ -212,6 +214,36 @@ pub async fn redis() -> &'static Redis {
         .await
 }
 
+/// The TLS options for a `rediss://` REDIS_URL, from the environment as the
+/// binaries read it: `CELERIAC_REDIS_TLS_CA`, `_CERT`, `_KEY`, each
+/// defaulting to `CELERIAC_TLS_CA`, `_CERT`, `_KEY`.
+pub fn redis_tls() -> celeriac_producer::tls::TlsOptions {
+    let from_env = |prefix: &str| {
+        let mut tls = celeriac_producer::tls::TlsOptions::new();
+        if let Some(ca) = std::env::var_os(format!("{prefix}_CA")) {
+            tls = tls.ca(ca);
+        }
+        if let Some(cert) = std::env::var_os(format!("{prefix}_CERT")) {
+            tls = tls.cert(cert);
+        }
+        if let Some(key) = std::env::var_os(format!("{prefix}_KEY")) {
+            tls = tls.key(key);
+        }
+        tls
+    };
+    from_env("CELERIAC_REDIS_TLS").or(&from_env("CELERIAC_TLS"))
+}
+
+/// A raw Redis client for `url` (to look into what the store keeps), over
+/// TLS for `rediss://` with [`redis_tls`], as the store connects.
+///
+/// # Errors
+///
+/// An invalid URL or unusable TLS files.
+pub fn redis_client_for(url: &str) -> celeriac_producer::Result<::redis::Client> {
+    celeriac_producer::tls::redis_client(url, &redis_tls())
+}
+
 /// A Redis store on the test's namespace with `settings`.
 ///
 /// # Panics
@@ -222,7 +254,7 @@ pub async fn redis_store(
     settings: celeriac_schema::store::StoreSettings,
 ) -> celeriac_producer::RedisStore {
     let redis = redis().await;
-    celeriac_producer::RedisStore::connect(&redis.url, namespace, settings)
+    celeriac_producer::RedisStore::connect_with_tls(&redis.url, namespace, settings, &redis_tls())
         .await
         .unwrap_or_else(|e| panic!("Redis store: {e}; {HOW_TO_PROVIDE_REDIS}"))
 }
@@ -354,7 +386,7 @@ async fn delete_keys(namespace: &str) {
 /// Deletes every key of `namespace` (`{namespace}:*`) from the Redis at
 /// `url`, best effort (tests and benchmarks clean up with it).
 pub async fn delete_redis_keys(url: &str, namespace: &str) {
-    let Ok(client) = ::redis::Client::open(url) else {
+    let Ok(client) = redis_client_for(url) else {
         return;
     };
     let Ok(mut conn) = client.get_multiplexed_async_connection().await else {

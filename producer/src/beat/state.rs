@@ -434,7 +434,22 @@ impl RedisBeatState {
     /// [`crate::Error::Schema`] (store unavailable) when Redis cannot be
     /// reached within five seconds or the URL is invalid.
     pub async fn connect(url: &str, namespace: &str) -> Result<RedisBeatState> {
-        let (_, conn) = crate::redis_store::connect_manager(url).await?;
+        Self::connect_with_tls(url, namespace, &crate::tls::TlsOptions::default()).await
+    }
+
+    /// [`RedisBeatState::connect`] with TLS settings for a `rediss://` URL
+    /// (see [`crate::RedisStore::connect_with_tls`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisBeatState::connect`], also for unusable TLS files and a
+    /// failed TLS handshake.
+    pub async fn connect_with_tls(
+        url: &str,
+        namespace: &str,
+        tls: &crate::tls::TlsOptions,
+    ) -> Result<RedisBeatState> {
+        let (_, conn) = crate::redis_store::connect_manager(url, tls).await?;
         let redacted = redact_url(url);
         let script = |body: &str| std::sync::Arc::new(Script::new(body));
         Ok(RedisBeatState {

@@ -39,6 +39,7 @@ use redis::{Cmd, Pipeline, Script};
 use tracing::debug;
 
 use crate::error::redact_url;
+use crate::tls::TlsOptions;
 
 use batch::Batcher;
 use waiters::Waiters;
@@ -184,13 +185,18 @@ fn field_text(fields: &HashMap<String, Vec<u8>>, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-/// Opens a client for `url` and its reconnecting connection, within
-/// [`RESPONSE_TIMEOUT`]; errors name the URL with its password redacted.
-pub(crate) async fn connect_manager(url: &str) -> StoreResult<(redis::Client, ConnectionManager)> {
+/// Opens a client for `url` (over TLS with `tls` for `rediss://`) and its
+/// reconnecting connection, within [`RESPONSE_TIMEOUT`]; errors name the
+/// URL with its password redacted, and a failed TLS handshake the server
+/// and the reason.
+pub(crate) async fn connect_manager(
+    url: &str,
+    tls: &TlsOptions,
+) -> StoreResult<(redis::Client, ConnectionManager)> {
     let redacted = redact_url(url);
-    let client = redis::Client::open(url).map_err(|e| SchemaError::StoreUnavailable {
+    let client = crate::tls::redis_client(url, tls).map_err(|e| SchemaError::StoreUnavailable {
         op: "connect",
-        message: format!("invalid Redis URL {redacted}: {e}"),
+        message: format!("{e} (Redis at {redacted})"),
     })?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(RESPONSE_TIMEOUT))
@@ -206,7 +212,10 @@ pub(crate) async fn connect_manager(url: &str) -> StoreResult<(redis::Client, Co
         op: "connect",
         message: format!("no answer from {redacted} within {RESPONSE_TIMEOUT:?}"),
     })?
-    .map_err(unavailable("connect", url))?;
+    .map_err(|e| SchemaError::StoreUnavailable {
+        op: "connect",
+        message: format!("{} ({redacted})", crate::tls::describe_redis_error(url, &e)),
+    })?;
     Ok((client, conn))
 }
 
@@ -224,7 +233,39 @@ impl RedisStore {
         namespace: &str,
         settings: StoreSettings,
     ) -> StoreResult<RedisStore> {
-        let (client, conn) = connect_manager(url).await?;
+        Self::connect_with_tls(url, namespace, settings, &TlsOptions::default()).await
+    }
+
+    /// [`RedisStore::connect`] with TLS settings for a `rediss://` URL: the
+    /// CA bundle to trust (default: the system's roots) and a client
+    /// certificate for mutual TLS. Ignored for `redis://`.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisStore::connect`]; a TLS file that cannot be used or a
+    /// failed TLS handshake is also [`SchemaError::StoreUnavailable`],
+    /// whose message names the file, or the server and the reason.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use celeriac_producer::tls::TlsOptions;
+    /// use celeriac_producer::RedisStore;
+    /// use celeriac_schema::store::StoreSettings;
+    ///
+    /// # async fn demo() -> celeriac_schema::Result<()> {
+    /// let tls = TlsOptions::new().ca("/etc/celeriac/ca.pem");
+    /// let store = RedisStore::connect_with_tls("rediss://redis.internal:6380", "celeriac", StoreSettings::default(), &tls).await?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_with_tls(
+        url: &str,
+        namespace: &str,
+        settings: StoreSettings,
+        tls: &TlsOptions,
+    ) -> StoreResult<RedisStore> {
+        let (client, conn) = connect_manager(url, tls).await?;
         let redacted = redact_url(url);
         let with_apply = |body: &str| Script::new(&format!("{}{}", scripts::APPLY, body));
         let store = RedisStore {

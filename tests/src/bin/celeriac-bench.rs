@@ -26,6 +26,11 @@
 //!   the worker (`--signing-keys`) verifies every delivery before decoding
 //!   it. Reported under `with_signing`, with its ratio to plain celeriac.
 //!
+//! With an `amqps://` broker URL (and `--tls-ca`, `--tls-cert`, `--tls-key`
+//! as the worker takes them) every connection, raw lapin's and the
+//! worker's alike, goes over TLS: run it once plain and once over TLS to
+//! measure what TLS costs.
+//!
 //! One JSON object goes to stdout: the medians at the top level and every
 //! run under `runs`. Progress goes to stderr. Exit codes: 0 ok, 1 a run
 //! failed (timeout, broker unreachable, lost or duplicated tasks), 2 usage.
@@ -36,6 +41,8 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
+use celeriac_consumer::cli::TlsArgs;
+use celeriac_producer::tls::TlsOptions;
 use celeriac_producer::topology::field_table;
 use celeriac_producer::{publish, Producer, SendOptions};
 use celeriac_schema::store::StoreSettings;
@@ -126,6 +133,9 @@ struct Args {
     /// verifies signatures (`--signing-keys`).
     #[arg(long)]
     signing: bool,
+    /// TLS for an amqps:// broker and a rediss:// store, as the worker's.
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// Prefetch of both consumers unless `--prefetch` says otherwise.
@@ -134,6 +144,23 @@ const DEFAULT_PREFETCH: u16 = 256;
 impl Args {
     fn prefetch(&self) -> u16 {
         self.prefetch.unwrap_or(DEFAULT_PREFETCH).max(1)
+    }
+
+    /// The `--tls-*` and `--redis-tls-*` flags given, for the worker.
+    fn tls_flags(&self) -> Vec<String> {
+        let t = &self.tls;
+        [
+            ("--tls-ca", &t.tls_ca),
+            ("--tls-cert", &t.tls_cert),
+            ("--tls-key", &t.tls_key),
+            ("--redis-tls-ca", &t.redis_tls_ca),
+            ("--redis-tls-cert", &t.redis_tls_cert),
+            ("--redis-tls-key", &t.redis_tls_key),
+        ]
+        .into_iter()
+        .filter_map(|(flag, path)| Some([flag.to_owned(), path.as_ref()?.display().to_string()]))
+        .flatten()
+        .collect()
     }
 }
 
@@ -144,7 +171,7 @@ fn main() -> ExitCode {
 
 async fn bench(args: Args) -> Result<Report> {
     let worker_bin = locate_worker(args.worker_bin.as_deref())?;
-    let probe = connect(&args.amqp_addr, "probe")
+    let probe = connect(&args.amqp_addr, &args.tls.broker(), "probe")
         .await
         .map_err(|e| anyhow!("{e:#}; {}", celeriac_tests::HOW_TO_PROVIDE_A_BROKER))?;
     let _ = probe.close(200, "probe done".into()).await;
@@ -476,6 +503,7 @@ async fn raw_phase(args: &Args, broker_pid: Option<u32>, run: u64) -> Result<Raw
         .and_then(|r| r);
     cleanup(
         &args.amqp_addr,
+        &args.tls.broker(),
         &[topology.work_queue("raw")],
         &[topology.work_exchange()],
     )
@@ -502,8 +530,8 @@ async fn raw_measure(
     let n = args.tasks;
     let queue = topology.work_queue("raw");
     let exchange = topology.work_exchange();
-    let consuming = connect(&args.amqp_addr, "raw consumer").await?;
-    let publishing = connect(&args.amqp_addr, "raw publisher").await?;
+    let consuming = connect(&args.amqp_addr, &args.tls.broker(), "raw consumer").await?;
+    let publishing = connect(&args.amqp_addr, &args.tls.broker(), "raw publisher").await?;
 
     let channel = consuming.create_channel().await?;
     channel
@@ -721,7 +749,7 @@ async fn celeriac_phase(
         queues.push(topology.delay_queue(level));
         exchanges.push(topology.delay_exchange(level));
     }
-    cleanup(&args.amqp_addr, &queues, &exchanges).await;
+    cleanup(&args.amqp_addr, &args.tls.broker(), &queues, &exchanges).await;
     if let Some(url) = store_url {
         celeriac_tests::delete_redis_keys(url, topology.namespace()).await;
     }
@@ -763,18 +791,26 @@ async fn celeriac_measure(
     let n = args.tasks;
     let ns = topology.namespace();
     // Declares the namespace, so the worker can be watched for readiness.
-    let mut producer = Producer::builder(&args.amqp_addr).namespace(ns);
+    let mut producer = Producer::builder(&args.amqp_addr)
+        .tls(args.tls.broker())
+        .namespace(ns);
     if let Some(url) = store_url {
-        let store = celeriac_producer::RedisStore::connect(url, ns, StoreSettings::default())
-            .await
-            .map_err(|e| anyhow!("{e}; {}", celeriac_tests::HOW_TO_PROVIDE_REDIS))?;
+        let tls = args.tls.redis();
+        let store = celeriac_producer::RedisStore::connect_with_tls(
+            url,
+            ns,
+            StoreSettings::default(),
+            &tls,
+        )
+        .await
+        .map_err(|e| anyhow!("{e}; {}", celeriac_tests::HOW_TO_PROVIDE_REDIS))?;
         producer = producer.store(std::sync::Arc::new(store));
     }
     if let Some(path) = signing_keys {
         producer = producer.signing(celeriac_producer::signing::load_keyring(path)?);
     }
     let producer = producer.connect().await?;
-    let admin = connect(&args.amqp_addr, "watch").await?;
+    let admin = connect(&args.amqp_addr, &args.tls.broker(), "watch").await?;
     let channel = admin.create_channel().await?;
     let work_queue = topology.work_queue("default");
 
@@ -783,6 +819,7 @@ async fn celeriac_measure(
         .args(["--namespace", ns, "--queue", "default", "--grace", "10s"])
         .args(["--concurrency", &args.concurrency.to_string()])
         .args(["--prefetch", &args.prefetch().to_string()])
+        .args(args.tls_flags())
         .env("AMQP_ADDR", &args.amqp_addr)
         .env_remove("REDIS_URL")
         .env("CELERIAC_METRICS_ADDR", "127.0.0.1:0")
@@ -992,14 +1029,17 @@ fn locate_worker(given: Option<&Path>) -> Result<PathBuf> {
 
 /// Connects within [`CONNECT_TIMEOUT`] (a broker that accepts TCP but
 /// never answers would otherwise hang the bench).
-async fn connect(url: &str, name: &str) -> Result<Connection> {
+async fn connect(url: &str, tls: &TlsOptions, name: &str) -> Result<Connection> {
     let props = ConnectionProperties::default()
         .with_connection_name(format!("celeriac-bench {name}").into());
     let redacted = celeriac_producer::redact_url(url);
-    tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props))
-        .await
-        .map_err(|_| anyhow!("no answer from the broker at {redacted} within {CONNECT_TIMEOUT:?}"))?
-        .with_context(|| format!("cannot reach the broker at {redacted}"))
+    tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        celeriac_producer::tls::connect(url, props, tls),
+    )
+    .await
+    .map_err(|_| anyhow!("no answer from the broker at {redacted} within {CONNECT_TIMEOUT:?}"))?
+    .with_context(|| format!("cannot reach the broker at {redacted}"))
 }
 
 /// A fresh namespace: `bench-{kind}-{random}`.
@@ -1010,9 +1050,9 @@ fn namespace(kind: &str) -> String {
 
 /// Deletes queues and exchanges, on a connection of its own (the measuring
 /// ones may be gone after a failure); reports what it could not delete.
-async fn cleanup(url: &str, queues: &[String], exchanges: &[String]) {
+async fn cleanup(url: &str, tls: &TlsOptions, queues: &[String], exchanges: &[String]) {
     let work = async {
-        let connection = connect(url, "clean-up").await?;
+        let connection = connect(url, tls, "clean-up").await?;
         let mut channel = connection.create_channel().await?;
         let mut failed = Vec::new();
         for queue in queues {

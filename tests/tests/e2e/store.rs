@@ -26,7 +26,7 @@ use crate::support::{builtins, InProcessWorker};
 /// A plain connection to the tests' Redis, to look at or tamper with what
 /// the store keeps.
 async fn raw_redis() -> celeriac_tests::redis_client::aio::MultiplexedConnection {
-    celeriac_tests::redis_client::Client::open(redis().await.url.as_str())
+    celeriac_tests::redis_client_for(&redis().await.url)
         .unwrap_or_else(|e| panic!("{e}; {HOW_TO_PROVIDE_REDIS}"))
         .get_multiplexed_async_connection()
         .await

@@ -75,7 +75,9 @@ pub async fn run(global: &Global, args: &BeatArgs) -> ExitCode {
         Ok(store) => store,
         Err(code) => return code,
     };
-    let state = match RedisBeatState::connect(&global.redis_url, &global.namespace).await {
+    let tls = global.tls.redis();
+    let state = RedisBeatState::connect_with_tls(&global.redis_url, &global.namespace, &tls);
+    let state = match state.await {
         Ok(state) => state,
         Err(e) => {
             eprintln!("error: {e}");

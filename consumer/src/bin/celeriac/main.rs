@@ -88,6 +88,10 @@ struct GlobalArgs {
         default_value = "celeriac"
     )]
     namespace: String,
+
+    /// TLS to the broker (amqps://) and Redis (rediss://).
+    #[command(flatten)]
+    tls: celeriac_consumer::cli::TlsArgs,
 }
 
 /// Options every subcommand shares, with the secrets read.
@@ -99,6 +103,8 @@ pub struct Global {
     pub redis_url: String,
     /// Namespace of the queues and the store keys.
     pub namespace: String,
+    /// TLS to the broker (amqps://) and Redis (rediss://).
+    pub tls: celeriac_consumer::cli::TlsArgs,
 }
 
 impl GlobalArgs {
@@ -112,6 +118,7 @@ impl GlobalArgs {
                 .unwrap_or_else(|| celeriac_consumer::cli::DEFAULT_AMQP_ADDR.to_owned()),
             redis_url: redis_url.unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()),
             namespace: self.namespace,
+            tls: self.tls,
         })
     }
 }
@@ -159,10 +166,11 @@ impl Global {
     /// The Redis store of the namespace; on failure the error (followed by
     /// `hint`) is printed and the exit code returned.
     pub async fn store(&self, hint: &str) -> Result<celeriac_producer::RedisStore, ExitCode> {
-        celeriac_producer::RedisStore::connect(
+        celeriac_producer::RedisStore::connect_with_tls(
             &self.redis_url,
             &self.namespace,
             celeriac_schema::store::StoreSettings::default(),
+            &self.tls.redis(),
         )
         .await
         .map_err(|e| {
@@ -179,6 +187,7 @@ impl Global {
         signing: Option<celeriac_schema::signing::Keyring>,
     ) -> celeriac_producer::Result<celeriac_producer::Producer> {
         let mut builder = celeriac_producer::Producer::builder(&self.amqp_addr)
+            .tls(self.tls.broker())
             .namespace(&self.namespace)
             .connect_timeout(CONNECT_TIMEOUT);
         if let Some(store) = store {
@@ -192,14 +201,16 @@ impl Global {
 }
 
 /// Prints a producer error; exit 2 when the input was at fault (a name,
-/// options, a workflow), 1 otherwise.
+/// options, a workflow, a URL, TLS files), 1 otherwise.
 fn fail(e: &celeriac_producer::Error) -> ExitCode {
     use celeriac_producer::Error;
     eprintln!("error: {e}");
     match e {
         Error::Workflow(_)
         | Error::Schema(celeriac_schema::Error::InvalidName { .. })
-        | Error::InvalidOptions(_) => ExitCode::from(2),
+        | Error::InvalidOptions(_)
+        | Error::InvalidUrl { .. }
+        | Error::TlsConfig(_) => ExitCode::from(2),
         _ => ExitCode::from(1),
     }
 }
@@ -231,6 +242,11 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !matches!(cli.command, Command::Run(_)) {
+        if let Err(e) = global.tls.check(&global.amqp_addr, Some(&global.redis_url)) {
+            return fail(&e);
+        }
+    }
     match cli.command {
         Command::Status { id, json } => status::run(&global, &id, json).await,
         Command::Send(args) => send::run(&global, &args).await,
