@@ -704,7 +704,9 @@ def check_worker_source() -> None:
         return
     missing = sorted(m for m in METRICS if m.removeprefix("celeriac_") not in src)
     need(not missing, f"metrics used by the alerts/dashboard but not defined in consumer/src: {missing}")
-    for flag in ("CELERIAC_METRICS_ADDR", "CELERIAC_METRICS_TOKEN_FILE", "REDIS_URL_FILE", "AMQP_ADDR_FILE", "CELERIAC_QUEUES",
+    for flag in ("CELERIAC_METRICS_ADDR", "CELERIAC_METRICS_TOKEN_FILE", "REDIS_URL_FILE", "AMQP_ADDR_FILE",
+                 "CELERIAC_TLS_CA", "CELERIAC_TLS_CERT", "CELERIAC_TLS_KEY", "CELERIAC_REDIS_TLS_CA",
+                 "CELERIAC_REDIS_TLS_CERT", "CELERIAC_REDIS_TLS_KEY", "CELERIAC_SIGNING_KEYS", "CELERIAC_QUEUES",
                  "CELERIAC_CONCURRENCY", "CELERIAC_GRACE", "CELERIAC_NAMESPACE"):
         need(flag in src, f"the chart sets {flag}, which the worker does not read")
     ok("worker source: defines every metric and env var the chart relies on")
