@@ -87,7 +87,10 @@ pub(crate) async fn serve(listener: TcpListener, state: HttpState, stop: Cancell
     let local = listener.local_addr().ok();
     info!(addr = ?local, "serving /metrics, /healthz and /readyz");
     loop {
+        // Biased: once stopped, a connection already waiting is refused, not
+        // served, so nothing answers after the worker's `run` returned.
         let (stream, peer) = tokio::select! {
+            biased;
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
