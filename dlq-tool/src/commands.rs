@@ -129,9 +129,15 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
 
     let connection = connect(&cli.amqp_addr, &cli.tls(), cli.connect_timeout).await?;
     let result = execute(&cli, &connection, &topology, &filter, keyring.as_ref()).await;
-    let _ = connection.close(200, "celeriac-dlq done".into()).await;
+    // The work is done and acknowledged; a close the broker never
+    // confirms must not keep the tool from exiting.
+    let close = connection.close(200, "celeriac-dlq done".into());
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
     result
 }
+
+/// How long to wait for the broker to confirm the connection's close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn rate_of(command: &Command) -> Option<f64> {
     match command {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use celeriac_tests::{broker, eventually, WorkerProcess};
+use celeriac_tests::{broker, eventually, TestNamespace, WorkerProcess};
 
 use crate::support::{get, get_with};
 
@@ -13,15 +13,20 @@ fn free_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_need_the_bearer_token_and_probes_do_not() {
-    let ns = celeriac_tests::namespace("metrics-token");
+/// A `celeriac-worker` whose metrics token file holds `token`, with its
+/// metrics address, its scratch directory and its namespace (whose
+/// topology goes when it is dropped).
+async fn worker_with_token(
+    test: &str,
+    token: &str,
+) -> (WorkerProcess, SocketAddr, std::path::PathBuf, TestNamespace) {
+    let ns = celeriac_tests::namespace(test);
     let dir = std::env::temp_dir().join(format!("celeriac-{}", ns.name()));
     std::fs::create_dir_all(&dir).unwrap();
     let token_file = dir.join("token");
-    std::fs::write(&token_file, "s3cret-scrape-token\n").unwrap();
+    std::fs::write(&token_file, token).unwrap();
     let addr = free_port();
-    let mut worker = WorkerProcess::start(
+    let worker = WorkerProcess::start(
         Path::new(env!("CARGO_BIN_EXE_celeriac-test-worker")),
         &broker().await.url,
         ns.name(),
@@ -33,6 +38,13 @@ async fn metrics_need_the_bearer_token_and_probes_do_not() {
             token_file.to_str().unwrap(),
         ],
     );
+    (worker, addr, dir, ns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_the_bearer_token_and_probes_do_not() {
+    let (mut worker, addr, dir, _ns) =
+        worker_with_token("metrics-token", "s3cret-scrape-token\n").await;
     let up = eventually(Duration::from_secs(20), || async {
         get(addr, "/readyz").await.0 == 200
     })
@@ -67,24 +79,7 @@ async fn metrics_need_the_bearer_token_and_probes_do_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_token_file_stops_the_worker_with_exit_code_2() {
-    let ns = celeriac_tests::namespace("metrics-token-empty");
-    let dir = std::env::temp_dir().join(format!("celeriac-{}", ns.name()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let token_file = dir.join("token");
-    std::fs::write(&token_file, "\n").unwrap();
-    let addr = free_port();
-    let mut worker = WorkerProcess::start(
-        Path::new(env!("CARGO_BIN_EXE_celeriac-test-worker")),
-        &broker().await.url,
-        ns.name(),
-        &dir.join("record"),
-        &[
-            "--metrics-addr",
-            &addr.to_string(),
-            "--metrics-token-file",
-            token_file.to_str().unwrap(),
-        ],
-    );
+    let (mut worker, _, dir, _ns) = worker_with_token("metrics-token-empty", "\n").await;
     let status = worker
         .wait_timeout(Duration::from_secs(20))
         .expect("the worker exits at once");
