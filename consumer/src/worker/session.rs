@@ -1,0 +1,254 @@
+//! One broker connection: its publisher channel, one consuming channel per
+//! queue, and the queue-depth sampler.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use celeriac_producer::topology::declare;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::lane::Lane;
+use super::{Config, SessionEnd, Shared};
+use crate::error::{Error, Result};
+use crate::metrics::QueueMetrics;
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One connection: a publisher channel and one consuming channel per queue.
+pub(super) struct Session {
+    connection: Arc<Connection>,
+    pub(super) publisher: Channel,
+    lanes: Vec<(Arc<str>, Channel, Consumer)>,
+}
+
+pub(super) async fn connect(config: &Config) -> Result<Session> {
+    let props = ConnectionProperties::default()
+        .with_connection_name(format!("celeriac-worker {}", config.worker_id).into());
+    let connecting = celeriac_producer::tls::connect(&config.url, props, &config.tls);
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| Error::Amqp {
+            doing: "connecting",
+            source: lapin::Error::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no connection to {} within {CONNECT_TIMEOUT:?}",
+                    celeriac_producer::redact_url(&config.url)
+                ),
+            )),
+        })?
+        .map_err(|e| match e {
+            celeriac_producer::Error::Amqp { source, .. } => Error::amqp("connecting")(source),
+            other => Error::Connect(other),
+        })?;
+    let publisher = connection
+        .create_channel()
+        .await
+        .map_err(Error::amqp("opening a channel"))?;
+    declare_all(config, &publisher).await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(Error::amqp("enabling publisher confirms"))?;
+    let mut lanes = Vec::with_capacity(config.queues.len());
+    for queue in &config.queues {
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(Error::amqp("opening a channel"))?;
+        // Per consumer, never global: quorum queues refuse global QoS.
+        channel
+            .basic_qos(config.prefetch, BasicQosOptions { global: false })
+            .await
+            .map_err(Error::amqp("setting the prefetch"))?;
+        let consumer = channel
+            .basic_consume(
+                config.topology.work_queue(queue).into(),
+                format!("{}/{queue}", config.worker_id).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(Error::amqp("starting a consumer"))?;
+        lanes.push((Arc::from(queue.as_str()), channel, consumer));
+    }
+    Ok(Session {
+        connection: Arc::new(connection),
+        publisher,
+        lanes,
+    })
+}
+
+async fn declare_all(config: &Config, channel: &Channel) -> Result<()> {
+    let declare_error = |e: celeriac_producer::Error| match e {
+        // A refused declaration (other arguments) will be refused again.
+        celeriac_producer::Error::Amqp { source, .. }
+            if matches!(source.kind(), lapin::ErrorKind::ProtocolError(_)) =>
+        {
+            Error::Config(format!(
+                "the broker refused the topology (is a queue declared with other arguments, \
+                 such as another delivery limit?): {source}"
+            ))
+        }
+        other => Error::Producer(other),
+    };
+    declare(channel, &config.topology.shared_declarations())
+        .await
+        .map_err(declare_error)?;
+    for queue in &config.queues {
+        declare(channel, &config.topology.queue_declarations(queue)?)
+            .await
+            .map_err(declare_error)?;
+    }
+    Ok(())
+}
+
+impl Session {
+    pub(super) async fn run(
+        self,
+        shared: Arc<Shared>,
+        semaphore: Arc<Semaphore>,
+        shutdown: CancellationToken,
+    ) -> SessionEnd {
+        // Ends every lane when one of them loses its channel.
+        let session_token = shutdown.child_token();
+        if let Some(every) = shared.config.queue_sample {
+            tokio::spawn(sample_queues(
+                self.connection.clone(),
+                shared.clone(),
+                every,
+                session_token.clone(),
+            ));
+        }
+        let mut lanes = JoinSet::new();
+        for (queue, channel, consumer) in self.lanes {
+            let metrics = shared.metrics.queue(&queue);
+            let lane = Lane {
+                shared: shared.clone(),
+                metrics,
+                queue,
+                channel,
+                publisher: self.publisher.clone(),
+                semaphore: semaphore.clone(),
+            };
+            lanes.spawn(lane.run(consumer, session_token.clone(), shutdown.clone()));
+        }
+        let mut end = SessionEnd::Shutdown;
+        while let Some(result) = lanes.join_next().await {
+            match result {
+                Ok(SessionEnd::Shutdown) => {}
+                Ok(SessionEnd::Lost(reason)) => {
+                    session_token.cancel();
+                    if matches!(end, SessionEnd::Shutdown) {
+                        end = SessionEnd::Lost(reason);
+                    }
+                }
+                Err(join) => {
+                    session_token.cancel();
+                    end = SessionEnd::Lost(format!("consumer task failed: {join}"));
+                }
+            }
+        }
+        if shutdown.is_cancelled() {
+            end = SessionEnd::Shutdown;
+        }
+        let _ = self.connection.close(200, "worker stopping".into()).await;
+        end
+    }
+}
+
+/// Samples the depth of each consumed work queue and its dead-letter queue,
+/// and the work queue's consumers, for the metrics; pings the state store
+/// on the same beat so readiness notices a store that went away while the
+/// worker is idle. Passive declares on a channel of its own: a refusal
+/// (a queue deleted under the worker) closes only that channel, reopened on
+/// the next beat.
+async fn sample_queues(
+    connection: Arc<Connection>,
+    shared: Arc<Shared>,
+    every: Duration,
+    session: CancellationToken,
+) {
+    let topology = &shared.config.topology;
+    let queues: Vec<(Arc<QueueMetrics>, String, String)> = shared
+        .config
+        .queues
+        .iter()
+        .map(|queue| {
+            (
+                shared.metrics.queue(queue),
+                topology.work_queue(queue),
+                topology.dead_letter_queue(queue),
+            )
+        })
+        .collect();
+    let mut channel: Option<Channel> = None;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = session.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if let Some(store) = &shared.config.store {
+            match tokio::time::timeout(every.max(Duration::from_secs(1)), store.ping()).await {
+                Ok(Ok(())) => shared.stats.store_down.store(false, Ordering::Relaxed),
+                Ok(Err(e)) => {
+                    debug!(error = %e, "state store ping failed");
+                    shared.stats.store_down.store(true, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    debug!("state store ping timed out");
+                    shared.stats.store_down.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        let open = match channel.take() {
+            Some(open) if open.status().connected() => open,
+            _ => match connection.create_channel().await {
+                Ok(open) => open,
+                Err(e) => {
+                    debug!(error = %e, "cannot open the queue-sampling channel");
+                    continue;
+                }
+            },
+        };
+        for (metrics, work, dlq) in &queues {
+            match passive_declare(&open, work).await {
+                Ok(q) => {
+                    metrics.work_messages.set(i64::from(q.message_count()));
+                    metrics.consumers.set(i64::from(q.consumer_count()));
+                }
+                Err(e) => debug!(queue = %work, error = %e, "cannot sample the queue"),
+            }
+            match passive_declare(&open, dlq).await {
+                Ok(q) => metrics.dlq_messages.set(i64::from(q.message_count())),
+                Err(e) => debug!(queue = %dlq, error = %e, "cannot sample the queue"),
+            }
+        }
+        channel = Some(open);
+    }
+    if let Some(open) = channel {
+        let _ = open.close(200, "worker stopping".into()).await;
+    }
+}
+
+async fn passive_declare(channel: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+    channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
