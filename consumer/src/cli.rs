@@ -581,8 +581,13 @@ const METRICS_TOKEN: crate::secrets::SecretNames = crate::secrets::SecretNames {
     env: "CELERIAC_METRICS_TOKEN",
 };
 
-/// Reads a bearer token from `path`, refusing an empty one.
-fn read_token(path: &std::path::Path) -> Result<String, String> {
+/// Reads the bearer token of `--metrics-token-file` from `path`, refusing
+/// an empty one.
+///
+/// # Errors
+///
+/// A message naming the flag when the file cannot be read or is empty.
+pub fn read_token(path: &std::path::Path) -> Result<String, String> {
     match crate::secrets::resolve(METRICS_TOKEN, None, Some(path)) {
         Ok(Some(token)) if !token.trim().is_empty() => Ok(token.trim().to_owned()),
         Ok(_) => Err(format!(

@@ -50,7 +50,7 @@ mod coordinator;
 pub mod disposition;
 mod error;
 pub mod exec;
-mod http;
+pub mod http;
 mod lease;
 pub mod local;
 mod metrics;

@@ -196,7 +196,7 @@ impl Worker {
             })?;
             tokio::spawn(crate::http::serve(
                 listener,
-                self.http_state(),
+                Arc::new(self.http_state()),
                 http_stop.clone(),
             ));
         }

@@ -32,6 +32,7 @@ macro_rules! outln {
 }
 
 mod beat;
+mod beat_metrics;
 mod run;
 mod send;
 mod signing;

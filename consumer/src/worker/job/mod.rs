@@ -127,6 +127,8 @@ impl Job {
                             let started = std::time::Instant::now();
                             let started_ms = now_ms();
                             metrics.observe_wait(env.created_at, env.eta, started_ms);
+                            metrics.started.inc();
+                            let _running = self.metrics.running(started_ms);
                             let done = self
                                 .execute(handler, env, &delivery, tag, run.as_ref(), started_ms)
                                 .await;
@@ -169,6 +171,16 @@ impl Job {
             Outcome::Failed(_) | Outcome::Panicked(_) | Outcome::TimedOut(_) => {
                 WorkerStats::bump(&stats.failed);
                 metrics.failed.inc();
+                let error_type = match &outcome {
+                    Outcome::Failed(err) => err.kind(),
+                    Outcome::Panicked(_) => crate::PANIC,
+                    _ => crate::TIME_LIMIT,
+                };
+                self.shared.metrics.count_error(
+                    &self.queue,
+                    envelope.as_ref().map(|env| env.task.as_str()),
+                    error_type,
+                );
             }
             _ => {}
         }
