@@ -437,6 +437,23 @@ def check_worker_deployment() -> None:
     ok("no-store: store.enabled=false drops REDIS_URL from the worker and the Secret")
 
 
+def check_exporter() -> None:
+    docs = render({"daemons": {"exporter": {"enabled": True}}, "serviceMonitor": {"enabled": True}},
+                  "exporter")
+    dep = one(docs, "Deployment", "exporter")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    need(c["command"] == ["celeriac"] and c["args"] == ["exporter"], f"exporter command {c['command']} {c['args']}")
+    need(env_of(c)["CELERIAC_METRICS_ADDR"]["value"] == "0.0.0.0:9466", "exporter address")
+    need(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "exporter readiness probe")
+    need(set(credential_files(dep["spec"]["template"]["spec"], c)) >= {"AMQP_ADDR"}, "exporter broker URL from the Secret")
+    pm = one(docs, "PodMonitor", "exporter")
+    need(pm["spec"]["podMetricsEndpoints"][0]["relabelings"][0]["replacement"] == "celeriac", "exporter job label")
+    need(not [d for d in by_kind(docs, "Deployment") if d["metadata"]["labels"].get("app.kubernetes.io/component") == "beat"],
+         "beat deployed although disabled")
+    ok("exporter: `celeriac exporter` on 9466 with probes, the broker URL from the Secret, a PodMonitor "
+       "under the alerts' job name")
+
+
 def check_beat() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())["daemons"]["beat"]
     need(values["replicaCount"] == 1 and values["strategy"]["type"] == "RollingUpdate"
@@ -802,6 +819,7 @@ def main() -> int:
         section("refused values", check_bad_values)
         section("worker Deployment", check_worker_deployment)
         section("beat", check_beat)
+        section("exporter", check_exporter)
         section("autoscaling", check_autoscaling)
         section("existing Secret", check_existing_secret)
         section("security", lambda: check_security.check(docs_for))

@@ -53,7 +53,7 @@ pub struct BeatArgs {
 /// Runs beat; exit code 0 after a clean stop, 1 when the broker or the
 /// store fails at start-up, 2 for invalid files.
 pub async fn run(global: &Global, args: &BeatArgs) -> ExitCode {
-    init_logs();
+    crate::init_logs();
     let stop = shutdown();
     let entries = match entries(&args.files) {
         Ok(entries) => entries,
@@ -251,7 +251,7 @@ fn flow_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 
 /// Completes on SIGTERM or Ctrl-C. Listens from the moment it is called
 /// (not first polled), so a SIGTERM while beat connects stops it cleanly.
-fn shutdown() -> impl std::future::Future<Output = ()> {
+pub fn shutdown() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let ctrl_c = tokio::signal::ctrl_c();
@@ -276,12 +276,3 @@ fn shutdown() -> impl std::future::Future<Output = ()> {
     }
 }
 
-fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-}

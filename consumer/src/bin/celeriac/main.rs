@@ -33,6 +33,7 @@ macro_rules! outln {
 
 mod beat;
 mod beat_metrics;
+mod exporter;
 mod run;
 mod send;
 mod signing;
@@ -139,6 +140,10 @@ enum Command {
     /// Submit the scheduled flows of YAML files at their ticks (interval or
     /// cron), once per tick across any number of replicas, until SIGTERM.
     Beat(beat::BeatArgs),
+    /// Serve the depth and consumers of every queue of the namespace, read
+    /// from the broker's management API, as Prometheus metrics (so a queue
+    /// nobody consumes is seen).
+    Exporter(exporter::ExporterArgs),
     /// Show a task's state, attempts, timings, worker, error and result, or
     /// a workflow's state and every node's progress, attempts and error.
     Status {
@@ -216,6 +221,17 @@ fn fail(e: &celeriac_producer::Error) -> ExitCode {
     }
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (default `info,lapin=warn`).
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -252,6 +268,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Status { id, json } => status::run(&global, &id, json).await,
         Command::Send(args) => send::run(&global, &args).await,
         Command::Beat(args) => beat::run(&global, &args).await,
+        Command::Exporter(args) => exporter::run(&global, &args).await,
         Command::Run(args) => run::run(&args).await,
         Command::Submit(args) => submit::run(&global, &args).await,
     }
