@@ -116,7 +116,9 @@ impl Management {
         let work = format!("{}.q.", topology.namespace());
         let dead = format!("{}.dlq.", topology.namespace());
         let count = |q: &serde_json::Value, field: &str| {
-            q.get(field).and_then(serde_json::Value::as_u64).unwrap_or(0)
+            q.get(field)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
         };
         let mut out: Vec<QueueDepth> = queues
             .iter()

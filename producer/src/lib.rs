@@ -42,6 +42,7 @@ pub mod canvas;
 mod error;
 pub mod flow;
 mod handle;
+pub mod metrics;
 mod pool;
 mod producer;
 pub mod publish;

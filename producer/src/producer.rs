@@ -55,6 +55,7 @@ pub struct ProducerBuilder {
     store: Option<Arc<dyn Store>>,
     signing: Option<Arc<Keyring>>,
     tls: TlsOptions,
+    metrics: Option<Arc<crate::metrics::ProducerMetrics>>,
 }
 
 impl std::fmt::Debug for ProducerBuilder {
@@ -98,6 +99,13 @@ impl ProducerBuilder {
     /// How long to try to reach the broker before failing (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Counts what this producer sends in `metrics` (see
+    /// [`crate::metrics`]; default: no metrics).
+    pub fn metrics(mut self, metrics: Arc<crate::metrics::ProducerMetrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -189,6 +197,7 @@ impl ProducerBuilder {
                 declared: Mutex::new(HashSet::new()),
                 store: self.store.clone(),
                 signing: self.signing.clone(),
+                metrics: self.metrics.clone(),
             }),
         };
         let channel = producer.channel().await?;
@@ -248,6 +257,8 @@ struct Inner {
     store: Option<Arc<dyn Store>>,
     /// Signs every published task when set.
     signing: Option<Arc<Keyring>>,
+    /// Counts sends when set.
+    metrics: Option<Arc<crate::metrics::ProducerMetrics>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -283,6 +294,7 @@ impl Producer {
             store: None,
             signing: None,
             tls: TlsOptions::default(),
+            metrics: None,
         }
     }
 
@@ -712,6 +724,14 @@ impl Producer {
         if result.is_ok() {
             self.release(channel);
         }
+        if let Some(metrics) = &self.inner.metrics {
+            for task in tasks {
+                match &result {
+                    Ok(_) => metrics.sent(&task.queue, &task.envelope.task),
+                    Err(_) => metrics.failed(&task.queue),
+                }
+            }
+        }
         result
     }
 
@@ -734,7 +754,7 @@ impl Producer {
                 publish::task_properties(env, &task.queue, &body, self.inner.signing.as_deref())?;
             let confirm = publish::publish(channel, &route, &body, props).await?;
             debug!(task_id = %env.id, task = %env.task, exchange = %route.exchange, "published");
-            pending.push_back((confirm, env.id, route));
+            pending.push_back((confirm, env.id, route, std::time::Instant::now()));
             ids.push(env.id);
             if pending.len() >= BATCH_WINDOW {
                 self.await_one(&mut pending).await?;
@@ -748,11 +768,19 @@ impl Producer {
 
     async fn await_one(
         &self,
-        pending: &mut std::collections::VecDeque<(lapin::PublisherConfirm, TaskId, Route)>,
+        pending: &mut std::collections::VecDeque<(
+            lapin::PublisherConfirm,
+            TaskId,
+            Route,
+            std::time::Instant,
+        )>,
     ) -> Result<()> {
-        if let Some((confirm, id, route)) = pending.pop_front() {
+        if let Some((confirm, id, route, published)) = pending.pop_front() {
             publish::check_confirm(confirm, &id.to_string(), &route, self.inner.confirm_timeout)
                 .await?;
+            if let Some(metrics) = &self.inner.metrics {
+                metrics.confirmed_after(published.elapsed());
+            }
         }
         Ok(())
     }

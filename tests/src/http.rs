@@ -38,4 +38,3 @@ pub async fn get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, Stri
         .unwrap_or_default();
     (status, body)
 }
-

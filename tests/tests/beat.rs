@@ -661,7 +661,8 @@ async fn beat_serves_metrics_and_probes() {
         .spawn()
         .unwrap();
     let beat = BeatProcess { child, log };
-    beat.wait_for_log("submitted", Duration::from_secs(20)).await;
+    beat.wait_for_log("submitted", Duration::from_secs(20))
+        .await;
     let (status, _) = celeriac_tests::http::get(addr, "/readyz").await;
     assert_eq!(status, 200, "ready once ticking");
     let (status, _) = celeriac_tests::http::get(addr, "/metrics").await;
@@ -678,12 +679,21 @@ async fn beat_serves_metrics_and_probes() {
     assert_eq!(value(r#"celeriac_beat_ticks_total{outcome="failed"}"#), 0.0);
     assert_eq!(value("celeriac_beat_entries"), 1.0);
     assert_eq!(value("celeriac_beat_up"), 1.0);
+    // Beat's producer counts what it sent in the same registry.
+    assert!(
+        value(r#"celeriac_tasks_sent_total{queue="default",task="celeriac.noop"}"#) >= 1.0,
+        "{body}"
+    );
+    assert!(value("celeriac_publish_confirm_seconds_count") >= 1.0);
     let last = value("celeriac_beat_last_tick_timestamp_seconds");
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    assert!(now - last < 10.0 && last <= now + 1.0, "last tick {last}, now {now}");
+    assert!(
+        now - last < 10.0 && last <= now + 1.0,
+        "last tick {last}, now {now}"
+    );
     let log = beat.stop();
     assert!(log.contains("submitted"), "{log}");
     // Once beat is gone, nothing answers.

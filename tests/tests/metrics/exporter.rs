@@ -79,7 +79,10 @@ async fn unconsumed_queues_are_exported_with_their_depth() {
     let sender = producer(&ns).await;
     let orphan = SendOptions::new().queue("orphan");
     for _ in 0..3 {
-        sender.send::<Noop>(&rmpv::Value::Nil, &orphan).await.unwrap();
+        sender
+            .send::<Noop>(&rmpv::Value::Nil, &orphan)
+            .await
+            .unwrap();
     }
     producer(&other)
         .await
@@ -94,15 +97,24 @@ async fn unconsumed_queues_are_exported_with_their_depth() {
     })
     .await;
     assert_eq!(
-        value(&body, r#"celeriac_broker_queue_consumers{kind="work",queue="orphan"}"#),
+        value(
+            &body,
+            r#"celeriac_broker_queue_consumers{kind="work",queue="orphan"}"#
+        ),
         Some(0.0)
     );
     assert_eq!(
-        value(&body, r#"celeriac_broker_queue_messages{kind="dlq",queue="orphan"}"#),
+        value(
+            &body,
+            r#"celeriac_broker_queue_messages{kind="dlq",queue="orphan"}"#
+        ),
         Some(0.0)
     );
     assert_eq!(value(&body, "celeriac_exporter_up"), Some(1.0));
-    assert!(!body.contains("elsewhere"), "another namespace leaked in:\n{body}");
+    assert!(
+        !body.contains("elsewhere"),
+        "another namespace leaked in:\n{body}"
+    );
     assert_eq!(get(exporter.addr, "/readyz").await.0, 200);
 }
 
@@ -132,8 +144,12 @@ async fn an_unreachable_management_api_is_reported() {
     .await;
     assert!(answer.1.contains("cannot read the queues"), "{}", answer.1);
     assert_eq!(get(exporter.addr, "/metrics").await.0, 401);
-    let (status, body) =
-        get_with(exporter.addr, "/metrics", "Authorization: Bearer s3cret\r\n").await;
+    let (status, body) = get_with(
+        exporter.addr,
+        "/metrics",
+        "Authorization: Bearer s3cret\r\n",
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(value(&body, "celeriac_exporter_up"), Some(0.0), "{body}");
 }

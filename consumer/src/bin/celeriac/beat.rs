@@ -117,7 +117,18 @@ pub async fn run(global: &Global, args: &BeatArgs) -> ExitCode {
         }
     };
     let store: Arc<dyn Store> = Arc::new(store);
-    let producer = match global.producer(Some(store), keyring).await {
+    let registry = prometheus::Registry::new();
+    let metrics = match celeriac_producer::metrics::ProducerMetrics::register(&registry) {
+        Ok(metrics) => metrics,
+        Err(e) => {
+            eprintln!("error: cannot set up beat's metrics: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let producer = match global
+        .producer_with_metrics(Some(store), keyring, Some(metrics))
+        .await
+    {
         Ok(producer) => producer,
         Err(e) => return crate::fail(&e),
     };
@@ -130,7 +141,7 @@ pub async fn run(global: &Global, args: &BeatArgs) -> ExitCode {
     let http_stop = tokio_util::sync::CancellationToken::new();
     let _http_guard = http_stop.clone().drop_guard();
     if let Some(listener) = listener {
-        match crate::beat_metrics::BeatEndpoints::new(beat.monitor(), count, token) {
+        match crate::beat_metrics::BeatEndpoints::new(registry, beat.monitor(), count, token) {
             Ok(endpoints) => {
                 tokio::spawn(celeriac_consumer::http::serve(
                     listener,
@@ -275,4 +286,3 @@ pub fn shutdown() -> impl std::future::Future<Output = ()> {
         tracing::info!("stopping: no new ticks");
     }
 }
-

@@ -7,6 +7,10 @@
 //! | `celeriac_beat_entries` | gauge | |
 //! | `celeriac_beat_up` | gauge | |
 //!
+//! plus the producer's `celeriac_tasks_sent_total`,
+//! `celeriac_tasks_send_failed_total` and `celeriac_publish_confirm_seconds`
+//! (see `celeriac_producer::metrics`), registered in the same registry.
+//!
 //! Ready once the scheduling loop turns, and for as long as it keeps
 //! turning: a loop that has not turned for [`STALLED_AFTER`] (it turns
 //! every half second) is reported not ready, and `/metrics` shows
@@ -43,17 +47,18 @@ pub struct BeatEndpoints {
 }
 
 impl BeatEndpoints {
-    /// Metrics of the beat `monitor` watches, over `entries` entries.
+    /// Metrics of the beat `monitor` watches, over `entries` entries, in
+    /// `registry` (which may hold other metrics already).
     ///
     /// # Errors
     ///
     /// When a metric cannot be registered (a bug in the names here).
     pub fn new(
+        registry: Registry,
         monitor: BeatMonitor,
         entries: usize,
         token: Option<String>,
     ) -> prometheus::Result<Self> {
-        let registry = Registry::new();
         let family = IntCounterVec::new(
             Opts::new(
                 "celeriac_beat_ticks_total",

@@ -89,10 +89,7 @@ impl QueueGauges {
                 "celeriac_broker_queue_unacked",
                 "Messages delivered and not yet acknowledged.",
             )?,
-            consumers: vec(
-                "celeriac_broker_queue_consumers",
-                "Consumers of the queue.",
-            )?,
+            consumers: vec("celeriac_broker_queue_consumers", "Consumers of the queue.")?,
             queues: one(
                 "celeriac_broker_queues",
                 "Work and dead-letter queues of the namespace.",
@@ -116,7 +113,9 @@ impl QueueGauges {
             let labels = [d.queue.as_str(), d.kind.as_str()];
             let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
             self.messages.with_label_values(&labels).set(clamp(d.ready));
-            self.unacked.with_label_values(&labels).set(clamp(d.unacked));
+            self.unacked
+                .with_label_values(&labels)
+                .set(clamp(d.unacked));
             self.consumers
                 .with_label_values(&labels)
                 .set(clamp(d.consumers));
@@ -133,7 +132,9 @@ impl QueueGauges {
     }
 
     fn error(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.last_error.lock().unwrap_or_else(PoisonError::into_inner)
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -165,8 +166,7 @@ pub async fn run(global: &Global, args: &ExporterArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let management = match Management::for_amqp(&global.amqp_addr, args.management_url.as_deref())
-    {
+    let management = match Management::for_amqp(&global.amqp_addr, args.management_url.as_deref()) {
         Ok(management) => management.with_tls(global.tls.broker()),
         Err(e) => {
             eprintln!("error: {e}");

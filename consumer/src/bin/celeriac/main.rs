@@ -192,6 +192,16 @@ impl Global {
         store: Option<std::sync::Arc<dyn celeriac_schema::store::Store>>,
         signing: Option<celeriac_schema::signing::Keyring>,
     ) -> celeriac_producer::Result<celeriac_producer::Producer> {
+        self.producer_with_metrics(store, signing, None).await
+    }
+
+    /// [`Global::producer`], counting what it sends in `metrics`.
+    pub async fn producer_with_metrics(
+        &self,
+        store: Option<std::sync::Arc<dyn celeriac_schema::store::Store>>,
+        signing: Option<celeriac_schema::signing::Keyring>,
+        metrics: Option<std::sync::Arc<celeriac_producer::metrics::ProducerMetrics>>,
+    ) -> celeriac_producer::Result<celeriac_producer::Producer> {
         let mut builder = celeriac_producer::Producer::builder(&self.amqp_addr)
             .tls(self.tls.broker())
             .namespace(&self.namespace)
@@ -201,6 +211,9 @@ impl Global {
         }
         if let Some(keyring) = signing {
             builder = builder.signing(keyring);
+        }
+        if let Some(metrics) = metrics {
+            builder = builder.metrics(metrics);
         }
         builder.connect().await
     }
