@@ -25,8 +25,11 @@ use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 /// How long the loop may go without turning before beat is not ready.
 const STALLED_AFTER: Duration = Duration::from_secs(30);
 
+/// Reads one count of the stats.
+type Read = fn(&BeatStats) -> u64;
+
 /// The outcomes of `celeriac_beat_ticks_total`, read from the stats.
-const OUTCOMES: [(&str, fn(&BeatStats) -> u64); 7] = [
+const OUTCOMES: [(&str, Read); 7] = [
     ("submitted", |s| s.submitted),
     ("taken", |s| s.taken),
     ("taken_over", |s| s.taken_over),
@@ -40,7 +43,7 @@ const OUTCOMES: [(&str, fn(&BeatStats) -> u64); 7] = [
 pub struct BeatEndpoints {
     monitor: BeatMonitor,
     registry: Registry,
-    ticks: Vec<(IntCounter, fn(&BeatStats) -> u64)>,
+    ticks: Vec<(IntCounter, Read)>,
     last_tick: Gauge,
     up: IntGauge,
     token: Option<String>,
