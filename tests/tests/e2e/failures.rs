@@ -419,7 +419,7 @@ async fn malformed_bodies_are_dead_lettered_byte_for_byte() {
     assert_dead_letter(
         garbage_letter,
         "malformed",
-        "DecodeError",
+        "Malformed",
         0,
         &worker_id,
         since,
@@ -433,7 +433,7 @@ async fn malformed_bodies_are_dead_lettered_byte_for_byte() {
     assert_dead_letter(
         no_task_letter,
         "malformed",
-        "DecodeError",
+        "Field",
         0,
         &worker_id,
         since,

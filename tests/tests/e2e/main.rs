@@ -6,6 +6,7 @@
 mod support;
 
 mod delays;
+mod error_types;
 mod failures;
 mod faults;
 mod roundtrip;

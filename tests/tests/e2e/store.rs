@@ -436,7 +436,7 @@ async fn handles_return_typed_results_and_typed_failures() {
     );
     assert_eq!((record.runs, record.attempt), (2, 1));
 
-    // Expired before it ran: revoked.
+    // Expired before it ran: `expired`, with the reason, and never run.
     let expired = producer
         .send::<Ping>(
             &(),
@@ -448,8 +448,18 @@ async fn handles_return_typed_results_and_typed_failures() {
         .unwrap();
     assert!(matches!(
         expired.wait(wait).await,
-        Err(Error::TaskRevoked { .. })
+        Err(Error::TaskExpired { .. })
     ));
+    let record = expired.record().await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Expired);
+    assert_eq!(record.runs, 0, "an expired task never runs");
+    assert_eq!(
+        record.error.as_ref().map(|e| e.error_type.as_str()),
+        Some("Expired")
+    );
+    assert!(record.finished_at.is_some());
+    let json = celeriac_producer::status::to_json(&record);
+    assert_eq!(json["state"], "expired");
 
     // Nobody consumes `idle`: the wait times out and says it is queued.
     let idle = producer
