@@ -10,7 +10,9 @@
 //! shared by every waiter of the process: each waiter subscribes to its
 //! task's channel, and the final write publishes on it.
 //!
-//! Keys, under the namespace `{ns}`:
+//! Keys, under the namespace `{ns}` (the public layout, version 1, of
+//! SPEC.md section 18; `celeriac_schema::store::layout` names them and
+//! reads records):
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -30,8 +32,8 @@ use std::time::Duration;
 
 use celeriac_schema::store::layout::{self, QueuedMark};
 use celeriac_schema::store::{
-    Begin, Claim, NodeProgress, Ready, Store, StoreSettings, TaskFailure, TaskRecord, Transition,
-    Update, WorkflowRecord, WorkflowState, CLAIM_STALE_AFTER, HISTORY_LIMIT,
+    Begin, Claim, NodeProgress, Ready, Store, StoreSettings, TaskRecord, Update, WorkflowRecord,
+    WorkflowState, CLAIM_STALE_AFTER,
 };
 use celeriac_schema::workflow::{Node, Workflow};
 use celeriac_schema::{Error as SchemaError, TaskId, TaskState};

@@ -11,3 +11,4 @@ mod failures;
 mod faults;
 mod roundtrip;
 mod store;
+mod store_layout;
