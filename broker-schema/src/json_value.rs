@@ -61,7 +61,8 @@ pub fn to_json(value: &Value) -> Json {
         Value::Integer(n) => {
             if let Some(i) = n
                 .as_i64()
-                .filter(|i| (-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(i)) {
+                .filter(|i| (-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(i))
+            {
                 Json::from(i)
             } else {
                 let text = match (n.as_i64(), n.as_u64()) {
@@ -144,7 +145,11 @@ pub fn from_json(json: &Json) -> Result<Value> {
 
 fn from_json_at(json: &Json, path: &str) -> Result<Value> {
     let bad = |message: String| Error::Field {
-        field: if path.is_empty() { ".".into() } else { path.to_owned() },
+        field: if path.is_empty() {
+            ".".into()
+        } else {
+            path.to_owned()
+        },
         message,
     };
     Ok(match json {
@@ -194,7 +199,9 @@ fn from_json_at(json: &Json, path: &str) -> Result<Value> {
                         "NaN" => Ok(Value::F64(f64::NAN)),
                         "Infinity" => Ok(Value::F64(f64::INFINITY)),
                         "-Infinity" => Ok(Value::F64(f64::NEG_INFINITY)),
-                        other => Err(bad(format!("`$float`: {other:?} is not NaN or an infinity"))),
+                        other => Err(bad(format!(
+                            "`$float`: {other:?} is not NaN or an infinity"
+                        ))),
                     },
                     // Bytes that are not UTF-8 stay as they are.
                     "$str" => Ok(Value::String(match String::from_utf8(base64(text()?)?) {
@@ -226,7 +233,9 @@ fn from_json_at(json: &Json, path: &str) -> Result<Value> {
                                     from_json_at(k, &format!("{path}.$map[{i}][0]"))?,
                                     from_json_at(v, &format!("{path}.$map[{i}][1]"))?,
                                 )),
-                                _ => Err(bad(format!("`$map`: entry {i} is not a [key, value] pair"))),
+                                _ => Err(bad(format!(
+                                    "`$map`: entry {i} is not a [key, value] pair"
+                                ))),
                             })
                             .collect::<Result<Vec<_>>>()
                             .map(Value::Map)

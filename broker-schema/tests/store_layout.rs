@@ -182,7 +182,10 @@ fn bad_tags_are_refused_with_their_path() {
         (serde_json::json!({"$bin": "!!"}), "base64"),
         (serde_json::json!({"$int": "1.5"}), "integer"),
         (serde_json::json!({"$float": "1.5"}), "NaN"),
-        (serde_json::json!({"$ext": {"type": 300, "data": ""}}), "type"),
+        (
+            serde_json::json!({"$ext": {"type": 300, "data": ""}}),
+            "type",
+        ),
         (serde_json::json!({"$map": [[1]]}), "pair"),
         (serde_json::json!({"$raw": "AA=="}), "unknown tag"),
         (serde_json::json!({"a": [{"$bin": 5}]}), "a[0]"),
@@ -195,10 +198,7 @@ fn bad_tags_are_refused_with_their_path() {
 #[test]
 fn bytes_that_are_not_one_value_show_raw() {
     assert_eq!(bytes_to_json(&[]), serde_json::json!({"$raw": ""}));
-    assert_eq!(
-        bytes_to_json(&[0xc1]),
-        serde_json::json!({"$raw": "wQ=="})
-    );
+    assert_eq!(bytes_to_json(&[0xc1]), serde_json::json!({"$raw": "wQ=="}));
     assert_eq!(
         bytes_to_json(&[0x01, 0x02]),
         serde_json::json!({"$raw": "AQI="})

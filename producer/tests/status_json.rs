@@ -20,8 +20,8 @@ fn hex(text: &str) -> Vec<u8> {
 
 #[test]
 fn every_golden_record_prints_its_status_json() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../broker-schema/golden/store/records.json");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../broker-schema/golden/store/records.json");
     let file: Json = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     for v in file["vectors"].as_array().unwrap() {
         let name = v["name"].as_str().unwrap();

@@ -411,8 +411,8 @@ fn send_and_read(amqp: &str, redis_url: &str, ns: &str) -> HashMap<String, serde
     stdout
         .lines()
         .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"));
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"));
             (v["case"].as_str().unwrap().to_owned(), v)
         })
         .collect()

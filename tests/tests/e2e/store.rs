@@ -1062,7 +1062,10 @@ async fn status_cli_shows_a_task_and_says_when_an_id_is_unknown() {
     let json = status(&[&echo.id().to_string(), "--json"]);
     assert!(json.status.success());
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["v"], 1, "the version of SPEC.md section 18.7");
+    assert_eq!(value["kind"], "task");
     assert_eq!(value["state"], "succeeded");
+    assert_eq!(value["result_stored"], true);
     assert_eq!(value["result"], 7);
     assert_eq!(value["runs"], 1);
     assert!(value["started_at"]["unix_ms"].as_u64().is_some());

@@ -42,9 +42,10 @@ async fn the_store_writes_the_specified_layout_and_wakes_the_channel() {
         .unwrap();
     assert_eq!(message.get_payload::<String>().unwrap(), "succeeded");
 
-    let fields: HashMap<String, Vec<u8>> = redis::AsyncCommands::hgetall(&mut conn, layout::record_key(&ns, id))
-        .await
-        .unwrap();
+    let fields: HashMap<String, Vec<u8>> =
+        redis::AsyncCommands::hgetall(&mut conn, layout::record_key(&ns, id))
+            .await
+            .unwrap();
     let text = |name: &str| layout::field_text(&fields, name);
     assert_eq!(text(layout::STATE).as_deref(), Some("succeeded"));
     assert_eq!(text(layout::TASK).as_deref(), Some(Echo::NAME));
@@ -69,7 +70,9 @@ async fn the_store_writes_the_specified_layout_and_wakes_the_channel() {
         "{states:?}"
     );
     // The store's reading and the spec's are the same record.
-    let record = layout::parse_record(id, &fields, &history).unwrap().unwrap();
+    let record = layout::parse_record(id, &fields, &history)
+        .unwrap()
+        .unwrap();
     let stored = cluster.producer.handle::<Echo>(id).record().await.unwrap();
     assert_eq!(Some(record), stored);
 
@@ -81,9 +84,13 @@ async fn the_store_writes_the_specified_layout_and_wakes_the_channel() {
         assert!(ttl > day_ms - 60_000 && ttl <= day_ms, "{key}: PTTL {ttl}");
     }
     let exec_key = layout::execution_key(&ns, &format!("layout-{ns}"));
-    let held: String = redis::AsyncCommands::get(&mut conn, &exec_key).await.unwrap();
+    let held: String = redis::AsyncCommands::get(&mut conn, &exec_key)
+        .await
+        .unwrap();
     assert_eq!(held, format!("{}{id}", layout::SUCCEEDED_PREFIX));
-    let ttl: i64 = redis::AsyncCommands::pttl(&mut conn, &exec_key).await.unwrap();
+    let ttl: i64 = redis::AsyncCommands::pttl(&mut conn, &exec_key)
+        .await
+        .unwrap();
     let key_ms = StoreSettings::DEFAULT_KEY_TTL.as_millis() as i64;
     assert!(ttl > key_ms - 60_000 && ttl <= key_ms, "PTTL {ttl}");
     let claimed: String =

@@ -151,8 +151,8 @@ impl Job {
                         delivery.properties.headers().as_ref(),
                     ));
                 publish::publish_confirmed(publisher, &route, &delivery.data, props, &id)
-                .await
-                .map_err(|e| e.to_string())?;
+                    .await
+                    .map_err(|e| e.to_string())?;
                 debug!(?delay, "arrived before its ETA; delayed again");
                 Ok(())
             }
