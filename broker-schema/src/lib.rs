@@ -43,6 +43,7 @@ mod envelope;
 mod error;
 pub mod exec;
 pub mod headers;
+pub mod json_value;
 mod retry_policy;
 pub mod signing;
 mod state;

@@ -59,6 +59,7 @@
 //! # }
 //! ```
 
+pub mod layout;
 mod memory;
 
 use std::fmt;

@@ -146,10 +146,20 @@ enum Command {
     Exporter(exporter::ExporterArgs),
     /// Show a task's state, attempts, timings, worker, error and result, or
     /// a workflow's state and every node's progress, attempts and error.
+    ///
+    /// Exit codes: 0 shown; 1 the store is unreachable or holds a record
+    /// this build cannot read; 2 the id is not a UUID (or bad options); 3
+    /// no task or workflow has this id (never recorded, or expired).
+    #[command(
+        after_help = "Exit codes: 0 shown, 1 store unreachable or record unreadable, 2 invalid id or options, \
+                      3 unknown id (never recorded, or its record expired).\n\
+                      --json prints one JSON object, version 1 (field \"v\"), specified in section 18.7 of \
+                      broker-schema/SPEC.md; results use the lossless MessagePack-to-JSON mapping of section 18.6."
+    )]
     Status {
         /// The task or workflow id (a UUID).
         id: String,
-        /// Print JSON instead of a table.
+        /// Print one JSON object (SPEC.md section 18.7) instead of a table.
         #[arg(long)]
         json: bool,
     },
