@@ -139,6 +139,12 @@ pub async fn run(global: &Global, args: &EventsArgs) -> ExitCode {
         Ok(consumer) => consumer,
         Err(e) => return fail(&e),
     };
+    // On stderr, so that a script knows from when on nothing is missed.
+    eprintln!(
+        "listening on {} for {}",
+        topology.events_exchange(),
+        keys.join(" ")
+    );
     let code = tail(consumer, args).await;
     let _ = connection.close(200, "done".into()).await;
     code
