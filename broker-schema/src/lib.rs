@@ -11,6 +11,7 @@
 //! - [`Topology`]: every exchange, queue, argument and binding of a
 //!   namespace, and how delays are routed.
 //! - [`RetryPolicy`] and [`Backoff`].
+//! - [`events`]: the task and worker events of the events exchange.
 //! - [`signing`]: HMAC-SHA256 signatures of messages, and the
 //!   [`signing::Keyring`] that makes and checks them.
 //!
@@ -41,6 +42,7 @@ mod codec;
 pub mod dag;
 mod envelope;
 mod error;
+pub mod events;
 pub mod exec;
 pub mod headers;
 pub mod json_value;

@@ -125,7 +125,9 @@ pub struct Args {
     #[arg(long, env = "CELERIAC_RUN_LEASE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub run_lease_ttl: Duration,
 
-    /// Publish task completion events to the events exchange.
+    /// Publish task events (received, started, succeeded, failed,
+    /// retried, expired, revoked, dead-lettered) to the events exchange
+    /// `{namespace}.events`; watch them with `celeriac events`.
     #[arg(long, env = "CELERIAC_EVENTS")]
     pub events: bool,
 

@@ -18,6 +18,8 @@ pub struct WorkerStats {
     pub(crate) duplicates_suppressed: AtomicU64,
     pub(crate) deferred: AtomicU64,
     pub(crate) store_errors: AtomicU64,
+    pub(crate) purged: AtomicU64,
+    pub(crate) events_dropped: AtomicU64,
     pub(crate) ready: AtomicBool,
     pub(crate) store_down: AtomicBool,
 }
@@ -51,6 +53,12 @@ pub struct StatsSnapshot {
     pub deferred: u64,
     /// Failed calls to the state store.
     pub store_errors: u64,
+    /// Deliveries dropped without running because their queue was purged
+    /// after they were sent (see `celeriac purge`).
+    pub purged: u64,
+    /// Task events not published (the event queue was full or the broker
+    /// connection was down).
+    pub events_dropped: u64,
 }
 
 impl WorkerStats {
@@ -86,6 +94,8 @@ impl WorkerStats {
             duplicates_suppressed: get(&self.duplicates_suppressed),
             deferred: get(&self.deferred),
             store_errors: get(&self.store_errors),
+            purged: get(&self.purged),
+            events_dropped: get(&self.events_dropped),
         }
     }
 }

@@ -40,6 +40,7 @@
 pub mod beat;
 pub mod canvas;
 mod error;
+mod events;
 pub mod flow;
 mod handle;
 pub mod metrics;

@@ -56,6 +56,7 @@ pub struct ProducerBuilder {
     signing: Option<Arc<Keyring>>,
     tls: TlsOptions,
     metrics: Option<Arc<crate::metrics::ProducerMetrics>>,
+    events: bool,
 }
 
 impl std::fmt::Debug for ProducerBuilder {
@@ -154,6 +155,29 @@ impl ProducerBuilder {
         self
     }
 
+    /// Publishes a `task.sent` event on the events exchange for every task
+    /// sent, once the broker confirmed it (default: off). The events go
+    /// out without confirms of their own, at most once (SPEC.md section
+    /// 17, "Events").
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> celeriac_producer::Result<()> {
+    /// use celeriac_producer::Producer;
+    ///
+    /// let producer = Producer::builder("amqp://127.0.0.1:5672/%2f")
+    ///     .events(true)
+    ///     .connect()
+    ///     .await?;
+    /// # let _ = producer;
+    /// # Ok(()) }
+    /// ```
+    pub fn events(mut self, on: bool) -> Self {
+        self.events = on;
+        self
+    }
+
     /// Largest task body accepted; keep it equal to the workers' decode limit
     /// (default 1 MiB).
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
@@ -184,6 +208,7 @@ impl ProducerBuilder {
                 reason,
             },
         )?;
+        let events = self.events.then(|| topology.events_exchange());
         let producer = Producer {
             inner: Arc::new(Inner {
                 pool,
@@ -198,6 +223,7 @@ impl ProducerBuilder {
                 store: self.store.clone(),
                 signing: self.signing.clone(),
                 metrics: self.metrics.clone(),
+                events,
             }),
         };
         let channel = producer.channel().await?;
@@ -259,6 +285,8 @@ struct Inner {
     signing: Option<Arc<Keyring>>,
     /// Counts sends when set.
     metrics: Option<Arc<crate::metrics::ProducerMetrics>>,
+    /// The events exchange, when `task.sent` events are on.
+    events: Option<String>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -295,6 +323,7 @@ impl Producer {
             signing: None,
             tls: TlsOptions::default(),
             metrics: None,
+            events: false,
         }
     }
 
@@ -754,32 +783,38 @@ impl Producer {
                 publish::task_properties(env, &task.queue, &body, self.inner.signing.as_deref())?;
             let confirm = publish::publish(channel, &route, &body, props).await?;
             debug!(task_id = %env.id, task = %env.task, exchange = %route.exchange, "published");
-            pending.push_back((confirm, env.id, route, std::time::Instant::now()));
+            let event = self
+                .inner
+                .events
+                .as_ref()
+                .and_then(|_| crate::events::sent(task));
+            pending.push_back((confirm, env.id, route, event, std::time::Instant::now()));
             ids.push(env.id);
             if pending.len() >= BATCH_WINDOW {
-                self.await_one(&mut pending).await?;
+                self.await_one(channel, &mut pending).await?;
             }
         }
         while !pending.is_empty() {
-            self.await_one(&mut pending).await?;
+            self.await_one(channel, &mut pending).await?;
         }
         Ok(ids)
     }
 
+    /// Waits for the oldest confirm; then, with events on, announces the
+    /// task as sent.
     async fn await_one(
         &self,
-        pending: &mut std::collections::VecDeque<(
-            lapin::PublisherConfirm,
-            TaskId,
-            Route,
-            std::time::Instant,
-        )>,
+        channel: &Channel,
+        pending: &mut std::collections::VecDeque<Unconfirmed>,
     ) -> Result<()> {
-        if let Some((confirm, id, route, published)) = pending.pop_front() {
+        if let Some((confirm, id, route, event, published)) = pending.pop_front() {
             publish::check_confirm(confirm, &id.to_string(), &route, self.inner.confirm_timeout)
                 .await?;
             if let Some(metrics) = &self.inner.metrics {
                 metrics.confirmed_after(published.elapsed());
+            }
+            if let (Some(exchange), Some(event)) = (&self.inner.events, event) {
+                crate::events::publish(channel, exchange, event).await;
             }
         }
         Ok(())
@@ -871,6 +906,15 @@ impl Producer {
         }
     }
 }
+
+/// A published task waiting for its confirm, with its `sent` event.
+type Unconfirmed = (
+    lapin::PublisherConfirm,
+    TaskId,
+    Route,
+    Option<crate::events::Pending>,
+    std::time::Instant,
+);
 
 /// The store update a producer writes for `task` entering `state`.
 fn update_for(task: &PreparedTask, state: TaskState) -> Update {

@@ -2,10 +2,12 @@
 //! (`tests/python/celeriac_producer.py`, pika and msgpack), written from
 //! `broker-schema/SPEC.md` alone, run on the Rust worker; signed by Python
 //! (SPEC.md section 15), they run on a worker that requires signatures,
-//! and a wrong or missing signature is dead-lettered as `bad-signature`.
-//! A Python reader of the store (`tests/python/celeriac_store.py`, redis-py,
-//! from SPEC.md section 18) reads the results of tasks it sent and waits
-//! for them on the completion channel.
+//! and a wrong or missing signature is dead-lettered as `bad-signature`;
+//! a Python client of the event stream (`tests/python/celeriac_events.py`,
+//! section 17) counts the completions of the tasks it sent, and a Python
+//! reader of the store (`tests/python/celeriac_store.py`, redis-py, from
+//! SPEC.md section 18) reads the results of tasks it sent and waits for
+//! them on the completion channel.
 //!
 //! The producer runs in a venv under the target directory
 //! (`target/python-venv`) with the pinned packages of
@@ -640,4 +642,57 @@ async fn python_signed_tasks_run_and_badly_signed_ones_are_dead_lettered() {
     );
     let _ = std::fs::remove_file(&keys);
     let _ = std::fs::remove_file(&wrong);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_client_counts_completions_on_the_event_stream() {
+    let ns = namespace("py-events");
+    let broker = broker().await;
+    let record = record_file("py-events");
+    let mut worker = WorkerProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_celeriac-test-worker")),
+        &broker.url,
+        &ns,
+        &record,
+        &["--events", "--grace", "5s"],
+    );
+    // The Python client (SPEC.md section 17 alone) binds, sends, counts.
+    let out = Command::new(python())
+        .arg(python_dir().join("celeriac_events.py"))
+        .args(["--amqp-addr", &broker.url, "--namespace", &ns])
+        .args([
+            "--task",
+            "celeriac.echo",
+            "--count",
+            "20",
+            "--timeout-s",
+            "60",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("run the Python events client: {e}"));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the Python events client printed no report ({e}, {}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        out.status.success(),
+        "{report:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["sent"].as_array().unwrap().len(), 20, "{report:#}");
+    assert_eq!(
+        report["succeeded"].as_array().unwrap().len(),
+        20,
+        "{report:#}"
+    );
+    assert_eq!(report["errors"], serde_json::json!([]), "{report:#}");
+    worker.signal("TERM");
+    let status = worker.wait_timeout(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the worker stops cleanly: {status:?}"
+    );
 }

@@ -7,8 +7,10 @@
 //! decode, admission, run and settlement.
 
 mod builder;
+mod events;
 mod job;
 mod lane;
+mod purge;
 mod session;
 
 pub use builder::WorkerBuilder;
@@ -144,6 +146,10 @@ struct Shared {
     declared: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Sends subtasks for handlers.
     spawner: Arc<crate::registry::Spawner>,
+    /// Takes task events when they are on.
+    events: Option<events::EventSink>,
+    /// The purge marks of the store, read on a period.
+    purges: Arc<purge::PurgeMarks>,
 }
 
 /// Why a session ended.
@@ -201,6 +207,25 @@ impl Worker {
             ));
         }
         let (publisher_tx, publisher_rx) = watch::channel(None);
+        let events = self.config.events.then(|| {
+            events::EventSink::start(
+                self.config.topology.events_exchange(),
+                publisher_rx.clone(),
+                self.stats.clone(),
+            )
+        });
+        let purges = Arc::new(purge::PurgeMarks::default());
+        if let Some(store) = &self.config.store {
+            // Before the first delivery; kept fresh while the worker runs.
+            if let Err(e) = purges.refresh(&**store).await {
+                warn!(error = %e, "cannot read the purge marks yet");
+            }
+            tokio::spawn(purge::keep_fresh(
+                purges.clone(),
+                store.clone(),
+                http_stop.clone(),
+            ));
+        }
         let shared = Arc::new(Shared {
             config: self.config.clone(),
             registry: self.registry.clone(),
@@ -216,6 +241,8 @@ impl Worker {
                 self.config.store.clone(),
                 self.config.signing.clone(),
             )),
+            events,
+            purges,
         });
         let semaphore = Arc::new(Semaphore::new(self.config.concurrency));
         let mut failures: u32 = 0;

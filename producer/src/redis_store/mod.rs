@@ -20,6 +20,7 @@
 //! | `{ns}:t:{task id}:h` | string | its history: MessagePack transitions one after another |
 //! | `{ns}:k:{key}` | string | the run lease token while a run holds it; `done:{task id}` once a run with this key succeeded |
 //! | `{ns}:e:{key}` | string | the task id an enqueue key is bound to |
+//! | `{ns}:purged` | hash | logical queue → when it was purged (ms); the hash lives as long as the longest mark asked for |
 //! | channel `{ns}:done:{task id}` | pub/sub | the final state, when reached |
 
 mod batch;
@@ -496,10 +497,41 @@ impl RedisStore {
     }
 }
 
+/// Sets a purge mark and keeps the hash at least as long as asked.
+const MARK_PURGED: &str = r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local ttl = tonumber(ARGV[3])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+"#;
+
 #[async_trait::async_trait]
 impl Store for RedisStore {
     fn settings(&self) -> &StoreSettings {
         &self.inner.settings
+    }
+
+    async fn mark_purged(&self, queue: &str, at_ms: u64, ttl: Duration) -> StoreResult<()> {
+        let mut conn = self.inner.conn.clone();
+        Script::new(MARK_PURGED)
+            .key(format!("{}purged", self.inner.prefix))
+            .arg(queue)
+            .arg(at_ms)
+            .arg(Self::ttl_ms(ttl))
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable("mark purged", &self.inner.url))
+    }
+
+    async fn purge_marks(&self) -> StoreResult<Vec<(String, u64)>> {
+        let mut conn = self.inner.conn.clone();
+        let marks: HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(format!("{}purged", self.inner.prefix))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable("purge marks", &self.inner.url))?;
+        Ok(marks.into_iter().collect())
     }
 
     async fn ping(&self) -> StoreResult<()> {

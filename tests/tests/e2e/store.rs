@@ -706,7 +706,7 @@ async fn a_duplicate_never_runs_again_and_its_event_is_emitted_again() {
                 .and_then(|(_, v)| v.as_str().map(str::to_owned))
         };
         assert_eq!(field("id"), Some(task.envelope.id.to_string()));
-        assert_eq!(field("state").as_deref(), Some("succeeded"));
+        assert_eq!(field("kind").as_deref(), Some("succeeded"));
     }
     // Sent again later: still not run.
     producer.send_all(&[task]).await.unwrap();

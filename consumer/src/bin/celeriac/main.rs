@@ -10,6 +10,9 @@
 //! `celeriac run --local flow.yaml` runs a YAML workflow in-process, with no
 //! broker; `celeriac submit flow.yaml` sends it to the cluster.
 //!
+//! `celeriac events` tails the event stream; `celeriac purge --queue Q`
+//! empties a work queue.
+//!
 //! Each subcommand lives in its own module.
 
 use std::process::ExitCode;
@@ -34,6 +37,8 @@ macro_rules! outln {
 mod beat;
 mod beat_metrics;
 mod exporter;
+mod events;
+mod purge;
 mod run;
 mod send;
 mod signing;
@@ -51,7 +56,7 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
     name = "celeriac",
     version,
     about = "Run, send and inspect celeriac tasks and workflows.",
-    after_help = "Exit codes: 0 success, 1 a failure (of the store, the broker or a task), 2 invalid arguments or input, 3 unknown id."
+    after_help = "Exit codes: 0 success, 1 a failure (of the store, the broker or a task), 2 invalid arguments or input, 3 unknown id or queue, 4 `events --count` not reached before `--timeout`."
 )]
 struct Cli {
     #[command(flatten)]
@@ -103,6 +108,8 @@ pub struct Global {
     pub amqp_addr: String,
     /// The Redis state store.
     pub redis_url: String,
+    /// Whether a Redis URL was given (the default is used otherwise).
+    pub redis_given: bool,
     /// Namespace of the queues and the store keys.
     pub namespace: String,
     /// TLS to the broker (amqps://) and Redis (rediss://).
@@ -116,6 +123,7 @@ impl GlobalArgs {
         let amqp_addr = resolve(AMQP_ADDR, self.amqp_addr, self.amqp_addr_file.as_deref())?;
         let redis_url = resolve(REDIS_URL, self.redis_url, self.redis_url_file.as_deref())?;
         Ok(Global {
+            redis_given: redis_url.is_some(),
             amqp_addr: amqp_addr
                 .unwrap_or_else(|| celeriac_consumer::cli::DEFAULT_AMQP_ADDR.to_owned()),
             redis_url: redis_url.unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()),
@@ -144,6 +152,13 @@ enum Command {
     /// from the broker's management API, as Prometheus metrics (so a queue
     /// nobody consumes is seen).
     Exporter(exporter::ExporterArgs),
+    /// Tail the event stream: task events (workers with --events,
+    /// producers with events on) and worker events, as a table or JSON
+    /// lines.
+    Events(events::EventsArgs),
+    /// Remove every task waiting in one work queue; asks first unless
+    /// --yes.
+    Purge(purge::PurgeArgs),
     /// Show a task's state, attempts, timings, worker, error and result, or
     /// a workflow's state and every node's progress, attempts and error.
     ///
@@ -294,5 +309,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Exporter(args) => exporter::run(&global, &args).await,
         Command::Run(args) => run::run(&args).await,
         Command::Submit(args) => submit::run(&global, &args).await,
+        Command::Events(args) => events::run(&global, &args).await,
+        Command::Purge(args) => purge::run(&global, &args).await,
     }
 }

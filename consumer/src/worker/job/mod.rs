@@ -5,11 +5,13 @@
 mod admit;
 mod events;
 mod execute;
+mod purge;
 mod settle;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use celeriac_schema::events::EventKind;
 use celeriac_schema::store::Begin;
 use celeriac_schema::{now_ms, Envelope, TaskId};
 use lapin::message::Delivery;
@@ -88,6 +90,13 @@ impl Job {
         let mut suppressed = None;
         // When a run started, while its `started` state is not yet stored.
         let mut unrecorded_start = None;
+        let mut runtime_ms = None;
+        if let Ok(env) = &decoded {
+            if self.is_purged(env) {
+                self.drop_purged(env, tag, metrics).await;
+                return;
+            }
+        }
         let (outcome, envelope) = match decoded {
             Err(refused) => {
                 crate::signing::log_refused(&refused);
@@ -96,6 +105,9 @@ impl Job {
             Ok(mut env) => {
                 let now = now_ms();
                 let wait = env.wait_before_run(now);
+                if wait.is_zero() {
+                    self.emit(self.event(EventKind::Received, &env));
+                }
                 if env.is_expired_at(now) {
                     WorkerStats::bump(&stats.expired);
                     metrics.expired.inc();
@@ -129,6 +141,7 @@ impl Job {
                             metrics.observe_wait(env.created_at, env.eta, started_ms);
                             metrics.started.inc();
                             let _running = self.metrics.running(started_ms);
+                            self.emit(self.event(EventKind::Started, &env));
                             let done = self
                                 .execute(handler, env, &delivery, tag, run.as_ref(), started_ms)
                                 .await;
@@ -136,6 +149,7 @@ impl Job {
                                 unrecorded_start = Some(started_ms);
                             }
                             metrics.run_seconds.observe(started.elapsed().as_secs_f64());
+                            runtime_ms = Some(started.elapsed().as_millis() as u64);
                             lease = done.lease;
                             output = done.output;
                             (done.outcome, Some(done.env))
@@ -216,7 +230,7 @@ impl Job {
             None => Some(self.publisher.clone()),
         };
         if let (Some(env), Outcome::Succeeded) = (envelope.as_ref(), &outcome) {
-            self.follow_up(env, suppressed.unwrap_or(env.id)).await;
+            self.follow_up(env, suppressed.unwrap_or(env.id), runtime_ms);
         }
         // Workflow nodes: release dependents, or skip them, before the ack.
         if let (Some(store), Some(env)) = (&store, envelope.as_ref()) {
@@ -265,6 +279,9 @@ impl Job {
         };
         if settled.is_ok() {
             metrics.settled(&disposition);
+            if let Some(env) = envelope.as_ref() {
+                self.emit_settled(env, &outcome, &disposition, runtime_ms);
+            }
         }
         match (settled, lease) {
             (Ok(()), None) => {
