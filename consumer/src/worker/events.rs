@@ -51,7 +51,7 @@ impl EventSink {
                 .events_dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // Said once, then every 1024th: a slow broker drops many.
-            if dropped % 1024 == 0 {
+            if dropped.is_multiple_of(1024) {
                 warn!(dropped = dropped + 1, reason = %e, "task events are being dropped");
             }
         }

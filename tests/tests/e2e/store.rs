@@ -643,7 +643,7 @@ async fn a_duplicate_never_runs_again_and_its_event_is_emitted_again() {
         .queue_bind(
             events.as_str().into(),
             ns.topology().events_exchange().as_str().into(),
-            "task.#".into(),
+            "task.succeeded.#".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )

@@ -385,6 +385,7 @@ fn worker_line(e: &WorkerEvent) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use clap::Parser;
