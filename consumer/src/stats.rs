@@ -18,12 +18,13 @@ pub struct WorkerStats {
     pub(crate) duplicates_suppressed: AtomicU64,
     pub(crate) deferred: AtomicU64,
     pub(crate) store_errors: AtomicU64,
+    pub(crate) revoked: AtomicU64,
     pub(crate) ready: AtomicBool,
     pub(crate) store_down: AtomicBool,
 }
 
 /// A copy of the counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StatsSnapshot {
     /// Deliveries received.
     pub received: u64,
@@ -51,6 +52,8 @@ pub struct StatsSnapshot {
     pub deferred: u64,
     /// Failed calls to the state store.
     pub store_errors: u64,
+    /// Deliveries not run, or runs stopped, because they were revoked.
+    pub revoked: u64,
 }
 
 impl WorkerStats {
@@ -86,6 +89,7 @@ impl WorkerStats {
             duplicates_suppressed: get(&self.duplicates_suppressed),
             deferred: get(&self.deferred),
             store_errors: get(&self.store_errors),
+            revoked: get(&self.revoked),
         }
     }
 }
