@@ -10,6 +10,9 @@
 //! `celeriac run --local flow.yaml` runs a YAML workflow in-process, with no
 //! broker; `celeriac submit flow.yaml` sends it to the cluster.
 //!
+//! `celeriac revoke`, `control`, `inspect`, `ping` and `workers` talk to the
+//! workers over the control plane.
+//!
 //! Each subcommand lives in its own module.
 
 use std::process::ExitCode;
@@ -32,6 +35,7 @@ macro_rules! outln {
 }
 
 mod beat;
+mod control;
 mod run;
 mod send;
 mod signing;
@@ -49,7 +53,7 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
     name = "celeriac",
     version,
     about = "Run, send and inspect celeriac tasks and workflows.",
-    after_help = "Exit codes: 0 success, 1 a failure (of the store, the broker or a task), 2 invalid arguments or input, 3 unknown id."
+    after_help = "Exit codes: 0 success, 1 a failure (of the store, the broker or a task), 2 invalid arguments or input, 3 unknown id, 4 no worker (or not every named worker) replied in time (control commands; 1 there means a worker reported an error)."
 )]
 struct Cli {
     #[command(flatten)]
@@ -147,6 +151,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Revoke task ids, workflow ids or idempotency keys: stored with a TTL
+    /// and broadcast; queued and delayed ones never run, running ones stop
+    /// with --terminate. Exit 0, 1 a worker reported an error, 4 not every
+    /// named worker replied.
+    Revoke(control::RevokeArgs),
+    /// Send a command to the workers: ping, shutdown, set-concurrency,
+    /// add-consumer, cancel-consumer, rate-limit, time-limit. Exit 0, 1 a
+    /// worker reported an error, 4 no (or not every named) worker replied.
+    Control(control::ControlCommandArgs),
+    /// Ask the workers for active, reserved, scheduled, revoked, stats,
+    /// registered or conf. Exit 0, 1 an error, 4 no (or not every named)
+    /// worker replied.
+    Inspect(control::InspectArgs),
+    /// Ask the workers to answer. Exit 0, 4 no (or not every named) worker
+    /// replied.
+    Ping(control::ControlArgs),
+    /// List the workers: host, pid, queues, concurrency, in-flight, uptime,
+    /// version and last heartbeat; silent for three heartbeats: lost. From
+    /// the store, or from a broadcast. Exit 0, 4 no live worker.
+    Workers(control::WorkersArgs),
 }
 
 /// Writes `args` to stdout and flushes. A reader that went away is not an
@@ -253,5 +277,10 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Beat(args) => beat::run(&global, &args).await,
         Command::Run(args) => run::run(&args).await,
         Command::Submit(args) => submit::run(&global, &args).await,
+        Command::Revoke(args) => control::revoke(&global, &args).await,
+        Command::Control(args) => control::control(&global, &args).await,
+        Command::Inspect(args) => control::inspect(&global, &args).await,
+        Command::Ping(args) => control::ping(&global, &args).await,
+        Command::Workers(args) => control::workers(&global, &args).await,
     }
 }
