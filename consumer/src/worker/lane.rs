@@ -69,12 +69,22 @@ impl Lane {
                     Some(Ok(delivery)) => {
                         let tag = delivery.delivery_tag;
                         let _ = ack_tx.send(AckMsg::Delivered(tag));
-                        let permit = tokio::select! {
-                            permit = self.semaphore.clone().acquire_owned() => permit,
-                            _ = session.cancelled() => {
-                                let _ = ack_tx.send(AckMsg::Requeue(tag));
-                                WorkerStats::bump(&shared.stats.requeued);
-                                continue;
+                        let permit = match self.semaphore.clone().try_acquire_owned() {
+                            Ok(permit) => Ok(permit),
+                            Err(_) => {
+                                // Shown by `inspect reserved` while it waits.
+                                let _waiting = shared
+                                    .control
+                                    .jobs
+                                    .waiting(&delivery.properties, &self.queue);
+                                tokio::select! {
+                                    permit = self.semaphore.clone().acquire_owned() => permit,
+                                    _ = session.cancelled() => {
+                                        let _ = ack_tx.send(AckMsg::Requeue(tag));
+                                        WorkerStats::bump(&shared.stats.requeued);
+                                        continue;
+                                    }
+                                }
                             }
                         };
                         let Ok(permit) = permit else {

@@ -84,6 +84,39 @@ impl Jobs {
         }
     }
 
+    /// Records a delivery waiting for a concurrency slot, read from its
+    /// AMQP properties (`message_id`, `type`) without decoding it; `None`
+    /// when they do not name a task.
+    pub(crate) fn waiting(
+        &self,
+        properties: &lapin::BasicProperties,
+        queue: &Arc<str>,
+    ) -> Option<JobSlot<'_>> {
+        let id: TaskId = properties.message_id().as_ref()?.as_str().parse().ok()?;
+        let task = properties.kind().as_ref()?.as_str().to_owned();
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        let cancel = Arc::new(Cancellation::default());
+        self.lock().insert(
+            seq,
+            Entry {
+                id,
+                task,
+                queue: queue.clone(),
+                attempt: 0,
+                key: None,
+                workflow: None,
+                received_at: now_ms(),
+                started_at: None,
+                cancel: cancel.clone(),
+            },
+        );
+        Some(JobSlot {
+            jobs: self,
+            seq,
+            cancel,
+        })
+    }
+
     /// Cancels the jobs whose task id, workflow id or idempotency key is
     /// one of `ids`, with `signal`; how many.
     pub(crate) fn cancel_matching(&self, ids: &[String], signal: KillSignal) -> usize {
