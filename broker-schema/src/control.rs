@@ -540,7 +540,12 @@ pub fn request_fields<'a>(correlation_id: &'a str, reply_to: &'a str) -> [Field<
 /// assert!(verify_request(&ring, Some(&sig), b"body", "c1", "other-q").is_err());
 /// # Ok::<(), celeriac_schema::Error>(())
 /// ```
-pub fn sign_request(keyring: &Keyring, body: &[u8], correlation_id: &str, reply_to: &str) -> String {
+pub fn sign_request(
+    keyring: &Keyring,
+    body: &[u8],
+    correlation_id: &str,
+    reply_to: &str,
+) -> String {
     keyring.sign(&request_fields(correlation_id, reply_to), body)
 }
 
@@ -588,7 +593,8 @@ mod tests {
         ];
         for command in commands {
             let request = ControlRequest::new(command.clone());
-            let back = ControlRequest::decode(&request.encode().expect("encodes")).expect("decodes");
+            let back =
+                ControlRequest::decode(&request.encode().expect("encodes")).expect("decodes");
             assert_eq!(back.command, command);
             let value: rmpv::Value =
                 rmp_serde::from_slice(&request.encode().expect("encodes")).expect("a value");
@@ -624,7 +630,10 @@ mod tests {
                 per: Duration::from_secs(1)
             })
         );
-        assert_eq!("1000/h".parse::<Rate>().map(|r| r.to_string()), Ok("1000/h".into()));
+        assert_eq!(
+            "1000/h".parse::<Rate>().map(|r| r.to_string()),
+            Ok("1000/h".into())
+        );
         for bad in ["", "x/s", "10/d", "0/m", "-1/s"] {
             assert!(bad.parse::<Rate>().is_err(), "{bad}");
         }

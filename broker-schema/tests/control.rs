@@ -44,7 +44,10 @@ fn the_control_vector_decodes_encodes_and_signs_as_pinned() {
     let ring = Keyring::new(doc["key"]["id"].as_str().unwrap(), &secret).unwrap();
     let signature = doc["signature"].as_str().unwrap();
     assert_eq!(sign_request(&ring, &body, correlation, reply_to), signature);
-    assert_eq!(verify_request(&ring, Some(signature), &body, correlation, reply_to), Ok("ctl-1"));
+    assert_eq!(
+        verify_request(&ring, Some(signature), &body, correlation, reply_to),
+        Ok("ctl-1")
+    );
     let task_signature = doc["task_signature"].as_str().unwrap();
     assert!(matches!(
         verify_request(&ring, Some(task_signature), &body, correlation, reply_to),

@@ -29,9 +29,7 @@ use celeriac_schema::signing::SIGNATURE_HEADER;
 use celeriac_schema::store::{StoreSettings, Update};
 use celeriac_schema::{now_ms, TaskId, TaskState};
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use tracing::{debug, warn};
@@ -209,7 +207,8 @@ impl Producer {
             .map_err(Error::amqp("consuming the reply queue"))?;
         let mut headers = FieldTable::default();
         if let Some(keyring) = self.signing() {
-            let signature = celeriac_schema::control::sign_request(keyring, &body, &request.id, &reply_to);
+            let signature =
+                celeriac_schema::control::sign_request(keyring, &body, &request.id, &reply_to);
             headers.insert(SIGNATURE_HEADER.into(), long_string(&signature));
         }
         let props = BasicProperties::default()

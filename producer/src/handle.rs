@@ -197,7 +197,9 @@ async fn revoke_with(
     options: &crate::control::RevokeOptions,
 ) -> Result<crate::control::Revoked> {
     let producer = producer.ok_or_else(|| {
-        Error::InvalidOptions("this handle was built without a producer: use Producer::revoke".into())
+        Error::InvalidOptions(
+            "this handle was built without a producer: use Producer::revoke".into(),
+        )
     })?;
     producer.revoke(&[id.to_string()], options).await
 }

@@ -254,7 +254,13 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn hash_swap(&self, hash: ControlHash, field: &str, old: &[u8], new: &[u8]) -> Result<bool> {
+    async fn hash_swap(
+        &self,
+        hash: ControlHash,
+        field: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool> {
         Ok(self.control.hash_swap(hash, field, old, new))
     }
 

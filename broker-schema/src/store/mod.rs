@@ -790,7 +790,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     ///
     /// As [`Store::hash_put`].
-    async fn hash_swap(&self, hash: ControlHash, field: &str, old: &[u8], new: &[u8]) -> Result<bool> {
+    async fn hash_swap(
+        &self,
+        hash: ControlHash,
+        field: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool> {
         let _ = (hash, field, old, new);
         Err(Error::StoreUnavailable {
             op: "hash_swap",

@@ -231,7 +231,9 @@ impl Worker {
             control::heartbeat::sync_from_store(&shared),
         );
         if loaded.await.is_err() {
-            warn!("the store did not answer for revocations and limits; they load on the next beat");
+            warn!(
+                "the store did not answer for revocations and limits; they load on the next beat"
+            );
         }
         let heartbeat_stop = CancellationToken::new();
         let _heartbeat_guard = heartbeat_stop.clone().drop_guard();

@@ -156,27 +156,30 @@ impl Session {
                     session_token.clone(),
                 ));
             }
-            Err(e) => warn!(error = %e, "cannot listen on the control queue; control requests wait for the next session"),
+            Err(e) => {
+                warn!(error = %e, "cannot listen on the control queue; control requests wait for the next session")
+            }
         }
         let mut changes = shared.control.queues.attach();
         let mut lanes = JoinSet::new();
         let mut stops: HashMap<Arc<str>, CancellationToken> = HashMap::new();
-        let start_lane = |lanes: &mut JoinSet<(Arc<str>, SessionEnd)>,
-                          stops: &mut HashMap<Arc<str>, CancellationToken>,
-                          (queue, channel, consumer): (Arc<str>, Channel, Consumer)| {
-            let stop = CancellationToken::new();
-            stops.insert(queue.clone(), stop.clone());
-            let lane = Lane {
-                shared: shared.clone(),
-                metrics: shared.metrics.queue(&queue),
-                queue: queue.clone(),
-                channel,
-                publisher: self.publisher.clone(),
-                semaphore: semaphore.clone(),
+        let start_lane =
+            |lanes: &mut JoinSet<(Arc<str>, SessionEnd)>,
+             stops: &mut HashMap<Arc<str>, CancellationToken>,
+             (queue, channel, consumer): (Arc<str>, Channel, Consumer)| {
+                let stop = CancellationToken::new();
+                stops.insert(queue.clone(), stop.clone());
+                let lane = Lane {
+                    shared: shared.clone(),
+                    metrics: shared.metrics.queue(&queue),
+                    queue: queue.clone(),
+                    channel,
+                    publisher: self.publisher.clone(),
+                    semaphore: semaphore.clone(),
+                };
+                let run = lane.run(consumer, session_token.clone(), shutdown.clone(), stop);
+                lanes.spawn(async move { (queue, run.await) });
             };
-            let run = lane.run(consumer, session_token.clone(), shutdown.clone(), stop);
-            lanes.spawn(async move { (queue, run.await) });
-        };
         for opened in self.lanes {
             start_lane(&mut lanes, &mut stops, opened);
         }

@@ -33,8 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celeriac_schema::store::{
-    Begin, Claim, ControlHash, NodeProgress, Ready, Store, StoreSettings, TaskFailure, TaskRecord, Transition,
-    Update, WorkflowRecord, WorkflowState, CLAIM_STALE_AFTER, HISTORY_LIMIT,
+    Begin, Claim, ControlHash, NodeProgress, Ready, Store, StoreSettings, TaskFailure, TaskRecord,
+    Transition, Update, WorkflowRecord, WorkflowState, CLAIM_STALE_AFTER, HISTORY_LIMIT,
 };
 use celeriac_schema::workflow::{Node, Workflow};
 use celeriac_schema::{Error as SchemaError, TaskId, TaskState};

@@ -13,7 +13,16 @@ use crate::support::{Cluster, Sleep, WAIT};
 async fn a_rate_limit_set_by_the_cli_binds_a_worker_started_later() {
     let mut cluster = Cluster::new("ctl-rate").await;
     let output = Process::new(celeriac_cli())
-        .args(["--namespace", &cluster.ns, "control", "rate-limit", "test.sleep", "4/s", "--timeout", "200ms"])
+        .args([
+            "--namespace",
+            &cluster.ns,
+            "control",
+            "rate-limit",
+            "test.sleep",
+            "4/s",
+            "--timeout",
+            "200ms",
+        ])
         .env("AMQP_ADDR", &broker().await.url)
         .env("REDIS_URL", &redis().await.url)
         .output()
@@ -25,7 +34,14 @@ async fn a_rate_limit_set_by_the_cli_binds_a_worker_started_later() {
         String::from_utf8_lossy(&output.stderr)
     );
     let bad = Process::new(celeriac_cli())
-        .args(["--namespace", &cluster.ns, "control", "rate-limit", "test.sleep", "4/d"])
+        .args([
+            "--namespace",
+            &cluster.ns,
+            "control",
+            "rate-limit",
+            "test.sleep",
+            "4/d",
+        ])
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2), "a bad rate is a usage error");

@@ -21,11 +21,7 @@ async fn three_workers(cluster: &mut Cluster) {
 }
 
 fn revoked_total(cluster: &Cluster) -> u64 {
-    cluster
-        .workers
-        .iter()
-        .map(|w| w.stats().revoked)
-        .sum()
+    cluster.workers.iter().map(|w| w.stats().revoked).sum()
 }
 
 #[tokio::test]
@@ -38,16 +34,25 @@ async fn a_queued_task_revoked_before_any_worker_runs_never_runs() {
         .unwrap();
     let done = cluster
         .producer
-        .revoke(&[handle.id().to_string()], &RevokeOptions::new().timeout(Duration::from_millis(200)))
+        .revoke(
+            &[handle.id().to_string()],
+            &RevokeOptions::new().timeout(Duration::from_millis(200)),
+        )
         .await
         .unwrap();
     assert!(done.stored, "the revocation is in the store");
     assert!(
-        matches!(handle.wait(Duration::from_secs(1)).await, Err(Error::TaskRevoked { .. })),
+        matches!(
+            handle.wait(Duration::from_secs(1)).await,
+            Err(Error::TaskRevoked { .. })
+        ),
         "a handle on a queued task answers at once"
     );
     three_workers(&mut cluster).await;
-    until("a worker acked the revoked task", || revoked_total(&cluster) == 1).await;
+    until("a worker acked the revoked task", || {
+        revoked_total(&cluster) == 1
+    })
+    .await;
     assert!(!cluster.runs.has_started(handle.id()));
     let metrics: String = cluster.workers.iter().map(|w| w.metrics()).collect();
     assert!(
@@ -63,12 +68,18 @@ async fn a_delayed_task_revoked_while_it_waits_never_runs() {
     three_workers(&mut cluster).await;
     let delayed = cluster
         .producer
-        .send::<Sleep>(&10, &SendOptions::new().countdown(Duration::from_millis(1500)))
+        .send::<Sleep>(
+            &10,
+            &SendOptions::new().countdown(Duration::from_millis(1500)),
+        )
         .await
         .unwrap();
     let control = cluster
         .producer
-        .send::<Sleep>(&10, &SendOptions::new().countdown(Duration::from_millis(1500)))
+        .send::<Sleep>(
+            &10,
+            &SendOptions::new().countdown(Duration::from_millis(1500)),
+        )
         .await
         .unwrap();
     cluster
@@ -76,12 +87,20 @@ async fn a_delayed_task_revoked_while_it_waits_never_runs() {
         .revoke(&[delayed.id().to_string()], &RevokeOptions::new())
         .await
         .unwrap();
-    assert_eq!(control.wait(WAIT).await.unwrap(), 10, "the other delayed task ran");
-    until("the revoked task came out of its delay and was acked", || {
-        revoked_total(&cluster) == 1
-    })
+    assert_eq!(
+        control.wait(WAIT).await.unwrap(),
+        10,
+        "the other delayed task ran"
+    );
+    until(
+        "the revoked task came out of its delay and was acked",
+        || revoked_total(&cluster) == 1,
+    )
     .await;
-    assert!(matches!(delayed.wait(WAIT).await, Err(Error::TaskRevoked { .. })));
+    assert!(matches!(
+        delayed.wait(WAIT).await,
+        Err(Error::TaskRevoked { .. })
+    ));
     assert!(!cluster.runs.has_started(delayed.id()));
 }
 
@@ -106,10 +125,19 @@ async fn terminate_cancels_a_running_handler() {
         .await
         .unwrap();
     assert_eq!(done.replies.replies.len(), 3, "every worker acknowledged");
-    assert!(matches!(handle.wait(WAIT).await, Err(Error::TaskRevoked { .. })));
+    assert!(matches!(
+        handle.wait(WAIT).await,
+        Err(Error::TaskRevoked { .. })
+    ));
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(runs.cancelled.lock().unwrap().contains(&handle.id()), "the handler saw its cancellation");
-    until("the run is counted as revoked", || revoked_total(&cluster) == 1).await;
+    assert!(
+        runs.cancelled.lock().unwrap().contains(&handle.id()),
+        "the handler saw its cancellation"
+    );
+    until("the run is counted as revoked", || {
+        revoked_total(&cluster) == 1
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -117,7 +145,8 @@ async fn terminate_signals_a_running_program() {
     let mut cluster = Cluster::new("ctl-term-exec").await;
     three_workers(&mut cluster).await;
     let marker = celeriac_tests::record_file("ctl-term-exec");
-    let script = "trap 'echo got-term > \"$1\"; exit 3' TERM; echo started > \"$1\"; sleep 30 & wait";
+    let script =
+        "trap 'echo got-term > \"$1\"; exit 3' TERM; echo started > \"$1\"; sleep 30 & wait";
     let spec = ExecSpec::new("sh").args(["-c", script, "sh", marker.to_str().unwrap()]);
     let handle = cluster
         .producer
@@ -136,9 +165,15 @@ async fn terminate_signals_a_running_program() {
         )
         .await
         .unwrap();
-    assert!(matches!(handle.wait(WAIT).await, Err(Error::TaskRevoked { .. })));
+    assert!(matches!(
+        handle.wait(WAIT).await,
+        Err(Error::TaskRevoked { .. })
+    ));
     let text = std::fs::read_to_string(&marker).unwrap();
-    assert!(text.contains("got-term"), "the program got SIGTERM: {text:?}");
+    assert!(
+        text.contains("got-term"),
+        "the program got SIGTERM: {text:?}"
+    );
     let _ = std::fs::remove_file(&marker);
 }
 
@@ -155,10 +190,17 @@ async fn a_workflow_revoked_mid_run_runs_nothing_more() {
     let runs = cluster.runs.clone();
     until("the first node runs", || runs.count() == 1).await;
     flow.revoke(&RevokeOptions::new()).await.unwrap();
-    assert!(flow.wait(WAIT).await.is_err(), "the workflow does not succeed");
+    assert!(
+        flow.wait(WAIT).await.is_err(),
+        "the workflow does not succeed"
+    );
     let status = flow.status().await.unwrap().unwrap();
     let progress: Vec<NodeProgress> = status.nodes.iter().map(|n| n.progress).collect();
-    assert_eq!(runs.count(), 1, "no node after the revocation ran: {progress:?}");
+    assert_eq!(
+        runs.count(),
+        1,
+        "no node after the revocation ran: {progress:?}"
+    );
     assert!(progress.contains(&NodeProgress::Skipped), "{progress:?}");
     let states: Vec<Option<TaskState>> = status
         .nodes

@@ -39,16 +39,34 @@ async fn ping_and_inspect_answer_from_the_living_when_one_worker_is_killed() {
 
     let started = Instant::now();
     let output = Process::new(celeriac_cli())
-        .args(["--namespace", &cluster.ns, "ping", "-d", "p1,p2,p3", "--timeout", "1500ms", "--json"])
+        .args([
+            "--namespace",
+            &cluster.ns,
+            "ping",
+            "-d",
+            "p1,p2,p3",
+            "--timeout",
+            "1500ms",
+            "--json",
+        ])
         .env("AMQP_ADDR", &url)
         .output()
         .unwrap();
     let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(4), "not every named worker replied: {stdout}");
-    assert!(took < Duration::from_secs(5), "within the timeout: {took:?}");
-    let lines: Vec<serde_json::Value> =
-        stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        output.status.code(),
+        Some(4),
+        "not every named worker replied: {stdout}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "within the timeout: {took:?}"
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let ok: Vec<&str> = lines
         .iter()
         .filter(|l| l["ok"] == true)
@@ -56,12 +74,16 @@ async fn ping_and_inspect_answer_from_the_living_when_one_worker_is_killed() {
         .collect();
     assert_eq!(ok.len(), 2, "{stdout}");
     assert!(!ok.contains(&"p2"));
-    assert!(lines.iter().any(|l| l["worker"] == "p2" && l["error"] == "no reply"));
+    assert!(lines
+        .iter()
+        .any(|l| l["worker"] == "p2" && l["error"] == "no reply"));
 
     let replies = cluster
         .producer
         .control(
-            Command::Inspect { what: Inspect::Stats },
+            Command::Inspect {
+                what: Inspect::Stats,
+            },
             &ControlOptions::new().timeout(Duration::from_millis(800)),
         )
         .await
@@ -75,7 +97,9 @@ async fn ping_and_inspect_answer_from_the_living_when_one_worker_is_killed() {
 #[tokio::test]
 async fn concurrency_and_queues_change_without_a_restart() {
     let mut cluster = Cluster::new("ctl-runtime").await;
-    cluster.start_worker("r1", |b| b.concurrency(1).prefetch(10)).await;
+    cluster
+        .start_worker("r1", |b| b.concurrency(1).prefetch(10))
+        .await;
     let runs = cluster.runs.clone();
     let mut handles = Vec::new();
     for _ in 0..3 {
@@ -91,11 +115,19 @@ async fn concurrency_and_queues_change_without_a_restart() {
     let options = ControlOptions::new().destination(["r1"]);
     let replies = cluster
         .producer
-        .control(Command::Inspect { what: Inspect::Reserved }, &options)
+        .control(
+            Command::Inspect {
+                what: Inspect::Reserved,
+            },
+            &options,
+        )
         .await
         .unwrap();
     let reserved = serde_json::to_value(replies.replies[0].result.as_ref().unwrap()).unwrap();
-    assert!(!reserved.as_array().unwrap().is_empty(), "the others wait: {reserved}");
+    assert!(
+        !reserved.as_array().unwrap().is_empty(),
+        "the others wait: {reserved}"
+    );
     for handle in handles.drain(..) {
         handle.wait(WAIT).await.unwrap();
     }
@@ -119,7 +151,11 @@ async fn concurrency_and_queues_change_without_a_restart() {
     for handle in handles.drain(..) {
         handle.wait(WAIT).await.unwrap();
     }
-    assert_eq!(runs.peak.load(std::sync::atomic::Ordering::SeqCst), 3, "three at once now");
+    assert_eq!(
+        runs.peak.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "three at once now"
+    );
 
     let extra = cluster
         .producer
@@ -130,7 +166,12 @@ async fn concurrency_and_queues_change_without_a_restart() {
     assert!(!runs.has_started(extra.id()), "nobody consumes `extra` yet");
     let replies = cluster
         .producer
-        .control(Command::AddConsumer { queue: "extra".into() }, &options)
+        .control(
+            Command::AddConsumer {
+                queue: "extra".into(),
+            },
+            &options,
+        )
         .await
         .unwrap();
     assert!(replies.replies[0].ok, "{:?}", replies.replies);
@@ -138,7 +179,12 @@ async fn concurrency_and_queues_change_without_a_restart() {
 
     let replies = cluster
         .producer
-        .control(Command::CancelConsumer { queue: "extra".into() }, &options)
+        .control(
+            Command::CancelConsumer {
+                queue: "extra".into(),
+            },
+            &options,
+        )
         .await
         .unwrap();
     assert!(replies.replies[0].ok);
@@ -148,10 +194,18 @@ async fn concurrency_and_queues_change_without_a_restart() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!runs.has_started(later.id()), "`extra` is no longer consumed");
+    assert!(
+        !runs.has_started(later.id()),
+        "`extra` is no longer consumed"
+    );
     let conf = cluster
         .producer
-        .control(Command::Inspect { what: Inspect::Conf }, &options)
+        .control(
+            Command::Inspect {
+                what: Inspect::Conf,
+            },
+            &options,
+        )
         .await
         .unwrap();
     let conf = serde_json::to_value(conf.replies[0].result.as_ref().unwrap()).unwrap();

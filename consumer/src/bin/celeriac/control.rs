@@ -181,7 +181,11 @@ async fn producer(
 }
 
 /// Prints the replies and picks the exit code.
-fn report(replies: &ControlReplies, json: bool, show: impl Fn(&serde_json::Value) -> String) -> ExitCode {
+fn report(
+    replies: &ControlReplies,
+    json: bool,
+    show: impl Fn(&serde_json::Value) -> String,
+) -> ExitCode {
     for reply in &replies.replies {
         let result = reply
             .result
@@ -276,7 +280,11 @@ pub async fn revoke(global: &Global, args: &RevokeArgs) -> ExitCode {
     match producer.revoke(&args.ids, &options).await {
         Ok(done) => {
             if !args.control.json {
-                let held = if done.stored { "stored and broadcast" } else { "broadcast only" };
+                let held = if done.stored {
+                    "stored and broadcast"
+                } else {
+                    "broadcast only"
+                };
                 eprintln!("revoked {} id(s), {held}", args.ids.len());
             }
             let code = report(&done.replies, args.control.json, compact);
@@ -351,7 +359,11 @@ pub async fn control(global: &Global, args: &ControlCommandArgs) -> ExitCode {
     let mut stored = false;
     if let (Some((field, value)), Some(store)) = (&persisted, producer.store()) {
         if let Err(e) = store
-            .hash_put(ControlHash::Limits, field, value.as_deref().map(str::as_bytes))
+            .hash_put(
+                ControlHash::Limits,
+                field,
+                value.as_deref().map(str::as_bytes),
+            )
             .await
         {
             eprintln!("error: cannot store the limit: {e}");
@@ -418,8 +430,12 @@ pub async fn workers(global: &Global, args: &WorkersArgs) -> ExitCode {
                 Err(e) => return fail(&e),
             };
             for reply in replies.replies.iter().filter(|r| r.ok) {
-                let Some(stats) = reply.result.as_ref() else { continue };
-                let Ok(stats) = serde_json::to_value(stats) else { continue };
+                let Some(stats) = reply.result.as_ref() else {
+                    continue;
+                };
+                let Ok(stats) = serde_json::to_value(stats) else {
+                    continue;
+                };
                 let text = |k: &str| stats[k].as_str().unwrap_or_default().to_owned();
                 let number = |k: &str| stats[k].as_u64().unwrap_or_default();
                 let uptime = number("uptime_ms");
@@ -431,7 +447,11 @@ pub async fn workers(global: &Global, args: &WorkersArgs) -> ExitCode {
                         pid: number("pid") as u32,
                         queues: stats["queues"]
                             .as_array()
-                            .map(|q| q.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                            .map(|q| {
+                                q.iter()
+                                    .filter_map(|v| v.as_str().map(str::to_owned))
+                                    .collect()
+                            })
                             .unwrap_or_default(),
                         concurrency: number("concurrency") as u32,
                         in_flight: stats["stats"]["in_flight"].as_u64().unwrap_or_default() as u32,
@@ -468,7 +488,16 @@ pub async fn workers(global: &Global, args: &WorkersArgs) -> ExitCode {
     } else {
         outln!(
             "{:<28} {:<7} {:<16} {:>7} {:<20} {:>5} {:>9} {:>10} {:<8} {:>9}",
-            "WORKER", "STATE", "HOST", "PID", "QUEUES", "CONC", "IN-FLIGHT", "UPTIME", "VERSION", "HEARTBEAT"
+            "WORKER",
+            "STATE",
+            "HOST",
+            "PID",
+            "QUEUES",
+            "CONC",
+            "IN-FLIGHT",
+            "UPTIME",
+            "VERSION",
+            "HEARTBEAT"
         );
         for (status, lost) in &list {
             let uptime = Duration::from_secs(status.at.saturating_sub(status.started_at) / 1000);

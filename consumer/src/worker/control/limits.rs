@@ -108,7 +108,10 @@ impl Limits {
         for command in commands {
             let _ = fresh.apply(command);
         }
-        let mut fresh = fresh.tasks.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let mut fresh = fresh
+            .tasks
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut tasks = self.tasks.write().unwrap_or_else(PoisonError::into_inner);
         for (task, limits) in fresh.iter_mut() {
             let old = tasks.get(task).and_then(|o| o.rate.as_ref());
@@ -207,7 +210,10 @@ mod tests {
         assert_eq!(tasks, ["t"]);
         let mut env = Envelope::new("t", rmpv::Value::Nil);
         limits.override_times(&mut env);
-        assert_eq!((env.soft_time_limit_ms, env.hard_time_limit_ms), (Some(10), Some(20)));
+        assert_eq!(
+            (env.soft_time_limit_ms, env.hard_time_limit_ms),
+            (Some(10), Some(20))
+        );
         limits.load(&[]);
         assert!(limits.list().is_empty());
     }

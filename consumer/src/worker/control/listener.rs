@@ -7,11 +7,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use celeriac_schema::control::{
-    verify_request, Command, ControlReply, ControlRequest, MAX_SKEW,
-};
-use celeriac_schema::signing::SIGNATURE_HEADER;
+use celeriac_schema::control::{verify_request, Command, ControlReply, ControlRequest, MAX_SKEW};
 use celeriac_schema::now_ms;
+use celeriac_schema::signing::SIGNATURE_HEADER;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
@@ -252,7 +250,10 @@ async fn run_command(
             info!(?ids, terminated, "revoked");
             to_value(&serde_json::json!({ "revoked": ids.len(), "terminated": terminated }))
         }
-        other => Err(format!("command {} is not supported by this worker", other.name())),
+        other => Err(format!(
+            "command {} is not supported by this worker",
+            other.name()
+        )),
     }
 }
 

@@ -15,9 +15,17 @@ use crate::disposition::Outcome;
 use crate::error::Result;
 use crate::lease::Lease;
 use crate::registry::{Cancellation, TaskContext};
-use celeriac_schema::control::KillSignal;
 use crate::stats::WorkerStats;
 use crate::worker::lane::AckMsg;
+use celeriac_schema::control::KillSignal;
+/// When a run started, and how it is cancelled.
+pub(super) struct Start {
+    /// Unix ms.
+    pub(super) started_ms: u64,
+    /// Set by a revocation with `terminate`.
+    pub(super) cancel: Arc<Cancellation>,
+}
+
 /// What running a delivery's handler came to.
 pub(super) struct Executed {
     pub(super) outcome: Outcome,
@@ -50,8 +58,7 @@ impl Job {
         delivery: &Delivery,
         tag: u64,
         store_run: Option<&(String, String)>,
-        started_ms: u64,
-        cancel: Arc<Cancellation>,
+        Start { started_ms, cancel }: Start,
     ) -> Executed {
         let config = &self.shared.config;
         self.shared.control.limits.override_times(&mut env);

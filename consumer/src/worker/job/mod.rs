@@ -124,8 +124,7 @@ impl Job {
                             let token =
                                 format!("{}/{}", self.shared.config.worker_id, TaskId::new());
                             let id = env.id.to_string();
-                            let workflow =
-                                env.workflow.as_ref().map(|w| w.workflow_id.to_string());
+                            let workflow = env.workflow.as_ref().map(|w| w.workflow_id.to_string());
                             let mut revocable = vec![id.as_str(), key.as_str()];
                             revocable.extend(workflow.as_deref());
                             let begun = self.begin(store, &key, &token, &revocable).await;
@@ -153,7 +152,14 @@ impl Job {
                             let started_ms = now_ms();
                             metrics.observe_wait(env.created_at, env.eta, started_ms);
                             let done = self
-                                .execute(handler, env, &delivery, tag, run.as_ref(), started_ms, cancel)
+                                .execute(
+                                    handler,
+                                    env,
+                                    &delivery,
+                                    tag,
+                                    run.as_ref(),
+                                    execute::Start { started_ms, cancel },
+                                )
                                 .await;
                             if let Outcome::Revoked(_) = &done.outcome {
                                 WorkerStats::bump(&stats.revoked);
