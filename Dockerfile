@@ -6,8 +6,9 @@
 #   docker run --rm -e AMQP_ADDR=amqp://guest:guest@host:5672/%2f \
 #     -e REDIS_URL=redis://host:6379 -p 9464:9464 celeriac-worker
 #
-# The image also carries `celeriac` (the CLI: beat, send, submit, status),
-# which the chart's beat Deployment runs.
+# The image also carries `celeriac` (the CLI: beat, send, submit, status,
+# and the operator's commands), which the chart's beat Deployment runs, and
+# `celeriac-dlq`, for `kubectl exec` into a pod during an incident.
 #
 # Build stage: the Rust toolchain builds both binaries in release mode.
 # BuildKit cache mounts keep the crate registry and the target directory
@@ -30,8 +31,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --offline -p celeriac-consumer --bin celeriac-worker --bin celeriac \
+        -p celeriac-dlq --bin celeriac-dlq \
     && install -D -m 0755 target/release/celeriac-worker /out/celeriac-worker \
-    && install -D -m 0755 target/release/celeriac /out/celeriac
+    && install -D -m 0755 target/release/celeriac /out/celeriac \
+    && install -D -m 0755 target/release/celeriac-dlq /out/celeriac-dlq
 
 # Final stage: glibc and libgcc with CA certificates, no shell, no package
 # manager; runs as the numeric non-root user 65532.
@@ -41,7 +44,7 @@ LABEL org.opencontainers.image.title="celeriac-worker" \
       org.opencontainers.image.description="celeriac worker: runs tasks from RabbitMQ queues" \
       org.opencontainers.image.licenses="MIT OR Apache-2.0"
 
-COPY --from=build /out/celeriac-worker /out/celeriac /usr/local/bin/
+COPY --from=build /out/celeriac-worker /out/celeriac /out/celeriac-dlq /usr/local/bin/
 
 USER 65532:65532
 ENV CELERIAC_METRICS_ADDR=0.0.0.0:9464 \

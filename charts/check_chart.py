@@ -46,6 +46,7 @@ CORE_KINDS = {
 }
 CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("keda.sh/v1alpha1", "TriggerAuthentication"),
@@ -71,6 +72,15 @@ METRICS = {
     "celeriac_store_up",
     "celeriac_queue_messages",
     "celeriac_queue_consumers",
+    "celeriac_tasks_started_total",
+    "celeriac_task_errors_total",
+    "celeriac_task_oldest_running_seconds",
+    "celeriac_beat_ticks_total",
+    "celeriac_beat_last_tick_timestamp_seconds",
+    "celeriac_beat_entries",
+    "celeriac_beat_up",
+    "celeriac_broker_queue_messages",
+    "celeriac_broker_queue_consumers",
 }
 SEVERITIES = {"critical", "warning", "info"}
 
@@ -118,6 +128,7 @@ SCENARIOS: dict[str, dict] = {
             "additionalAlertLabels": {"team": "shop"},
             "disabledAlerts": ["CeleriacDeadLetterQueueNotEmpty"],
             "runbookBaseUrl": "https://runbooks.example/celeriac",
+            "thresholds": {"stuckSeconds": 7200, "unconsumedFor": "20m", "retryRatio": 0.8},
         },
     },
     "existing-secret": {
@@ -389,7 +400,7 @@ def check_worker_deployment() -> None:
     need("checksum/secret" in dep["spec"]["template"]["metadata"]["annotations"], "no secret checksum")
     ok("worker: AMQP_ADDR and REDIS_URL as files from the chart's Secret (never variables); queues, namespace, concurrency, metrics address set")
     need(c["resources"]["requests"] and c["resources"]["limits"], "resources")
-    pdb = one(docs, "PodDisruptionBudget")
+    pdb = one(docs, "PodDisruptionBudget", "worker")
     need(pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"], "PDB selector")
     svc = one(docs, "Service")
     need(svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"], "Service selector")
@@ -416,7 +427,7 @@ def check_worker_deployment() -> None:
     tsc = pod["topologySpreadConstraints"][0]
     need(tsc["labelSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"], "spread selector")
     need(pod["serviceAccountName"] == "celeriac" and not by_kind(full, "ServiceAccount"), "serviceAccount.create=false")
-    need(one(full, "PodDisruptionBudget")["spec"] == {"minAvailable": 1, "selector": dep["spec"]["selector"]},
+    need(one(full, "PodDisruptionBudget", "worker")["spec"] == {"minAvailable": 1, "selector": dep["spec"]["selector"]},
          "PDB minAvailable")
     ok("full: every worker option reaches its env var; digest, spread constraints, PDB minAvailable")
     nb = docs_for("no-store")
@@ -424,6 +435,23 @@ def check_worker_deployment() -> None:
     nfiles = credential_files(worker(nb)["spec"]["template"]["spec"], nc)
     need("REDIS_URL" not in nfiles and "REDIS_URL" not in one(nb, "Secret")["data"], "store.enabled=false")
     ok("no-store: store.enabled=false drops REDIS_URL from the worker and the Secret")
+
+
+def check_exporter() -> None:
+    docs = render({"daemons": {"exporter": {"enabled": True}}, "serviceMonitor": {"enabled": True}},
+                  "exporter")
+    dep = one(docs, "Deployment", "exporter")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    need(c["command"] == ["celeriac"] and c["args"] == ["exporter"], f"exporter command {c['command']} {c['args']}")
+    need(env_of(c)["CELERIAC_METRICS_ADDR"]["value"] == "0.0.0.0:9466", "exporter address")
+    need(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "exporter readiness probe")
+    need(set(credential_files(dep["spec"]["template"]["spec"], c)) >= {"AMQP_ADDR"}, "exporter broker URL from the Secret")
+    pm = one(docs, "PodMonitor", "exporter")
+    need(pm["spec"]["podMetricsEndpoints"][0]["relabelings"][0]["replacement"] == "celeriac", "exporter job label")
+    need(not [d for d in by_kind(docs, "Deployment") if d["metadata"]["labels"].get("app.kubernetes.io/component") == "beat"],
+         "beat deployed although disabled")
+    ok("exporter: `celeriac exporter` on 9466 with probes, the broker URL from the Secret, a PodMonitor "
+       "under the alerts' job name")
 
 
 def check_beat() -> None:
@@ -445,9 +473,22 @@ def check_beat() -> None:
     need(set(credential_files(pod, c)) == {"AMQP_ADDR", "REDIS_URL"}, "beat broker and store URLs from the Secret")
     need(beat["spec"]["selector"]["matchLabels"] != worker(docs)["spec"]["selector"]["matchLabels"],
          "beat selector overlaps the worker's")
-    need("livenessProbe" not in c and "ports" not in c, "beat without metricsPort has probes")
+    # Beat serves its metrics and probes on 9465 by default.
+    (port,) = c["ports"]
+    need(port == {"name": "metrics", "containerPort": 9465, "protocol": "TCP"}, f"beat port {port}")
+    need(c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]["httpGet"]["path"] == "/readyz",
+         "beat probes")
+    need(env_of(c)["CELERIAC_METRICS_ADDR"]["value"] == "0.0.0.0:9465", "beat metrics address")
+    pdb = one(docs, "PodDisruptionBudget", "beat")
+    need(pdb["spec"] == {"maxUnavailable": 1, "selector": beat["spec"]["selector"]}, f"beat PDB {pdb['spec']}")
+    # Without a port: no probes, no PodMonitor, and the server is off.
+    plain = one(render({"daemons": {"beat": {"enabled": True, "metricsPort": None, "flows": BEAT_FLOWS}}},
+                       "beat-no-metrics"), "Deployment", "beat")
+    (pc,) = plain["spec"]["template"]["spec"]["containers"]
+    need("livenessProbe" not in pc and "ports" not in pc, "beat without metricsPort has probes")
+    need(env_of(pc)["CELERIAC_METRICS_ADDR"]["value"] == "off", "beat without metricsPort still serves")
     ok("beat: 1 replica, RollingUpdate (surge 1, unavailable 0); worker's security settings and Secret; "
-       "own selector; no probes without a metrics port")
+       "own selector; /metrics, /healthz and /readyz on 9465 with probes and a PDB; none without a metrics port")
     # The flows: a ConfigMap holding them byte for byte...
     cms = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["labels"].get("app.kubernetes.io/component") == "beat"]
     need(len(cms) == 1, f"expected one flows ConfigMap, got {len(cms)}")
@@ -643,11 +684,17 @@ def check_alert_rules(tmp: Path) -> None:
         need(r["labels"]["team"] == "shop" and r["labels"]["severity"], f"labels of {r['alert']}")
         need(r["annotations"]["runbook_url"] == f"https://runbooks.example/celeriac#{r['alert'].lower()}",
              "runbook_url")
+    by_name = {r["alert"]: r for r in rrules}
+    need("> 7200 # threshold:stuckSeconds" in by_name["CeleriacTaskStuck"]["expr"], "stuckSeconds not applied")
+    need(by_name["CeleriacQueueUnconsumed"]["for"] == "20m", "unconsumedFor not applied")
+    need("> 0.8 # threshold:retryRatio" in by_name["CeleriacRetryStorm"]["expr"], "retryRatio not applied")
+    need("> 1000 # threshold:backlogMessages" in by_name["CeleriacBacklogGrowing"]["expr"], "default threshold lost")
     sm = one(docs_for("monitoring-custom"), "ServiceMonitor")
     need(sm["spec"]["endpoints"][0]["relabelings"][0]["replacement"] == "shop-workers", "ServiceMonitor job")
     (tmp / "custom.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
     run(["promtool", "check", "rules", str(tmp / "custom.yaml")])
-    ok("monitoring-custom: jobName, extra alert labels, runbook_url and disabledAlerts applied; promtool check rules passes")
+    ok("monitoring-custom: jobName, extra alert labels, runbook_url, thresholds and disabledAlerts applied; "
+       "promtool check rules passes")
 
 
 def check_dashboard(tmp: Path) -> None:
@@ -741,6 +788,10 @@ def check_dockerfile() -> None:
     for b in daemon_bins:
         need(re.search(rf"--bin {re.escape(b)}(\s|$)", text) and re.search(rf"/out/{re.escape(b)}(\s|$)", text),
              f"the daemons run {b}, which the Dockerfile does not build and copy into the image")
+    # Operators reach for these in a pod during an incident.
+    for b in ("celeriac", "celeriac-dlq"):
+        need(re.search(rf"--bin {re.escape(b)}(\s|$)", text) and re.search(rf"/out/{re.escape(b)}(\s|$)", text),
+             f"the image does not carry {b}")
     user = re.findall(r"^USER\s+(\d+)(?::(\d+))?\s*$", text, re.M)
     need(user and user[-1][0] != "0", "final stage does not run as a numeric non-root USER")
     values = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -752,7 +803,7 @@ def check_dockerfile() -> None:
     need(not clash, f".dockerignore leaves out workspace members {clash}")
     ok(f"Dockerfile: {len(stages)} stages, builds {pkg}/{binary} (in {found}/), ENTRYPOINT runs it, "
        f"USER {user[-1][0]} = chart runAsUser, EXPOSE {values['worker']['metricsPort']}, "
-       f".dockerignore keeps every workspace member; ships the daemons' {', '.join(daemon_bins)}")
+       f".dockerignore keeps every workspace member; ships the daemons' {', '.join(daemon_bins)}, celeriac and celeriac-dlq")
 
 
 def main() -> int:
@@ -768,6 +819,7 @@ def main() -> int:
         section("refused values", check_bad_values)
         section("worker Deployment", check_worker_deployment)
         section("beat", check_beat)
+        section("exporter", check_exporter)
         section("autoscaling", check_autoscaling)
         section("existing Secret", check_existing_secret)
         section("security", lambda: check_security.check(docs_for))

@@ -90,16 +90,24 @@ def check_metrics_token(docs: list[dict]) -> None:
     need(auth == {"type": "Bearer", "credentials": {"name": "celeriac-metrics-token", "key": "token"}},
          f"ServiceMonitor authorization {auth}")
     beat = one(docs, "Deployment", "beat")
-    need("CELERIAC_METRICS_TOKEN_FILE" not in env_of(beat["spec"]["template"]["spec"]["containers"][0]),
-         "beat serves no worker metrics")
+    bpod = beat["spec"]["template"]["spec"]
+    (bc,) = bpod["containers"]
+    need(env_of(bc)["CELERIAC_METRICS_TOKEN_FILE"]["value"] == "/etc/celeriac/metrics/token", "beat token file env")
+    need(mounted_secrets(bpod, bc).get("/etc/celeriac/metrics") == "celeriac-metrics-token", "beat token mount")
+    (pm,) = [d for d in docs if d["kind"] == "PodMonitor"]
+    (bend,) = pm["spec"]["podMetricsEndpoints"]
+    need(bend.get("authorization") == auth, f"PodMonitor authorization {bend.get('authorization')}")
     ok("security: /metrics token from a Secret file, sent by the ServiceMonitor as a Bearer token")
 
 
 def check_network_policy(docs: list[dict]) -> None:
     policy = one(docs, "NetworkPolicy")
     spec = policy["spec"]
-    need(spec["podSelector"]["matchLabels"] == worker(docs)["spec"]["selector"]["matchLabels"],
-         "NetworkPolicy selects the worker pods")
+    selector = spec["podSelector"]["matchLabels"]
+    for dep in by_kind(docs, "Deployment"):
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        need(all(labels.get(k) == v for k, v in selector.items()),
+             f"the NetworkPolicy does not select the pods of {dep['metadata']['name']}")
     need(spec["policyTypes"] == ["Ingress"], f"policyTypes {spec['policyTypes']}")
     (rule,) = spec["ingress"]
     need(rule["ports"] == [{"port": "metrics", "protocol": "TCP"}], f"ports {rule['ports']}")

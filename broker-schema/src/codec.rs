@@ -146,7 +146,7 @@ pub fn from_value<T: DeserializeOwned>(value: &rmpv::Value, root: &str) -> Resul
 ///
 /// The plain decode runs first; field paths are tracked only to explain a
 /// failure, so the common path pays nothing for them.
-fn from_slice_checked<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+pub(crate) fn from_slice_checked<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     if let Ok(value) = rmp_serde::from_slice(bytes) {
         return Ok(value);
     }

@@ -566,6 +566,44 @@ pub fn verify_request<'k>(
 
 #[cfg(test)]
 mod tests {
+
+    /// The worker record a worker publishes as its `worker.*` event is
+    /// what the event decoder of section 17 reads.
+    #[test]
+    fn a_worker_status_decodes_as_a_worker_event() {
+        let status = WorkerStatus {
+            kind: "heartbeat".into(),
+            worker: "w1".into(),
+            hostname: "h".into(),
+            pid: 7,
+            queues: vec!["default".into()],
+            concurrency: 4,
+            in_flight: 1,
+            processed: 9,
+            started_at: 1,
+            at: 2,
+            version: "0.1.0".into(),
+            heartbeat_ms: 2000,
+        };
+        let body = status.encode().expect("encodes");
+        match crate::events::decode_event(&body).expect("decodes as an event") {
+            crate::events::Event::Worker(event) => {
+                assert_eq!(event.kind, crate::events::WorkerEventKind::Heartbeat);
+                assert_eq!(
+                    (
+                        event.worker.as_str(),
+                        event.pid,
+                        event.in_flight,
+                        event.heartbeat_ms
+                    ),
+                    ("w1", 7, 1, 2000)
+                );
+                assert_eq!(event.queues, ["default"]);
+            }
+            other => panic!("not a worker event: {other:?}"),
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -116,6 +116,37 @@ pub enum Error {
 }
 
 impl Error {
+    /// The kind of the error, as the variant's name: for a decode error one
+    /// of `TooLarge`, `TooDeep`, `Malformed`, `UnsupportedVersion` and
+    /// `Field` (SPEC.md section 3), which a worker puts in the
+    /// `celeriac-error-type` header of the dead letter.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = celeriac_schema::decode(&[0xc1]).unwrap_err();
+    /// assert_eq!(err.kind(), "Malformed");
+    /// let err = celeriac_schema::decode(&[0x80]).unwrap_err(); // an empty map
+    /// assert_eq!(err.kind(), "Field");
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::TooLarge { .. } => "TooLarge",
+            Error::TooDeep { .. } => "TooDeep",
+            Error::Malformed { .. } => "Malformed",
+            Error::Field { .. } => "Field",
+            Error::UnsupportedVersion { .. } => "UnsupportedVersion",
+            Error::Encode { .. } => "Encode",
+            Error::InvalidName { .. } => "InvalidName",
+            Error::DelayTooLong { .. } => "DelayTooLong",
+            Error::StoreUnavailable { .. } => "StoreUnavailable",
+            Error::InvalidKey { .. } => "InvalidKey",
+            Error::KeyFile { .. } => "KeyFile",
+            Error::Signature(_) => "SignatureError",
+            Error::StoreData { .. } => "StoreData",
+        }
+    }
+
     /// The field an error is about, when it is about one.
     ///
     /// # Examples

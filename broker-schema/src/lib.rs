@@ -12,6 +12,7 @@
 //!   namespace, and how delays are routed.
 //! - [`RetryPolicy`] and [`Backoff`].
 //! - [`control`]: the control plane's requests and replies.
+//! - [`events`]: the task and worker events of the events exchange.
 //! - [`signing`]: HMAC-SHA256 signatures of messages, and the
 //!   [`signing::Keyring`] that makes and checks them.
 //!
@@ -43,8 +44,10 @@ pub mod control;
 pub mod dag;
 mod envelope;
 mod error;
+pub mod events;
 pub mod exec;
 pub mod headers;
+pub mod json_value;
 mod retry_policy;
 pub mod signing;
 mod state;

@@ -36,11 +36,14 @@ pub enum TaskState {
     Skipped,
     /// It was cancelled by an operator or the application.
     Revoked,
+    /// It reached its `expires` time before a worker could run it, and was
+    /// discarded without running.
+    Expired,
 }
 
 impl TaskState {
     /// Every state, in lifecycle order.
-    pub const ALL: [TaskState; 8] = [
+    pub const ALL: [TaskState; 9] = [
         TaskState::Created,
         TaskState::Queued,
         TaskState::Started,
@@ -49,7 +52,23 @@ impl TaskState {
         TaskState::Failed,
         TaskState::Skipped,
         TaskState::Revoked,
+        TaskState::Expired,
     ];
+
+    /// The state of a wire name; `None` for a name this build does not
+    /// know.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use celeriac_schema::TaskState;
+    ///
+    /// assert_eq!(TaskState::parse("expired"), Some(TaskState::Expired));
+    /// assert_eq!(TaskState::parse("Expired"), None);
+    /// ```
+    pub fn parse(name: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
 
     /// The wire name of the state.
     pub fn as_str(self) -> &'static str {
@@ -62,6 +81,7 @@ impl TaskState {
             TaskState::Failed => "failed",
             TaskState::Skipped => "skipped",
             TaskState::Revoked => "revoked",
+            TaskState::Expired => "expired",
         }
     }
 
@@ -69,7 +89,11 @@ impl TaskState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            TaskState::Succeeded | TaskState::Failed | TaskState::Skipped | TaskState::Revoked
+            TaskState::Succeeded
+                | TaskState::Failed
+                | TaskState::Skipped
+                | TaskState::Revoked
+                | TaskState::Expired
         )
     }
 }

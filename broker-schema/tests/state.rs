@@ -20,7 +20,8 @@ fn task_state_wire_names() {
             "succeeded",
             "failed",
             "skipped",
-            "revoked"
+            "revoked",
+            "expired"
         ]
     );
 }
@@ -37,6 +38,16 @@ fn task_state_round_trips_through_every_spelling() {
         let value = to_value(&state).unwrap();
         assert_eq!(value, rmpv::Value::from(state.as_str()));
         assert_eq!(from_value::<TaskState>(&value, "state").unwrap(), state);
+    }
+}
+
+#[test]
+fn task_states_parse_from_their_wire_names_only() {
+    for state in TaskState::ALL {
+        assert_eq!(TaskState::parse(state.as_str()), Some(state));
+    }
+    for bad in ["Expired", "running", "", "revoked "] {
+        assert_eq!(TaskState::parse(bad), None, "{bad:?}");
     }
 }
 
@@ -61,7 +72,8 @@ fn terminal_states() {
             TaskState::Succeeded,
             TaskState::Failed,
             TaskState::Skipped,
-            TaskState::Revoked
+            TaskState::Revoked,
+            TaskState::Expired
         ]
     );
 }

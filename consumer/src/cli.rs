@@ -125,7 +125,9 @@ pub struct Args {
     #[arg(long, env = "CELERIAC_RUN_LEASE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub run_lease_ttl: Duration,
 
-    /// Publish task completion events to the events exchange.
+    /// Publish task events (received, started, succeeded, failed,
+    /// retried, expired, revoked, dead-lettered) to the events exchange
+    /// `{namespace}.events`; watch them with `celeriac events`.
     #[arg(long, env = "CELERIAC_EVENTS")]
     pub events: bool,
 
@@ -588,8 +590,13 @@ const METRICS_TOKEN: crate::secrets::SecretNames = crate::secrets::SecretNames {
     env: "CELERIAC_METRICS_TOKEN",
 };
 
-/// Reads a bearer token from `path`, refusing an empty one.
-fn read_token(path: &std::path::Path) -> Result<String, String> {
+/// Reads the bearer token of `--metrics-token-file` from `path`, refusing
+/// an empty one.
+///
+/// # Errors
+///
+/// A message naming the flag when the file cannot be read or is empty.
+pub fn read_token(path: &std::path::Path) -> Result<String, String> {
     match crate::secrets::resolve(METRICS_TOKEN, None, Some(path)) {
         Ok(Some(token)) if !token.trim().is_empty() => Ok(token.trim().to_owned()),
         Ok(_) => Err(format!(

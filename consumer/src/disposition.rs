@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use celeriac_schema::{DeadLetterReason, Envelope};
 
-use crate::task_error::{TaskError, FORBIDDEN, PANIC, TIME_LIMIT};
+use crate::task_error::{TaskError, FORBIDDEN, PANIC, TIME_LIMIT, UNKNOWN_TASK};
 
 /// How handling a delivery ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,7 +29,14 @@ pub enum Outcome {
     /// No handler is registered for the task name.
     UnknownTask,
     /// The body is not a valid envelope.
-    Malformed(String),
+    Malformed {
+        /// The decode error's kind (`TooLarge`, `TooDeep`, `Malformed`,
+        /// `UnsupportedVersion` or `Field`, SPEC.md section 3), the dead
+        /// letter's `celeriac-error-type`.
+        kind: &'static str,
+        /// What was wrong, naming the field or the byte offset.
+        message: String,
+    },
     /// The worker requires signatures and the message's does not verify;
     /// it was not decoded.
     BadSignature(String),
@@ -92,14 +99,14 @@ pub fn decide(outcome: &Outcome, envelope: Option<&Envelope>, random: f64) -> Di
         (Outcome::Early(delay), Some(_)) => Disposition::Delay { delay: *delay },
         (Outcome::UnknownTask, _) => dead_letter(
             DeadLetterReason::UnknownTask,
-            "UnknownTask",
+            UNKNOWN_TASK,
             match envelope {
                 Some(env) => format!("no handler is registered for task {:?}", env.task),
                 None => "no handler is registered for the task".to_owned(),
             },
         ),
-        (Outcome::Malformed(message), _) => {
-            dead_letter(DeadLetterReason::Malformed, "DecodeError", message.clone())
+        (Outcome::Malformed { kind, message }, _) => {
+            dead_letter(DeadLetterReason::Malformed, kind, message.clone())
         }
         (Outcome::BadSignature(message), _) => dead_letter(
             DeadLetterReason::BadSignature,
@@ -128,7 +135,7 @@ pub fn decide(outcome: &Outcome, envelope: Option<&Envelope>, random: f64) -> Di
         // Without an envelope there is nothing to retry: keep the body.
         (Outcome::Early(_), None) => dead_letter(
             DeadLetterReason::Malformed,
-            "DecodeError",
+            "Malformed",
             "early delivery without an envelope".to_owned(),
         ),
         (Outcome::Failed(err), None) => dead_letter(
@@ -289,15 +296,37 @@ mod tests {
         let env = envelope(0, 5);
         let d = decide(&Outcome::UnknownTask, Some(&env), 0.5);
         assert_eq!(reason(&d), Some(DeadLetterReason::UnknownTask));
-        let d = decide(
-            &Outcome::Malformed("field `task`: missing".into()),
-            None,
-            0.5,
+        let d = decide(&Outcome::UnknownTask, Some(&env), 0.5);
+        assert!(
+            matches!(d, Disposition::DeadLetter { ref error_type, .. } if error_type == UNKNOWN_TASK)
         );
-        assert_eq!(reason(&d), Some(DeadLetterReason::Malformed));
-        match d {
-            Disposition::DeadLetter { message, .. } => assert!(message.contains("`task`")),
-            other => panic!("{other:?}"),
+        for kind in [
+            "TooLarge",
+            "TooDeep",
+            "Malformed",
+            "UnsupportedVersion",
+            "Field",
+        ] {
+            let d = decide(
+                &Outcome::Malformed {
+                    kind,
+                    message: "field `task`: missing".into(),
+                },
+                None,
+                0.5,
+            );
+            assert_eq!(reason(&d), Some(DeadLetterReason::Malformed));
+            match d {
+                Disposition::DeadLetter {
+                    error_type,
+                    message,
+                    ..
+                } => {
+                    assert_eq!(error_type, kind, "the decode error's own kind");
+                    assert!(message.contains("`task`"));
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 

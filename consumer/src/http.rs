@@ -1,4 +1,6 @@
-//! The worker's HTTP endpoints: `/metrics`, `/healthz` and `/readyz`.
+//! The HTTP endpoints of a worker (and of `celeriac beat`): `/metrics`,
+//! `/healthz` and `/readyz`, served for anything that implements
+//! [`Endpoints`].
 //!
 //! - `/metrics`: the worker's metrics in the Prometheus text format;
 //! - `/healthz`: 200 while the process runs (a liveness probe);
@@ -34,7 +36,59 @@ use crate::stats::WorkerStats;
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the endpoints read.
+/// What a daemon's probe server reports.
+///
+/// # Examples
+///
+/// ```
+/// use celeriac_consumer::http::Endpoints;
+///
+/// struct Always;
+/// impl Endpoints for Always {
+///     fn render_metrics(&self) -> prometheus::Result<String> {
+///         Ok("up 1\n".to_owned())
+///     }
+///     fn readiness(&self) -> Result<(), String> {
+///         Ok(())
+///     }
+///     fn token(&self) -> Option<&str> {
+///         None
+///     }
+/// }
+/// assert!(Always.readiness().is_ok());
+/// ```
+pub trait Endpoints: Send + Sync + 'static {
+    /// The metrics in the Prometheus text format.
+    ///
+    /// # Errors
+    ///
+    /// When a metric cannot be encoded.
+    fn render_metrics(&self) -> prometheus::Result<String>;
+    /// `Ok` when ready, else why not (the body of a 503 from `/readyz`).
+    ///
+    /// # Errors
+    ///
+    /// The reason the daemon is not ready.
+    fn readiness(&self) -> Result<(), String>;
+    /// The bearer token `/metrics` requires, if any.
+    fn token(&self) -> Option<&str>;
+}
+
+/// Whether a request's `Authorization` header lets it read `/metrics`.
+fn authorized(token: Option<&str>, header: Option<&HeaderValue>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let Some(presented) = header
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
+}
+
+/// What the worker's endpoints read.
 #[derive(Debug, Clone)]
 pub(crate) struct HttpState {
     pub(crate) metrics: Arc<WorkerMetrics>,
@@ -59,21 +113,12 @@ impl HttpState {
         }
     }
 
-    /// The metrics in the text format, readiness gauges brought up to date.
-    /// Whether a request's `Authorization` header lets it read `/metrics`.
+    #[cfg(test)]
     fn authorized(&self, header: Option<&HeaderValue>) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
-        let Some(presented) = header
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-        else {
-            return false;
-        };
-        constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
+        authorized(self.token.as_deref(), header)
     }
 
+    /// The metrics in the text format, readiness gauges brought up to date.
     pub(crate) fn render_metrics(&self) -> prometheus::Result<String> {
         // Without a store nothing is down: report 1, so the store alert
         // stays silent for workers that run without one.
@@ -82,8 +127,23 @@ impl HttpState {
     }
 }
 
-/// Serves the endpoints on `listener` until `stop` is cancelled.
-pub(crate) async fn serve(listener: TcpListener, state: HttpState, stop: CancellationToken) {
+impl Endpoints for HttpState {
+    fn render_metrics(&self) -> prometheus::Result<String> {
+        HttpState::render_metrics(self)
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        HttpState::readiness(self).map_err(str::to_owned)
+    }
+
+    fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` of `state` on `listener`
+/// until `stop` is cancelled; stops accepting the moment it is.
+pub async fn serve<E: Endpoints>(listener: TcpListener, state: Arc<E>, stop: CancellationToken) {
     let local = listener.local_addr().ok();
     info!(addr = ?local, "serving /metrics, /healthz and /readyz");
     loop {
@@ -106,7 +166,7 @@ pub(crate) async fn serve(listener: TcpListener, state: HttpState, stop: Cancell
         let stop = stop.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let response = respond(&state, &req);
+                let response = respond(&*state, &req);
                 async move { Ok::<_, Infallible>(response) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -126,12 +186,12 @@ pub(crate) async fn serve(listener: TcpListener, state: HttpState, stop: Cancell
     }
 }
 
-fn respond(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond<E: Endpoints>(state: &E, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     }
     match req.uri().path() {
-        "/metrics" if !state.authorized(req.headers().get(AUTHORIZATION)) => {
+        "/metrics" if !authorized(state.token(), req.headers().get(AUTHORIZATION)) => {
             let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
             response.headers_mut().insert(
                 WWW_AUTHENTICATE,
@@ -192,7 +252,7 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 /// # Errors
 ///
 /// A message for a value that is neither `off` nor a socket address.
-pub(crate) fn parse_metrics_addr(value: &str) -> Result<Option<SocketAddr>, String> {
+pub fn parse_metrics_addr(value: &str) -> Result<Option<SocketAddr>, String> {
     let value = value.trim();
     if value.is_empty() || value.eq_ignore_ascii_case("off") {
         return Ok(None);

@@ -50,7 +50,7 @@ mod coordinator;
 pub mod disposition;
 mod error;
 pub mod exec;
-mod http;
+pub mod http;
 mod lease;
 pub mod local;
 mod metrics;
@@ -69,5 +69,5 @@ pub use local::{
 };
 pub use registry::{BoxFuture, ErasedHandler, Registry, TaskContext};
 pub use stats::{StatsSnapshot, WorkerStats};
-pub use task_error::{TaskError, BAD_INPUT, FORBIDDEN, PANIC, TIME_LIMIT};
+pub use task_error::{TaskError, BAD_INPUT, EXPIRED, FORBIDDEN, PANIC, TIME_LIMIT, UNKNOWN_TASK};
 pub use worker::{Worker, WorkerBuilder, WorkerHandle};

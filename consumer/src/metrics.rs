@@ -5,12 +5,18 @@
 //! `task="unknown"` for names the worker has no handler for (and for bodies
 //! that do not decode), so a stray task name never creates a new series.
 //! The hot path holds pre-resolved handles and only touches atomics.
+//! `celeriac_task_errors_total` is the one family created on demand, on
+//! the failure path: its `error_type` label takes the first
+//! [`ERROR_TYPES_MAX`] kinds a worker sees, and `other` after that, so a
+//! handler that puts ids in its error kind cannot flood Prometheus.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `celeriac_tasks_received_total` | counter | queue, task |
+//! | `celeriac_tasks_started_total` | counter | queue, task |
 //! | `celeriac_tasks_succeeded_total` | counter | queue, task |
 //! | `celeriac_tasks_failed_total` | counter | queue, task |
+//! | `celeriac_task_errors_total` | counter | queue, task, error_type |
 //! | `celeriac_tasks_retried_total` | counter | queue, task |
 //! | `celeriac_tasks_dead_lettered_total` | counter | queue, task, reason |
 //! | `celeriac_tasks_expired_total` | counter | queue, task |
@@ -28,6 +34,7 @@
 //! | `celeriac_control_requests_refused_total` | counter | |
 //! | `celeriac_workers_lost_total` | counter | |
 //! | `celeriac_workers_live` | gauge | |
+//! | `celeriac_task_oldest_running_seconds` | gauge | queue |
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +51,10 @@ use crate::disposition::Disposition;
 
 /// The `task` label of names without a handler and of undecodable bodies.
 pub(crate) const UNKNOWN_TASK: &str = "unknown";
+
+/// Distinct `error_type` labels a worker reports before it folds the rest
+/// into `other`.
+pub(crate) const ERROR_TYPES_MAX: usize = 32;
 
 /// Buckets of the run-time histogram, in seconds: 1 ms to 1 h.
 const RUN_BUCKETS: &[f64] = &[
@@ -78,6 +89,8 @@ pub(crate) struct WorkerMetrics {
     pub(crate) workers_lost: IntCounter,
     /// Live workers in the store's worker list, as last seen.
     pub(crate) workers_live: IntGauge,
+    /// The error kinds given a label of their own so far.
+    error_types: std::sync::Mutex<std::collections::HashSet<Box<str>>>,
 }
 
 /// The handles of one consumed queue.
@@ -89,12 +102,29 @@ pub(crate) struct QueueMetrics {
     pub(crate) work_messages: IntGauge,
     pub(crate) dlq_messages: IntGauge,
     pub(crate) consumers: IntGauge,
+    oldest_running: prometheus::Gauge,
+    /// Start times (Unix ms) of the runs going on, by a number of their own.
+    running: std::sync::Mutex<HashMap<u64, u64>>,
+    next_run: std::sync::atomic::AtomicU64,
+}
+
+/// Marks a run as going on until dropped; see [`QueueMetrics::running`].
+pub(crate) struct Running<'a> {
+    queue: &'a QueueMetrics,
+    id: u64,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.queue.runs().remove(&self.id);
+    }
 }
 
 /// The handles of one (queue, task) pair.
 #[derive(Debug)]
 pub(crate) struct TaskMetrics {
     pub(crate) received: IntCounter,
+    pub(crate) started: IntCounter,
     pub(crate) succeeded: IntCounter,
     pub(crate) failed: IntCounter,
     pub(crate) retried: IntCounter,
@@ -110,6 +140,8 @@ pub(crate) struct TaskMetrics {
 #[derive(Debug)]
 struct Families {
     received: IntCounterVec,
+    started: IntCounterVec,
+    errors: IntCounterVec,
     succeeded: IntCounterVec,
     failed: IntCounterVec,
     retried: IntCounterVec,
@@ -122,6 +154,7 @@ struct Families {
     in_flight: IntGaugeVec,
     queue_messages: IntGaugeVec,
     queue_consumers: IntGaugeVec,
+    oldest_running: prometheus::GaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -158,6 +191,18 @@ impl WorkerMetrics {
                 "celeriac_tasks_received_total",
                 "Deliveries received.",
                 qt,
+            ),
+            started: counter(
+                &registry,
+                "celeriac_tasks_started_total",
+                "Runs started (a handler was called).",
+                qt,
+            ),
+            errors: counter(
+                &registry,
+                "celeriac_task_errors_total",
+                "Failed runs by error kind (the first 32 kinds a worker sees, then `other`).",
+                &["queue", "task", "error_type"],
             ),
             succeeded: counter(
                 &registry,
@@ -232,6 +277,16 @@ impl WorkerMetrics {
                 "Consumers of the work queue, as last sampled.",
                 &["queue"],
             ),
+            oldest_running: register(
+                &registry,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "celeriac_task_oldest_running_seconds",
+                        "How long the longest run going on has run (0 when none runs).",
+                    ),
+                    &["queue"],
+                ),
+            ),
         };
         let single = |name: &str, help: &str| {
             register(&registry, IntCounter::with_opts(Opts::new(name, help)))
@@ -288,7 +343,34 @@ impl WorkerMetrics {
             control_refused,
             workers_lost,
             workers_live,
+            error_types: std::sync::Mutex::default(),
         }
+    }
+
+    /// Counts a failed run of `task` (a registered name, or `None` for
+    /// one without a handler) by its error kind.
+    pub(crate) fn count_error(&self, queue: &str, task: Option<&str>, error_type: &str) {
+        let task = task
+            .filter(|name| self.tasks.iter().any(|t| &**t == *name))
+            .unwrap_or(UNKNOWN_TASK);
+        let label = {
+            let mut seen = self
+                .error_types
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if seen.contains(error_type) {
+                error_type
+            } else if seen.len() < ERROR_TYPES_MAX {
+                seen.insert(Box::from(error_type));
+                error_type
+            } else {
+                "other"
+            }
+        };
+        self.families
+            .errors
+            .with_label_values(&[queue, task, label])
+            .inc();
     }
 
     /// The handles of a consumed queue, resolved once per session. The
@@ -303,6 +385,10 @@ impl WorkerMetrics {
 
     /// Sets the readiness gauges and renders the Prometheus text format.
     pub(crate) fn render(&self, ready: bool, store_up: bool) -> prometheus::Result<String> {
+        let now = celeriac_schema::now_ms();
+        for queue in self.queues.values() {
+            queue.update_oldest(now);
+        }
         self.worker_ready.set(i64::from(ready));
         self.store_up.set(i64::from(store_up));
         prometheus::TextEncoder::new().encode_to_string(&self.registry.gather())
@@ -323,7 +409,32 @@ impl QueueMetrics {
             work_messages: families.queue_messages.with_label_values(&[queue, "work"]),
             dlq_messages: families.queue_messages.with_label_values(&[queue, "dlq"]),
             consumers: families.queue_consumers.with_label_values(&[queue]),
+            oldest_running: families.oldest_running.with_label_values(&[queue]),
+            running: std::sync::Mutex::default(),
+            next_run: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes a run that started at `started_ms`, until the guard drops.
+    pub(crate) fn running(&self, started_ms: u64) -> Running<'_> {
+        let id = self
+            .next_run
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.runs().insert(id, started_ms);
+        Running { queue: self, id }
+    }
+
+    /// Sets the oldest-run gauge as of `now_ms`.
+    fn update_oldest(&self, now_ms: u64) {
+        let oldest = self.runs().values().min().copied();
+        let age = oldest.map_or(0, |started| now_ms.saturating_sub(started));
+        self.oldest_running.set(age as f64 / 1000.0);
     }
 
     /// The handles of `task` (`None`: the body did not decode); names
@@ -339,6 +450,7 @@ impl TaskMetrics {
         let labels = &[queue, task];
         TaskMetrics {
             received: families.received.with_label_values(labels),
+            started: families.started.with_label_values(labels),
             succeeded: families.succeeded.with_label_values(labels),
             failed: families.failed.with_label_values(labels),
             retried: families.retried.with_label_values(labels),
@@ -460,6 +572,64 @@ mod tests {
         );
         assert_eq!(sample(&text, "celeriac_worker_ready"), Some(0.0));
         assert_eq!(sample(&text, "celeriac_store_up"), Some(0.0));
+    }
+
+    #[test]
+    fn error_kinds_are_labelled_up_to_the_cap_then_folded() {
+        let metrics = WorkerMetrics::new(&["q".to_owned()], ["t"]);
+        metrics.count_error("q", Some("t"), "Timeout");
+        metrics.count_error("q", Some("t"), "Timeout");
+        metrics.count_error("q", Some("stray"), "Timeout");
+        for n in 0..ERROR_TYPES_MAX + 5 {
+            metrics.count_error("q", Some("t"), &format!("Kind{n}"));
+        }
+        let text = metrics.render(true, true).expect("renders");
+        assert_eq!(
+            sample(
+                &text,
+                r#"celeriac_task_errors_total{error_type="Timeout",queue="q",task="t"}"#
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"celeriac_task_errors_total{error_type="Timeout",queue="q",task="unknown"}"#
+            ),
+            Some(1.0)
+        );
+        // Timeout took one of the labels: Kind0..Kind30 get theirs.
+        let labelled = text
+            .lines()
+            .filter(|l| l.starts_with("celeriac_task_errors_total{") && l.contains("Kind"))
+            .count();
+        assert_eq!(labelled, ERROR_TYPES_MAX - 1);
+        assert_eq!(
+            sample(
+                &text,
+                r#"celeriac_task_errors_total{error_type="other",queue="q",task="t"}"#
+            ),
+            Some(6.0)
+        );
+    }
+
+    #[test]
+    fn the_oldest_run_going_on_is_reported() {
+        let metrics = WorkerMetrics::new(&["q".to_owned()], ["t"]);
+        let q = metrics.queue("q");
+        let series = r#"celeriac_task_oldest_running_seconds{queue="q"}"#;
+        let now = celeriac_schema::now_ms();
+        let old = q.running(now - 90_000);
+        let young = q.running(now - 1_000);
+        let text = metrics.render(true, true).expect("renders");
+        let age = sample(&text, series).expect("gauge");
+        assert!((90.0..91.0).contains(&age), "{age}");
+        drop(old);
+        let text = metrics.render(true, true).expect("renders");
+        assert!(sample(&text, series).expect("gauge") < 2.0);
+        drop(young);
+        let text = metrics.render(true, true).expect("renders");
+        assert_eq!(sample(&text, series), Some(0.0));
     }
 
     #[test]

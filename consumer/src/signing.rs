@@ -30,14 +30,17 @@ pub(crate) fn admit(
         verify_properties(keyring, &delivery.properties, &delivery.data)
             .map_err(|e| Outcome::BadSignature(e.to_string()))?;
     }
-    decode_with(&delivery.data, limits).map_err(|e| Outcome::Malformed(e.to_string()))
+    decode_with(&delivery.data, limits).map_err(|e| Outcome::Malformed {
+        kind: e.kind(),
+        message: e.to_string(),
+    })
 }
 
 /// Logs why a delivery was refused before it could run.
 pub(crate) fn log_refused(outcome: &Outcome) {
     match outcome {
         Outcome::BadSignature(error) => warn!(%error, "bad signature; not decoded, not run"),
-        Outcome::Malformed(error) => warn!(%error, "malformed message"),
+        Outcome::Malformed { kind, message } => warn!(kind, error = %message, "malformed message"),
         other => warn!(outcome = ?other, "message refused"),
     }
 }

@@ -19,6 +19,8 @@ pub struct WorkerStats {
     pub(crate) deferred: AtomicU64,
     pub(crate) store_errors: AtomicU64,
     pub(crate) revoked: AtomicU64,
+    pub(crate) purged: AtomicU64,
+    pub(crate) events_dropped: AtomicU64,
     pub(crate) ready: AtomicBool,
     pub(crate) store_down: AtomicBool,
 }
@@ -54,6 +56,12 @@ pub struct StatsSnapshot {
     pub store_errors: u64,
     /// Deliveries not run, or runs stopped, because they were revoked.
     pub revoked: u64,
+    /// Deliveries dropped without running because their queue was purged
+    /// after they were sent (see `celeriac purge`).
+    pub purged: u64,
+    /// Task events not published (the event queue was full or the broker
+    /// connection was down).
+    pub events_dropped: u64,
 }
 
 impl WorkerStats {
@@ -90,6 +98,8 @@ impl WorkerStats {
             deferred: get(&self.deferred),
             store_errors: get(&self.store_errors),
             revoked: get(&self.revoked),
+            purged: get(&self.purged),
+            events_dropped: get(&self.events_dropped),
         }
     }
 }

@@ -85,6 +85,11 @@ pub const PANIC: &str = "Panic";
 pub const FORBIDDEN: &str = "Forbidden";
 /// Error kind of a run aborted at its hard time limit.
 pub const TIME_LIMIT: &str = "TimeLimitExceeded";
+/// Error kind of a task whose name no handler is registered under.
+pub const UNKNOWN_TASK: &str = "UnknownTask";
+/// Error kind recorded for a task discarded at its expiry (state
+/// `expired`); never on a dead letter.
+pub const EXPIRED: &str = "Expired";
 
 impl fmt::Display for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

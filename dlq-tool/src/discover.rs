@@ -87,12 +87,71 @@ impl Management {
     /// [`Error::Discovery`] when the API cannot be reached or answers
     /// something else than a queue list.
     pub async fn dead_letter_queues(&self, topology: &Topology) -> Result<Vec<String>> {
+        let queues = self.queue_list("name").await?;
+        let prefix = format!("{}.dlq.", topology.namespace());
+        let mut out: Vec<String> = queues
+            .iter()
+            .filter_map(|q| q.get("name")?.as_str())
+            .filter_map(|name| name.strip_prefix(&prefix))
+            .filter(|queue| validate_name("queue", queue).is_ok())
+            .map(str::to_owned)
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Every work and dead-letter queue of `topology`'s namespace with its
+    /// ready messages and consumers, as the broker counts them now, sorted
+    /// by logical queue.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Discovery`] when the API cannot be reached or answers
+    /// something else than a queue list.
+    pub async fn queue_depths(&self, topology: &Topology) -> Result<Vec<QueueDepth>> {
+        let queues = self
+            .queue_list("name,messages_ready,messages_unacknowledged,consumers")
+            .await?;
+        let work = format!("{}.q.", topology.namespace());
+        let dead = format!("{}.dlq.", topology.namespace());
+        let count = |q: &serde_json::Value, field: &str| {
+            q.get(field)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        let mut out: Vec<QueueDepth> = queues
+            .iter()
+            .filter_map(|q| {
+                let name = q.get("name")?.as_str()?;
+                let (kind, queue) = match (name.strip_prefix(&work), name.strip_prefix(&dead)) {
+                    (Some(queue), _) => (QueueKind::Work, queue),
+                    (_, Some(queue)) => (QueueKind::DeadLetter, queue),
+                    _ => return None,
+                };
+                validate_name("queue", queue).ok()?;
+                Some(QueueDepth {
+                    queue: queue.to_owned(),
+                    kind,
+                    ready: count(q, "messages_ready"),
+                    unacked: count(q, "messages_unacknowledged"),
+                    consumers: count(q, "consumers"),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.queue, a.kind).cmp(&(&b.queue, b.kind)));
+        Ok(out)
+    }
+
+    /// `GET /api/queues/{vhost}?columns=...`: the queues of the virtual
+    /// host as JSON objects with those fields.
+    async fn queue_list(&self, columns: &str) -> Result<Vec<serde_json::Value>> {
         let fail = |reason: String| Error::Discovery {
             url: self.base.clone(),
             reason,
         };
         let url = format!(
-            "{}/api/queues/{}?columns=name",
+            "{}/api/queues/{}?columns={columns}",
             self.base,
             percent_encode(&self.vhost)
         );
@@ -129,20 +188,42 @@ impl Management {
         if status != hyper::StatusCode::OK {
             return Err(fail(format!("answered {status}")));
         }
-        let queues: Vec<serde_json::Value> =
-            serde_json::from_slice(&body).map_err(|e| fail(format!("not a queue list: {e}")))?;
-        let prefix = format!("{}.dlq.", topology.namespace());
-        let mut out: Vec<String> = queues
-            .iter()
-            .filter_map(|q| q.get("name")?.as_str())
-            .filter_map(|name| name.strip_prefix(&prefix))
-            .filter(|queue| validate_name("queue", queue).is_ok())
-            .map(str::to_owned)
-            .collect();
-        out.sort();
-        out.dedup();
-        Ok(out)
+        serde_json::from_slice(&body).map_err(|e| fail(format!("not a queue list: {e}")))
     }
+}
+
+/// Which of a logical queue's broker queues a [`QueueDepth`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum QueueKind {
+    /// `{ns}.q.{queue}`, where tasks wait.
+    Work,
+    /// `{ns}.dlq.{queue}`, where dead letters wait.
+    DeadLetter,
+}
+
+impl QueueKind {
+    /// `work` or `dlq`, the `kind` label of the queue metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueKind::Work => "work",
+            QueueKind::DeadLetter => "dlq",
+        }
+    }
+}
+
+/// A broker queue of a namespace, as the management API counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// The logical queue (`default`, `emails`).
+    pub queue: String,
+    /// Work or dead-letter queue.
+    pub kind: QueueKind,
+    /// Messages ready for delivery.
+    pub ready: u64,
+    /// Messages delivered and not yet acknowledged.
+    pub unacked: u64,
+    /// Consumers attached.
+    pub consumers: u64,
 }
 
 /// Sends `request` and reads the whole answer; the error is the chain of

@@ -117,9 +117,16 @@ pub enum Error {
         /// Its last error.
         failure: celeriac_schema::store::TaskFailure,
     },
-    /// The task was revoked (or expired) before it could succeed.
+    /// The task was revoked before it could succeed.
     #[error("task {task_id} was revoked")]
     TaskRevoked {
+        /// The task.
+        task_id: TaskId,
+    },
+    /// The task reached its expiry before a worker could run it, and was
+    /// discarded.
+    #[error("task {task_id} expired before it could run")]
+    TaskExpired {
         /// The task.
         task_id: TaskId,
     },

@@ -135,7 +135,7 @@ impl<T: Task> TaskHandle<T> {
     /// # Errors
     ///
     /// - [`Error::TaskFailed`] with its last error when it failed for good;
-    /// - [`Error::TaskRevoked`] / [`Error::TaskSkipped`];
+    /// - [`Error::TaskRevoked`], [`Error::TaskExpired`], [`Error::TaskSkipped`];
     /// - [`Error::WaitTimedOut`] with its state when `timeout` passed first;
     /// - [`Error::NoResult`] when it succeeded without storing a result;
     /// - [`Error::NoStore`] without a store, [`Error::Schema`] when the
@@ -171,6 +171,7 @@ pub(crate) fn outcome<T: Task>(record: TaskRecord) -> Result<T::Output> {
             }),
         }),
         TaskState::Revoked => Err(Error::TaskRevoked { task_id }),
+        TaskState::Expired => Err(Error::TaskExpired { task_id }),
         TaskState::Skipped => Err(Error::TaskSkipped { task_id }),
         state => Err(Error::WaitTimedOut {
             task_id,

@@ -55,6 +55,8 @@ pub struct ProducerBuilder {
     store: Option<Arc<dyn Store>>,
     signing: Option<Arc<Keyring>>,
     tls: TlsOptions,
+    metrics: Option<Arc<crate::metrics::ProducerMetrics>>,
+    events: bool,
 }
 
 impl std::fmt::Debug for ProducerBuilder {
@@ -98,6 +100,13 @@ impl ProducerBuilder {
     /// How long to try to reach the broker before failing (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Counts what this producer sends in `metrics` (see
+    /// [`crate::metrics`]; default: no metrics).
+    pub fn metrics(mut self, metrics: Arc<crate::metrics::ProducerMetrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -146,6 +155,29 @@ impl ProducerBuilder {
         self
     }
 
+    /// Publishes a `task.sent` event on the events exchange for every task
+    /// sent, once the broker confirmed it (default: off). The events go
+    /// out without confirms of their own, at most once (SPEC.md section
+    /// 17, "Events").
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> celeriac_producer::Result<()> {
+    /// use celeriac_producer::Producer;
+    ///
+    /// let producer = Producer::builder("amqp://127.0.0.1:5672/%2f")
+    ///     .events(true)
+    ///     .connect()
+    ///     .await?;
+    /// # let _ = producer;
+    /// # Ok(()) }
+    /// ```
+    pub fn events(mut self, on: bool) -> Self {
+        self.events = on;
+        self
+    }
+
     /// Largest task body accepted; keep it equal to the workers' decode limit
     /// (default 1 MiB).
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
@@ -176,6 +208,7 @@ impl ProducerBuilder {
                 reason,
             },
         )?;
+        let events = self.events.then(|| topology.events_exchange());
         let producer = Producer {
             inner: Arc::new(Inner {
                 pool,
@@ -189,6 +222,8 @@ impl ProducerBuilder {
                 declared: Mutex::new(HashSet::new()),
                 store: self.store.clone(),
                 signing: self.signing.clone(),
+                metrics: self.metrics.clone(),
+                events,
             }),
         };
         let channel = producer.channel().await?;
@@ -248,6 +283,10 @@ struct Inner {
     store: Option<Arc<dyn Store>>,
     /// Signs every published task when set.
     signing: Option<Arc<Keyring>>,
+    /// Counts sends when set.
+    metrics: Option<Arc<crate::metrics::ProducerMetrics>>,
+    /// The events exchange, when `task.sent` events are on.
+    events: Option<String>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -283,6 +322,8 @@ impl Producer {
             store: None,
             signing: None,
             tls: TlsOptions::default(),
+            metrics: None,
+            events: false,
         }
     }
 
@@ -712,6 +753,14 @@ impl Producer {
         if result.is_ok() {
             self.release(channel);
         }
+        if let Some(metrics) = &self.inner.metrics {
+            for task in tasks {
+                match &result {
+                    Ok(_) => metrics.sent(&task.queue, &task.envelope.task),
+                    Err(_) => metrics.failed(&task.queue),
+                }
+            }
+        }
         result
     }
 
@@ -734,25 +783,39 @@ impl Producer {
                 publish::task_properties(env, &task.queue, &body, self.inner.signing.as_deref())?;
             let confirm = publish::publish(channel, &route, &body, props).await?;
             debug!(task_id = %env.id, task = %env.task, exchange = %route.exchange, "published");
-            pending.push_back((confirm, env.id, route));
+            let event = self
+                .inner
+                .events
+                .as_ref()
+                .and_then(|_| crate::events::sent(task));
+            pending.push_back((confirm, env.id, route, event, std::time::Instant::now()));
             ids.push(env.id);
             if pending.len() >= BATCH_WINDOW {
-                self.await_one(&mut pending).await?;
+                self.await_one(channel, &mut pending).await?;
             }
         }
         while !pending.is_empty() {
-            self.await_one(&mut pending).await?;
+            self.await_one(channel, &mut pending).await?;
         }
         Ok(ids)
     }
 
+    /// Waits for the oldest confirm; then, with events on, announces the
+    /// task as sent.
     async fn await_one(
         &self,
-        pending: &mut std::collections::VecDeque<(lapin::PublisherConfirm, TaskId, Route)>,
+        channel: &Channel,
+        pending: &mut std::collections::VecDeque<Unconfirmed>,
     ) -> Result<()> {
-        if let Some((confirm, id, route)) = pending.pop_front() {
+        if let Some((confirm, id, route, event, published)) = pending.pop_front() {
             publish::check_confirm(confirm, &id.to_string(), &route, self.inner.confirm_timeout)
                 .await?;
+            if let Some(metrics) = &self.inner.metrics {
+                metrics.confirmed_after(published.elapsed());
+            }
+            if let (Some(exchange), Some(event)) = (&self.inner.events, event) {
+                crate::events::publish(channel, exchange, event).await;
+            }
         }
         Ok(())
     }
@@ -850,6 +913,15 @@ impl Producer {
         }
     }
 }
+
+/// A published task waiting for its confirm, with its `sent` event.
+type Unconfirmed = (
+    lapin::PublisherConfirm,
+    TaskId,
+    Route,
+    Option<crate::events::Pending>,
+    std::time::Instant,
+);
 
 /// The store update a producer writes for `task` entering `state`.
 fn update_for(task: &PreparedTask, state: TaskState) -> Update {

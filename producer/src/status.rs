@@ -1,12 +1,23 @@
 //! Task records for people and programs: the table and the JSON that
 //! `celeriac status` prints.
+//!
+//! The JSON is versioned (`"v": 1`) and specified in SPEC.md section 18.7:
+//! a field keeps its name, type and meaning within a version, and new
+//! fields may be added. Results are shown with the lossless mapping of
+//! [`celeriac_schema::json_value`].
 
 use std::fmt::Write as _;
 
 use celeriac_schema::store::TaskRecord;
 
+/// The version of the JSON that [`to_json`] and [`workflow_to_json`]
+/// write, its field `v`.
+pub const JSON_VERSION: u32 = 1;
+
 /// The record as JSON: every field, times as Unix milliseconds and RFC
-/// 3339, the result decoded from MessagePack.
+/// 3339, the result decoded from MessagePack with the lossless mapping of
+/// [`celeriac_schema::json_value`] (`result_stored` tells a stored nil
+/// from no result).
 ///
 /// # Examples
 ///
@@ -16,8 +27,11 @@ use celeriac_schema::store::TaskRecord;
 ///
 /// let record = TaskRecord::from_first(&Update::new(TaskId::new(), "math.add", "default", TaskState::Queued, 0));
 /// let json = celeriac_producer::status::to_json(&record);
+/// assert_eq!(json["v"], 1);
+/// assert_eq!(json["kind"], "task");
 /// assert_eq!(json["state"], "queued");
 /// assert_eq!(json["task"], "math.add");
+/// assert_eq!(json["result_stored"], false);
 /// ```
 pub fn to_json(record: &TaskRecord) -> serde_json::Value {
     let time = |ms: Option<u64>| match ms {
@@ -40,6 +54,8 @@ pub fn to_json(record: &TaskRecord) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({
+        "v": JSON_VERSION,
+        "kind": "task",
         "id": record.id.to_string(),
         "task": record.task,
         "queue": record.queue,
@@ -57,21 +73,31 @@ pub fn to_json(record: &TaskRecord) -> serde_json::Value {
         "error": record.error.as_ref().map(|e| serde_json::json!({
             "type": e.error_type, "message": e.message
         })),
+        "result_stored": record.result.is_some(),
         "result": result_json(record),
         "history": history,
     })
 }
 
-/// The stored result as JSON (`null` when none is stored).
+/// The stored result as JSON by the lossless mapping of
+/// [`celeriac_schema::json_value`] (`null` when none is stored, and for a
+/// stored nil).
+///
+/// # Examples
+///
+/// ```
+/// use celeriac_schema::store::{TaskRecord, Update};
+/// use celeriac_schema::{TaskId, TaskState};
+///
+/// let mut update = Update::new(TaskId::new(), "blob.get", "default", TaskState::Succeeded, 0);
+/// update.result = Some(vec![0xc4, 0x02, 0xff, 0x00]); // bin 8 of ff 00
+/// let record = TaskRecord::from_first(&update);
+/// assert_eq!(celeriac_producer::status::result_json(&record), serde_json::json!({"$bin": "/wA="}));
+/// ```
 pub fn result_json(record: &TaskRecord) -> serde_json::Value {
     match &record.result {
         None => serde_json::Value::Null,
-        Some(bytes) => match rmpv::decode::read_value(&mut bytes.as_slice()) {
-            Ok(value) => serde_json::to_value(&value).unwrap_or_else(
-                |e| serde_json::json!({ "unreadable": e.to_string(), "bytes": bytes.len() }),
-            ),
-            Err(e) => serde_json::json!({ "unreadable": e.to_string(), "bytes": bytes.len() }),
-        },
+        Some(bytes) => celeriac_schema::json_value::bytes_to_json(bytes),
     }
 }
 
@@ -176,11 +202,14 @@ pub fn workflow_to_json(status: &crate::WorkflowStatus) -> serde_json::Value {
                 "error": n.error().map(|e| serde_json::json!({
                     "type": e.error_type, "message": e.message
                 })),
+                "result_stored": n.record.as_ref().is_some_and(|r| r.result.is_some()),
                 "result": n.record.as_ref().map(result_json),
             })
         })
         .collect();
     serde_json::json!({
+        "v": JSON_VERSION,
+        "kind": "workflow",
         "workflow_id": wf.id.to_string(),
         "state": wf.state.as_str(),
         "nodes_total": wf.nodes,

@@ -26,6 +26,7 @@ use tokio::sync::OnceCell;
 pub use ::redis as redis_client;
 pub use lapin;
 
+pub mod http;
 pub mod scenarios;
 pub mod tls;
 

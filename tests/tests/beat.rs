@@ -33,11 +33,22 @@ struct BeatProcess {
 
 impl BeatProcess {
     async fn start(ns: &str, files: &[&Path], replica: &str) -> BeatProcess {
+        BeatProcess::start_with(ns, files, replica, "off").await
+    }
+
+    /// Starts beat serving its metrics on `metrics_addr` (`off` for none).
+    async fn start_with(
+        ns: &str,
+        files: &[&Path],
+        replica: &str,
+        metrics_addr: &str,
+    ) -> BeatProcess {
         let log = record_file(&format!("beat-{replica}"));
         let child = Command::new(celeriac_cli())
             .arg("beat")
             .args(files)
             .args(["--namespace", ns, "--replica", replica])
+            .args(["--metrics-addr", metrics_addr])
             .env("AMQP_ADDR", &broker().await.url)
             .env("REDIS_URL", &redis().await.url)
             .env("RUST_LOG", "info,lapin=warn")
@@ -55,6 +66,23 @@ impl BeatProcess {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Waits until its log holds `needle` (beat starts slowly on a busy
+    /// machine), failing the test after `timeout`.
+    async fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains(needle) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "beat did not log {needle:?} within {timeout:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Stops it with SIGTERM and asserts a clean exit.
@@ -438,7 +466,9 @@ async fn after_downtime_only_the_latest_missed_tick_is_enqueued() {
     );
     sleep_to_mid_second(0.3).await;
     let first = BeatProcess::start(&ns, &[&flow], "one").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    first
+        .wait_for_log("submitted", Duration::from_secs(20))
+        .await;
     let first_log = first.stop();
     let before: Vec<i64> = submitted(&first_log).iter().map(|s| s.1).collect();
     assert!(!before.is_empty(), "{first_log}");
@@ -450,6 +480,10 @@ async fn after_downtime_only_the_latest_missed_tick_is_enqueued() {
         .unwrap()
         .as_secs_f64();
     let second = BeatProcess::start(&ns, &[&flow], "one").await;
+    second
+        .wait_for_log("ticks missed", Duration::from_secs(20))
+        .await;
+    // One more second: the tick after the restart is enqueued as usual.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let second_log = second.stop();
     let after: Vec<i64> = submitted(&second_log).iter().map(|s| s.1).collect();
@@ -590,4 +624,105 @@ async fn a_tick_whose_replica_died_before_submitting_is_taken_over_once() {
     finished_runs(&store, &[hourly.run_id(tick)], "a").await;
     let e = run_replica(&producer, &state, &hourly, "e", Duration::from_millis(300)).await;
     assert_eq!((e.taken_over, e.submitted), (0, 0), "{e:?}");
+}
+
+/// Beat serves its tick counters, the time of its last tick and its
+/// readiness; `/metrics` needs the token when one is set.
+#[tokio::test]
+async fn beat_serves_metrics_and_probes() {
+    let ns = namespace("beat-metrics");
+    let dir = flow_dir("beat-metrics");
+    let flow = write_flow(
+        &dir,
+        "every",
+        "name: every\nschedule: 1\noverlap: allow\ntasks:\n  a: {task: celeriac.noop}\n",
+    );
+    let token = dir.join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let log = record_file("beat-metrics");
+    let child = Command::new(celeriac_cli())
+        .arg("beat")
+        .arg(&flow)
+        .args(["--namespace", &ns, "--replica", "m"])
+        .args(["--metrics-addr", &addr.to_string()])
+        .arg("--metrics-token-file")
+        .arg(&token)
+        .env("AMQP_ADDR", &broker().await.url)
+        .env("REDIS_URL", &redis().await.url)
+        .env("RUST_LOG", "info,lapin=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let beat = BeatProcess { child, log };
+    beat.wait_for_log("submitted", Duration::from_secs(20))
+        .await;
+    let (status, _) = celeriac_tests::http::get(addr, "/readyz").await;
+    assert_eq!(status, 200, "ready once ticking");
+    let (status, _) = celeriac_tests::http::get(addr, "/metrics").await;
+    assert_eq!(status, 401, "the token is required");
+    let (status, body) =
+        celeriac_tests::http::get_with(addr, "/metrics", "Authorization: Bearer t0ken\r\n").await;
+    assert_eq!(status, 200, "{body}");
+    let value = |series: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{body}"))
+    };
+    assert!(value(r#"celeriac_beat_ticks_total{outcome="submitted"}"#) >= 1.0);
+    assert_eq!(value(r#"celeriac_beat_ticks_total{outcome="failed"}"#), 0.0);
+    assert_eq!(value("celeriac_beat_entries"), 1.0);
+    assert_eq!(value("celeriac_beat_up"), 1.0);
+    // Beat's producer counts what it sent in the same registry.
+    assert!(
+        value(r#"celeriac_tasks_sent_total{queue="default",task="celeriac.noop"}"#) >= 1.0,
+        "{body}"
+    );
+    assert!(value("celeriac_publish_confirm_seconds_count") >= 1.0);
+    let last = value("celeriac_beat_last_tick_timestamp_seconds");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        now - last < 10.0 && last <= now + 1.0,
+        "last tick {last}, now {now}"
+    );
+    let log = beat.stop();
+    assert!(log.contains("submitted"), "{log}");
+    // Once beat is gone, nothing answers.
+    assert_eq!(celeriac_tests::http::get(addr, "/healthz").await.0, 0);
+}
+
+/// A metrics address that is taken fails beat at start, with the flag named.
+#[tokio::test]
+async fn beat_refuses_a_taken_metrics_address() {
+    let ns = namespace("beat-taken");
+    let dir = flow_dir("beat-taken");
+    let flow = write_flow(
+        &dir,
+        "every",
+        "name: every\nschedule: 1\ntasks:\n  a: {task: celeriac.noop}\n",
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = Command::new(celeriac_cli())
+        .arg("beat")
+        .arg(&flow)
+        .args(["--namespace", &ns, "--metrics-addr", &addr.to_string()])
+        .env("AMQP_ADDR", &broker().await.url)
+        .env("REDIS_URL", &redis().await.url)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--metrics-addr"), "{stderr}");
+    drop(taken);
 }

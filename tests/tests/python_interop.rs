@@ -2,7 +2,12 @@
 //! (`tests/python/celeriac_producer.py`, pika and msgpack), written from
 //! `broker-schema/SPEC.md` alone, run on the Rust worker; signed by Python
 //! (SPEC.md section 15), they run on a worker that requires signatures,
-//! and a wrong or missing signature is dead-lettered as `bad-signature`.
+//! and a wrong or missing signature is dead-lettered as `bad-signature`;
+//! a Python client of the event stream (`tests/python/celeriac_events.py`,
+//! section 17) counts the completions of the tasks it sent, and a Python
+//! reader of the store (`tests/python/celeriac_store.py`, redis-py, from
+//! SPEC.md section 18) reads the results of tasks it sent and waits for
+//! them on the completion channel.
 //!
 //! The producer runs in a venv under the target directory
 //! (`target/python-venv`) with the pinned packages of
@@ -389,6 +394,106 @@ async fn tasks_sent_from_python_run_on_the_rust_worker() {
     assert!(starts[0].contains(&ran_id.to_string()));
 }
 
+/// Runs `tests/python/send_and_read.py` on namespace `ns`: one JSON line
+/// per case, by case name.
+fn send_and_read(amqp: &str, redis_url: &str, ns: &str) -> HashMap<String, serde_json::Value> {
+    let out = Command::new(python())
+        .arg(python_dir().join("send_and_read.py"))
+        .args(["--amqp-addr", amqp, "--redis-url", redis_url])
+        .args(["--namespace", ns, "--timeout", "60"])
+        .output()
+        .unwrap_or_else(|e| panic!("run send_and_read.py: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "send_and_read.py failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"));
+            (v["case"].as_str().unwrap().to_owned(), v)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_reads_results_and_waits_through_the_specified_store_layout() {
+    let ns = namespace("py-store");
+    let broker = broker().await;
+    let redis_url = redis().await.url.clone();
+    let store: Arc<dyn Store> = Arc::new(redis_store(&ns, StoreSettings::default()).await);
+    let record = record_file("py-store");
+    let mut worker = WorkerProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_celeriac-test-worker")),
+        &broker.url,
+        &ns,
+        &record,
+        &["--redis-url", &redis_url, "--grace", "5s"],
+    );
+    let cases = send_and_read(&broker.url, &redis_url, &ns);
+
+    // The rich result, as Python read it: what JSON cannot say is tagged.
+    let rich = &cases["rich"];
+    let got = &rich["record"];
+    assert_eq!(got["state"], "succeeded", "{rich}");
+    assert_eq!(got["runs"], 1);
+    assert_eq!(got["result_stored"], true);
+    assert_eq!(got["result"]["blob"], serde_json::json!({"$bin": "AP8="}));
+    assert_eq!(
+        got["result"]["big"],
+        serde_json::json!({"$int": "18446744073709551615"})
+    );
+    assert_eq!(
+        got["result"]["tag"],
+        serde_json::json!({"$ext": {"type": 5, "data": "AQI="}})
+    );
+    assert_eq!(got["result"]["text"], "h\u{e9}llo");
+    // The same record as Rust reads it and `celeriac status --json` shows it.
+    let id: TaskId = rich["sent"].as_str().unwrap().parse().unwrap();
+    let rust = record_of(&*store, id).await.expect("recorded");
+    let status = celeriac_producer::status::to_json(&rust);
+    assert_eq!(status["result"], got["result"]);
+    assert_eq!(status["state"], got["state"]);
+    let history: Vec<&str> = got["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["started", "succeeded"], "{got}");
+
+    // A second task with a succeeded key: Python follows the key to the
+    // task that ran; nothing is recorded under the second id.
+    let first = &cases["key-first"];
+    let second = &cases["key-second"];
+    assert_eq!(first["record"]["state"], "succeeded");
+    assert_eq!(second["record"]["id"], first["sent"], "{second}");
+    assert_eq!(second["record"]["result"], "first");
+    let second_id: TaskId = second["sent"].as_str().unwrap().parse().unwrap();
+    assert!(record_of(&*store, second_id).await.is_none());
+
+    // Tasks that never ran: their states and reasons, as specified.
+    let unknown = &cases["unknown"]["record"];
+    assert_eq!(unknown["state"], "failed", "{unknown}");
+    assert_eq!(unknown["runs"], 0);
+    assert_eq!(unknown["error"]["type"], "UnknownTask");
+    let expired = &cases["expired"]["record"];
+    assert_eq!(expired["state"], "expired", "{expired}");
+    assert_eq!(expired["runs"], 0);
+    assert_eq!(expired["error"]["type"], "Expired");
+
+    worker.signal("TERM");
+    let status = worker.wait_timeout(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the worker stops cleanly: {status:?}"
+    );
+}
+
 /// Writes a key file with one key under the target directory.
 fn key_file(name: &str, key_id: &str, secret_b64: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-keys");
@@ -537,4 +642,57 @@ async fn python_signed_tasks_run_and_badly_signed_ones_are_dead_lettered() {
     );
     let _ = std::fs::remove_file(&keys);
     let _ = std::fs::remove_file(&wrong);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_client_counts_completions_on_the_event_stream() {
+    let ns = namespace("py-events");
+    let broker = broker().await;
+    let record = record_file("py-events");
+    let mut worker = WorkerProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_celeriac-test-worker")),
+        &broker.url,
+        &ns,
+        &record,
+        &["--events", "--grace", "5s"],
+    );
+    // The Python client (SPEC.md section 17 alone) binds, sends, counts.
+    let out = Command::new(python())
+        .arg(python_dir().join("celeriac_events.py"))
+        .args(["--amqp-addr", &broker.url, "--namespace", &ns])
+        .args([
+            "--task",
+            "celeriac.echo",
+            "--count",
+            "20",
+            "--timeout-s",
+            "60",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("run the Python events client: {e}"));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the Python events client printed no report ({e}, {}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        out.status.success(),
+        "{report:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report["sent"].as_array().unwrap().len(), 20, "{report:#}");
+    assert_eq!(
+        report["succeeded"].as_array().unwrap().len(),
+        20,
+        "{report:#}"
+    );
+    assert_eq!(report["errors"], serde_json::json!([]), "{report:#}");
+    worker.signal("TERM");
+    let status = worker.wait_timeout(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the worker stops cleanly: {status:?}"
+    );
 }

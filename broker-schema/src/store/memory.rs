@@ -46,6 +46,8 @@ struct Inner {
     waiters: HashMap<TaskId, watch::Sender<bool>>,
     /// Workflows and their coordination state.
     workflows: HashMap<TaskId, Flow>,
+    /// Purge marks: queue → (purged at, expiry).
+    purges: HashMap<String, (u64, Instant)>,
 }
 
 #[derive(Debug)]
@@ -135,6 +137,24 @@ fn live<V: Clone>(map: &HashMap<String, (V, Instant)>, key: &str) -> Option<(V, 
 impl Store for MemoryStore {
     fn settings(&self) -> &StoreSettings {
         &self.settings
+    }
+
+    async fn mark_purged(&self, queue: &str, at_ms: u64, ttl: Duration) -> Result<()> {
+        self.lock()
+            .purges
+            .insert(queue.to_owned(), (at_ms, Instant::now() + ttl));
+        Ok(())
+    }
+
+    async fn purge_marks(&self) -> Result<Vec<(String, u64)>> {
+        let now = Instant::now();
+        Ok(self
+            .lock()
+            .purges
+            .iter()
+            .filter(|(_, (_, until))| *until > now)
+            .map(|(queue, (at, _))| (queue.clone(), *at))
+            .collect())
     }
 
     async fn ping(&self) -> Result<()> {

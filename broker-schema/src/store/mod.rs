@@ -60,6 +60,7 @@
 //! ```
 
 mod control_state;
+pub mod layout;
 mod memory;
 
 use std::fmt;
@@ -801,6 +802,39 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Err(Error::StoreUnavailable {
             op: "hash_swap",
             message: "this store keeps no control hashes".into(),
+        })
+    }
+
+    /// Marks logical queue `queue` purged at `at_ms` (milliseconds since
+    /// the Unix epoch), for `ttl`: a worker drops any later delivery of
+    /// that queue whose envelope was created before then (a task that
+    /// waited in the shared delay levels while the queue was purged). A
+    /// later mark replaces an earlier one.
+    ///
+    /// The default keeps no marks and says so.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`].
+    async fn mark_purged(&self, queue: &str, at_ms: u64, ttl: Duration) -> Result<()> {
+        let _ = (queue, at_ms, ttl);
+        Err(Error::StoreUnavailable {
+            op: "mark purged",
+            message: "this store keeps no purge marks".into(),
+        })
+    }
+
+    /// Every live purge mark: (logical queue, purged at in milliseconds).
+    ///
+    /// The default keeps no marks and says so.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`].
+    async fn purge_marks(&self) -> Result<Vec<(String, u64)>> {
+        Err(Error::StoreUnavailable {
+            op: "purge marks",
+            message: "this store keeps no purge marks".into(),
         })
     }
 }

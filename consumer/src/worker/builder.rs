@@ -154,9 +154,24 @@ impl WorkerBuilder {
         self
     }
 
-    /// Publish a lifecycle event to the events exchange when a task
-    /// succeeds or fails for good, again for a suppressed duplicate
-    /// (default off).
+    /// Publish task events on the events exchange (default off):
+    /// `received`, `started`, `succeeded` (again for a suppressed
+    /// duplicate), `failed`, `retried`, `expired`, `revoked` and
+    /// `dead-lettered`, with the bodies of SPEC.md section 17
+    /// ([`celeriac_schema::events::TaskEvent`]). They are published
+    /// without waiting for confirms, at most once: a task never waits for
+    /// or fails on an event.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use celeriac_consumer::{Registry, Worker};
+    ///
+    /// let worker = Worker::builder("amqp://127.0.0.1:5672/%2f", Registry::new())
+    ///     .events(true)
+    ///     .build();
+    /// assert!(worker.is_ok());
+    /// ```
     pub fn events(mut self, on: bool) -> Self {
         self.events = on;
         self

@@ -8,8 +8,10 @@
 
 mod builder;
 mod control;
+mod events;
 mod job;
 mod lane;
+mod purge;
 mod session;
 
 pub use builder::WorkerBuilder;
@@ -149,6 +151,10 @@ struct Shared {
     spawner: Arc<crate::registry::Spawner>,
     /// What control commands act on.
     control: control::ControlPlane,
+    /// Takes task events when they are on.
+    events: Option<events::EventSink>,
+    /// The purge marks of the store, read on a period.
+    purges: Arc<purge::PurgeMarks>,
 }
 
 /// Why a session ended.
@@ -201,11 +207,30 @@ impl Worker {
             })?;
             tokio::spawn(crate::http::serve(
                 listener,
-                self.http_state(),
+                Arc::new(self.http_state()),
                 http_stop.clone(),
             ));
         }
         let (publisher_tx, publisher_rx) = watch::channel(None);
+        let events = self.config.events.then(|| {
+            events::EventSink::start(
+                self.config.topology.events_exchange(),
+                publisher_rx.clone(),
+                self.stats.clone(),
+            )
+        });
+        let purges = Arc::new(purge::PurgeMarks::default());
+        if let Some(store) = &self.config.store {
+            // Before the first delivery; kept fresh while the worker runs.
+            if let Err(e) = purges.refresh(&**store).await {
+                warn!(error = %e, "cannot read the purge marks yet");
+            }
+            tokio::spawn(purge::keep_fresh(
+                purges.clone(),
+                store.clone(),
+                http_stop.clone(),
+            ));
+        }
         let shared = Arc::new(Shared {
             config: self.config.clone(),
             registry: self.registry.clone(),
@@ -222,6 +247,8 @@ impl Worker {
                 self.config.signing.clone(),
             )),
             control: control::ControlPlane::new(&self.config),
+            events,
+            purges,
         });
         let semaphore = shared.control.semaphore();
         // Revocations and limits held in the store apply from the first

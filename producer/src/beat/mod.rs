@@ -255,6 +255,9 @@ pub struct BeatStats {
     pub missed: u64,
     /// Ticks whose submit failed (given back and tried again).
     pub failed: u64,
+    /// When this replica last handled a tick (submitted, taken, skipped
+    /// or queued), in Unix milliseconds; `None` before the first.
+    pub last_tick_ms: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -266,6 +269,10 @@ struct Counters {
     queued: AtomicU64,
     missed: AtomicU64,
     failed: AtomicU64,
+    /// Unix ms of the last handled tick, 0 for none.
+    last_tick_ms: AtomicU64,
+    /// Unix ms of the scheduling loop's last turn, 0 before the first.
+    last_turn_ms: AtomicU64,
 }
 
 impl Counters {
@@ -278,7 +285,30 @@ impl Counters {
             queued: self.queued.load(Ordering::Relaxed),
             missed: self.missed.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            last_tick_ms: Some(self.last_tick_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0),
         }
+    }
+}
+
+/// Reads a running [`Beat`]'s counters from elsewhere (a metrics server);
+/// cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BeatMonitor {
+    counters: Arc<Counters>,
+}
+
+impl BeatMonitor {
+    /// What the beat did so far.
+    pub fn stats(&self) -> BeatStats {
+        self.counters.snapshot()
+    }
+
+    /// How long ago the scheduling loop last turned (it turns at least
+    /// every [`BeatOptions::poll`] while it runs); `None` before it
+    /// started. A value far above the poll interval means beat is stuck.
+    pub fn since_last_turn(&self) -> Option<Duration> {
+        let at = self.counters.last_turn_ms.load(Ordering::Relaxed);
+        (at > 0).then(|| Duration::from_millis(celeriac_schema::now_ms().saturating_sub(at)))
     }
 }
 
@@ -348,6 +378,14 @@ impl Beat {
         self.counters.snapshot()
     }
 
+    /// A monitor of this beat's counters that outlives [`Beat::run`]'s
+    /// borrow, for a metrics server.
+    pub fn monitor(&self) -> BeatMonitor {
+        BeatMonitor {
+            counters: self.counters.clone(),
+        }
+    }
+
     /// Runs until `shutdown` completes; returns what it did.
     ///
     /// # Errors
@@ -389,6 +427,9 @@ impl Beat {
         tokio::pin!(shutdown);
         loop {
             let now = SystemTime::now();
+            self.counters
+                .last_turn_ms
+                .store(celeriac_schema::now_ms(), Ordering::Relaxed);
             let mut wake = now + self.options.poll;
             for (entry, cursor) in self.entries.iter().zip(cursors.iter_mut()) {
                 self.step(entry, cursor, now).await;
@@ -426,6 +467,9 @@ impl Beat {
                 match self.tick(entry, tick).await {
                     Ok(outcome) => {
                         debug!(entry = %entry.label(), tick, ?outcome, "tick");
+                        self.counters
+                            .last_tick_ms
+                            .store(celeriac_schema::now_ms(), Ordering::Relaxed);
                         if outcome == TickOutcome::Held {
                             cursor.held.push((tick, true));
                         }

@@ -10,7 +10,9 @@
 //! shared by every waiter of the process: each waiter subscribes to its
 //! task's channel, and the final write publishes on it.
 //!
-//! Keys, under the namespace `{ns}`:
+//! Keys, under the namespace `{ns}` (the public layout, version 1, of
+//! SPEC.md section 18; `celeriac_schema::store::layout` names them and
+//! reads records):
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -18,6 +20,7 @@
 //! | `{ns}:t:{task id}:h` | string | its history: MessagePack transitions one after another |
 //! | `{ns}:k:{key}` | string | the run lease token while a run holds it; `done:{task id}` once a run with this key succeeded |
 //! | `{ns}:e:{key}` | string | the task id an enqueue key is bound to |
+//! | `{ns}:purged` | hash | logical queue → when it was purged (ms); the hash lives as long as the longest mark asked for |
 //! | channel `{ns}:done:{task id}` | pub/sub | the final state, when reached |
 //!
 //! The control plane's keys (revocations, run-time limits, workers) are
@@ -32,9 +35,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use celeriac_schema::store::layout::{self, QueuedMark};
 use celeriac_schema::store::{
-    Begin, Claim, ControlHash, NodeProgress, Ready, Store, StoreSettings, TaskFailure, TaskRecord,
-    Transition, Update, WorkflowRecord, WorkflowState, CLAIM_STALE_AFTER, HISTORY_LIMIT,
+    Begin, Claim, ControlHash, NodeProgress, Ready, Store, StoreSettings, TaskRecord, Update,
+    WorkflowRecord, WorkflowState, CLAIM_STALE_AFTER,
 };
 use celeriac_schema::workflow::{Node, Workflow};
 use celeriac_schema::{Error as SchemaError, TaskId, TaskState};
@@ -54,52 +58,7 @@ type StoreResult<T> = celeriac_schema::Result<T>;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The record field of a producer's [`QueuedMark`].
-const QUEUED_MARK: &str = "q";
-
-/// A producer's `queued` for a task sent without an idempotency key: the
-/// part set only if absent (the first send's wins) as one small record
-/// field, beside the task's name, queue and workflow, which every writer
-/// sets alike. The common send so costs Redis three commands, and the
-/// record stays a compact hash (Redis keeps a hash whose values are all
-/// short, 64 bytes by default, as one listpack). Reading the record applies
-/// it as an update, by the same rules as every other.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct QueuedMark {
-    attempt: u32,
-    at_ms: u64,
-}
-
-impl QueuedMark {
-    fn of(update: &Update) -> QueuedMark {
-        QueuedMark {
-            attempt: update.attempt,
-            at_ms: update.at_ms,
-        }
-    }
-
-    /// The mark as bytes: a MessagePack array, about a dozen bytes.
-    fn encode(&self) -> StoreResult<Vec<u8>> {
-        rmp_serde::to_vec(self).map_err(|e| SchemaError::Encode {
-            what: "queued mark",
-            message: e.to_string(),
-        })
-    }
-
-    /// The `queued` update of the record `fields` hold.
-    fn update(self, id: TaskId, fields: &HashMap<String, Vec<u8>>) -> Update {
-        let text = |name: &str| field_text(fields, name);
-        let mut update = Update::new(
-            id,
-            text("task").unwrap_or_default(),
-            text("queue").unwrap_or_default(),
-            TaskState::Queued,
-            self.attempt,
-        );
-        update.at_ms = self.at_ms;
-        update.workflow_id = text("wf");
-        update
-    }
-}
+const QUEUED_MARK: &str = layout::QUEUED_MARK;
 
 /// A [`Store`] in Redis, for clusters.
 ///
@@ -179,14 +138,6 @@ fn encode_into<T: serde::Serialize + ?Sized>(
         what,
         message: e.to_string(),
     })
-}
-
-/// A record field as text; an absent or empty field means "none".
-fn field_text(fields: &HashMap<String, Vec<u8>>, name: &str) -> Option<String> {
-    fields
-        .get(name)
-        .filter(|v| !v.is_empty())
-        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// Opens a client for `url` (over TLS with `tls` for `rediss://`) and its
@@ -580,92 +531,45 @@ impl RedisStore {
         fields: HashMap<String, Vec<u8>>,
         history_bytes: Vec<u8>,
     ) -> StoreResult<Option<TaskRecord>> {
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        let queued = fields
-            .get(QUEUED_MARK)
-            .map(|bytes| {
-                rmp_serde::from_slice::<QueuedMark>(bytes)
-                    .map(|mark| mark.update(id, &fields))
-                    .map_err(|e| SchemaError::StoreData {
-                        what: "queued mark",
-                        message: e.to_string(),
-                    })
-            })
-            .transpose()?;
-        if let (false, Some(queued)) = (fields.contains_key("state"), &queued) {
-            // Only the producer wrote: the task waits in its queue.
-            return Ok(Some(TaskRecord::from_first(queued)));
-        }
-        let text = |name: &str| field_text(&fields, name);
-        let number = |name: &'static str| -> StoreResult<Option<u64>> {
-            text(name)
-                .map(|s| {
-                    s.parse::<u64>().map_err(|e| SchemaError::StoreData {
-                        what: name,
-                        message: format!("{s:?}: {e}"),
-                    })
-                })
-                .transpose()
-        };
-        let state_text = text("state").unwrap_or_default();
-        let state = TaskState::ALL
-            .into_iter()
-            .find(|s| s.as_str() == state_text)
-            .ok_or_else(|| SchemaError::StoreData {
-                what: "state",
-                message: format!("unknown state {state_text:?}"),
-            })?;
-        let error = match (text("err_type"), text("err_msg")) {
-            (Some(error_type), message) => Some(TaskFailure {
-                error_type,
-                message: message.unwrap_or_default(),
-            }),
-            _ => None,
-        };
-        let mut history = Vec::new();
-        let mut rest: &[u8] = &history_bytes;
-        while !rest.is_empty() {
-            let transition: Transition =
-                rmp_serde::from_read(&mut rest).map_err(|e| SchemaError::StoreData {
-                    what: "history",
-                    message: e.to_string(),
-                })?;
-            history.push(transition);
-        }
-        if history.len() > HISTORY_LIMIT {
-            history.drain(..history.len() - HISTORY_LIMIT);
-        }
-        let mut record = TaskRecord {
-            id,
-            task: text("task").unwrap_or_default(),
-            queue: text("queue").unwrap_or_default(),
-            state,
-            attempt: number("attempt")?.unwrap_or(0) as u32,
-            runs: number("runs")?.unwrap_or(0) as u32,
-            worker: text("worker"),
-            idempotency_key: text("key"),
-            workflow_id: text("wf"),
-            created_at: number("created_at")?,
-            queued_at: number("queued_at")?,
-            started_at: number("started_at")?,
-            finished_at: number("finished_at")?,
-            error,
-            result: fields.get("result").filter(|v| !v.is_empty()).cloned(),
-            history,
-        };
-        if let Some(queued) = &queued {
-            record.apply(queued);
-        }
-        Ok(Some(record))
+        layout::parse_record(id, &fields, &history_bytes)
     }
 }
+
+/// Sets a purge mark and keeps the hash at least as long as asked.
+const MARK_PURGED: &str = r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local ttl = tonumber(ARGV[3])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+"#;
 
 #[async_trait::async_trait]
 impl Store for RedisStore {
     fn settings(&self) -> &StoreSettings {
         &self.inner.settings
+    }
+
+    async fn mark_purged(&self, queue: &str, at_ms: u64, ttl: Duration) -> StoreResult<()> {
+        let mut conn = self.inner.conn.clone();
+        Script::new(MARK_PURGED)
+            .key(format!("{}purged", self.inner.prefix))
+            .arg(queue)
+            .arg(at_ms)
+            .arg(Self::ttl_ms(ttl))
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable("mark purged", &self.inner.url))
+    }
+
+    async fn purge_marks(&self) -> StoreResult<Vec<(String, u64)>> {
+        let mut conn = self.inner.conn.clone();
+        let marks: HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(format!("{}purged", self.inner.prefix))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable("purge marks", &self.inner.url))?;
+        Ok(marks.into_iter().collect())
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -23,7 +23,7 @@ local function apply(rec, hist, ttl, chan, b)
   if wf ~= '' then f[#f+1] = 'wf'; f[#f+1] = wf end
   if state == 'created' and not cur[2] then f[#f+1] = 'created_at'; f[#f+1] = at end
   if state == 'queued' and not cur[3] then f[#f+1] = 'queued_at'; f[#f+1] = at end
-  local final = (state == 'succeeded' or state == 'failed' or state == 'skipped' or state == 'revoked')
+  local final = (state == 'succeeded' or state == 'failed' or state == 'skipped' or state == 'revoked' or state == 'expired')
   local applied = 1
   if (state == 'created' or state == 'queued') and cur[1] and cur[1] ~= 'created' and cur[1] ~= 'queued' then
     applied = 0

@@ -419,7 +419,7 @@ async fn malformed_bodies_are_dead_lettered_byte_for_byte() {
     assert_dead_letter(
         garbage_letter,
         "malformed",
-        "DecodeError",
+        "Malformed",
         0,
         &worker_id,
         since,
@@ -430,14 +430,7 @@ async fn malformed_bodies_are_dead_lettered_byte_for_byte() {
         "error message {message:?} does not say why"
     );
     let no_task_letter = find(&no_task);
-    assert_dead_letter(
-        no_task_letter,
-        "malformed",
-        "DecodeError",
-        0,
-        &worker_id,
-        since,
-    );
+    assert_dead_letter(no_task_letter, "malformed", "Field", 0, &worker_id, since);
     let message = header_str(no_task_letter, headers::ERROR_MESSAGE);
     assert!(
         message.contains("`task`"),

@@ -6,7 +6,9 @@
 mod support;
 
 mod delays;
+mod error_types;
 mod failures;
 mod faults;
 mod roundtrip;
 mod store;
+mod store_layout;

@@ -436,7 +436,7 @@ async fn handles_return_typed_results_and_typed_failures() {
     );
     assert_eq!((record.runs, record.attempt), (2, 1));
 
-    // Expired before it ran: revoked.
+    // Expired before it ran: `expired`, with the reason, and never run.
     let expired = producer
         .send::<Ping>(
             &(),
@@ -448,8 +448,18 @@ async fn handles_return_typed_results_and_typed_failures() {
         .unwrap();
     assert!(matches!(
         expired.wait(wait).await,
-        Err(Error::TaskRevoked { .. })
+        Err(Error::TaskExpired { .. })
     ));
+    let record = expired.record().await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Expired);
+    assert_eq!(record.runs, 0, "an expired task never runs");
+    assert_eq!(
+        record.error.as_ref().map(|e| e.error_type.as_str()),
+        Some("Expired")
+    );
+    assert!(record.finished_at.is_some());
+    let json = celeriac_producer::status::to_json(&record);
+    assert_eq!(json["state"], "expired");
 
     // Nobody consumes `idle`: the wait times out and says it is queued.
     let idle = producer
@@ -633,7 +643,7 @@ async fn a_duplicate_never_runs_again_and_its_event_is_emitted_again() {
         .queue_bind(
             events.as_str().into(),
             ns.topology().events_exchange().as_str().into(),
-            "task.#".into(),
+            "task.succeeded.#".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
@@ -696,7 +706,7 @@ async fn a_duplicate_never_runs_again_and_its_event_is_emitted_again() {
                 .and_then(|(_, v)| v.as_str().map(str::to_owned))
         };
         assert_eq!(field("id"), Some(task.envelope.id.to_string()));
-        assert_eq!(field("state").as_deref(), Some("succeeded"));
+        assert_eq!(field("kind").as_deref(), Some("succeeded"));
     }
     // Sent again later: still not run.
     producer.send_all(&[task]).await.unwrap();
@@ -1052,7 +1062,10 @@ async fn status_cli_shows_a_task_and_says_when_an_id_is_unknown() {
     let json = status(&[&echo.id().to_string(), "--json"]);
     assert!(json.status.success());
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["v"], 1, "the version of SPEC.md section 18.7");
+    assert_eq!(value["kind"], "task");
     assert_eq!(value["state"], "succeeded");
+    assert_eq!(value["result_stored"], true);
     assert_eq!(value["result"], 7);
     assert_eq!(value["runs"], 1);
     assert!(value["started_at"]["unix_ms"].as_u64().is_some());

@@ -8,4 +8,5 @@ mod support;
 
 mod alerting;
 mod endpoints;
+mod exporter;
 mod token;

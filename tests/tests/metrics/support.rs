@@ -7,8 +7,6 @@ use std::time::Duration;
 use celeriac_consumer::{Registry, StatsSnapshot, Worker, WorkerHandle};
 use celeriac_producer::Producer;
 use celeriac_tests::{broker, eventually};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// A registry with the built-in tasks.
 pub fn builtins() -> Registry {
@@ -84,38 +82,7 @@ impl MetricsWorker {
     }
 }
 
-/// `GET path` on `addr`: the status code and body (status 0 when nothing
-/// answers).
-pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    get_with(addr, path, "").await
-}
-
-/// `GET path` on `addr` with extra header lines (each ending in `\r\n`).
-pub async fn get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&raw).into_owned())
-    };
-    let raw = match tokio::time::timeout(Duration::from_secs(5), exchange).await {
-        Ok(Ok(raw)) => raw,
-        _ => return (0, String::new()),
-    };
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
+pub use celeriac_tests::http::{get, get_with};
 
 /// A scrape in the Prometheus text format.
 pub struct Metrics(pub String);

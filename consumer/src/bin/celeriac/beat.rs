@@ -38,12 +38,23 @@ pub struct BeatArgs {
     /// Signing of the tasks published.
     #[command(flatten)]
     pub signing: crate::signing::SigningArgs,
+
+    /// Where to serve /metrics (Prometheus), /healthz and /readyz; `off`
+    /// for no server. Loopback by default: bind 0.0.0.0:9465 in a pod.
+    #[arg(long, env = "CELERIAC_METRICS_ADDR", default_value = "127.0.0.1:9465")]
+    pub metrics_addr: celeriac_consumer::cli::MetricsAddr,
+
+    /// A file holding the bearer token that /metrics requires (the probes
+    /// stay open).
+    #[arg(long, env = "CELERIAC_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// Runs beat; exit code 0 after a clean stop, 1 when the broker or the
 /// store fails at start-up, 2 for invalid files.
 pub async fn run(global: &Global, args: &BeatArgs) -> ExitCode {
-    init_logs();
+    crate::init_logs();
+    let stop = shutdown();
     let entries = match entries(&args.files) {
         Ok(entries) => entries,
         Err(message) => {
@@ -71,6 +82,27 @@ pub async fn run(global: &Global, args: &BeatArgs) -> ExitCode {
     if args.check {
         return ExitCode::SUCCESS;
     }
+    let token = match &args.metrics_token_file {
+        None => None,
+        Some(path) => match celeriac_consumer::cli::read_token(path) {
+            Ok(token) => Some(token),
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    // Bound before connecting, so a taken port fails at once.
+    let listener = match args.metrics_addr.0 {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                eprintln!("error: cannot serve metrics on {addr} (choose another --metrics-addr, or `off`): {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
     let store = match global.store("").await {
         Ok(store) => store,
         Err(code) => return code,
@@ -85,7 +117,18 @@ pub async fn run(global: &Global, args: &BeatArgs) -> ExitCode {
         }
     };
     let store: Arc<dyn Store> = Arc::new(store);
-    let producer = match global.producer(Some(store), keyring).await {
+    let registry = prometheus::Registry::new();
+    let metrics = match celeriac_producer::metrics::ProducerMetrics::register(&registry) {
+        Ok(metrics) => metrics,
+        Err(e) => {
+            eprintln!("error: cannot set up beat's metrics: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let producer = match global
+        .producer_with_metrics(Some(store), keyring, Some(metrics))
+        .await
+    {
         Ok(producer) => producer,
         Err(e) => return crate::fail(&e),
     };
@@ -93,8 +136,26 @@ pub async fn run(global: &Global, args: &BeatArgs) -> ExitCode {
     if let Some(replica) = &args.replica {
         options.replica = replica.clone();
     }
+    let count = entries.len();
     let beat = Beat::new(producer, Arc::new(state), entries).options(options);
-    match beat.run(shutdown()).await {
+    let http_stop = tokio_util::sync::CancellationToken::new();
+    let _http_guard = http_stop.clone().drop_guard();
+    if let Some(listener) = listener {
+        match crate::beat_metrics::BeatEndpoints::new(registry, beat.monitor(), count, token) {
+            Ok(endpoints) => {
+                tokio::spawn(celeriac_consumer::http::serve(
+                    listener,
+                    Arc::new(endpoints),
+                    http_stop.clone(),
+                ));
+            }
+            Err(e) => {
+                eprintln!("error: cannot set up beat's metrics: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    match beat.run(stop).await {
         Ok(stats) => {
             eprintln!(
                 "beat stopped: {} submitted, {} taken by other replicas, {} taken over from replicas that stopped, {} skipped, {} queued, {} missed, {} failed",
@@ -199,36 +260,29 @@ fn flow_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown() {
+/// Completes on SIGTERM or Ctrl-C. Listens from the moment it is called
+/// (not first polled), so a SIGTERM while beat connects stops it cleanly.
+pub fn shutdown() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let ctrl_c = tokio::signal::ctrl_c();
+    async move {
+        #[cfg(unix)]
+        match term {
+            Some(mut term) => {
                 tokio::select! {
                     _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = ctrl_c => {}
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            None => {
+                let _ = ctrl_c.await;
             }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        tracing::info!("stopping: no new ticks");
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("stopping: no new ticks");
-}
-
-fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }

@@ -12,6 +12,8 @@
 //!
 //! `celeriac revoke`, `control`, `inspect`, `ping` and `workers` talk to the
 //! workers over the control plane.
+//! `celeriac events` tails the event stream; `celeriac purge --queue Q`
+//! empties a work queue.
 //!
 //! Each subcommand lives in its own module.
 
@@ -35,7 +37,11 @@ macro_rules! outln {
 }
 
 mod beat;
+mod beat_metrics;
 mod control;
+mod events;
+mod exporter;
+mod purge;
 mod run;
 mod send;
 mod signing;
@@ -53,7 +59,7 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
     name = "celeriac",
     version,
     about = "Run, send and inspect celeriac tasks and workflows.",
-    after_help = "Exit codes: 0 success, 1 a failure (of the store, the broker or a task), 2 invalid arguments or input, 3 unknown id, 4 no worker (or not every named worker) replied in time (control commands; 1 there means a worker reported an error)."
+    after_help = "Exit codes: 0 success, 1 a failure (of the store, the broker or a task; for control commands, a worker reported an error), 2 invalid arguments or input, 3 unknown id or queue, 4 no worker (or not every named worker) replied in time, or `events --count` not reached before `--timeout`."
 )]
 struct Cli {
     #[command(flatten)]
@@ -105,6 +111,8 @@ pub struct Global {
     pub amqp_addr: String,
     /// The Redis state store.
     pub redis_url: String,
+    /// Whether a Redis URL was given (the default is used otherwise).
+    pub redis_given: bool,
     /// Namespace of the queues and the store keys.
     pub namespace: String,
     /// TLS to the broker (amqps://) and Redis (rediss://).
@@ -118,6 +126,7 @@ impl GlobalArgs {
         let amqp_addr = resolve(AMQP_ADDR, self.amqp_addr, self.amqp_addr_file.as_deref())?;
         let redis_url = resolve(REDIS_URL, self.redis_url, self.redis_url_file.as_deref())?;
         Ok(Global {
+            redis_given: redis_url.is_some(),
             amqp_addr: amqp_addr
                 .unwrap_or_else(|| celeriac_consumer::cli::DEFAULT_AMQP_ADDR.to_owned()),
             redis_url: redis_url.unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()),
@@ -142,12 +151,33 @@ enum Command {
     /// Submit the scheduled flows of YAML files at their ticks (interval or
     /// cron), once per tick across any number of replicas, until SIGTERM.
     Beat(beat::BeatArgs),
+    /// Serve the depth and consumers of every queue of the namespace, read
+    /// from the broker's management API, as Prometheus metrics (so a queue
+    /// nobody consumes is seen).
+    Exporter(exporter::ExporterArgs),
+    /// Tail the event stream: task events (workers with --events,
+    /// producers with events on) and worker events, as a table or JSON
+    /// lines.
+    Events(events::EventsArgs),
+    /// Remove every task waiting in one work queue; asks first unless
+    /// --yes.
+    Purge(purge::PurgeArgs),
     /// Show a task's state, attempts, timings, worker, error and result, or
     /// a workflow's state and every node's progress, attempts and error.
+    ///
+    /// Exit codes: 0 shown; 1 the store is unreachable or holds a record
+    /// this build cannot read; 2 the id is not a UUID (or bad options); 3
+    /// no task or workflow has this id (never recorded, or expired).
+    #[command(
+        after_help = "Exit codes: 0 shown, 1 store unreachable or record unreadable, 2 invalid id or options, \
+                      3 unknown id (never recorded, or its record expired).\n\
+                      --json prints one JSON object, version 1 (field \"v\"), specified in section 18.7 of \
+                      broker-schema/SPEC.md; results use the lossless MessagePack-to-JSON mapping of section 18.6."
+    )]
     Status {
         /// The task or workflow id (a UUID).
         id: String,
-        /// Print JSON instead of a table.
+        /// Print one JSON object (SPEC.md section 18.7) instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -210,6 +240,16 @@ impl Global {
         store: Option<std::sync::Arc<dyn celeriac_schema::store::Store>>,
         signing: Option<celeriac_schema::signing::Keyring>,
     ) -> celeriac_producer::Result<celeriac_producer::Producer> {
+        self.producer_with_metrics(store, signing, None).await
+    }
+
+    /// [`Global::producer`], counting what it sends in `metrics`.
+    pub async fn producer_with_metrics(
+        &self,
+        store: Option<std::sync::Arc<dyn celeriac_schema::store::Store>>,
+        signing: Option<celeriac_schema::signing::Keyring>,
+        metrics: Option<std::sync::Arc<celeriac_producer::metrics::ProducerMetrics>>,
+    ) -> celeriac_producer::Result<celeriac_producer::Producer> {
         let mut builder = celeriac_producer::Producer::builder(&self.amqp_addr)
             .tls(self.tls.broker())
             .namespace(&self.namespace)
@@ -219,6 +259,9 @@ impl Global {
         }
         if let Some(keyring) = signing {
             builder = builder.signing(keyring);
+        }
+        if let Some(metrics) = metrics {
+            builder = builder.metrics(metrics);
         }
         builder.connect().await
     }
@@ -237,6 +280,17 @@ fn fail(e: &celeriac_producer::Error) -> ExitCode {
         | Error::TlsConfig(_) => ExitCode::from(2),
         _ => ExitCode::from(1),
     }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info,lapin=warn`).
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 fn main() -> ExitCode {
@@ -275,6 +329,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Status { id, json } => status::run(&global, &id, json).await,
         Command::Send(args) => send::run(&global, &args).await,
         Command::Beat(args) => beat::run(&global, &args).await,
+        Command::Exporter(args) => exporter::run(&global, &args).await,
         Command::Run(args) => run::run(&args).await,
         Command::Submit(args) => submit::run(&global, &args).await,
         Command::Revoke(args) => control::revoke(&global, &args).await,
@@ -282,5 +337,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Inspect(args) => control::inspect(&global, &args).await,
         Command::Ping(args) => control::ping(&global, &args).await,
         Command::Workers(args) => control::workers(&global, &args).await,
+        Command::Events(args) => events::run(&global, &args).await,
+        Command::Purge(args) => purge::run(&global, &args).await,
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celeriac_producer::SendOptions;
-use celeriac_schema::store::{decode_result, Store, TaskRecord};
+use celeriac_schema::store::{Store, TaskRecord};
 use celeriac_schema::{TaskId, TaskState};
 use clap::Args;
 
@@ -168,18 +168,8 @@ fn print_outcome(record: &TaskRecord, json: bool) -> ExitCode {
     let id = record.id.to_string();
     let state = record.state.as_str();
     if record.state == TaskState::Succeeded {
-        let result = match record
-            .result
-            .as_deref()
-            .map(decode_result::<serde_json::Value>)
-        {
-            None => serde_json::Value::Null,
-            Some(Ok(value)) => value,
-            Some(Err(e)) => {
-                eprintln!("error: task {id} succeeded, but its result is not JSON-like: {e}");
-                return ExitCode::from(1);
-            }
-        };
+        // The lossless mapping of SPEC.md section 18.6.
+        let result = celeriac_producer::status::result_json(record);
         if json {
             outln!(
                 "{}",

@@ -1,68 +1,122 @@
-//! Events a job publishes on the events exchange.
+//! The task events a job announces (SPEC.md section 17), handed to the
+//! worker's event sink without waiting.
 
-use celeriac_schema::{now_ms, Envelope, TaskId, TaskState};
-use lapin::BasicProperties;
-use tracing::warn;
+use celeriac_schema::events::{EventKind, TaskEvent};
+use celeriac_schema::{Envelope, TaskId};
 
 use super::Job;
+use crate::disposition::{Disposition, Outcome};
 
 impl Job {
+    /// An event of `kind` about the delivery of `env`, with this worker,
+    /// queue, attempt and key; `None` when events are off, so callers
+    /// build nothing then.
+    pub(in crate::worker) fn event(&self, kind: EventKind, env: &Envelope) -> Option<TaskEvent> {
+        self.shared.events.as_ref()?;
+        let mut event = TaskEvent::new(kind, env.id, env.task.clone(), &*self.queue, env.attempt);
+        event.worker = Some(self.shared.config.worker_id.to_string());
+        event.key = env.effective_idempotency_key();
+        Some(event)
+    }
+
+    /// Publishes `event` (from [`Job::event`]) at most once; never waits
+    /// and never fails the task.
+    pub(in crate::worker) fn emit(&self, event: Option<TaskEvent>) {
+        if let (Some(sink), Some(event)) = (&self.shared.events, event) {
+            sink.emit(event);
+        }
+    }
+
+    /// Announces a task dropped without running: `revoked` with `reason`
+    /// (`purged` for a purged queue).
+    pub(in crate::worker) fn emit_revoked(&self, env: &Envelope, reason: &str) {
+        let event = self.event(EventKind::Revoked, env).map(|mut e| {
+            e.reason = Some(reason.to_owned());
+            e
+        });
+        self.emit(event);
+    }
+
     /// The steps after a success, repeated for a suppressed duplicate so a
-    /// crash between them never stalls what comes next: the completion
-    /// event.
-    pub(super) async fn follow_up(&self, env: &Envelope, succeeded_as: TaskId) {
-        if !self.shared.config.events {
+    /// crash between them never stalls what comes next: the `succeeded`
+    /// event, naming the run that succeeded with the key.
+    pub(super) fn follow_up(&self, env: &Envelope, succeeded_as: TaskId, runtime_ms: Option<u64>) {
+        let event = self.event(EventKind::Succeeded, env).map(|mut e| {
+            e.succeeded_as = Some(succeeded_as);
+            e.runtime_ms = runtime_ms;
+            e
+        });
+        self.emit(event);
+    }
+
+    /// The events of a settled delivery other than success: `failed` for
+    /// a run that ended in an error, then `retried` or `dead-lettered`;
+    /// `expired` for an expired task.
+    pub(super) fn emit_settled(
+        &self,
+        env: &Envelope,
+        outcome: &Outcome,
+        disposition: &Disposition,
+        runtime_ms: Option<u64>,
+    ) {
+        if self.shared.events.is_none() {
             return;
         }
-        let event = TaskEvent {
-            id: env.id.to_string(),
-            task: env.task.clone(),
-            state: TaskState::Succeeded,
-            key: env.effective_idempotency_key(),
-            succeeded_as: succeeded_as.to_string(),
-            worker: self.shared.config.worker_id.to_string(),
-            at: now_ms(),
+        let error = failure(outcome, disposition);
+        let with_error = |kind| {
+            self.event(kind, env).map(|mut e| {
+                if let Some((error_type, message)) = &error {
+                    e.error_type = Some(error_type.clone());
+                    e.error = Some(message.clone());
+                }
+                e
+            })
         };
-        let body = match rmp_serde::to_vec_named(&event) {
-            Ok(body) => body,
-            Err(e) => {
-                warn!(error = %e, "could not encode the completion event");
-                return;
+        if matches!(
+            outcome,
+            Outcome::Failed(_) | Outcome::Panicked(_) | Outcome::TimedOut(_)
+        ) {
+            self.emit(with_error(EventKind::Failed).map(|mut e| {
+                e.runtime_ms = runtime_ms;
+                e
+            }));
+        }
+        match (outcome, disposition) {
+            (_, Disposition::Retry { delay, .. }) => {
+                self.emit(with_error(EventKind::Retried).map(|mut e| {
+                    e.delay_ms = Some(delay.as_millis() as u64);
+                    e
+                }));
             }
-        };
-        let exchange = self.shared.config.topology.events_exchange();
-        let routing_key = format!("task.succeeded.{}", env.task);
-        let props = BasicProperties::default()
-            .with_content_type(celeriac_schema::CONTENT_TYPE.into())
-            .with_delivery_mode(2)
-            .with_message_id(env.id.to_string().into());
-        let sent = async {
-            self.publisher
-                .basic_publish(
-                    exchange.as_str().into(),
-                    routing_key.as_str().into(),
-                    lapin::options::BasicPublishOptions::default(),
-                    &body,
-                    props,
-                )
-                .await?
-                .await
-        };
-        if let Err(e) = sent.await {
-            warn!(error = %e, "could not publish the completion event");
+            (_, Disposition::DeadLetter { reason, .. }) => {
+                self.emit(with_error(EventKind::DeadLettered).map(|mut e| {
+                    e.reason = Some(reason.as_str().to_owned());
+                    e
+                }));
+            }
+            (Outcome::Expired, _) => self.emit(self.event(EventKind::Expired, env)),
+            _ => {}
         }
     }
 }
 
-#[derive(Debug, serde::Serialize)]
-struct TaskEvent {
-    id: String,
-    task: String,
-    state: TaskState,
-    key: String,
-    /// The task whose run succeeded with this key (differs from `id` for a
-    /// suppressed duplicate sent under another id).
-    succeeded_as: String,
-    worker: String,
-    at: u64,
+/// The error kind and message of a failed run or a dead letter.
+fn failure(outcome: &Outcome, disposition: &Disposition) -> Option<(String, String)> {
+    Some(match (outcome, disposition) {
+        (Outcome::Failed(err), _) => (err.kind().to_owned(), err.message().to_owned()),
+        (Outcome::Panicked(message), _) => (crate::PANIC.to_owned(), message.clone()),
+        (Outcome::TimedOut(limit), _) => (
+            crate::TIME_LIMIT.to_owned(),
+            format!("aborted at the hard time limit of {limit:?}"),
+        ),
+        (
+            _,
+            Disposition::DeadLetter {
+                error_type,
+                message,
+                ..
+            },
+        ) => (error_type.clone(), message.clone()),
+        _ => return None,
+    })
 }

@@ -5,11 +5,13 @@
 mod admit;
 mod events;
 mod execute;
+mod purge;
 mod settle;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use celeriac_schema::events::EventKind;
 use celeriac_schema::store::Begin;
 use celeriac_schema::{now_ms, Envelope, TaskId};
 use lapin::message::Delivery;
@@ -92,6 +94,13 @@ impl Job {
         let mut unrecorded_start = None;
         // Its place in the worker's list of jobs, for inspect and revoke.
         let mut slot = None;
+        let mut runtime_ms = None;
+        if let Ok(env) = &decoded {
+            if self.is_purged(env) {
+                self.drop_purged(env, tag, metrics).await;
+                return;
+            }
+        }
         let (outcome, envelope) = match decoded {
             Err(refused) => {
                 crate::signing::log_refused(&refused);
@@ -100,6 +109,9 @@ impl Job {
             Ok(mut env) => {
                 let now = now_ms();
                 let wait = env.wait_before_run(now);
+                if wait.is_zero() {
+                    self.emit(self.event(EventKind::Received, &env));
+                }
                 if env.is_expired_at(now) {
                     WorkerStats::bump(&stats.expired);
                     metrics.expired.inc();
@@ -151,6 +163,9 @@ impl Job {
                             let started = std::time::Instant::now();
                             let started_ms = now_ms();
                             metrics.observe_wait(env.created_at, env.eta, started_ms);
+                            metrics.started.inc();
+                            let _running = self.metrics.running(started_ms);
+                            self.emit(self.event(EventKind::Started, &env));
                             let done = self
                                 .execute(
                                     handler,
@@ -169,6 +184,7 @@ impl Job {
                                 unrecorded_start = Some(started_ms);
                             }
                             metrics.run_seconds.observe(started.elapsed().as_secs_f64());
+                            runtime_ms = Some(started.elapsed().as_millis() as u64);
                             lease = done.lease;
                             output = done.output;
                             (done.outcome, Some(done.env))
@@ -204,6 +220,16 @@ impl Job {
             Outcome::Failed(_) | Outcome::Panicked(_) | Outcome::TimedOut(_) => {
                 WorkerStats::bump(&stats.failed);
                 metrics.failed.inc();
+                let error_type = match &outcome {
+                    Outcome::Failed(err) => err.kind(),
+                    Outcome::Panicked(_) => crate::PANIC,
+                    _ => crate::TIME_LIMIT,
+                };
+                self.shared.metrics.count_error(
+                    &self.queue,
+                    envelope.as_ref().map(|env| env.task.as_str()),
+                    error_type,
+                );
             }
             _ => {}
         }
@@ -232,6 +258,9 @@ impl Job {
                 return;
             }
         }
+        if let (Outcome::Revoked(_), Some(env)) = (&outcome, envelope.as_ref()) {
+            self.emit_revoked(env, "revoked");
+        }
         // A leased run's delivery is already acked and its channel may be
         // gone: settle through the live session's publisher.
         let publisher = match &lease {
@@ -239,7 +268,7 @@ impl Job {
             None => Some(self.publisher.clone()),
         };
         if let (Some(env), Outcome::Succeeded) = (envelope.as_ref(), &outcome) {
-            self.follow_up(env, suppressed.unwrap_or(env.id)).await;
+            self.follow_up(env, suppressed.unwrap_or(env.id), runtime_ms);
         }
         // Workflow nodes: release dependents, or skip them, before the ack.
         if let (Some(store), Some(env)) = (&store, envelope.as_ref()) {
@@ -290,6 +319,9 @@ impl Job {
         };
         if settled.is_ok() {
             metrics.settled(&disposition);
+            if let Some(env) = envelope.as_ref() {
+                self.emit_settled(env, &outcome, &disposition, runtime_ms);
+            }
         }
         match (settled, lease) {
             (Ok(()), None) => {

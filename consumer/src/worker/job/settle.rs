@@ -7,7 +7,7 @@ use celeriac_producer::publish::{self, long_string, Route};
 use celeriac_schema::store::{Store, TaskFailure};
 use celeriac_schema::{decode_with, headers, now_ms, Envelope, TaskState};
 use lapin::message::Delivery;
-use lapin::types::AMQPValue;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use tracing::{debug, info, warn};
 
@@ -58,8 +58,14 @@ impl Job {
                 update
             }
             (Outcome::Expired, _) => {
-                let mut update = self.update(env, TaskState::Revoked);
-                update.error = Some(failure("Expired", "past its expiry before it could run"));
+                let mut update = self.update(env, TaskState::Expired);
+                let expired_at = env.expires.map_or_else(String::new, |ms| {
+                    format!(" (expires {})", celeriac_producer::status::rfc3339(ms))
+                });
+                update.error = Some(failure(
+                    crate::task_error::EXPIRED,
+                    &format!("past its expiry before it could run{expired_at}"),
+                ));
                 update
             }
             (_, Disposition::DeadLetter { .. }) => self.update(env, TaskState::Failed),
@@ -143,15 +149,15 @@ impl Job {
                 let route = publish::route(&config.topology, &self.queue, env, now_ms())
                     .map_err(|e| e.to_string())?;
                 let id = env.id.to_string();
-                publish::publish_confirmed(
-                    publisher,
-                    &route,
-                    &delivery.data,
-                    delivery.properties.clone(),
-                    &id,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
+                let props = delivery
+                    .properties
+                    .clone()
+                    .with_headers(without_broker_headers(
+                        delivery.properties.headers().as_ref(),
+                    ));
+                publish::publish_confirmed(publisher, &route, &delivery.data, props, &id)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 debug!(?delay, "arrived before its ETA; delayed again");
                 Ok(())
             }
@@ -164,7 +170,11 @@ impl Job {
                     (celeriac_schema::DeadLetterReason::UnknownTask, _) | (_, None) => 0,
                     (_, Some(env)) => i64::from(env.attempt) + 1,
                 };
-                let mut table = delivery.properties.headers().clone().unwrap_or_default();
+                // The broker's `x-` headers (`x-death` and the like, left by
+                // the delay queues) stay behind: on a dead letter they mean
+                // the broker dead-lettered it itself (SPEC.md section 5.2).
+                // The properties, `message_id` included, are kept.
+                let mut table = without_broker_headers(delivery.properties.headers().as_ref());
                 table.insert(headers::REASON.into(), long_string(reason.as_str()));
                 table.insert(headers::ERROR_TYPE.into(), long_string(error_type));
                 table.insert(
@@ -195,10 +205,49 @@ impl Job {
     }
 }
 
+/// The headers without the broker's own (every name starting with `x-`),
+/// for a copy the worker publishes.
+pub(crate) fn without_broker_headers(headers: Option<&FieldTable>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in headers.into_iter().flat_map(|t| t.inner()) {
+        if !name.as_str().starts_with("x-") {
+            table.insert(name.clone(), value.clone());
+        }
+    }
+    table
+}
+
 /// A failure as stored, its message truncated like the DLQ header.
 fn failure(error_type: &str, message: &str) -> TaskFailure {
     TaskFailure {
         error_type: error_type.to_owned(),
         message: headers::truncate_error_message(message).to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_headers_stay_behind_and_ours_are_kept() {
+        let mut table = FieldTable::default();
+        for name in [
+            "x-death",
+            "x-first-death-reason",
+            "x-first-death-queue",
+            "x-first-death-exchange",
+            "x-last-death-reason",
+            "x-delivery-count",
+        ] {
+            table.insert(name.into(), long_string("broker"));
+        }
+        table.insert(headers::TASK.into(), long_string("ping"));
+        table.insert(headers::ATTEMPT.into(), AMQPValue::LongLongInt(2));
+        table.insert("app-header".into(), long_string("kept"));
+        let kept = without_broker_headers(Some(&table));
+        let names: Vec<&str> = kept.inner().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["app-header", "celeriac-attempt", "celeriac-task"]);
+        assert!(without_broker_headers(None).inner().is_empty());
     }
 }

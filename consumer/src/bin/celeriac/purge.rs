@@ -1,0 +1,198 @@
+//! `celeriac purge --queue Q`: empties one work queue, and with a state
+//! store marks the queue purged so that its tasks waiting in the shared
+//! delay levels are dropped when they come due.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use celeriac_schema::store::Store;
+use celeriac_schema::topology::{validate_name, MAX_DELAY};
+use celeriac_schema::{now_ms, Topology};
+use clap::Args;
+use lapin::options::{QueueDeclareOptions, QueuePurgeOptions};
+use lapin::types::FieldTable;
+
+use crate::Global;
+
+/// Exit code when the queue does not exist.
+const NO_SUCH_QUEUE: u8 = 3;
+
+/// Options of `celeriac purge`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Removes every task waiting in the work queue {namespace}.q.QUEUE, and nothing \
+                  else: other queues, the dead-letter queue and tasks running now (unacked) stay.\n\
+                  Tasks of the queue waiting in the delay levels (countdown, ETA, retry backoff) \
+                  share those levels with every queue and cannot be picked out. With a state store \
+                  (REDIS_URL), purge leaves a mark there and workers drop any task of the queue \
+                  sent before the purge when it comes due (state `revoked`, error type `Purged`); \
+                  workers read the marks every 2 seconds. Without a store those delayed tasks \
+                  still run.\n\
+                  Exit codes: 0 purged; 1 declined at the prompt, a broker or store failure (the \
+                  output says what was done); 2 invalid arguments, or no --yes and stdin is not a \
+                  terminal (nothing is purged); 3 no such queue."
+)]
+pub struct PurgeArgs {
+    /// The logical queue to purge (its work queue is `{namespace}.q.QUEUE`).
+    #[arg(long)]
+    pub queue: String,
+
+    /// Purge without asking; needed when stdin is not a terminal.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Leave no purge mark in the store even when REDIS_URL is set (the
+    /// queue's delayed tasks then still run).
+    #[arg(long)]
+    pub no_store: bool,
+}
+
+/// Purges the queue.
+pub async fn run(global: &Global, args: &PurgeArgs) -> ExitCode {
+    if let Err(e) = validate_name("queue", &args.queue) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let topology = match Topology::new(global.namespace.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let work_queue = topology.work_queue(&args.queue);
+    if !args.yes && !std::io::stdin().is_terminal() {
+        eprintln!(
+            "error: refusing to purge {work_queue} without confirmation: stdin is not a terminal; \
+             pass --yes to purge it"
+        );
+        return ExitCode::from(2);
+    }
+    let use_store = global.redis_given && !args.no_store;
+    let (connection, channel) = match crate::events::open(global).await {
+        Ok(open) => open,
+        Err(code) => return code,
+    };
+    let waiting = match channel
+        .queue_declare(
+            work_queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+    {
+        Ok(queue) => queue.message_count(),
+        Err(e) => {
+            eprintln!(
+                "error: no queue {work_queue} in namespace {:?}: {e}",
+                global.namespace
+            );
+            let _ = connection.close(200, "done".into()).await;
+            return ExitCode::from(NO_SUCH_QUEUE);
+        }
+    };
+    if !args.yes {
+        let delayed = if use_store {
+            "its delayed tasks will be dropped when they come due"
+        } else {
+            "no state store: its delayed tasks will still run"
+        };
+        eprint!("purge {waiting} waiting tasks from {work_queue} ({delayed})? [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let read = std::io::stdin().lock().read_line(&mut answer);
+        if read.is_err() || !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            eprintln!("nothing purged");
+            let _ = connection.close(200, "done".into()).await;
+            return ExitCode::from(1);
+        }
+    }
+    // Marked with the time before the purge: a task sent after that time
+    // is not dropped, whichever way the two race.
+    let purged_at = now_ms();
+    let purged = channel
+        .queue_purge(work_queue.as_str().into(), QueuePurgeOptions::default())
+        .await;
+    let _ = connection.close(200, "done".into()).await;
+    let purged = match purged {
+        Ok(count) => count,
+        Err(e) => {
+            eprintln!("error: cannot purge {work_queue}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let marked = if use_store {
+        Some(mark(global, &args.queue, purged_at).await)
+    } else {
+        None
+    };
+    let delayed = match &marked {
+        Some(Ok(())) => "marked",
+        Some(Err(_)) => "mark-failed",
+        None => "not-purged",
+    };
+    if args.json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "queue": args.queue,
+                "broker_queue": work_queue,
+                "purged": purged,
+                "purged_at": purged_at,
+                "delayed": delayed,
+            })
+        );
+    } else {
+        outln!("purged {purged} tasks from {work_queue}");
+    }
+    match marked {
+        Some(Ok(())) => {
+            if !args.json {
+                outln!(
+                    "tasks of queue {:?} sent before the purge and waiting in the delay levels will be dropped when they come due",
+                    args.queue
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Some(Err(e)) => {
+            eprintln!(
+                "error: the queue was purged, but no purge mark could be written to the store ({e}): \
+                 its tasks waiting in the delay levels will still run"
+            );
+            ExitCode::from(1)
+        }
+        None => {
+            eprintln!(
+                "note: no state store (REDIS_URL not set{}): tasks of queue {:?} waiting in the delay levels \
+                 (countdown, ETA, retries) were not purged and will still run",
+                if args.no_store { ", or --no-store" } else { "" },
+                args.queue
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Writes the purge mark, kept as long as the longest delay.
+async fn mark(global: &Global, queue: &str, at_ms: u64) -> Result<(), String> {
+    let store = celeriac_producer::RedisStore::connect_with_tls(
+        &global.redis_url,
+        &global.namespace,
+        celeriac_schema::store::StoreSettings::default(),
+        &global.tls.redis(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    store
+        .mark_purged(queue, at_ms, MAX_DELAY)
+        .await
+        .map_err(|e| e.to_string())
+}
