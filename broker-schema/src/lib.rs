@@ -11,6 +11,7 @@
 //! - [`Topology`]: every exchange, queue, argument and binding of a
 //!   namespace, and how delays are routed.
 //! - [`RetryPolicy`] and [`Backoff`].
+//! - [`control`]: the control plane's requests and replies.
 //! - [`events`]: the task and worker events of the events exchange.
 //! - [`signing`]: HMAC-SHA256 signatures of messages, and the
 //!   [`signing::Keyring`] that makes and checks them.
@@ -39,6 +40,7 @@
 
 pub mod builtin;
 mod codec;
+pub mod control;
 pub mod dag;
 mod envelope;
 mod error;

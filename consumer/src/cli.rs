@@ -131,6 +131,12 @@ pub struct Args {
     #[arg(long, env = "CELERIAC_EVENTS")]
     pub events: bool,
 
+    /// How often the worker publishes its `worker.heartbeat` event and,
+    /// with a store, refreshes its entry in `celeriac workers` and re-reads
+    /// revocations and task limits. Silent for three periods: shown as lost.
+    #[arg(long, env = "CELERIAC_HEARTBEAT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub heartbeat: Duration,
+
     /// Where to serve /metrics (Prometheus), /healthz and /readyz;
     /// `off` (or empty) for no server. Loopback by default: give
     /// 0.0.0.0:9464 to let Prometheus on another host scrape it (the Helm
@@ -479,6 +485,7 @@ async fn run(
     }
     builder = builder
         .events(args.events)
+        .heartbeat(args.heartbeat)
         .queue_sample_interval(args.queue_sample_interval);
     if let Some(addr) = args.metrics_addr.0 {
         builder = builder.metrics_addr(addr);

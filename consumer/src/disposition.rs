@@ -20,6 +20,9 @@ pub enum Outcome {
     TimedOut(Duration),
     /// The task was past its expiry and did not run.
     Expired,
+    /// The task, its workflow or its idempotency key was revoked: it did
+    /// not run, or its run was stopped (the reason given).
+    Revoked(String),
     /// The task arrived before its ETA (clock skew or a rounding of the
     /// delay) and did not run yet.
     Early(Duration),
@@ -92,7 +95,7 @@ pub const SIGNATURE_ERROR: &str = "SignatureError";
 /// ```
 pub fn decide(outcome: &Outcome, envelope: Option<&Envelope>, random: f64) -> Disposition {
     match (outcome, envelope) {
-        (Outcome::Succeeded | Outcome::Expired, _) => Disposition::Ack,
+        (Outcome::Succeeded | Outcome::Expired | Outcome::Revoked(_), _) => Disposition::Ack,
         (Outcome::Early(delay), Some(_)) => Disposition::Delay { delay: *delay },
         (Outcome::UnknownTask, _) => dead_letter(
             DeadLetterReason::UnknownTask,

@@ -31,6 +31,9 @@
 //! | `celeriac_store_up` | gauge | |
 //! | `celeriac_queue_messages` | gauge | queue, kind |
 //! | `celeriac_queue_consumers` | gauge | queue |
+//! | `celeriac_control_requests_refused_total` | counter | |
+//! | `celeriac_workers_lost_total` | counter | |
+//! | `celeriac_workers_live` | gauge | |
 //! | `celeriac_task_oldest_running_seconds` | gauge | queue |
 
 use std::collections::HashMap;
@@ -80,6 +83,12 @@ pub(crate) struct WorkerMetrics {
     pub(crate) workflow_releases: IntCounter,
     pub(crate) worker_ready: IntGauge,
     pub(crate) store_up: IntGauge,
+    /// Control requests not run: unverifiable signature or a replay.
+    pub(crate) control_refused: IntCounter,
+    /// Workers this worker moved to lost (each counted once cluster-wide).
+    pub(crate) workers_lost: IntCounter,
+    /// Live workers in the store's worker list, as last seen.
+    pub(crate) workers_live: IntGauge,
     /// The error kinds given a label of their own so far.
     error_types: std::sync::Mutex<std::collections::HashSet<Box<str>>>,
 }
@@ -122,8 +131,6 @@ pub(crate) struct TaskMetrics {
     dead_lettered: [(DeadLetterReason, IntCounter); DeadLetterReason::ALL.len()],
     pub(crate) expired: IntCounter,
     pub(crate) duplicates_suppressed: IntCounter,
-    /// Stays at 0 until the worker honours revocations.
-    #[allow(dead_code)]
     pub(crate) revoked: IntCounter,
     pub(crate) run_seconds: Histogram,
     pub(crate) queue_wait_seconds: Histogram,
@@ -303,6 +310,19 @@ impl WorkerMetrics {
             "celeriac_store_up",
             "1 when the state store answered its last call (also 1 without a store).",
         );
+        let control_refused = single(
+            "celeriac_control_requests_refused_total",
+            "Control requests not run: their signature did not verify, or a replay.",
+        );
+        let workers_lost = single(
+            "celeriac_workers_lost_total",
+            "Workers this worker found silent for three heartbeats and marked lost \
+             (each lost worker is counted by one worker of the cluster).",
+        );
+        let workers_live = flag(
+            "celeriac_workers_live",
+            "Live workers in the store's worker list, as last seen (0 without a store).",
+        );
         let tasks: Vec<Box<str>> = tasks.into_iter().map(Box::from).collect();
         let queues = queues
             .iter()
@@ -320,6 +340,9 @@ impl WorkerMetrics {
             workflow_releases,
             worker_ready,
             store_up,
+            control_refused,
+            workers_lost,
+            workers_live,
             error_types: std::sync::Mutex::default(),
         }
     }

@@ -23,6 +23,42 @@ pub struct TaskContext {
     queue: Arc<str>,
     worker: Arc<str>,
     spawner: Option<Arc<Spawner>>,
+    cancel: Option<Arc<Cancellation>>,
+}
+
+/// A run's cancellation: set when the task is revoked with `terminate`.
+#[derive(Debug, Default)]
+pub(crate) struct Cancellation {
+    token: tokio_util::sync::CancellationToken,
+    /// 0 none, 1 TERM, 2 KILL.
+    signal: std::sync::atomic::AtomicU8,
+}
+
+impl Cancellation {
+    /// Cancels the run with `signal`.
+    pub(crate) fn cancel(&self, signal: celeriac_schema::control::KillSignal) {
+        let code = match signal {
+            celeriac_schema::control::KillSignal::Term => 1,
+            celeriac_schema::control::KillSignal::Kill => 2,
+        };
+        self.signal
+            .fetch_max(code, std::sync::atomic::Ordering::Relaxed);
+        self.token.cancel();
+    }
+
+    /// The signal asked for, once cancelled.
+    pub(crate) fn signal(&self) -> Option<celeriac_schema::control::KillSignal> {
+        match self.signal.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Some(celeriac_schema::control::KillSignal::Term),
+            2 => Some(celeriac_schema::control::KillSignal::Kill),
+            _ => None,
+        }
+    }
+
+    /// The token, cancelled with the run.
+    pub(crate) fn token(&self) -> &tokio_util::sync::CancellationToken {
+        &self.token
+    }
 }
 
 /// Sends subtasks for the handlers of one worker: a producer on the
@@ -84,7 +120,58 @@ impl TaskContext {
             queue,
             worker,
             spawner,
+            cancel: None,
         }
+    }
+
+    /// The context of a run that `cancel` can stop.
+    pub(crate) fn with_cancellation(mut self, cancel: Arc<Cancellation>) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+
+    /// Whether the task was revoked with `terminate` while it runs: stop
+    /// soon. A handler that does not stop is aborted after a short grace
+    /// (at once for `--signal KILL`).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.token.is_cancelled())
+    }
+
+    /// Completes when the task is revoked with `terminate` (never, for a
+    /// run that cannot be cancelled).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use celeriac_consumer::{TaskContext, TaskError};
+    ///
+    /// async fn long(ctx: TaskContext) -> Result<(), TaskError> {
+    ///     tokio::select! {
+    ///         _ = ctx.cancelled() => Err(TaskError::fatal("Cancelled", "revoked")),
+    ///         _ = tokio::time::sleep(Duration::from_secs(600)) => Ok(()),
+    ///     }
+    /// }
+    /// ```
+    pub async fn cancelled(&self) {
+        match &self.cancel {
+            Some(cancel) => cancel.token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The signal the revocation asked for, once cancelled.
+    pub fn cancel_signal(&self) -> Option<celeriac_schema::control::KillSignal> {
+        self.cancel.as_ref().and_then(|c| c.signal())
+    }
+
+    /// The soft time limit of this run (the task's own, or the worker's
+    /// override set with `celeriac control time-limit`): a handler past it
+    /// should wrap up; the hard limit aborts it.
+    pub fn soft_time_limit(&self) -> Option<std::time::Duration> {
+        self.envelope
+            .soft_time_limit_ms
+            .map(std::time::Duration::from_millis)
     }
 
     /// Sends a subtask of this task, on this task's queue, and returns its

@@ -18,6 +18,7 @@ pub struct WorkerStats {
     pub(crate) duplicates_suppressed: AtomicU64,
     pub(crate) deferred: AtomicU64,
     pub(crate) store_errors: AtomicU64,
+    pub(crate) revoked: AtomicU64,
     pub(crate) purged: AtomicU64,
     pub(crate) events_dropped: AtomicU64,
     pub(crate) ready: AtomicBool,
@@ -25,7 +26,7 @@ pub struct WorkerStats {
 }
 
 /// A copy of the counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StatsSnapshot {
     /// Deliveries received.
     pub received: u64,
@@ -53,6 +54,8 @@ pub struct StatsSnapshot {
     pub deferred: u64,
     /// Failed calls to the state store.
     pub store_errors: u64,
+    /// Deliveries not run, or runs stopped, because they were revoked.
+    pub revoked: u64,
     /// Deliveries dropped without running because their queue was purged
     /// after they were sent (see `celeriac purge`).
     pub purged: u64,
@@ -94,6 +97,7 @@ impl WorkerStats {
             duplicates_suppressed: get(&self.duplicates_suppressed),
             deferred: get(&self.deferred),
             store_errors: get(&self.store_errors),
+            revoked: get(&self.revoked),
             purged: get(&self.purged),
             events_dropped: get(&self.events_dropped),
         }

@@ -64,7 +64,12 @@ async fn reading_commands_leave_the_queues_as_they_were() {
     let management = std::net::TcpStream::connect(("127.0.0.1", 15672)).is_ok()
         && celeriac_tests::broker().await.url.contains("127.0.0.1");
     let expected = if management { all.len() } else { 7 };
-    assert_eq!(discovered.records().len(), expected, "{}", discovered.stderr);
+    assert_eq!(
+        discovered.records().len(),
+        expected,
+        "{}",
+        discovered.stderr
+    );
 
     let broker_letter = &all[4];
     let show = dlq(

@@ -47,6 +47,8 @@ use crate::error::{Error, Result};
 pub struct TaskHandle<T> {
     id: TaskId,
     store: Option<Arc<dyn Store>>,
+    /// The producer that sent it, to revoke it.
+    producer: Option<crate::Producer>,
     _task: PhantomData<fn() -> T>,
 }
 
@@ -55,6 +57,7 @@ impl<T> Clone for TaskHandle<T> {
         TaskHandle {
             id: self.id,
             store: self.store.clone(),
+            producer: self.producer.clone(),
             _task: PhantomData,
         }
     }
@@ -71,8 +74,31 @@ impl<T: Task> TaskHandle<T> {
         TaskHandle {
             id,
             store,
+            producer: None,
             _task: PhantomData,
         }
+    }
+
+    pub(crate) fn with_producer(mut self, producer: crate::Producer) -> Self {
+        self.producer = Some(producer);
+        self
+    }
+
+    /// Revokes the task (see [`Producer::revoke`](crate::Producer::revoke)):
+    /// if it has not started it never runs, and with
+    /// [`RevokeOptions::terminate`](crate::control::RevokeOptions) a run in
+    /// progress is stopped; [`TaskHandle::wait`] then returns
+    /// [`Error::TaskRevoked`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::revoke`](crate::Producer::revoke);
+    /// [`Error::InvalidOptions`] for a handle built without a producer.
+    pub async fn revoke(
+        &self,
+        options: &crate::control::RevokeOptions,
+    ) -> Result<crate::control::Revoked> {
+        revoke_with(self.producer.as_ref(), self.id, options).await
     }
 
     /// The task id.
@@ -163,6 +189,20 @@ pub(crate) fn outcome<T: Task>(record: TaskRecord) -> Result<T::Output> {
 pub struct WorkflowHandle {
     id: TaskId,
     store: Arc<dyn Store>,
+    producer: Option<crate::Producer>,
+}
+
+async fn revoke_with(
+    producer: Option<&crate::Producer>,
+    id: TaskId,
+    options: &crate::control::RevokeOptions,
+) -> Result<crate::control::Revoked> {
+    let producer = producer.ok_or_else(|| {
+        Error::InvalidOptions(
+            "this handle was built without a producer: use Producer::revoke".into(),
+        )
+    })?;
+    producer.revoke(&[id.to_string()], options).await
 }
 
 impl fmt::Debug for WorkflowHandle {
@@ -209,7 +249,31 @@ pub struct WorkflowStatus {
 
 impl WorkflowHandle {
     pub(crate) fn new(id: TaskId, store: Arc<dyn Store>) -> Self {
-        WorkflowHandle { id, store }
+        WorkflowHandle {
+            id,
+            store,
+            producer: None,
+        }
+    }
+
+    pub(crate) fn with_producer(mut self, producer: crate::Producer) -> Self {
+        self.producer = Some(producer);
+        self
+    }
+
+    /// Revokes the whole workflow: no node that has not started runs, and
+    /// with [`RevokeOptions::terminate`](crate::control::RevokeOptions)
+    /// running ones are stopped; every revoked node skips its dependents,
+    /// as a failure does.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::revoke`](crate::Producer::revoke).
+    pub async fn revoke(
+        &self,
+        options: &crate::control::RevokeOptions,
+    ) -> Result<crate::control::Revoked> {
+        revoke_with(self.producer.as_ref(), self.id, options).await
     }
 
     /// The workflow id.

@@ -7,7 +7,8 @@
 //! pipelines thousands of confirms. With
 //! a state store ([`RedisStore`]) handles give the task's state and typed
 //! result, idempotency keys hold across sends, and
-//! [`Producer::submit`]/[`canvas`] run workflows.
+//! [`Producer::submit`]/[`canvas`] run workflows. [`control`] broadcasts
+//! commands to the workers (ping, inspect, revoke, ...).
 //!
 //! Countdowns and ETAs wait in the broker's delay cascade (see
 //! [`celeriac_schema::topology`]), never in a worker.
@@ -39,6 +40,7 @@
 
 pub mod beat;
 pub mod canvas;
+pub mod control;
 mod error;
 mod events;
 pub mod flow;

@@ -429,7 +429,7 @@ impl Producer {
     /// A handle on a task sent earlier, by id (kept from
     /// [`TaskHandle::id`] or from [`Producer::send_batch`]).
     pub fn handle<T: Task>(&self, id: TaskId) -> TaskHandle<T> {
-        TaskHandle::new(id, self.inner.store.clone())
+        TaskHandle::new(id, self.inner.store.clone()).with_producer(self.clone())
     }
 
     /// Submits a workflow: validates it, stores it for the coordinator and
@@ -520,7 +520,7 @@ impl Producer {
             warn!(error = %e, "could not record workflow roots as queued");
         }
         debug!(workflow = %workflow.id, nodes = workflow.nodes.len(), roots = roots.len(), "workflow submitted");
-        Ok(WorkflowHandle::new(workflow.id, store))
+        Ok(WorkflowHandle::new(workflow.id, store).with_producer(self.clone()))
     }
 
     /// The roots of a workflow stored before that the broker may not hold:
@@ -589,7 +589,7 @@ impl Producer {
             .store
             .clone()
             .ok_or(Error::NoStore { what: "a workflow" })?;
-        Ok(WorkflowHandle::new(id, store))
+        Ok(WorkflowHandle::new(id, store).with_producer(self.clone()))
     }
 
     /// The envelope of a workflow node, without its input when that comes
@@ -852,19 +852,12 @@ impl Producer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A confirm-mode channel: an idle one, or a new one on a pooled
-    /// connection.
-    async fn channel(&self) -> Result<Channel> {
-        loop {
-            let Some(channel) = self.lock_idle().pop() else {
-                break;
-            };
-            if channel.status().connected() {
-                return Ok(channel);
-            }
-        }
+    /// A pooled connection, within the connect timeout.
+    pub(crate) async fn connection(
+        &self,
+    ) -> Result<deadpool::managed::Object<crate::pool::Manager>> {
         let inner = &self.inner;
-        let connection = tokio::time::timeout(inner.connect_timeout, inner.pool.get())
+        tokio::time::timeout(inner.connect_timeout, inner.pool.get())
             .await
             .map_err(|_| Error::Unreachable {
                 url: inner.url.clone(),
@@ -888,7 +881,21 @@ impl Producer {
                     after: inner.connect_timeout,
                     reason: other.to_string(),
                 },
-            })?;
+            })
+    }
+
+    /// A confirm-mode channel: an idle one, or a new one on a pooled
+    /// connection.
+    async fn channel(&self) -> Result<Channel> {
+        loop {
+            let Some(channel) = self.lock_idle().pop() else {
+                break;
+            };
+            if channel.status().connected() {
+                return Ok(channel);
+            }
+        }
+        let connection = self.connection().await?;
         let channel = connection
             .create_channel()
             .await

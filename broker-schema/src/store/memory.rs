@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::control_state::{ControlHash, ControlState};
 use super::{
     Begin, Claim, NodeProgress, Ready, Store, StoreSettings, TaskRecord, Update, WorkflowRecord,
     WorkflowState, CLAIM_STALE_AFTER,
@@ -29,6 +30,7 @@ use crate::{Result, TaskId, TaskState};
 pub struct MemoryStore {
     settings: StoreSettings,
     inner: Mutex<Inner>,
+    control: ControlState,
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +90,7 @@ impl MemoryStore {
         MemoryStore {
             settings,
             inner: Mutex::new(Inner::default()),
+            control: ControlState::default(),
         }
     }
 
@@ -244,6 +247,41 @@ impl Store for MemoryStore {
             (token.to_owned(), now + self.settings.lease_ttl),
         );
         Ok(Begin::Run)
+    }
+
+    async fn admit(&self, key: &str, token: &str, revocable: &[&str]) -> Result<Begin> {
+        if let Some(id) = self.control.revoked_any(revocable) {
+            return Ok(Begin::Revoked { id });
+        }
+        self.lease(key, token).await
+    }
+
+    async fn revoke(&self, ids: &[String], expires_at: u64) -> Result<()> {
+        self.control.revoke(ids, expires_at);
+        Ok(())
+    }
+
+    async fn revocations(&self) -> Result<Vec<(String, u64)>> {
+        Ok(self.control.revocations())
+    }
+
+    async fn hash_all(&self, hash: ControlHash) -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(self.control.hash_all(hash))
+    }
+
+    async fn hash_put(&self, hash: ControlHash, field: &str, value: Option<&[u8]>) -> Result<()> {
+        self.control.hash_put(hash, field, value);
+        Ok(())
+    }
+
+    async fn hash_swap(
+        &self,
+        hash: ControlHash,
+        field: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool> {
+        Ok(self.control.hash_swap(hash, field, old, new))
     }
 
     async fn started(&self, update: &Update) -> Result<()> {

@@ -59,6 +59,7 @@
 //! # }
 //! ```
 
+mod control_state;
 pub mod layout;
 mod memory;
 
@@ -71,6 +72,7 @@ use serde::{Deserialize, Serialize};
 use crate::workflow::{Node, Workflow};
 use crate::{Error, Result, TaskId, TaskState};
 
+pub use control_state::ControlHash;
 pub use memory::MemoryStore;
 
 /// How long the store keeps things.
@@ -426,6 +428,13 @@ pub enum Begin {
         /// The time left on the other run's lease.
         retry_after: Duration,
     },
+    /// The task, its workflow or its idempotency key is revoked: do not
+    /// run it (see [`Store::admit`]). The lease was taken; end it with
+    /// [`Store::finish`] and the `revoked` state.
+    Revoked {
+        /// The revoked id or key that matched.
+        id: String,
+    },
 }
 
 /// What [`Store::claim`] found for an enqueue idempotency key.
@@ -706,6 +715,95 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         workflow: TaskId,
         timeout: Duration,
     ) -> Result<Option<WorkflowRecord>>;
+
+    /// [`Store::lease`], unless one of `revocable` (the task id, its
+    /// workflow id, its idempotency key) is revoked: then
+    /// [`Begin::Revoked`]. Decided with the lease, in the same round trip
+    /// where the store allows it, so a task revoked before its lease is
+    /// taken never runs.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::lease`].
+    async fn admit(&self, key: &str, token: &str, revocable: &[&str]) -> Result<Begin> {
+        let now = crate::now_ms();
+        let revoked = self.revocations().await?;
+        if let Some((id, _)) = revoked
+            .into_iter()
+            .find(|(id, expiry)| *expiry > now && revocable.contains(&id.as_str()))
+        {
+            return Ok(Begin::Revoked { id });
+        }
+        self.lease(key, token).await
+    }
+
+    /// Revokes task ids, workflow ids or idempotency keys until
+    /// `expires_at` (Unix ms); lapsed revocations are dropped meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`], also from a store that keeps no
+    /// revocations.
+    async fn revoke(&self, ids: &[String], expires_at: u64) -> Result<()> {
+        let _ = (ids, expires_at);
+        Err(Error::StoreUnavailable {
+            op: "revoke",
+            message: "this store keeps no revocations".into(),
+        })
+    }
+
+    /// The revocations in force: (id or key, expiry in Unix ms).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`].
+    async fn revocations(&self) -> Result<Vec<(String, u64)>> {
+        Ok(Vec::new())
+    }
+
+    /// Every field of a control hash of the namespace.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`].
+    async fn hash_all(&self, hash: ControlHash) -> Result<Vec<(String, Vec<u8>)>> {
+        let _ = hash;
+        Ok(Vec::new())
+    }
+
+    /// Sets (`Some`) or deletes (`None`) a field of a control hash.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`], also from a store without control
+    /// hashes.
+    async fn hash_put(&self, hash: ControlHash, field: &str, value: Option<&[u8]>) -> Result<()> {
+        let _ = (hash, field, value);
+        Err(Error::StoreUnavailable {
+            op: "hash_put",
+            message: "this store keeps no control hashes".into(),
+        })
+    }
+
+    /// Replaces a field of a control hash only if it still holds `old`;
+    /// whether it did (atomic: of several callers, one wins).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::hash_put`].
+    async fn hash_swap(
+        &self,
+        hash: ControlHash,
+        field: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool> {
+        let _ = (hash, field, old, new);
+        Err(Error::StoreUnavailable {
+            op: "hash_swap",
+            message: "this store keeps no control hashes".into(),
+        })
+    }
 
     /// Marks logical queue `queue` purged at `at_ms` (milliseconds since
     /// the Unix epoch), for `ttl`: a worker drops any later delivery of

@@ -255,7 +255,7 @@ pub async fn run(
     limits: ExecLimits,
     cancel: &CancellationToken,
 ) -> Result<rmpv::Value, TaskError> {
-    process::run(config, spec, input, limits, cancel).await
+    process::run(config, spec, input, limits, cancel, None).await
 }
 
 /// Registers the handler of `celeriac.exec`
@@ -283,11 +283,33 @@ pub fn register(registry: &mut Registry, config: Arc<ExecConfig>) {
                 program = %input.spec.program,
             );
             // The worker aborts a run by dropping this future, which kills
-            // the program's process group.
+            // the program's process group. A revocation with `terminate`
+            // sends its signal to the group: SIGKILL at once, or SIGTERM
+            // and SIGKILL after the grace.
             let cancel = CancellationToken::new();
-            run(&config, &input.spec, &input.input, limits, &cancel)
-                .instrument(span)
-                .await
+            let terminate = CancellationToken::new();
+            let relay = async {
+                ctx.cancelled().await;
+                match ctx.cancel_signal() {
+                    Some(celeriac_schema::control::KillSignal::Kill) => cancel.cancel(),
+                    _ => terminate.cancel(),
+                }
+                std::future::pending::<()>().await;
+            };
+            let running = process::run(
+                &config,
+                &input.spec,
+                &input.input,
+                limits,
+                &cancel,
+                Some(&terminate),
+            )
+            .instrument(span);
+            tokio::select! {
+                result = running => result,
+                // The relay waits forever once it has relayed.
+                () = relay => Err(TaskError::new(EXEC_SETUP, "the cancellation relay ended")),
+            }
         }
     });
 }

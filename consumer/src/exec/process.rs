@@ -48,6 +48,7 @@ pub(crate) async fn run(
     input: &rmpv::Value,
     limits: ExecLimits,
     cancel: &CancellationToken,
+    terminate: Option<&CancellationToken>,
 ) -> Result<rmpv::Value, TaskError> {
     check_env(spec)?;
     let program = config.check_spec(spec)?;
@@ -189,6 +190,15 @@ pub(crate) async fn run(
                     }
                     _ => {}
                 }
+            }
+            // A revocation with SIGTERM: the group gets it, then SIGKILL
+            // after the grace, as at the soft time limit.
+            _ = async { if let Some(t) = terminate { t.cancelled().await } else { std::future::pending().await } }, if running && !term_sent => {
+                term_sent = true;
+                group.signal(Signal::TERM);
+                warn!("revoked: SIGTERM sent to the program's process group");
+                let grace_at = Instant::now() + config.grace_after_term();
+                kill_at = Some(kill_at.map_or(grace_at, |at| at.min(grace_at)));
             }
             _ = sleep_until(soft_at), if running && !term_sent => {
                 term_sent = true;

@@ -66,9 +66,19 @@ pub struct WorkerBuilder {
     metrics_token: Option<String>,
     queue_sample_interval: Duration,
     signing: Option<Arc<Keyring>>,
+    heartbeat: Duration,
 }
 
 impl WorkerBuilder {
+    /// How often the worker publishes `worker.heartbeat` on the events
+    /// exchange and, with a store, refreshes its record in the worker list
+    /// and re-reads revocations and task limits (default 2 s, at least
+    /// 100 ms). A worker silent for three periods is shown as lost.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
     /// Requires signed messages: every delivery is verified with the
     /// keyring before it is decoded, and one that is unsigned or whose
     /// signature does not verify is dead-lettered with reason
@@ -311,6 +321,7 @@ impl WorkerBuilder {
                 events: self.events,
                 queue_sample,
                 signing: self.signing,
+                heartbeat: self.heartbeat.max(Duration::from_millis(100)),
             }),
             registry: Arc::new(self.registry),
             stats,
@@ -353,6 +364,7 @@ impl Worker {
             metrics_token: None,
             queue_sample_interval: DEFAULT_QUEUE_SAMPLE,
             signing: None,
+            heartbeat: super::control::DEFAULT_HEARTBEAT,
         }
     }
 }

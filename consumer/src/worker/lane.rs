@@ -45,6 +45,7 @@ impl Lane {
         mut consumer: Consumer,
         session: CancellationToken,
         shutdown: CancellationToken,
+        stop: CancellationToken,
     ) -> SessionEnd {
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let acker = tokio::spawn(run_acker(self.channel.clone(), ack_rx));
@@ -60,17 +61,30 @@ impl Lane {
                         SessionEnd::Lost("another channel of the session closed".into())
                     };
                 }
+                // Cancelled at run time: ends like a shutdown, this lane
+                // alone.
+                _ = stop.cancelled() => break SessionEnd::Shutdown,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
                         let tag = delivery.delivery_tag;
                         let _ = ack_tx.send(AckMsg::Delivered(tag));
-                        let permit = tokio::select! {
-                            permit = self.semaphore.clone().acquire_owned() => permit,
-                            _ = session.cancelled() => {
-                                let _ = ack_tx.send(AckMsg::Requeue(tag));
-                                WorkerStats::bump(&shared.stats.requeued);
-                                continue;
+                        let permit = match self.semaphore.clone().try_acquire_owned() {
+                            Ok(permit) => Ok(permit),
+                            Err(_) => {
+                                // Shown by `inspect reserved` while it waits.
+                                let _waiting = shared
+                                    .control
+                                    .jobs
+                                    .waiting(&delivery.properties, &self.queue);
+                                tokio::select! {
+                                    permit = self.semaphore.clone().acquire_owned() => permit,
+                                    _ = session.cancelled() => {
+                                        let _ = ack_tx.send(AckMsg::Requeue(tag));
+                                        WorkerStats::bump(&shared.stats.requeued);
+                                        continue;
+                                    }
+                                }
                             }
                         };
                         let Ok(permit) = permit else {
@@ -82,7 +96,8 @@ impl Lane {
                             queue: self.queue.clone(),
                             publisher: self.publisher.clone(),
                             ack: ack_tx.clone(),
-                            _permit: permit,
+                            permit: std::sync::Mutex::new(Some(permit)),
+                            semaphore: self.semaphore.clone(),
                         };
                         // Boxed: the job's future is large, and the runtime would copy it
                         // several times on its way to a thread.

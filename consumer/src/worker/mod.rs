@@ -7,6 +7,7 @@
 //! decode, admission, run and settlement.
 
 mod builder;
+mod control;
 mod events;
 mod job;
 mod lane;
@@ -25,7 +26,7 @@ use celeriac_schema::signing::Keyring;
 use celeriac_schema::store::Store;
 use celeriac_schema::{DecodeLimits, Topology};
 use lapin::Channel;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -60,6 +61,8 @@ struct Config {
     queue_sample: Option<Duration>,
     /// Verifies every delivery and signs every task published, when set.
     signing: Option<Arc<Keyring>>,
+    /// Period of the worker's heartbeat.
+    heartbeat: Duration,
 }
 
 /// A worker: consumes queues and runs their tasks until shut down.
@@ -146,6 +149,8 @@ struct Shared {
     declared: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Sends subtasks for handlers.
     spawner: Arc<crate::registry::Spawner>,
+    /// What control commands act on.
+    control: control::ControlPlane,
     /// Takes task events when they are on.
     events: Option<events::EventSink>,
     /// The purge marks of the store, read on a period.
@@ -241,10 +246,35 @@ impl Worker {
                 self.config.store.clone(),
                 self.config.signing.clone(),
             )),
+            control: control::ControlPlane::new(&self.config),
             events,
             purges,
         });
-        let semaphore = Arc::new(Semaphore::new(self.config.concurrency));
+        let semaphore = shared.control.semaphore();
+        // Revocations and limits held in the store apply from the first
+        // delivery on.
+        let loaded = tokio::time::timeout(
+            Duration::from_secs(5),
+            control::heartbeat::sync_from_store(&shared),
+        );
+        if loaded.await.is_err() {
+            warn!(
+                "the store did not answer for revocations and limits; they load on the next beat"
+            );
+        }
+        let heartbeat_stop = CancellationToken::new();
+        let _heartbeat_guard = heartbeat_stop.clone().drop_guard();
+        {
+            let shared = shared.clone();
+            let stop = self.shutdown.clone();
+            let guard = heartbeat_stop.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = control::heartbeat::run(shared, stop) => {}
+                    _ = guard.cancelled() => {}
+                }
+            });
+        }
         let mut failures: u32 = 0;
         info!(
             worker = %self.config.worker_id,
@@ -257,7 +287,7 @@ impl Worker {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            match connect(&self.config).await {
+            match connect(&self.config, &shared.control.queues.list()).await {
                 Ok(session) => {
                     failures = 0;
                     publisher_tx.send_replace(Some(session.publisher.clone()));

@@ -1,6 +1,7 @@
 //! One broker connection: its publisher channel, one consuming channel per
 //! queue, and the queue-depth sampler.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +13,10 @@ use lapin::{Channel, Connection, ConnectionProperties, Consumer};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
+use super::control::listener::Listener;
+use super::control::pool::LaneChange;
 use super::lane::Lane;
 use super::{Config, SessionEnd, Shared};
 use crate::error::{Error, Result};
@@ -28,7 +31,35 @@ pub(super) struct Session {
     lanes: Vec<(Arc<str>, Channel, Consumer)>,
 }
 
-pub(super) async fn connect(config: &Config) -> Result<Session> {
+/// Opens a queue's channel with the prefetch and starts its consumer.
+async fn open_lane(
+    config: &Config,
+    connection: &Connection,
+    queue: &str,
+) -> Result<(Arc<str>, Channel, Consumer)> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(Error::amqp("opening a channel"))?;
+    // Per consumer, never global: quorum queues refuse global QoS.
+    channel
+        .basic_qos(config.prefetch, BasicQosOptions { global: false })
+        .await
+        .map_err(Error::amqp("setting the prefetch"))?;
+    let consumer = channel
+        .basic_consume(
+            config.topology.work_queue(queue).into(),
+            format!("{}/{queue}", config.worker_id).into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(Error::amqp("starting a consumer"))?;
+    Ok((Arc::from(queue), channel, consumer))
+}
+
+/// Connects, declares the topology of `queues` and consumes them.
+pub(super) async fn connect(config: &Config, queues: &[String]) -> Result<Session> {
     let props = ConnectionProperties::default()
         .with_connection_name(format!("celeriac-worker {}", config.worker_id).into());
     let connecting = celeriac_producer::tls::connect(&config.url, props, &config.tls);
@@ -57,27 +88,10 @@ pub(super) async fn connect(config: &Config) -> Result<Session> {
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(Error::amqp("enabling publisher confirms"))?;
-    let mut lanes = Vec::with_capacity(config.queues.len());
-    for queue in &config.queues {
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(Error::amqp("opening a channel"))?;
-        // Per consumer, never global: quorum queues refuse global QoS.
-        channel
-            .basic_qos(config.prefetch, BasicQosOptions { global: false })
-            .await
-            .map_err(Error::amqp("setting the prefetch"))?;
-        let consumer = channel
-            .basic_consume(
-                config.topology.work_queue(queue).into(),
-                format!("{}/{queue}", config.worker_id).into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(Error::amqp("starting a consumer"))?;
-        lanes.push((Arc::from(queue.as_str()), channel, consumer));
+    declare_queues(config, &publisher, queues).await?;
+    let mut lanes = Vec::with_capacity(queues.len());
+    for queue in queues {
+        lanes.push(open_lane(config, &connection, queue).await?);
     }
     Ok(Session {
         connection: Arc::new(connection),
@@ -86,9 +100,10 @@ pub(super) async fn connect(config: &Config) -> Result<Session> {
     })
 }
 
-async fn declare_all(config: &Config, channel: &Channel) -> Result<()> {
-    let declare_error = |e: celeriac_producer::Error| match e {
-        // A refused declaration (other arguments) will be refused again.
+/// A refused declaration (other arguments) will be refused again: a
+/// configuration error, not a reason to reconnect.
+fn declare_error(e: celeriac_producer::Error) -> Error {
+    match e {
         celeriac_producer::Error::Amqp { source, .. }
             if matches!(source.kind(), lapin::ErrorKind::ProtocolError(_)) =>
         {
@@ -98,11 +113,17 @@ async fn declare_all(config: &Config, channel: &Channel) -> Result<()> {
             ))
         }
         other => Error::Producer(other),
-    };
+    }
+}
+
+async fn declare_all(config: &Config, channel: &Channel) -> Result<()> {
     declare(channel, &config.topology.shared_declarations())
         .await
-        .map_err(declare_error)?;
-    for queue in &config.queues {
+        .map_err(declare_error)
+}
+
+async fn declare_queues(config: &Config, channel: &Channel, queues: &[String]) -> Result<()> {
+    for queue in queues {
         declare(channel, &config.topology.queue_declarations(queue)?)
             .await
             .map_err(declare_error)?;
@@ -127,33 +148,97 @@ impl Session {
                 session_token.clone(),
             ));
         }
+        match Listener::start(&self.connection, &shared).await {
+            Ok(listener) => {
+                tokio::spawn(listener.run(
+                    shared.clone(),
+                    self.connection.clone(),
+                    session_token.clone(),
+                ));
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen on the control queue; control requests wait for the next session")
+            }
+        }
+        let mut changes = shared.control.queues.attach();
         let mut lanes = JoinSet::new();
-        for (queue, channel, consumer) in self.lanes {
-            let metrics = shared.metrics.queue(&queue);
-            let lane = Lane {
-                shared: shared.clone(),
-                metrics,
-                queue,
-                channel,
-                publisher: self.publisher.clone(),
-                semaphore: semaphore.clone(),
+        let mut stops: HashMap<Arc<str>, CancellationToken> = HashMap::new();
+        let start_lane =
+            |lanes: &mut JoinSet<(Arc<str>, SessionEnd)>,
+             stops: &mut HashMap<Arc<str>, CancellationToken>,
+             (queue, channel, consumer): (Arc<str>, Channel, Consumer)| {
+                let stop = CancellationToken::new();
+                stops.insert(queue.clone(), stop.clone());
+                let lane = Lane {
+                    shared: shared.clone(),
+                    metrics: shared.metrics.queue(&queue),
+                    queue: queue.clone(),
+                    channel,
+                    publisher: self.publisher.clone(),
+                    semaphore: semaphore.clone(),
+                };
+                let run = lane.run(consumer, session_token.clone(), shutdown.clone(), stop);
+                lanes.spawn(async move { (queue, run.await) });
             };
-            lanes.spawn(lane.run(consumer, session_token.clone(), shutdown.clone()));
+        for opened in self.lanes {
+            start_lane(&mut lanes, &mut stops, opened);
         }
         let mut end = SessionEnd::Shutdown;
-        while let Some(result) = lanes.join_next().await {
-            match result {
-                Ok(SessionEnd::Shutdown) => {}
-                Ok(SessionEnd::Lost(reason)) => {
-                    session_token.cancel();
-                    if matches!(end, SessionEnd::Shutdown) {
-                        end = SessionEnd::Lost(reason);
+        loop {
+            tokio::select! {
+                joined = lanes.join_next(), if !lanes.is_empty() => match joined {
+                    Some(Ok((queue, SessionEnd::Shutdown))) => {
+                        stops.remove(&queue);
                     }
-                }
-                Err(join) => {
-                    session_token.cancel();
-                    end = SessionEnd::Lost(format!("consumer task failed: {join}"));
-                }
+                    Some(Ok((_, SessionEnd::Lost(reason)))) => {
+                        session_token.cancel();
+                        if matches!(end, SessionEnd::Shutdown) {
+                            end = SessionEnd::Lost(reason);
+                        }
+                    }
+                    Some(Err(join)) => {
+                        session_token.cancel();
+                        end = SessionEnd::Lost(format!("consumer task failed: {join}"));
+                    }
+                    None => {}
+                },
+                Some(change) = changes.recv(), if !session_token.is_cancelled() => match change {
+                    LaneChange::Add(queue, done) => {
+                        let opened = async {
+                            // On a channel of its own: a refused declaration
+                            // closes the channel it was made on.
+                            let channel = self
+                                .connection
+                                .create_channel()
+                                .await
+                                .map_err(Error::amqp("opening a channel"))?;
+                            declare_queues(&shared.config, &channel, std::slice::from_ref(&queue)).await?;
+                            let _ = channel.close(200, "declared".into()).await;
+                            open_lane(&shared.config, &self.connection, &queue).await
+                        };
+                        match opened.await {
+                            Ok(opened) => {
+                                info!(%queue, "consuming a queue added at run time");
+                                start_lane(&mut lanes, &mut stops, opened);
+                                let _ = done.send(Ok(()));
+                            }
+                            Err(e) => {
+                                let _ = done.send(Err(format!("cannot consume {queue}: {e}")));
+                            }
+                        }
+                    }
+                    LaneChange::Cancel(queue, done) => {
+                        match stops.get(queue.as_str()) {
+                            Some(stop) => {
+                                info!(%queue, "cancelling a queue's consumer; its in-flight tasks finish");
+                                stop.cancel();
+                            }
+                            None => debug!(%queue, "no consumer to cancel"),
+                        }
+                        let _ = done.send(Ok(()));
+                    }
+                },
+                _ = session_token.cancelled(), if lanes.is_empty() => break,
             }
         }
         if shutdown.is_cancelled() {

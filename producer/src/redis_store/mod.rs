@@ -22,8 +22,12 @@
 //! | `{ns}:e:{key}` | string | the task id an enqueue key is bound to |
 //! | `{ns}:purged` | hash | logical queue → when it was purged (ms); the hash lives as long as the longest mark asked for |
 //! | channel `{ns}:done:{task id}` | pub/sub | the final state, when reached |
+//!
+//! The control plane's keys (revocations, run-time limits, workers) are
+//! listed in the `control` module.
 
 mod batch;
+mod control;
 mod scripts;
 mod waiters;
 
@@ -33,8 +37,8 @@ use std::time::Duration;
 
 use celeriac_schema::store::layout::{self, QueuedMark};
 use celeriac_schema::store::{
-    Begin, Claim, NodeProgress, Ready, Store, StoreSettings, TaskRecord, Update, WorkflowRecord,
-    WorkflowState, CLAIM_STALE_AFTER,
+    Begin, Claim, ControlHash, NodeProgress, Ready, Store, StoreSettings, TaskRecord, Update,
+    WorkflowRecord, WorkflowState, CLAIM_STALE_AFTER,
 };
 use celeriac_schema::workflow::{Node, Workflow};
 use celeriac_schema::{Error as SchemaError, TaskId, TaskState};
@@ -348,6 +352,40 @@ impl RedisStore {
 
     fn execution_key(&self, key: &str) -> String {
         format!("{}k:{key}", self.inner.prefix)
+    }
+
+    /// `SET` of a run lease, if nobody holds the key.
+    fn take_lease_cmd(&self, key: &str, token: &str) -> Cmd {
+        let mut take = redis::cmd("SET");
+        take.arg(self.execution_key(key))
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(Self::ttl_ms(self.inner.settings.lease_ttl));
+        take
+    }
+
+    /// Who holds a key whose lease could not be taken: a run (busy) or a
+    /// success.
+    async fn lease_holder(&self, key: &str) -> StoreResult<Begin> {
+        let k = self.execution_key(key);
+        let mut pipe = redis::pipe();
+        pipe.get(&k).pttl(&k);
+        // A holder gone in between (its lease ran out) reads as busy
+        // for a millisecond: the caller asks again.
+        let (holder, left): (Option<String>, i64) = self.run("lease", &pipe).await?;
+        match holder.as_deref().and_then(|h| h.strip_prefix("done:")) {
+            Some(id) => id
+                .parse::<TaskId>()
+                .map(|task_id| Begin::Succeeded { task_id })
+                .map_err(|e| SchemaError::StoreData {
+                    what: "execution key",
+                    message: format!("{id:?}: {e}"),
+                }),
+            None => Ok(Begin::Busy {
+                retry_after: Duration::from_millis(left.max(1) as u64),
+            }),
+        }
     }
 
     /// Adds the native commands that write a worker-side state (which
@@ -685,31 +723,48 @@ impl Store for RedisStore {
         // succeeded; finishing sets the mark before anything releases it.
         // The usual case, a key nobody holds, costs one command; who holds
         // it is asked only when the lease is taken.
-        let k = self.execution_key(key);
-        let lease = Self::ttl_ms(self.inner.settings.lease_ttl);
-        let mut take = redis::cmd("SET");
-        take.arg(&k).arg(token).arg("NX").arg("PX").arg(lease);
-        let replies = self.write("lease", vec![take]).await?;
+        let replies = self
+            .write("lease", vec![self.take_lease_cmd(key, token)])
+            .await?;
         if matches!(replies.first(), Some(redis::Value::Nil)) {
-            let mut pipe = redis::pipe();
-            pipe.get(&k).pttl(&k);
-            // A holder gone in between (its lease ran out) reads as busy
-            // for a millisecond: the caller asks again.
-            let (holder, left): (Option<String>, i64) = self.run("lease", &pipe).await?;
-            return match holder.as_deref().and_then(|h| h.strip_prefix("done:")) {
-                Some(id) => id
-                    .parse::<TaskId>()
-                    .map(|task_id| Begin::Succeeded { task_id })
-                    .map_err(|e| SchemaError::StoreData {
-                        what: "execution key",
-                        message: format!("{id:?}: {e}"),
-                    }),
-                None => Ok(Begin::Busy {
-                    retry_after: Duration::from_millis(left.max(1) as u64),
-                }),
-            };
+            return self.lease_holder(key).await;
         }
         Ok(Begin::Run)
+    }
+
+    async fn admit(&self, key: &str, token: &str, revocable: &[&str]) -> StoreResult<Begin> {
+        self.admit_checked(key, token, revocable).await
+    }
+
+    async fn revoke(&self, ids: &[String], expires_at: u64) -> StoreResult<()> {
+        self.revoke_ids(ids, expires_at).await
+    }
+
+    async fn revocations(&self) -> StoreResult<Vec<(String, u64)>> {
+        self.live_revocations().await
+    }
+
+    async fn hash_all(&self, hash: ControlHash) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        self.control_hash_all(hash).await
+    }
+
+    async fn hash_put(
+        &self,
+        hash: ControlHash,
+        field: &str,
+        value: Option<&[u8]>,
+    ) -> StoreResult<()> {
+        self.control_hash_put(hash, field, value).await
+    }
+
+    async fn hash_swap(
+        &self,
+        hash: ControlHash,
+        field: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> StoreResult<bool> {
+        self.control_hash_swap(hash, field, old, new).await
     }
 
     async fn started(&self, update: &Update) -> StoreResult<()> {

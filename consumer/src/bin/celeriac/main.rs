@@ -10,6 +10,8 @@
 //! `celeriac run --local flow.yaml` runs a YAML workflow in-process, with no
 //! broker; `celeriac submit flow.yaml` sends it to the cluster.
 //!
+//! `celeriac revoke`, `control`, `inspect`, `ping` and `workers` talk to the
+//! workers over the control plane.
 //! `celeriac events` tails the event stream; `celeriac purge --queue Q`
 //! empties a work queue.
 //!
@@ -36,8 +38,9 @@ macro_rules! outln {
 
 mod beat;
 mod beat_metrics;
-mod exporter;
+mod control;
 mod events;
+mod exporter;
 mod purge;
 mod run;
 mod send;
@@ -56,7 +59,7 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
     name = "celeriac",
     version,
     about = "Run, send and inspect celeriac tasks and workflows.",
-    after_help = "Exit codes: 0 success, 1 a failure (of the store, the broker or a task), 2 invalid arguments or input, 3 unknown id or queue, 4 `events --count` not reached before `--timeout`."
+    after_help = "Exit codes: 0 success, 1 a failure (of the store, the broker or a task; for control commands, a worker reported an error), 2 invalid arguments or input, 3 unknown id or queue, 4 no worker (or not every named worker) replied in time, or `events --count` not reached before `--timeout`."
 )]
 struct Cli {
     #[command(flatten)]
@@ -178,6 +181,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Revoke task ids, workflow ids or idempotency keys: stored with a TTL
+    /// and broadcast; queued and delayed ones never run, running ones stop
+    /// with --terminate. Exit 0, 1 a worker reported an error, 4 not every
+    /// named worker replied.
+    Revoke(control::RevokeArgs),
+    /// Send a command to the workers: ping, shutdown, set-concurrency,
+    /// add-consumer, cancel-consumer, rate-limit, time-limit. Exit 0, 1 a
+    /// worker reported an error, 4 no (or not every named) worker replied.
+    Control(control::ControlCommandArgs),
+    /// Ask the workers for active, reserved, scheduled, revoked, stats,
+    /// registered or conf. Exit 0, 1 an error, 4 no (or not every named)
+    /// worker replied.
+    Inspect(control::InspectArgs),
+    /// Ask the workers to answer. Exit 0, 4 no (or not every named) worker
+    /// replied.
+    Ping(control::ControlArgs),
+    /// List the workers: host, pid, queues, concurrency, in-flight, uptime,
+    /// version and last heartbeat; silent for three heartbeats: lost. From
+    /// the store, or from a broadcast. Exit 0, 4 no live worker.
+    Workers(control::WorkersArgs),
 }
 
 /// Writes `args` to stdout and flushes. A reader that went away is not an
@@ -309,6 +332,11 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Exporter(args) => exporter::run(&global, &args).await,
         Command::Run(args) => run::run(&args).await,
         Command::Submit(args) => submit::run(&global, &args).await,
+        Command::Revoke(args) => control::revoke(&global, &args).await,
+        Command::Control(args) => control::control(&global, &args).await,
+        Command::Inspect(args) => control::inspect(&global, &args).await,
+        Command::Ping(args) => control::ping(&global, &args).await,
+        Command::Workers(args) => control::workers(&global, &args).await,
         Command::Events(args) => events::run(&global, &args).await,
         Command::Purge(args) => purge::run(&global, &args).await,
     }

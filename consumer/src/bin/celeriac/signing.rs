@@ -12,7 +12,12 @@ pub struct SigningArgs {
     /// Sign every task published with the first key of this file: one
     /// `<key-id> <base64 secret>` per line, `#` comments. Needed when the
     /// workers require signatures (they take the same file).
-    #[arg(long, env = "CELERIAC_SIGNING_KEYS", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "CELERIAC_SIGNING_KEYS",
+        value_name = "PATH",
+        global = true
+    )]
     pub signing_keys: Option<PathBuf>,
 }
 

@@ -25,10 +25,13 @@ impl Job {
         store: &Arc<dyn Store>,
         key: &str,
         token: &str,
+        revocable: &[&str],
     ) -> Option<Begin> {
         let held_since = tokio::time::Instant::now();
         loop {
-            let begun = self.store_call("lease", || store.lease(key, token)).await?;
+            let begun = self
+                .store_call("lease", || store.admit(key, token, revocable))
+                .await?;
             let Begin::Busy { retry_after } = begun else {
                 return Some(begun);
             };
@@ -45,6 +48,46 @@ impl Job {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+    }
+
+    /// Waits until the task's run-time rate (if any) allows a start,
+    /// giving back the concurrency slot meanwhile and taking one again
+    /// before returning; `false` when the worker shuts down first.
+    pub(super) async fn rate_wait(&self, task: &str) -> bool {
+        let limits = &self.shared.control.limits;
+        let Some(mut pause) = limits.rate_wait(task) else {
+            return true;
+        };
+        let released = self.lock_permit().take();
+        drop(released);
+        debug!(?pause, "rate limited; waiting without a slot");
+        loop {
+            tokio::select! {
+                _ = self.shared.shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            match limits.rate_wait(task) {
+                Some(more) => pause = more,
+                None => break,
+            }
+        }
+        let permit = tokio::select! {
+            _ = self.shared.shutdown.cancelled() => return false,
+            permit = self.semaphore.clone().acquire_owned() => permit,
+        };
+        match permit {
+            Ok(permit) => {
+                *self.lock_permit() = Some(permit);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn lock_permit(&self) -> std::sync::MutexGuard<'_, Option<tokio::sync::OwnedSemaphorePermit>> {
+        self.permit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A store update for `env` entering `state`, written by this worker.

@@ -14,9 +14,18 @@ use super::Job;
 use crate::disposition::Outcome;
 use crate::error::Result;
 use crate::lease::Lease;
-use crate::registry::TaskContext;
+use crate::registry::{Cancellation, TaskContext};
 use crate::stats::WorkerStats;
 use crate::worker::lane::AckMsg;
+use celeriac_schema::control::KillSignal;
+/// When a run started, and how it is cancelled.
+pub(super) struct Start {
+    /// Unix ms.
+    pub(super) started_ms: u64,
+    /// Set by a revocation with `terminate`.
+    pub(super) cancel: Arc<Cancellation>,
+}
+
 /// What running a delivery's handler came to.
 pub(super) struct Executed {
     pub(super) outcome: Outcome,
@@ -35,6 +44,10 @@ pub(super) struct Executed {
 /// own; a shorter one records it with its outcome, in the same write.
 const STARTED_AFTER: Duration = Duration::from_millis(50);
 
+/// How long a handler cancelled with SIGTERM (a revocation with
+/// `terminate`) may take to stop before its run is aborted.
+const TERMINATE_GRACE: Duration = Duration::from_secs(3);
+
 impl Job {
     /// Runs the handler under its hard time limit, catching panics, and
     /// swaps the delivery for a lease if it runs long.
@@ -45,9 +58,10 @@ impl Job {
         delivery: &Delivery,
         tag: u64,
         store_run: Option<&(String, String)>,
-        started_ms: u64,
+        Start { started_ms, cancel }: Start,
     ) -> Executed {
         let config = &self.shared.config;
+        self.shared.control.limits.override_times(&mut env);
         let input = std::mem::replace(&mut env.input, rmpv::Value::Nil);
         let env = Arc::new(env);
         if env.attempt > 0 || delivery.redelivered {
@@ -62,7 +76,8 @@ impl Job {
             self.queue.clone(),
             config.worker_id.clone(),
             Some(self.shared.spawner.clone()),
-        );
+        )
+        .with_cancellation(cancel.clone());
         let hard_limit = env.hard_time_limit_ms.map(Duration::from_millis);
         let run = AssertUnwindSafe(handler.call(input, ctx)).catch_unwind();
         let run = async move {
@@ -84,9 +99,23 @@ impl Job {
         // A run of the store past STARTED_AFTER writes `started` on its own.
         let mut record_start = store_run.map(|_| tokio::time::Instant::now() + STARTED_AFTER);
         let mut start_recorded = false;
+        // Set once the run is cancelled: when it is aborted.
+        let mut abort_at: Option<tokio::time::Instant> = None;
         let result = loop {
             tokio::select! {
-                result = &mut run => break result,
+                result = &mut run => break Some(result),
+                _ = cancel.token().cancelled(), if abort_at.is_none() => {
+                    let grace = match cancel.signal() {
+                        Some(KillSignal::Kill) => Duration::ZERO,
+                        _ => TERMINATE_GRACE,
+                    };
+                    info!(?grace, "revoked while running: cancelling the run");
+                    abort_at = Some(tokio::time::Instant::now() + grace);
+                }
+                _ = tokio::time::sleep_until(abort_at.unwrap_or_else(tokio::time::Instant::now)), if abort_at.is_some() => {
+                    warn!("the cancelled run did not stop within its grace; aborting it");
+                    break None;
+                }
                 _ = tokio::time::sleep_until(record_start.unwrap_or(next_renewal)), if record_start.is_some() => {
                     record_start = None;
                     if let Some(store) = &config.store {
@@ -130,21 +159,27 @@ impl Job {
             }
         };
         let mut output = None;
+        let cancelled = cancel.token().is_cancelled();
         let outcome = match result {
-            Ok(Ok(Ok(value))) => {
+            // Work that completed stays done, even if a revocation came in.
+            Some(Ok(Ok(Ok(value)))) => {
                 output = Some(value);
                 Outcome::Succeeded
             }
-            Ok(Ok(Err(err))) => {
+            _ if cancelled => {
+                Outcome::Revoked("revoked while running; the run was stopped".to_owned())
+            }
+            None => Outcome::Revoked("revoked while running".to_owned()),
+            Some(Ok(Ok(Err(err)))) => {
                 warn!(error = %err, attempt = env.attempt, "task failed");
                 Outcome::Failed(err)
             }
-            Ok(Err(panic)) => {
+            Some(Ok(Err(panic))) => {
                 let message = panic_message(panic.as_ref());
                 warn!(%message, attempt = env.attempt, "task panicked");
                 Outcome::Panicked(message)
             }
-            Err(limit) => {
+            Some(Err(limit)) => {
                 warn!(
                     ?limit,
                     attempt = env.attempt,

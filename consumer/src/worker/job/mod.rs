@@ -16,7 +16,7 @@ use celeriac_schema::store::Begin;
 use celeriac_schema::{now_ms, Envelope, TaskId};
 use lapin::message::Delivery;
 use lapin::Channel;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::lane::AckMsg;
@@ -33,7 +33,9 @@ pub(super) struct Job {
     pub(super) queue: Arc<str>,
     pub(super) publisher: Channel,
     pub(super) ack: mpsc::UnboundedSender<AckMsg>,
-    pub(super) _permit: OwnedSemaphorePermit,
+    /// The concurrency slot, given back while the task waits for its rate.
+    pub(super) permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
+    pub(super) semaphore: Arc<Semaphore>,
 }
 
 /// Decrements the in-flight gauges when a job ends, however it ends.
@@ -90,6 +92,8 @@ impl Job {
         let mut suppressed = None;
         // When a run started, while its `started` state is not yet stored.
         let mut unrecorded_start = None;
+        // Its place in the worker's list of jobs, for inspect and revoke.
+        let mut slot = None;
         let mut runtime_ms = None;
         if let Ok(env) = &decoded {
             if self.is_purged(env) {
@@ -116,14 +120,27 @@ impl Job {
                 } else if !wait.is_zero() {
                     (Outcome::Early(wait), Some(env))
                 } else if let Some(handler) = self.shared.registry.get(&env.task).cloned() {
-                    let begin = match &store {
-                        None => Some(Begin::Run),
-                        Some(store) => {
+                    let control = &self.shared.control;
+                    let held = slot.insert(control.jobs.reserve(&env, &self.queue));
+                    let cancel = held.cancel.clone();
+                    if !self.rate_wait(&env.task).await {
+                        let _ = self.ack.send(AckMsg::Requeue(tag));
+                        return;
+                    }
+                    let revoked = control.revoked.matching(&env);
+                    let begin = match (&store, revoked) {
+                        (_, Some(id)) => Some(Begin::Revoked { id }),
+                        (None, None) => Some(Begin::Run),
+                        (Some(store), None) => {
                             let key = env.effective_idempotency_key();
                             let token =
                                 format!("{}/{}", self.shared.config.worker_id, TaskId::new());
-                            let begun = self.begin(store, &key, &token).await;
-                            if matches!(begun, Some(Begin::Run)) {
+                            let id = env.id.to_string();
+                            let workflow = env.workflow.as_ref().map(|w| w.workflow_id.to_string());
+                            let mut revocable = vec![id.as_str(), key.as_str()];
+                            revocable.extend(workflow.as_deref());
+                            let begun = self.begin(store, &key, &token, &revocable).await;
+                            if matches!(begun, Some(Begin::Run | Begin::Revoked { .. })) {
                                 run = Some((key, token));
                             }
                             begun
@@ -135,7 +152,14 @@ impl Job {
                             let _ = self.ack.send(AckMsg::Requeue(tag));
                             return;
                         }
+                        Some(Begin::Revoked { id }) => {
+                            WorkerStats::bump(&stats.revoked);
+                            metrics.revoked.inc();
+                            info!(revoked = %id, "revoked; acked without running");
+                            (Outcome::Revoked(format!("{id} is revoked")), Some(env))
+                        }
                         Some(Begin::Run) => {
+                            held.start();
                             let started = std::time::Instant::now();
                             let started_ms = now_ms();
                             metrics.observe_wait(env.created_at, env.eta, started_ms);
@@ -143,8 +167,19 @@ impl Job {
                             let _running = self.metrics.running(started_ms);
                             self.emit(self.event(EventKind::Started, &env));
                             let done = self
-                                .execute(handler, env, &delivery, tag, run.as_ref(), started_ms)
+                                .execute(
+                                    handler,
+                                    env,
+                                    &delivery,
+                                    tag,
+                                    run.as_ref(),
+                                    execute::Start { started_ms, cancel },
+                                )
                                 .await;
+                            if let Outcome::Revoked(_) = &done.outcome {
+                                WorkerStats::bump(&stats.revoked);
+                                metrics.revoked.inc();
+                            }
                             if run.is_some() && !done.start_recorded {
                                 unrecorded_start = Some(started_ms);
                             }
@@ -223,6 +258,9 @@ impl Job {
                 return;
             }
         }
+        if let (Outcome::Revoked(_), Some(env)) = (&outcome, envelope.as_ref()) {
+            self.emit_revoked(env, "revoked");
+        }
         // A leased run's delivery is already acked and its channel may be
         // gone: settle through the live session's publisher.
         let publisher = match &lease {
@@ -236,6 +274,8 @@ impl Job {
         if let (Some(store), Some(env)) = (&store, envelope.as_ref()) {
             let step = match (&outcome, &disposition) {
                 (Outcome::Succeeded, _) => Some(true),
+                // A revoked node skips its dependents, as a failure does.
+                (Outcome::Revoked(_), _) => Some(false),
                 (_, Disposition::DeadLetter { .. }) => Some(false),
                 _ => None,
             };

@@ -52,6 +52,11 @@ impl Job {
                 update
             }
             (_, Disposition::Retry { .. }) => self.update(env, TaskState::Retrying),
+            (Outcome::Revoked(reason), _) => {
+                let mut update = self.update(env, TaskState::Revoked);
+                update.error = Some(failure("Revoked", reason));
+                update
+            }
             (Outcome::Expired, _) => {
                 let mut update = self.update(env, TaskState::Expired);
                 let expired_at = env.expires.map_or_else(String::new, |ms| {

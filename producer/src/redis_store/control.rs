@@ -1,0 +1,150 @@
+//! The control plane's keys in Redis: revocations checked with the run
+//! lease, and the control hashes.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{ns}:revoked` | sorted set | revoked task ids, workflow ids and idempotency keys, scored by their expiry (Unix ms) |
+//! | `{ns}:limits` | hash | run-time task limits (see [`ControlHash::Limits`]) |
+//! | `{ns}:workers` | hash | worker records (see [`ControlHash::Workers`]) |
+
+use celeriac_schema::store::{Begin, ControlHash};
+use celeriac_schema::Error as SchemaError;
+use redis::{Cmd, Script};
+
+use super::{unavailable, RedisStore, StoreResult};
+
+/// KEYS: hash. ARGV: field, old, new. Swaps the field's value if it still
+/// holds `old`; 1 when it did.
+const SWAP: &str = r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+"#;
+
+impl RedisStore {
+    fn revoked_key(&self) -> String {
+        format!("{}revoked", self.prefix())
+    }
+
+    fn hash_key(&self, hash: ControlHash) -> String {
+        format!("{}{}", self.prefix(), hash.suffix())
+    }
+
+    /// The run lease and the revocation check in one transaction: the
+    /// revoked set is read in the same `MULTI` as the lease is taken, so
+    /// the common path costs no extra round trip.
+    pub(super) async fn admit_checked(
+        &self,
+        key: &str,
+        token: &str,
+        revocable: &[&str],
+    ) -> StoreResult<Begin> {
+        let mut check = Cmd::new();
+        check.arg("ZMSCORE").arg(self.revoked_key()).arg(revocable);
+        let replies = self
+            .write("lease", vec![check, self.take_lease_cmd(key, token)])
+            .await?;
+        let scores: Vec<Option<f64>> = replies
+            .first()
+            .cloned()
+            .map(redis::from_redis_value)
+            .transpose()
+            .map_err(|e| SchemaError::StoreData {
+                what: "revocations",
+                message: e.to_string(),
+            })?
+            .unwrap_or_default();
+        let now = celeriac_schema::now_ms() as f64;
+        if let Some(id) = scores
+            .iter()
+            .zip(revocable)
+            .find(|(score, _)| score.is_some_and(|expiry| expiry > now))
+            .map(|(_, id)| (*id).to_owned())
+        {
+            return Ok(Begin::Revoked { id });
+        }
+        match replies.get(1) {
+            Some(redis::Value::Nil) => self.lease_holder(key).await,
+            _ => Ok(Begin::Run),
+        }
+    }
+
+    pub(super) async fn revoke_ids(&self, ids: &[String], expires_at: u64) -> StoreResult<()> {
+        let key = self.revoked_key();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(celeriac_schema::now_ms())
+            .ignore();
+        // GT: new ids are added, and a longer revocation already held is
+        // kept.
+        let add = pipe.cmd("ZADD").arg(&key).arg("GT");
+        for id in ids {
+            add.arg(expires_at).arg(id);
+        }
+        pipe.ignore();
+        self.run::<()>("revoke", &pipe).await
+    }
+
+    pub(super) async fn live_revocations(&self) -> StoreResult<Vec<(String, u64)>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZRANGE")
+            .arg(self.revoked_key())
+            .arg(format!("({}", celeriac_schema::now_ms()))
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("WITHSCORES");
+        let (pairs,): (Vec<(String, f64)>,) = self.run("revocations", &pipe).await?;
+        Ok(pairs
+            .into_iter()
+            .map(|(id, expiry)| (id, expiry as u64))
+            .collect())
+    }
+
+    pub(super) async fn control_hash_all(
+        &self,
+        hash: ControlHash,
+    ) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let mut pipe = redis::pipe();
+        pipe.hgetall(self.hash_key(hash));
+        let (all,): (Vec<(String, Vec<u8>)>,) = self.run("hash_all", &pipe).await?;
+        Ok(all)
+    }
+
+    pub(super) async fn control_hash_put(
+        &self,
+        hash: ControlHash,
+        field: &str,
+        value: Option<&[u8]>,
+    ) -> StoreResult<()> {
+        let mut pipe = redis::pipe();
+        match value {
+            Some(value) => pipe.hset(self.hash_key(hash), field, value).ignore(),
+            None => pipe.hdel(self.hash_key(hash), field).ignore(),
+        };
+        self.run::<()>("hash_put", &pipe).await
+    }
+
+    pub(super) async fn control_hash_swap(
+        &self,
+        hash: ControlHash,
+        field: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> StoreResult<bool> {
+        let mut conn = self.inner.conn.clone();
+        let swapped: i64 = Script::new(SWAP)
+            .key(self.hash_key(hash))
+            .arg(field)
+            .arg(old)
+            .arg(new)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable("hash_swap", &self.inner.url))?;
+        Ok(swapped == 1)
+    }
+}

@@ -1,0 +1,212 @@
+//! Revocations: queued, delayed and running tasks (Rust handlers and
+//! programs) across three workers, and a workflow mid-run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use celeriac_producer::canvas::{chain, Signature};
+use celeriac_producer::control::RevokeOptions;
+use celeriac_producer::{Error, SendOptions};
+use celeriac_schema::control::KillSignal;
+use celeriac_schema::exec::{Exec, ExecInput, ExecSpec};
+use celeriac_schema::store::NodeProgress;
+use celeriac_schema::TaskState;
+
+use crate::support::{until, Cluster, Sleep, WAIT};
+
+async fn three_workers(cluster: &mut Cluster) {
+    for id in ["w1", "w2", "w3"] {
+        cluster.start_worker(id, |b| b.concurrency(2)).await;
+    }
+}
+
+fn revoked_total(cluster: &Cluster) -> u64 {
+    cluster.workers.iter().map(|w| w.stats().revoked).sum()
+}
+
+#[tokio::test]
+async fn a_queued_task_revoked_before_any_worker_runs_never_runs() {
+    let mut cluster = Cluster::new("ctl-queued").await;
+    let handle = cluster
+        .producer
+        .send::<Sleep>(&10, &SendOptions::new())
+        .await
+        .unwrap();
+    let done = cluster
+        .producer
+        .revoke(
+            &[handle.id().to_string()],
+            &RevokeOptions::new().timeout(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap();
+    assert!(done.stored, "the revocation is in the store");
+    assert!(
+        matches!(
+            handle.wait(Duration::from_secs(1)).await,
+            Err(Error::TaskRevoked { .. })
+        ),
+        "a handle on a queued task answers at once"
+    );
+    three_workers(&mut cluster).await;
+    until("a worker acked the revoked task", || {
+        revoked_total(&cluster) == 1
+    })
+    .await;
+    assert!(!cluster.runs.has_started(handle.id()));
+    let metrics: String = cluster.workers.iter().map(|w| w.metrics()).collect();
+    assert!(
+        metrics.contains("celeriac_tasks_revoked_total{queue=\"default\",task=\"test.sleep\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(handle.status().await.unwrap(), Some(TaskState::Revoked));
+}
+
+#[tokio::test]
+async fn a_delayed_task_revoked_while_it_waits_never_runs() {
+    let mut cluster = Cluster::new("ctl-delayed").await;
+    three_workers(&mut cluster).await;
+    let delayed = cluster
+        .producer
+        .send::<Sleep>(
+            &10,
+            &SendOptions::new().countdown(Duration::from_millis(1500)),
+        )
+        .await
+        .unwrap();
+    let control = cluster
+        .producer
+        .send::<Sleep>(
+            &10,
+            &SendOptions::new().countdown(Duration::from_millis(1500)),
+        )
+        .await
+        .unwrap();
+    cluster
+        .producer
+        .revoke(&[delayed.id().to_string()], &RevokeOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        control.wait(WAIT).await.unwrap(),
+        10,
+        "the other delayed task ran"
+    );
+    until(
+        "the revoked task came out of its delay and was acked",
+        || revoked_total(&cluster) == 1,
+    )
+    .await;
+    assert!(matches!(
+        delayed.wait(WAIT).await,
+        Err(Error::TaskRevoked { .. })
+    ));
+    assert!(!cluster.runs.has_started(delayed.id()));
+}
+
+#[tokio::test]
+async fn terminate_cancels_a_running_handler() {
+    let mut cluster = Cluster::new("ctl-term-rust").await;
+    three_workers(&mut cluster).await;
+    let handle = cluster
+        .producer
+        .send::<Sleep>(&60_000, &SendOptions::new())
+        .await
+        .unwrap();
+    let runs = cluster.runs.clone();
+    until("the task runs", || runs.has_started(handle.id())).await;
+    let started = std::time::Instant::now();
+    let done = cluster
+        .producer
+        .revoke(
+            &[handle.id().to_string()],
+            &RevokeOptions::new().terminate(KillSignal::Term),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.replies.replies.len(), 3, "every worker acknowledged");
+    assert!(matches!(
+        handle.wait(WAIT).await,
+        Err(Error::TaskRevoked { .. })
+    ));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        runs.cancelled.lock().unwrap().contains(&handle.id()),
+        "the handler saw its cancellation"
+    );
+    until("the run is counted as revoked", || {
+        revoked_total(&cluster) == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn terminate_signals_a_running_program() {
+    let mut cluster = Cluster::new("ctl-term-exec").await;
+    three_workers(&mut cluster).await;
+    let marker = celeriac_tests::record_file("ctl-term-exec");
+    let script =
+        "trap 'echo got-term > \"$1\"; exit 3' TERM; echo started > \"$1\"; sleep 30 & wait";
+    let spec = ExecSpec::new("sh").args(["-c", script, "sh", marker.to_str().unwrap()]);
+    let handle = cluster
+        .producer
+        .send::<Exec>(&ExecInput::new(spec, rmpv::Value::Nil), &SendOptions::new())
+        .await
+        .unwrap();
+    until("the program runs", || {
+        std::fs::read_to_string(&marker).is_ok_and(|s| s.contains("started"))
+    })
+    .await;
+    cluster
+        .producer
+        .revoke(
+            &[handle.id().to_string()],
+            &RevokeOptions::new().terminate(KillSignal::Term),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        handle.wait(WAIT).await,
+        Err(Error::TaskRevoked { .. })
+    ));
+    let text = std::fs::read_to_string(&marker).unwrap();
+    assert!(
+        text.contains("got-term"),
+        "the program got SIGTERM: {text:?}"
+    );
+    let _ = std::fs::remove_file(&marker);
+}
+
+#[tokio::test]
+async fn a_workflow_revoked_mid_run_runs_nothing_more() {
+    let mut cluster = Cluster::new("ctl-flow").await;
+    three_workers(&mut cluster).await;
+    let canvas = chain([
+        Signature::new::<Sleep>(&800).unwrap(),
+        Signature::callback::<Sleep>(),
+        Signature::callback::<Sleep>(),
+    ]);
+    let flow = cluster.producer.submit_canvas(&canvas).await.unwrap();
+    let runs = cluster.runs.clone();
+    until("the first node runs", || runs.count() == 1).await;
+    flow.revoke(&RevokeOptions::new()).await.unwrap();
+    assert!(
+        flow.wait(WAIT).await.is_err(),
+        "the workflow does not succeed"
+    );
+    let status = flow.status().await.unwrap().unwrap();
+    let progress: Vec<NodeProgress> = status.nodes.iter().map(|n| n.progress).collect();
+    assert_eq!(
+        runs.count(),
+        1,
+        "no node after the revocation ran: {progress:?}"
+    );
+    assert!(progress.contains(&NodeProgress::Skipped), "{progress:?}");
+    let states: Vec<Option<TaskState>> = status
+        .nodes
+        .iter()
+        .map(|n| n.record.as_ref().map(|r| r.state))
+        .collect();
+    assert!(states.contains(&Some(TaskState::Revoked)), "{states:?}");
+    let _ = Arc::clone(&runs);
+}
