@@ -21,6 +21,7 @@
 //! | channel `{ns}:done:{task id}` | pub/sub | the final state, when reached |
 
 mod batch;
+pub(crate) mod index;
 mod scripts;
 mod waiters;
 
@@ -487,6 +488,7 @@ impl RedisStore {
         if update.state.is_terminal() {
             cmds.push(Cmd::publish(self.channel(update.id), update.state.as_str()));
         }
+        index::task_cmds(self, update, cmds);
         Ok(())
     }
 
@@ -645,6 +647,7 @@ impl Store for RedisStore {
         }
         let ttl = Self::ttl_ms(self.inner.settings.result_ttl);
         let mut pipe = redis::pipe();
+        index::tasks_pipe(self, updates, &mut pipe);
         // A producer's `queued` for a task sent without a key needs no
         // script: its mark is one field set only if unset (the first
         // send's wins), and reading the record applies it by the usual
@@ -870,6 +873,7 @@ impl Store for RedisStore {
             &self.workflow_keys(workflow.id),
             args,
         );
+        index::workflow_pipe(self, workflow.id, &mut pipe);
         let (created,): (i64,) = self.run("create_workflow", &pipe).await?;
         Ok(created == 1)
     }

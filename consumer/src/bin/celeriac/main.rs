@@ -32,6 +32,7 @@ macro_rules! outln {
 }
 
 mod beat;
+mod dashboard;
 mod run;
 mod send;
 mod signing;
@@ -138,6 +139,9 @@ enum Command {
     /// Submit the scheduled flows of YAML files at their ticks (interval or
     /// cron), once per tick across any number of replicas, until SIGTERM.
     Beat(beat::BeatArgs),
+    /// Serve the web dashboard (queues, tasks, workflows, dead letters,
+    /// workers): `celeriac dashboard --listen 127.0.0.1:8080`.
+    Dashboard(dashboard::DashboardArgs),
     /// Show a task's state, attempts, timings, worker, error and result, or
     /// a workflow's state and every node's progress, attempts and error.
     Status {
@@ -251,6 +255,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Status { id, json } => status::run(&global, &id, json).await,
         Command::Send(args) => send::run(&global, &args).await,
         Command::Beat(args) => beat::run(&global, &args).await,
+        Command::Dashboard(args) => dashboard::run(&global, &args).await,
         Command::Run(args) => run::run(&args).await,
         Command::Submit(args) => submit::run(&global, &args).await,
     }
