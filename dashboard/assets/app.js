@@ -24,6 +24,11 @@ function h(tag, attrs, ...children) {
   append(el, children);
   return el;
 }
+/** Replaces an element's children (null and false are skipped). */
+function fill(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+}
 function append(el, children) {
   for (const c of children.flat()) {
     if (c === null || c === undefined || c === false) continue;
@@ -93,10 +98,11 @@ function json(value) { return h("pre", { class: "json" }, JSON.stringify(value, 
 function emptyRow(cols, title, text) {
   return h("tr", {}, h("td", { colspan: cols, class: "empty" }, h("strong", {}, title), text || ""));
 }
+/** A table; `rows` is an array of rows or a tbody the caller refreshes. */
 function table(head, rows, id) {
+  const body = rows instanceof Element && rows.tagName === "TBODY" ? rows : h("tbody", {}, rows);
   return h("div", { class: "table-wrap" }, h("table", { id: id || null },
-    h("thead", {}, h("tr", {}, head.map((c) => typeof c === "string" ? h("th", {}, c) : c))),
-    h("tbody", {}, rows)));
+    h("thead", {}, h("tr", {}, head.map((c) => typeof c === "string" ? h("th", {}, c) : c))), body));
 }
 function pageHead(title, sub, right) {
   return h("div", { class: "page-head" }, h("div", {}, h("h1", {}, title), sub ? h("div", { class: "sub" }, sub) : null), right || null);
@@ -118,9 +124,9 @@ function readOnlyTitle() { return config.read_only ? (config.read_only_reason ||
 function confirmDialog(title, text, items, confirmLabel, danger) {
   return new Promise((resolve) => {
     const modal = document.getElementById("modal");
-    const close = (answer) => { modal.hidden = true; modal.replaceChildren(); resolve(answer); };
+    const close = (answer) => { modal.hidden = true; fill(modal); resolve(answer); };
     const ok = h("button", { class: "btn " + (danger ? "danger solid" : "primary"), id: "confirm-ok", onclick: () => close(true) }, confirmLabel);
-    modal.replaceChildren(h("div", { class: "dialog", role: "dialog", "aria-modal": "true" },
+    fill(modal, h("div", { class: "dialog", role: "dialog", "aria-modal": "true" },
       h("h3", {}, title), h("p", {}, text),
       items && items.length ? h("ul", {}, items.slice(0, 50).map((i) => h("li", {}, i)), items.length > 50 ? h("li", {}, `… and ${items.length - 50} more`) : null) : null,
       h("div", { class: "actions" }, h("button", { class: "btn", id: "confirm-cancel", onclick: () => close(false) }, "Cancel"), ok)));
@@ -169,7 +175,7 @@ async function viewQueues(main) {
   const stats = h("div", { class: "stats" });
   const note = h("div");
   const body = h("tbody");
-  main.replaceChildren(pageHead("Queues", "Every work queue of the namespace, with its dead-letter queue."), note, stats,
+  fill(main, pageHead("Queues", "Every work queue of the namespace, with its dead-letter queue."), note, stats,
     h("div", { class: "card flush" }, h("div", { class: "table-wrap" }, h("table", { id: "queues" },
       h("thead", {}, h("tr", {}, h("th", {}, "Queue"), h("th", { class: "num" }, "Messages"), h("th", { class: "num" }, "Ready"),
         h("th", { class: "num" }, "Unacked"), h("th", { class: "num" }, "Consumers"), h("th", { class: "num" }, "In"),
@@ -178,15 +184,15 @@ async function viewQueues(main) {
     const data = await api("/api/queues");
     const total = (k) => data.queues.reduce((a, q) => a + (q[k] || 0), 0);
     const idle = data.queues.filter((q) => q.exists && q.messages > 0 && q.consumers === 0).length;
-    stats.replaceChildren(
+    fill(stats, 
       h("div", { class: "stat" }, h("div", { class: "label" }, "Queues"), h("div", { class: "value" }, fmtNum(data.queues.length))),
       h("div", { class: "stat" }, h("div", { class: "label" }, "Messages waiting"), h("div", { class: "value" }, fmtNum(total("messages")))),
       h("div", { class: "stat" }, h("div", { class: "label" }, "Consumers"), h("div", { class: "value" }, fmtNum(total("consumers")))),
       h("div", { class: "stat" + (total("dead_letters") > 0 ? " bad" : "") }, h("div", { class: "label" }, "Dead letters"), h("div", { class: "value" }, fmtNum(total("dead_letters")))));
-    note.replaceChildren(
+    fill(note, 
       data.source === "amqp" ? h("div", { class: "banner info" }, "Read with passive declares of the known queues (no management API" + (data.note ? ": " + data.note : "") + "); unacked counts and message rates need the management plugin.") : null,
       idle ? h("div", { class: "banner warn" }, `${idle} queue${idle > 1 ? "s have" : " has"} messages and no consumers.`) : null);
-    body.replaceChildren(...(data.queues.length ? data.queues.map((q) => h("tr", { "data-queue": q.queue },
+    fill(body, ...(data.queues.length ? data.queues.map((q) => h("tr", { "data-queue": q.queue },
       h("td", {}, h("strong", {}, q.queue), h("div", { class: "muted mono" }, q.broker_queue),
         q.exists ? null : h("span", { class: "badge warn" }, "no work queue"),
         q.exists && q.messages > 0 && q.consumers === 0 ? h("span", { class: "badge warn" }, "no consumers") : null),
@@ -227,8 +233,8 @@ async function viewTasks(main, _rest, params) {
     h("button", { class: "btn", type: "button", onclick: () => { window.location.hash = "#/tasks"; } }, "Clear"));
   const body = h("tbody");
   const foot = h("div", { class: "muted", style: null });
-  main.replaceChildren(pageHead("Tasks", "The most recently updated tasks, newest first."), h("div", { class: "card" }, form),
-    h("div", { class: "card flush" }, table(["State", "Task", "Id", "Queue", "Worker", h("th", { class: "num" }, "Attempt"), "Updated", h("th", { class: "num" }, "Run time"), "Error"], [body], "tasks")),
+  fill(main, pageHead("Tasks", "The most recently updated tasks, newest first."), h("div", { class: "card" }, form),
+    h("div", { class: "card flush" }, table(["State", "Task", "Id", "Queue", "Worker", h("th", { class: "num" }, "Attempt"), "Updated", h("th", { class: "num" }, "Run time"), "Error"], body, "tasks")),
     foot);
   return async () => {
     const q = new URLSearchParams();
@@ -236,10 +242,10 @@ async function viewTasks(main, _rest, params) {
     if (params.get("range")) q.set("since", String(Date.now() - Number(params.get("range")) * 1000));
     q.set("limit", "100");
     const data = await api("/api/tasks?" + q);
-    body.replaceChildren(...(data.tasks.length ? data.tasks.map((t) => h("tr", { "data-id": t.id },
+    fill(body, ...(data.tasks.length ? data.tasks.map((t) => h("tr", { "data-id": t.id },
       h("td", {}, badge(t.state)), h("td", {}, h("strong", {}, t.task)),
-      h("td", { class: "nowrap" }, h("a", { class: "mono", href: "#/task/" + t.id, title: t.id }, shortId(t.id))),
-      h("td", {}, t.queue), h("td", { class: "mono" }, t.worker || "—"), h("td", { class: "num" }, t.attempt),
+      h("td", { class: "nowrap" }, h("a", { class: "mono", href: "#/task/" + t.id }, t.id)),
+      h("td", {}, t.queue), h("td", { class: "mono nowrap" }, t.worker || "—"), h("td", { class: "num" }, t.attempt),
       h("td", { class: "nowrap" }, when(t.updated_at)), h("td", { class: "num nowrap" }, duration(t.runtime_ms)),
       h("td", { class: "err", title: t.error ? t.error.type + ": " + t.error.message : null }, t.error ? t.error.type + ": " + t.error.message : "")))
       : [emptyRow(9, "No tasks match", "Tasks appear here once they are sent or run.")]));
@@ -250,11 +256,11 @@ async function viewTasks(main, _rest, params) {
 async function viewTask(main, rest) {
   const id = rest[0] || "";
   const box = h("div");
-  main.replaceChildren(box);
+  fill(main, box);
   return async () => {
     let t;
     try { t = await api("/api/tasks/" + encodeURIComponent(id)); } catch (e) {
-      box.replaceChildren(pageHead("Task"), e.status === 404 ? h("div", { class: "card empty" }, h("strong", {}, "Unknown task"), e.message) : errorBanner(e));
+      fill(box, pageHead("Task"), e.status === 404 ? h("div", { class: "card empty" }, h("strong", {}, "Unknown task"), e.message) : errorBanner(e));
       return;
     }
     const revoke = h("button", {
@@ -266,7 +272,7 @@ async function viewTask(main, rest) {
       },
     }, "Revoke");
     const dead = t.state === "failed" ? h("a", { class: "btn primary", id: "to-dead-letter", href: `#/dead-letter/${encodeURIComponent(t.queue)}/${t.id}` }, "Open its dead letter to replay") : null;
-    box.replaceChildren(
+    fill(box, 
       pageHead(h("span", {}, t.task, " ", badge(t.state)), h("span", { class: "id-line" }, t.id), h("div", { class: "actions" }, dead, revoke)),
       t.error ? h("div", { class: "error-box", id: "task-error" }, h("div", { class: "type" }, t.error.type), h("pre", {}, t.error.message)) : null,
       h("div", { class: "card" }, h("div", { class: "grid" },
@@ -275,10 +281,10 @@ async function viewTask(main, rest) {
         field("Created", fmtTime(t.created_at)), field("Queued", fmtTime(t.queued_at)),
         field("Started", fmtTime(t.started_at)), field("Finished", fmtTime(t.finished_at)),
         field("Run time", duration(t.runtime_ms)), field("Idempotency key", t.idempotency_key ? h("span", { class: "mono" }, t.idempotency_key) : null),
-        field("Workflow", t.workflow_id ? h("a", { class: "mono", href: "#/workflow/" + t.workflow_id }, shortId(t.workflow_id)) : null))),
+        field("Workflow", t.workflow_id ? h("a", { class: "mono", href: "#/workflow/" + t.workflow_id }, t.workflow_id) : null))),
       h("div", { class: "card flush" }, h("h2", {}, "History"), table(["Time", "State", h("th", { class: "num" }, "Attempt"), "Worker", "Error"],
         t.history.length ? t.history.map((x) => h("tr", {}, h("td", { class: "nowrap mono" }, fmtTime(x.at)), h("td", {}, badge(x.state)),
-          h("td", { class: "num" }, x.attempt), h("td", { class: "mono" }, x.worker || "—"),
+          h("td", { class: "num" }, x.attempt), h("td", { class: "mono nowrap" }, x.worker || "—"),
           h("td", { class: "err", title: x.error ? x.error.message : null }, x.error ? x.error.type + ": " + x.error.message : "")))
           : [emptyRow(5, "No history", "Only the producer has written so far.")], "history")),
       h("div", { class: "card" }, h("h2", {}, "Result"), t.result === null ? h("p", { class: "muted" }, t.state === "succeeded" ? "No stored result (the task opted out)." : "No result yet.") : json(t.result)));
@@ -296,12 +302,12 @@ function progressBar(w) {
 
 async function viewWorkflows(main) {
   const body = h("tbody");
-  main.replaceChildren(pageHead("Workflows", "The most recently submitted workflows."),
-    h("div", { class: "card flush" }, table(["State", "Id", h("th", { class: "num" }, "Nodes"), h("th", { class: "num" }, "Succeeded"), h("th", { class: "num" }, "Failed"), h("th", { class: "num" }, "Remaining"), "Progress", "Submitted", "Finished"], [body], "workflows")));
+  fill(main, pageHead("Workflows", "The most recently submitted workflows."),
+    h("div", { class: "card flush" }, table(["State", "Id", h("th", { class: "num" }, "Nodes"), h("th", { class: "num" }, "Succeeded"), h("th", { class: "num" }, "Failed"), h("th", { class: "num" }, "Remaining"), "Progress", "Submitted", "Finished"], body, "workflows")));
   return async () => {
     const data = await api("/api/workflows?limit=50");
-    body.replaceChildren(...(data.workflows.length ? data.workflows.map((w) => h("tr", { "data-id": w.id },
-      h("td", {}, badge(w.state === "running" ? "running" : w.state)), h("td", {}, h("a", { class: "mono", href: "#/workflow/" + w.id, title: w.id }, shortId(w.id))),
+    fill(body, ...(data.workflows.length ? data.workflows.map((w) => h("tr", { "data-id": w.id },
+      h("td", {}, badge(w.state === "running" ? "running" : w.state)), h("td", {}, h("a", { class: "mono", href: "#/workflow/" + w.id }, w.id)),
       h("td", { class: "num" }, w.nodes), h("td", { class: "num" }, w.succeeded), h("td", { class: "num" }, w.failed), h("td", { class: "num" }, w.remaining),
       h("td", {}, progressBar(w)), h("td", { class: "nowrap" }, when(w.created_at)), h("td", { class: "nowrap" }, w.finished_at ? when(w.finished_at) : "—")))
       : [emptyRow(9, "No workflows yet", "Submitted workflows and canvases appear here.")]));
@@ -364,25 +370,25 @@ async function viewWorkflow(main, rest) {
   const id = rest[0] || "";
   const head = h("div"), dag = h("div", { class: "dag" }), body = h("tbody");
   const legend = h("div", { class: "legend" }, ["waiting", "released", "started", "retrying", "succeeded", "failed", "skipped"].map((st) => badge(st)));
-  main.replaceChildren(head, h("div", { class: "card" }, h("h2", {}, "Graph"), dag, legend),
-    h("div", { class: "card flush" }, h("h2", {}, "Nodes"), table(["Node", "Task", "State", h("th", { class: "num" }, "Attempt"), "Worker", "Error"], [body], "nodes")));
+  fill(main, head, h("div", { class: "card" }, h("h2", {}, "Graph"), dag, legend),
+    h("div", { class: "card flush" }, h("h2", {}, "Nodes"), table(["Node", "Task", "State", h("th", { class: "num" }, "Attempt"), "Worker", "Error"], body, "nodes")));
   return async () => {
     let data;
     try { data = await api("/api/workflows/" + encodeURIComponent(id)); } catch (e) {
-      head.replaceChildren(pageHead("Workflow"), e.status === 404 ? h("div", { class: "card empty" }, h("strong", {}, "Unknown workflow"), e.message) : errorBanner(e));
+      fill(head, pageHead("Workflow"), e.status === 404 ? h("div", { class: "card empty" }, h("strong", {}, "Unknown workflow"), e.message) : errorBanner(e));
       return;
     }
     const w = data.workflow;
-    head.replaceChildren(pageHead(h("span", {}, "Workflow ", badge(w.state)), h("span", { class: "id-line" }, w.id)),
+    fill(head, pageHead(h("span", {}, "Workflow ", badge(w.state)), h("span", { class: "id-line" }, w.id)),
       h("div", { class: "stats" },
         h("div", { class: "stat" }, h("div", { class: "label" }, "Nodes"), h("div", { class: "value" }, fmtNum(w.nodes))),
         h("div", { class: "stat" }, h("div", { class: "label" }, "Succeeded"), h("div", { class: "value" }, fmtNum(w.succeeded))),
         h("div", { class: "stat" + (w.failed ? " bad" : "") }, h("div", { class: "label" }, "Failed"), h("div", { class: "value" }, fmtNum(w.failed))),
         h("div", { class: "stat" }, h("div", { class: "label" }, "Remaining"), h("div", { class: "value" }, fmtNum(w.remaining)))));
-    dag.replaceChildren(data.nodes.length > 400 ? h("p", { class: "muted" }, `${data.nodes.length} nodes: too many to draw; see the table.`) : drawDag(data.nodes));
-    body.replaceChildren(...data.nodes.slice().sort((a, b) => a.depth - b.depth || a.id.localeCompare(b.id, undefined, { numeric: true })).map((n) => h("tr", { "data-node": n.id },
+    fill(dag, data.nodes.length > 400 ? h("p", { class: "muted" }, `${data.nodes.length} nodes: too many to draw; see the table.`) : drawDag(data.nodes));
+    fill(body, ...data.nodes.slice().sort((a, b) => a.depth - b.depth || a.id.localeCompare(b.id, undefined, { numeric: true })).map((n) => h("tr", { "data-node": n.id },
       h("td", {}, h("a", { href: "#/task/" + n.task_id }, h("strong", {}, n.id))), h("td", {}, n.task || "—"), h("td", {}, badge(nodeState(n))),
-      h("td", { class: "num" }, n.attempt === null ? "—" : n.attempt), h("td", { class: "mono" }, n.worker || "—"),
+      h("td", { class: "num" }, n.attempt === null ? "—" : n.attempt), h("td", { class: "mono nowrap" }, n.worker || "—"),
       h("td", { class: "err", title: n.error ? n.error.message : null }, n.error ? n.error.type + ": " + n.error.message : ""))));
   };
 }
@@ -429,23 +435,23 @@ async function viewDeadLetters(main, _rest, params) {
     toast(summary.join("; "));
     await refresh();
   }
-  main.replaceChildren(pageHead("Dead letters", "Tasks that failed for good. Inspect them, replay them to their queue, or delete them."),
+  fill(main, pageHead("Dead letters", "Tasks that failed for good. Inspect them, replay them to their queue, or delete them."),
     note, tabs,
     h("div", { class: "card flush" }, h("div", { class: "toolbar" }, replayBtn, deleteBtn, h("span", { class: "spacer" }), h("span", { class: "muted", id: "dl-count" })),
-      table([h("th", { class: "check" }, all), "Task id", "Task", "Queue", "Reason", "Error", "Failed", h("th", { class: "num" }, "Attempts"), h("th", { class: "num" }, "Replays")], [body], "dead-letters")));
+      table([h("th", { class: "check" }, all), "Task id", "Task", "Queue", "Reason", "Error", "Failed", h("th", { class: "num" }, "Attempts"), h("th", { class: "num" }, "Replays")], body, "dead-letters")));
   const refresh = async () => {
     const data = await api("/api/dead-letters?limit=200" + (queue ? "&queue=" + encodeURIComponent(queue) : ""));
     letters = data.letters;
     const known = new Set(letters.map(key));
     for (const k of [...selected]) if (!known.has(k)) selected.delete(k);
     const total = data.queues.reduce((a, q) => a + q.depth, 0);
-    tabs.replaceChildren(h("a", { href: "#/dead-letters", class: queue ? "" : "active" }, `All queues (${total})`),
+    fill(tabs, h("a", { href: "#/dead-letters", class: queue ? "" : "active" }, `All queues (${total})`),
       ...data.queues.map((q) => h("a", { href: "#/dead-letters?queue=" + encodeURIComponent(q.queue), class: queue === q.queue ? "active" : "" }, `${q.queue} (${q.depth})`)));
-    note.replaceChildren(config.read_only ? h("div", { class: "banner warn" }, config.read_only_reason) : null);
+    fill(note, config.read_only ? h("div", { class: "banner warn" }, config.read_only_reason) : null);
     document.getElementById("dl-count").textContent = `${letters.length} shown` + (data.truncated ? ` (first ${data.limit} per queue)` : "");
-    body.replaceChildren(...(letters.length ? letters.map((l) => h("tr", { "data-id": l.task_id },
+    fill(body, ...(letters.length ? letters.map((l) => h("tr", { "data-id": l.task_id },
       h("td", { class: "check" }, h("input", { type: "checkbox", value: key(l), "aria-label": "select " + l.task_id, onchange: (e) => { e.target.checked ? selected.add(key(l)) : selected.delete(key(l)); paint(); } })),
-      h("td", { class: "nowrap" }, h("a", { class: "mono", href: `#/dead-letter/${encodeURIComponent(l.dlq_queue)}/${l.task_id}`, title: l.task_id }, shortId(l.task_id))),
+      h("td", { class: "nowrap" }, h("a", { class: "mono", href: `#/dead-letter/${encodeURIComponent(l.dlq_queue)}/${l.task_id}` }, l.task_id)),
       h("td", {}, h("strong", {}, l.task || "—")), h("td", {}, l.queue), h("td", {}, badge(l.reason === "failed" || l.reason === "rejected" ? "failed" : "warn", l.reason || "—")),
       h("td", { class: "err", title: l.error_message || null }, l.error_type ? l.error_type + ": " + (l.error_message || "") : ""),
       h("td", { class: "nowrap" }, when(l.failed_at)), h("td", { class: "num" }, fmtNum(l.attempts)), h("td", { class: "num" }, fmtNum(l.replay_count))))
@@ -459,10 +465,10 @@ async function viewDeadLetters(main, _rest, params) {
 async function viewDeadLetter(main, rest) {
   const [queue, id] = rest;
   const box = h("div", {}, h("p", { class: "muted" }, "Reading the dead-letter queue…"));
-  main.replaceChildren(box);
+  fill(main, box);
   let d;
   try { d = await api(`/api/dead-letters/${encodeURIComponent(queue)}/${encodeURIComponent(id)}`); } catch (e) {
-    box.replaceChildren(pageHead("Dead letter"), e.status === 404 ? h("div", { class: "card empty", id: "dl-gone" }, h("strong", {}, "Not in the dead-letter queue"), e.message, " ", h("a", { href: "#/task/" + id }, "See the task's record.")) : errorBanner(e));
+    fill(box, pageHead("Dead letter"), e.status === 404 ? h("div", { class: "card empty", id: "dl-gone" }, h("strong", {}, "Not in the dead-letter queue"), e.message, " ", h("a", { href: "#/task/" + id }, "See the task's record.")) : errorBanner(e));
     return null;
   }
   const run = async (action) => {
@@ -476,7 +482,7 @@ async function viewDeadLetter(main, rest) {
     } catch (e) { toast(e.message, true); }
   };
   const headers = Object.entries(d.headers || {});
-  box.replaceChildren(
+  fill(box, 
     pageHead(h("span", {}, d.task || "Dead letter", " ", badge("failed", d.reason || "dead letter")), h("span", { class: "id-line" }, d.task_id),
       h("div", { class: "actions" },
         h("button", { class: "btn primary", id: "replay-one", disabled: config.read_only, title: readOnlyTitle(), onclick: () => run("replay") }, "Replay"),
@@ -497,15 +503,15 @@ async function viewDeadLetter(main, rest) {
 
 async function viewWorkers(main) {
   const beats = h("div"), body = h("tbody");
-  main.replaceChildren(pageHead("Workers", "Live workers from their heartbeats, and the workers seen in recent tasks."), beats,
-    h("div", { class: "card flush" }, h("h2", {}, "Seen in recent tasks"), table(["Worker", "Last seen", h("th", { class: "num" }, "Running"), h("th", { class: "num" }, "Succeeded"), h("th", { class: "num" }, "Failed"), h("th", { class: "num" }, "Retrying"), "Queues"], [body], "seen")));
+  fill(main, pageHead("Workers", "Live workers from their heartbeats, and the workers seen in recent tasks."), beats,
+    h("div", { class: "card flush" }, h("h2", {}, "Seen in recent tasks"), table(["Worker", "Last seen", h("th", { class: "num" }, "Running"), h("th", { class: "num" }, "Succeeded"), h("th", { class: "num" }, "Failed"), h("th", { class: "num" }, "Retrying"), "Queues"], body, "seen")));
   return async () => {
     const data = await api("/api/workers");
     if (data.heartbeats === null) {
-      beats.replaceChildren(h("div", { class: "banner info", id: "no-heartbeats" }, "No heartbeat data" + (data.heartbeat_error ? ": " + data.heartbeat_error : "") + ". Live status appears here once workers publish heartbeats; below are the workers seen in recent tasks."));
+      fill(beats, h("div", { class: "banner info", id: "no-heartbeats" }, "No heartbeat data" + (data.heartbeat_error ? ": " + data.heartbeat_error : "") + ". Live status appears here once workers publish heartbeats; below are the workers seen in recent tasks."));
     } else {
       const now = Date.now();
-      beats.replaceChildren(h("div", { class: "card flush" }, h("h2", {}, "Live"), table(["Worker", "Status", "Host", h("th", { class: "num" }, "PID"), "Queues", h("th", { class: "num" }, "Running"), h("th", { class: "num" }, "Processed"), "Up since", "Heartbeat", "Version"],
+      fill(beats, h("div", { class: "card flush" }, h("h2", {}, "Live"), table(["Worker", "Status", "Host", h("th", { class: "num" }, "PID"), "Queues", h("th", { class: "num" }, "Running"), h("th", { class: "num" }, "Processed"), "Up since", "Heartbeat", "Version"],
         data.heartbeats.length ? data.heartbeats.map((w) => {
           const late = now - w.at > 3 * (w.heartbeat_ms || 2000);
           return h("tr", {}, h("td", { class: "mono" }, w.worker), h("td", {}, badge(late ? "late" : "online", late ? "late" : "online")), h("td", {}, w.hostname),
@@ -513,7 +519,7 @@ async function viewWorkers(main) {
             h("td", { class: "num" }, fmtNum(w.processed)), h("td", { class: "nowrap" }, when(w.started_at)), h("td", { class: "nowrap" }, when(w.at)), h("td", {}, w.version));
         }) : [emptyRow(10, "No live workers", "No heartbeat arrived recently.")], "heartbeats")));
     }
-    body.replaceChildren(...(data.seen.length ? data.seen.map((w) => h("tr", {}, h("td", { class: "mono" }, w.worker), h("td", { class: "nowrap" }, when(w.last_seen)),
+    fill(body, ...(data.seen.length ? data.seen.map((w) => h("tr", {}, h("td", { class: "mono" }, w.worker), h("td", { class: "nowrap" }, when(w.last_seen)),
       h("td", { class: "num" }, w.running), h("td", { class: "num" }, w.succeeded), h("td", { class: "num" }, countBadge(w.failed, true)), h("td", { class: "num" }, w.retrying), h("td", {}, w.queues.join(", "))))
       : [emptyRow(7, "No workers seen", "No recent task was run by a worker.")]));
   };
@@ -531,8 +537,8 @@ document.getElementById("find").addEventListener("submit", async (event) => {
   const input = document.getElementById("find-id");
   const id = input.value.trim();
   if (!id) return;
-  try { await api("/api/tasks/" + encodeURIComponent(id)); window.location.hash = "#/task/" + id; return; } catch (e) { if (e.status !== 404) { toast(e.message, true); return; } }
-  try { await api("/api/workflows/" + encodeURIComponent(id)); window.location.hash = "#/workflow/" + id; return; } catch (e) { /* neither */ }
+  try { await api("/api/tasks/" + encodeURIComponent(id)); input.value = ""; input.blur(); window.location.hash = "#/task/" + id; return; } catch (e) { if (e.status !== 404) { toast(e.message, true); return; } }
+  try { await api("/api/workflows/" + encodeURIComponent(id)); input.value = ""; input.blur(); window.location.hash = "#/workflow/" + id; return; } catch (e) { /* neither */ }
   toast(`No task or workflow ${id} in the store (unknown, or expired).`, true);
 });
 

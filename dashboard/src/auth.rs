@@ -140,7 +140,10 @@ fn read(path: &Path) -> Result<String> {
 /// their lengths: their digests are compared).
 pub fn same(a: &[u8], b: &[u8]) -> bool {
     let (da, db) = (Sha256::digest(a), Sha256::digest(b));
-    da.iter().zip(db.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    da.iter()
+        .zip(db.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// The login cookie's value for `token`: a digest, so that the cookie
@@ -290,9 +293,15 @@ mod tests {
 
     #[test]
     fn a_foreign_origin_is_refused() {
-        let own = headers(&[("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080")]);
+        let own = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://127.0.0.1:8080"),
+        ]);
         assert!(same_origin(&own));
-        let foreign = headers(&[("host", "127.0.0.1:8080"), ("origin", "http://evil.example")]);
+        let foreign = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://evil.example"),
+        ]);
         assert!(!same_origin(&foreign));
         let null = headers(&[("host", "127.0.0.1:8080"), ("origin", "null")]);
         assert!(!same_origin(&null));
@@ -316,7 +325,10 @@ mod tests {
             }
         );
         std::fs::write(&basic, "nopassword\n").expect("write");
-        assert!(matches!(Login::basic_auth_file(&basic), Err(Error::Config(_))));
+        assert!(matches!(
+            Login::basic_auth_file(&basic),
+            Err(Error::Config(_))
+        ));
         assert!(matches!(
             Login::token_file(&dir.join("missing")),
             Err(Error::Config(_))

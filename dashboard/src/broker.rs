@@ -38,7 +38,8 @@ impl Broker {
                 }
             }
         }
-        let props = ConnectionProperties::default().with_connection_name("celeriac-dashboard".into());
+        let props =
+            ConnectionProperties::default().with_connection_name("celeriac-dashboard".into());
         let url = celeriac_producer::redact_url(&self.url);
         let connection = tokio::time::timeout(
             CONNECT_TIMEOUT,

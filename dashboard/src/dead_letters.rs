@@ -125,7 +125,9 @@ pub(crate) async fn show(app: &App, queue: &str, id: &str) -> Result<Value> {
     let channel = app.broker.channel().await?;
     let dlq = app.topology.dead_letter_queue(queue);
     if queue_length(&channel, &dlq).await.is_err() {
-        return Err(Error::NotFound(format!("queue {queue:?} has no dead-letter queue ({dlq})")));
+        return Err(Error::NotFound(format!(
+            "queue {queue:?} has no dead-letter queue ({dlq})"
+        )));
     }
     let mut scan = DlqScan::start(&channel, &app.topology, queue).await?;
     let mut found = None;
@@ -139,9 +141,8 @@ pub(crate) async fn show(app: &App, queue: &str, id: &str) -> Result<Value> {
     }
     scan.finish().await?;
     broker::close(channel).await;
-    let dl = found.ok_or_else(|| {
-        Error::NotFound(format!("no dead letter of task {id} in {dlq}"))
-    })?;
+    let dl =
+        found.ok_or_else(|| Error::NotFound(format!("no dead letter of task {id} in {dlq}")))?;
     let mut value = record::full(&dl);
     if let Value::Object(map) = &mut value {
         let input = dl
@@ -157,7 +158,9 @@ pub(crate) async fn show(app: &App, queue: &str, id: &str) -> Result<Value> {
 pub(crate) async fn act(app: &App, selection: &Selection, action: Action) -> Result<Value> {
     check_queue(&selection.queue)?;
     if selection.ids.is_empty() {
-        return Err(Error::BadRequest("select at least one dead letter (`ids`)".into()));
+        return Err(Error::BadRequest(
+            "select at least one dead letter (`ids`)".into(),
+        ));
     }
     if selection.ids.len() > MAX_SELECTION {
         return Err(Error::BadRequest(format!(

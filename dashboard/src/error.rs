@@ -70,6 +70,10 @@ impl IntoResponse for Error {
         if status.is_server_error() {
             tracing::warn!("request failed: {self}");
         }
-        (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
     }
 }

@@ -60,16 +60,17 @@ pub(crate) async fn queues(management: &Management) -> Result<Vec<QueueInfo>, St
         match uri.scheme_str() {
             Some("http") => get(Client::builder(TokioExecutor::new()).build_http(), request).await,
             Some("https") => {
-                let config = management
-                    .tls
-                    .rustls_config()
-                    .map_err(|e| e.to_string())?;
+                let config = management.tls.rustls_config().map_err(|e| e.to_string())?;
                 let connector = hyper_rustls::HttpsConnectorBuilder::new()
                     .with_tls_config((*config).clone())
                     .https_only()
                     .enable_http1()
                     .build();
-                get(Client::builder(TokioExecutor::new()).build(connector), request).await
+                get(
+                    Client::builder(TokioExecutor::new()).build(connector),
+                    request,
+                )
+                .await
             }
             _ => Err("only http:// and https:// management URLs are supported".to_owned()),
         }

@@ -164,7 +164,12 @@ async fn from_management(app: &App, infos: Vec<management::QueueInfo>) -> Result
     // from the API.
     let names: Vec<String> = rows
         .keys()
-        .flat_map(|q| [app.topology.work_queue(q), app.topology.dead_letter_queue(q)])
+        .flat_map(|q| {
+            [
+                app.topology.work_queue(q),
+                app.topology.dead_letter_queue(q),
+            ]
+        })
         .collect();
     let declared = declare_passive_many(app, &names).await?;
     let exact: HashMap<&str, Option<(u64, u64)>> =
@@ -270,7 +275,12 @@ async fn from_amqp(app: &App, note: Option<String>) -> Result<QueuesView> {
     let known: Vec<String> = known_queues(app).await.into_iter().collect();
     let names: Vec<String> = known
         .iter()
-        .flat_map(|q| [app.topology.work_queue(q), app.topology.dead_letter_queue(q)])
+        .flat_map(|q| {
+            [
+                app.topology.work_queue(q),
+                app.topology.dead_letter_queue(q),
+            ]
+        })
         .collect();
     let declared = declare_passive_many(app, &names).await?;
     let mut rows = BTreeMap::new();
@@ -306,9 +316,15 @@ mod tests {
     #[test]
     fn rates_come_from_successive_samples() {
         let samples = Samples::default();
-        assert_eq!(samples.rates("q", 10, Some(100), Some(50)), (None, None, None));
+        assert_eq!(
+            samples.rates("q", 10, Some(100), Some(50)),
+            (None, None, None)
+        );
         // Too soon: the previous rates again.
-        assert_eq!(samples.rates("q", 20, Some(200), Some(60)), (None, None, None));
+        assert_eq!(
+            samples.rates("q", 20, Some(200), Some(60)),
+            (None, None, None)
+        );
         if let Ok(mut map) = samples.0.lock() {
             if let Some(s) = map.get_mut("q") {
                 s.at -= std::time::Duration::from_secs(2);

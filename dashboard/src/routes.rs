@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS};
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, SET_COOKIE, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
+};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -44,12 +47,27 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/login", get(login_page))
-        .route("/assets/app.js", get(|| asset(APP_JS, "text/javascript; charset=utf-8")))
-        .route("/assets/login.js", get(|| asset(LOGIN_JS, "text/javascript; charset=utf-8")))
-        .route("/assets/app.css", get(|| asset(APP_CSS, "text/css; charset=utf-8")))
-        .route("/assets/favicon.svg", get(|| asset(FAVICON, "image/svg+xml")))
+        .route(
+            "/assets/app.js",
+            get(|| asset(APP_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/assets/login.js",
+            get(|| asset(LOGIN_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/assets/app.css",
+            get(|| asset(APP_CSS, "text/css; charset=utf-8")),
+        )
+        .route(
+            "/assets/favicon.svg",
+            get(|| asset(FAVICON, "image/svg+xml")),
+        )
         .merge(api)
-        .layer(axum::middleware::from_fn_with_state(app.clone(), auth::guard))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::guard,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
 }
@@ -62,7 +80,8 @@ async fn security_headers(mut response: Response) -> Response {
     );
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.entry(CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    h.entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     response
 }
 
@@ -159,14 +178,24 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
 }
 
-async fn dead_letter_replay(State(app): State<Arc<App>>, bytes: axum::body::Bytes) -> Result<Json<Value>> {
+async fn dead_letter_replay(
+    State(app): State<Arc<App>>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<Value>> {
     let selection: Selection = body(&bytes)?;
-    dead_letters::act(&app, &selection, Action::Replay).await.map(Json)
+    dead_letters::act(&app, &selection, Action::Replay)
+        .await
+        .map(Json)
 }
 
-async fn dead_letter_delete(State(app): State<Arc<App>>, bytes: axum::body::Bytes) -> Result<Json<Value>> {
+async fn dead_letter_delete(
+    State(app): State<Arc<App>>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<Value>> {
     let selection: Selection = body(&bytes)?;
-    dead_letters::act(&app, &selection, Action::Delete).await.map(Json)
+    dead_letters::act(&app, &selection, Action::Delete)
+        .await
+        .map(Json)
 }
 
 async fn worker_list(State(app): State<Arc<App>>) -> Result<Json<Value>> {
@@ -182,11 +211,17 @@ struct LoginBody {
 /// token is right.
 async fn login(State(app): State<Arc<App>>, bytes: axum::body::Bytes) -> Result<Response> {
     let Some(Login::Token(token)) = &app.login else {
-        return Err(Error::BadRequest("this dashboard has no token login".into()));
+        return Err(Error::BadRequest(
+            "this dashboard has no token login".into(),
+        ));
     };
     let given: LoginBody = body(&bytes)?;
     if !auth::same(given.token.trim().as_bytes(), token.as_bytes()) {
-        return Ok((StatusCode::UNAUTHORIZED, Json(json!({"error": "wrong token"}))).into_response());
+        return Ok((
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "wrong token"})),
+        )
+            .into_response());
     }
     let cookie = format!(
         "{}={}; HttpOnly; SameSite=Strict; Path=/",
@@ -203,7 +238,10 @@ async fn login(State(app): State<Arc<App>>, bytes: axum::body::Bytes) -> Result<
 /// `POST /api/logout`: clears the session cookie.
 async fn logout() -> Response {
     let mut response = Json(json!({"ok": true})).into_response();
-    let cookie = format!("{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", auth::COOKIE_NAME);
+    let cookie = format!(
+        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+        auth::COOKIE_NAME
+    );
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(SET_COOKIE, value);
     }

@@ -81,7 +81,12 @@ impl ListParams {
                 })?;
             states.push(state);
         }
-        let text = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        let text = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
         Ok(TaskQuery {
             states,
             task: text(&self.task),
@@ -160,7 +165,9 @@ pub(crate) async fn detail(app: &App, id: &str) -> Result<Value> {
     let id = parse_id(id)?;
     let record = celeriac_schema::store::Store::get(&app.store, id)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("the store has no task {id} (unknown, or expired)")))?;
+        .ok_or_else(|| {
+            Error::NotFound(format!("the store has no task {id} (unknown, or expired)"))
+        })?;
     let mut value = record_json(&record);
     if let Value::Object(map) = &mut value {
         let history: Vec<Value> = record

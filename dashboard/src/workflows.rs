@@ -86,18 +86,21 @@ pub fn depths(dependencies: &HashMap<String, Vec<String>>) -> HashMap<String, us
 /// `GET /api/workflows/{id}`.
 pub(crate) async fn detail(app: &App, id: &str) -> Result<Value> {
     let id = parse_id(id)?;
-    let record = app
-        .store
-        .get_workflow(id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("the store has no workflow {id} (unknown, or expired)")))?;
+    let record = app.store.get_workflow(id).await?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "the store has no workflow {id} (unknown, or expired)"
+        ))
+    })?;
     let names: Vec<String> = record.progress.keys().cloned().collect();
     let defs = app.store.workflow_nodes(id, &names).await?;
     let deps: HashMap<String, Vec<String>> = names
         .iter()
         .zip(&defs)
         .map(|(name, def)| {
-            let d = def.as_ref().map(|n| n.dependencies.clone()).unwrap_or_default();
+            let d = def
+                .as_ref()
+                .map(|n| n.dependencies.clone())
+                .unwrap_or_default();
             (name.clone(), d)
         })
         .collect();
@@ -111,7 +114,11 @@ pub(crate) async fn detail(app: &App, id: &str) -> Result<Value> {
         } else {
             None
         };
-        let progress = record.progress.get(name).copied().unwrap_or(NodeProgress::Waiting);
+        let progress = record
+            .progress
+            .get(name)
+            .copied()
+            .unwrap_or(NodeProgress::Waiting);
         nodes.push(json!({
             "id": name,
             "task": def.as_ref().map(|n| n.task.clone()),

@@ -124,10 +124,7 @@ pub(super) fn workflow_pipe(store: &RedisStore, workflow: TaskId, pipe: &mut Pip
 impl TaskQuery {
     fn matches(&self, record: &TaskRecord) -> bool {
         (self.states.is_empty() || self.states.contains(&record.state))
-            && self
-                .task
-                .as_deref()
-                .is_none_or(|t| record.task.contains(t))
+            && self.task.as_deref().is_none_or(|t| record.task.contains(t))
             && self.queue.as_deref().is_none_or(|q| record.queue == q)
     }
 }

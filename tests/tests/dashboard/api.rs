@@ -53,7 +53,12 @@ async fn every_page_shows_what_was_sent() {
     for i in 0..3 {
         adds.push(s.producer.send::<Add>(&(i, 1), &opts).await.unwrap().id());
     }
-    let flaky = s.producer.send::<Flaky>(&"inv-1".to_owned(), &opts).await.unwrap().id();
+    let flaky = s
+        .producer
+        .send::<Flaky>(&"inv-1".to_owned(), &opts)
+        .await
+        .unwrap()
+        .id();
     let mut wf = Workflow::new();
     let arg = |a: i64| rmpv::Value::Array(vec![a.into(), 1.into()]);
     wf.push(Node::new("extract", "dash.add", arg(1)));
@@ -76,7 +81,10 @@ async fn every_page_shows_what_was_sent() {
         .find(|q| q["queue"] == "default")
         .unwrap_or_else(|| panic!("the default queue is listed: {queues}"))
         .clone();
-    assert_eq!(default["broker_queue"], format!("{}.q.default", s.ns.name()));
+    assert_eq!(
+        default["broker_queue"],
+        format!("{}.q.default", s.ns.name())
+    );
     assert!(default["consumers"].as_u64().unwrap() >= 1, "{default}");
     assert_eq!(default["dead_letters"], 1, "{default}");
     assert_eq!(default["messages"], 0, "{default}");
@@ -94,7 +102,10 @@ async fn every_page_shows_what_was_sent() {
         .iter()
         .map(|t| t["updated_at"].as_u64().unwrap())
         .collect();
-    assert!(stamps.windows(2).all(|w| w[0] >= w[1]), "newest first: {stamps:?}");
+    assert!(
+        stamps.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {stamps:?}"
+    );
     let failed = s.get_json("/api/tasks?state=failed", &[]).await;
     assert_eq!(ids(&failed, "tasks"), vec![flaky.to_string()]);
     let named = s.get_json("/api/tasks?task=flaky&queue=default", &[]).await;
@@ -126,15 +137,29 @@ async fn every_page_shows_what_was_sent() {
     assert!(states.ends_with(&["started", "failed"]), "{states:?}");
     let sum = s.get_json(&format!("/api/tasks/{}", adds[2]), &[]).await;
     assert_eq!(sum["result"], json!(3));
-    let unknown = request(s.addr, "GET", &format!("/api/tasks/{}", TaskId::new()), &[], None).await;
+    let unknown = request(
+        s.addr,
+        "GET",
+        &format!("/api/tasks/{}", TaskId::new()),
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(unknown.status, 404);
-    assert_eq!(request(s.addr, "GET", "/api/tasks/nope", &[], None).await.status, 400);
+    assert_eq!(
+        request(s.addr, "GET", "/api/tasks/nope", &[], None)
+            .await
+            .status,
+        400
+    );
 
     // Workflows: listed, and the DAG by depth with every node's state.
     let wfs = s.get_json("/api/workflows", &[]).await;
     assert_eq!(wfs["workflows"][0]["id"], workflow.id().to_string());
     assert_eq!(wfs["workflows"][0]["state"], "succeeded");
-    let dag = s.get_json(&format!("/api/workflows/{}", workflow.id()), &[]).await;
+    let dag = s
+        .get_json(&format!("/api/workflows/{}", workflow.id()), &[])
+        .await;
     let depth: std::collections::BTreeMap<String, (u64, String)> = dag["nodes"]
         .as_array()
         .unwrap()
@@ -142,7 +167,10 @@ async fn every_page_shows_what_was_sent() {
         .map(|n| {
             (
                 n["id"].as_str().unwrap().to_owned(),
-                (n["depth"].as_u64().unwrap(), n["state"].as_str().unwrap().to_owned()),
+                (
+                    n["depth"].as_u64().unwrap(),
+                    n["state"].as_str().unwrap().to_owned(),
+                ),
             )
         })
         .collect();
@@ -170,7 +198,14 @@ async fn every_page_shows_what_was_sent() {
     assert_eq!(letter["input"], "inv-1");
     assert_eq!(letter["error_message"], FLAKY_ERROR);
     assert!(letter["headers"]["celeriac-reason"].is_object(), "{letter}");
-    let missing = request(s.addr, "GET", &format!("/api/dead-letters/default/{}", TaskId::new()), &[], None).await;
+    let missing = request(
+        s.addr,
+        "GET",
+        &format!("/api/dead-letters/default/{}", TaskId::new()),
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(missing.status, 404);
     // Looking changes nothing.
     assert_eq!(dead_letter_depth(&s).await, 1);
@@ -181,8 +216,18 @@ async fn every_page_shows_what_was_sent() {
     let body = json!({"queue": "default", "ids": [flaky.to_string()]}).to_string();
     let refused = request(s.addr, "POST", "/api/dead-letters/replay", &[], Some(&body)).await;
     assert_eq!(refused.status, 403);
-    assert!(refused.json()["error"].as_str().unwrap().contains("--token-file"));
-    let refused = request(s.addr, "POST", &format!("/api/tasks/{flaky}/revoke"), &[], Some("{}")).await;
+    assert!(refused.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("--token-file"));
+    let refused = request(
+        s.addr,
+        "POST",
+        &format!("/api/tasks/{flaky}/revoke"),
+        &[],
+        Some("{}"),
+    )
+    .await;
     assert_eq!(refused.status, 403);
     assert_eq!(dead_letter_depth(&s).await, 1);
 
@@ -191,9 +236,20 @@ async fn every_page_shows_what_was_sent() {
     assert_eq!(page.status, 200);
     assert!(page.body.contains("/assets/app.js"));
     let js = request(s.addr, "GET", "/assets/app.js", &[], None).await;
-    assert!(js.headers.to_ascii_lowercase().contains("content-type: text/javascript"));
-    assert!(page.headers.to_ascii_lowercase().contains("content-security-policy"));
-    assert_eq!(request(s.addr, "GET", "/api/nothing", &[], None).await.status, 404);
+    assert!(js
+        .headers
+        .to_ascii_lowercase()
+        .contains("content-type: text/javascript"));
+    assert!(page
+        .headers
+        .to_ascii_lowercase()
+        .contains("content-security-policy"));
+    assert_eq!(
+        request(s.addr, "GET", "/api/nothing", &[], None)
+            .await
+            .status,
+        404
+    );
     s.stop().await;
 }
 
@@ -207,8 +263,18 @@ async fn a_login_enables_replay_and_delete_and_every_write_is_checked() {
     let bearer = format!("Bearer {token}");
     let auth = [("Authorization", bearer.as_str())];
     let opts = SendOptions::default();
-    let first = s.producer.send::<Flaky>(&"a".to_owned(), &opts).await.unwrap().id();
-    let second = s.producer.send::<Flaky>(&"b".to_owned(), &opts).await.unwrap().id();
+    let first = s
+        .producer
+        .send::<Flaky>(&"a".to_owned(), &opts)
+        .await
+        .unwrap()
+        .id();
+    let second = s
+        .producer
+        .send::<Flaky>(&"b".to_owned(), &opts)
+        .await
+        .unwrap()
+        .id();
     finished(&s, first).await;
     finished(&s, second).await;
     until(WAIT, "two dead letters", || async {
@@ -217,53 +283,149 @@ async fn a_login_enables_replay_and_delete_and_every_write_is_checked() {
     .await;
 
     // Every request needs the login.
-    assert_eq!(request(s.addr, "GET", "/api/queues", &[], None).await.status, 401);
+    assert_eq!(
+        request(s.addr, "GET", "/api/queues", &[], None)
+            .await
+            .status,
+        401
+    );
     let wrong = [("Authorization", "Bearer wrong")];
-    assert_eq!(request(s.addr, "GET", "/api/queues", &wrong, None).await.status, 401);
+    assert_eq!(
+        request(s.addr, "GET", "/api/queues", &wrong, None)
+            .await
+            .status,
+        401
+    );
     let page = request(s.addr, "GET", "/", &[], None).await;
-    assert_eq!(page.status, 303, "a page redirects to the login: {}", page.headers);
-    assert_eq!(request(s.addr, "GET", "/login", &[], None).await.status, 200);
+    assert_eq!(
+        page.status, 303,
+        "a page redirects to the login: {}",
+        page.headers
+    );
+    assert_eq!(
+        request(s.addr, "GET", "/login", &[], None).await.status,
+        200
+    );
     // The login page sets a cookie that then works alone.
-    let bad = request(s.addr, "POST", "/api/login", &[], Some(r#"{"token":"nope"}"#)).await;
+    let bad = request(
+        s.addr,
+        "POST",
+        "/api/login",
+        &[],
+        Some(r#"{"token":"nope"}"#),
+    )
+    .await;
     assert_eq!(bad.status, 401);
-    let ok = request(s.addr, "POST", "/api/login", &[], Some(&json!({"token": token}).to_string())).await;
+    let ok = request(
+        s.addr,
+        "POST",
+        "/api/login",
+        &[],
+        Some(&json!({"token": token}).to_string()),
+    )
+    .await;
     assert_eq!(ok.status, 200);
     let cookie = ok
         .headers
         .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
         .and_then(|c| c.split(';').next())
         .unwrap()
         .to_owned();
-    assert!(!cookie.contains(&token), "the cookie does not hold the token");
+    assert!(
+        !cookie.contains(&token),
+        "the cookie does not hold the token"
+    );
     let by_cookie = request(s.addr, "GET", "/api/config", &[("Cookie", &cookie)], None).await;
     assert_eq!(by_cookie.status, 200);
     assert_eq!(by_cookie.json()["read_only"], false);
 
     // The write rules: POST, JSON, same origin.
     let body = json!({"queue": "default", "ids": [first.to_string()]}).to_string();
-    let foreign = [("Authorization", bearer.as_str()), ("Origin", "http://evil.example")];
-    let r = request(s.addr, "POST", "/api/dead-letters/replay", &foreign, Some(&body)).await;
+    let foreign = [
+        ("Authorization", bearer.as_str()),
+        ("Origin", "http://evil.example"),
+    ];
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/replay",
+        &foreign,
+        Some(&body),
+    )
+    .await;
     assert_eq!(r.status, 403);
     assert!(r.json()["error"].as_str().unwrap().contains("cross-origin"));
-    let form = [("Authorization", bearer.as_str()), ("Content-Type", "application/x-www-form-urlencoded")];
-    let r = request(s.addr, "POST", "/api/dead-letters/replay", &form, Some(&body)).await;
+    let form = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/replay",
+        &form,
+        Some(&body),
+    )
+    .await;
     assert_eq!(r.status, 415);
-    assert_eq!(request(s.addr, "GET", "/api/dead-letters/replay", &auth, None).await.status, 405);
-    let r = request(s.addr, "POST", "/api/dead-letters/replay", &auth, Some("{not json")).await;
+    assert_eq!(
+        request(s.addr, "GET", "/api/dead-letters/replay", &auth, None)
+            .await
+            .status,
+        405
+    );
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/replay",
+        &auth,
+        Some("{not json"),
+    )
+    .await;
     assert_eq!(r.status, 400);
-    let r = request(s.addr, "POST", "/api/dead-letters/replay", &auth, Some(r#"{"queue":"default","ids":[]}"#)).await;
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/replay",
+        &auth,
+        Some(r#"{"queue":"default","ids":[]}"#),
+    )
+    .await;
     assert_eq!(r.status, 400);
-    let r = request(s.addr, "POST", "/api/dead-letters/replay", &auth, Some(r#"{"queue":"no such!","ids":["x"]}"#)).await;
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/replay",
+        &auth,
+        Some(r#"{"queue":"no such!","ids":["x"]}"#),
+    )
+    .await;
     assert_eq!(r.status, 400);
-    let r = request(s.addr, "POST", "/api/dead-letters/replay", &auth, Some(r#"{"queue":"ghost","ids":["x"]}"#)).await;
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/replay",
+        &auth,
+        Some(r#"{"queue":"ghost","ids":["x"]}"#),
+    )
+    .await;
     assert_eq!(r.status, 404);
     assert_eq!(dead_letter_depth_auth(&s, &auth).await, 2, "nothing moved");
 
     // An id that is not there is reported, and nothing moves.
     let ghost = TaskId::new().to_string();
-    let r = request(s.addr, "POST", "/api/dead-letters/replay", &auth,
-        Some(&json!({"queue": "default", "ids": [ghost]}).to_string())).await;
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/replay",
+        &auth,
+        Some(&json!({"queue": "default", "ids": [ghost]}).to_string()),
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["not_found"], json!([ghost]));
     assert_eq!(r.json()["done"], json!([]));
@@ -272,8 +434,18 @@ async fn a_login_enables_replay_and_delete_and_every_write_is_checked() {
     // Replay one (healed now): it runs again and succeeds; the other stays.
     s.healed.heal();
     let base = s.base();
-    let own = [("Authorization", bearer.as_str()), ("Origin", base.as_str())];
-    let r = request(s.addr, "POST", "/api/dead-letters/replay", &own, Some(&body)).await;
+    let own = [
+        ("Authorization", bearer.as_str()),
+        ("Origin", base.as_str()),
+    ];
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/replay",
+        &own,
+        Some(&body),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["done"], json!([first.to_string()]));
     until(WAIT, "the replayed task to succeed", || async {
@@ -287,14 +459,31 @@ async fn a_login_enables_replay_and_delete_and_every_write_is_checked() {
 
     // Delete the other.
     let body = json!({"queue": "default", "ids": [second.to_string()]}).to_string();
-    let r = request(s.addr, "POST", "/api/dead-letters/delete", &auth, Some(&body)).await;
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/delete",
+        &auth,
+        Some(&body),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["done"], json!([second.to_string()]));
     assert_eq!(dead_letter_depth_auth(&s, &auth).await, 0);
-    assert_eq!(s.store.get(second).await.unwrap().unwrap().state, TaskState::Failed);
+    assert_eq!(
+        s.store.get(second).await.unwrap().unwrap().state,
+        TaskState::Failed
+    );
 
     // No control plane: revoke is not available.
-    let r = request(s.addr, "POST", &format!("/api/tasks/{second}/revoke"), &auth, Some("{}")).await;
+    let r = request(
+        s.addr,
+        "POST",
+        &format!("/api/tasks/{second}/revoke"),
+        &auth,
+        Some("{}"),
+    )
+    .await;
     assert_eq!(r.status, 501);
     s.stop().await;
 }
@@ -326,11 +515,24 @@ async fn basic_auth_with_read_only_and_queues_without_a_management_api() {
     let auth = [("Authorization", basic.as_str())];
     let denied = request(s.addr, "GET", "/api/queues", &[], None).await;
     assert_eq!(denied.status, 401);
-    assert!(denied.headers.to_ascii_lowercase().contains("www-authenticate: basic"));
+    assert!(denied
+        .headers
+        .to_ascii_lowercase()
+        .contains("www-authenticate: basic"));
     let wrong = format!("Basic {}", BASE64.encode("ops:px"));
-    assert_eq!(request(s.addr, "GET", "/", &[("Authorization", &wrong)], None).await.status, 401);
+    assert_eq!(
+        request(s.addr, "GET", "/", &[("Authorization", &wrong)], None)
+            .await
+            .status,
+        401
+    );
 
-    let flaky = s.producer.send::<Flaky>(&"x".to_owned(), &SendOptions::default()).await.unwrap().id();
+    let flaky = s
+        .producer
+        .send::<Flaky>(&"x".to_owned(), &SendOptions::default())
+        .await
+        .unwrap()
+        .id();
     finished(&s, flaky).await;
     let queues = until(WAIT, "the dead letter to be counted", || async {
         let q = s.get_json("/api/queues", &auth).await;
@@ -338,7 +540,10 @@ async fn basic_auth_with_read_only_and_queues_without_a_management_api() {
     })
     .await;
     assert_eq!(queues["source"], "amqp");
-    assert!(queues["note"].as_str().unwrap().contains("127.0.0.1:9"), "{queues}");
+    assert!(
+        queues["note"].as_str().unwrap().contains("127.0.0.1:9"),
+        "{queues}"
+    );
     assert_eq!(queues["queues"][0]["queue"], "default");
     assert_eq!(queues["queues"][0]["consumers"], 1);
     assert!(queues["queues"][0]["unacked"].is_null());
@@ -348,7 +553,14 @@ async fn basic_auth_with_read_only_and_queues_without_a_management_api() {
     assert_eq!(config["read_only"], true);
     assert_eq!(config["login"], "basic");
     let body = json!({"queue": "default", "ids": [flaky.to_string()]}).to_string();
-    let r = request(s.addr, "POST", "/api/dead-letters/delete", &auth, Some(&body)).await;
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/delete",
+        &auth,
+        Some(&body),
+    )
+    .await;
     assert_eq!(r.status, 403);
     assert!(r.json()["error"].as_str().unwrap().contains("--read-only"));
     let letters = s.get_json("/api/dead-letters?queue=default", &auth).await;

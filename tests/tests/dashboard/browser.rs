@@ -14,7 +14,7 @@ use celeriac_schema::workflow::{Node, Workflow};
 use celeriac_schema::TaskState;
 use serde_json::json;
 
-use crate::support::{setup, token_login, until, Add, Flaky, FLAKY_ERROR};
+use crate::support::{setup_with_queues, token_login, until, Add, Flaky, FLAKY_ERROR};
 use crate::webdriver::Browser;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -52,14 +52,26 @@ async fn scenario() {
     let Login::Token(token) = login.clone() else {
         unreachable!()
     };
-    let s = setup("dash-ui", |c| c.login = Some(login)).await;
+    let s = setup_with_queues("dash-ui", &["reports"], |c| c.login = Some(login)).await;
     let opts = SendOptions::default();
+    // A queue nobody consumes: its tasks wait, and the page warns.
+    s.producer.ensure_queue("reports").await.unwrap();
+    let reports = SendOptions::default().queue("reports");
+    for i in 0..3 {
+        s.producer.send::<Add>(&(i, 2), &reports).await.unwrap();
+    }
 
     // What the pages will show: tasks that succeed, one that fails into
     // the dead-letter queue, and a workflow with a failed branch.
     let mut adds = Vec::new();
     for i in 0..6 {
-        adds.push(s.producer.send::<Add>(&(i, i * 10), &opts).await.unwrap().id());
+        adds.push(
+            s.producer
+                .send::<Add>(&(i, i * 10), &opts)
+                .await
+                .unwrap()
+                .id(),
+        );
     }
     let invoice = s
         .producer
@@ -97,23 +109,41 @@ async fn scenario() {
     b.click(&submit).await;
     let row = b.wait_for("#queues tr[data-queue=default]", WAIT).await;
     let text = b.text(&row).await;
-    assert!(text.contains(&format!("{}.q.default", s.ns.name())), "{text}");
+    assert!(
+        text.contains(&format!("{}.q.default", s.ns.name())),
+        "{text}"
+    );
     // Two dead letters: the invoice and the workflow's audit node.
-    b.wait_text("#queues tr[data-queue=default] td:last-child", "2", WAIT).await;
+    b.wait_text("#queues tr[data-queue=default] td:last-child", "2", WAIT)
+        .await;
     b.wait_text("#mode", "read-write", WAIT).await;
+    let waiting = b
+        .wait_text("#queues tr[data-queue=reports]", "no consumers", WAIT)
+        .await;
+    assert!(waiting.contains('3'), "{waiting}");
+    // Rates appear from the second sample on.
+    b.wait_text("#queues tr[data-queue=default]", "/s", WAIT)
+        .await;
     b.screenshot(&shot("queues"), WIDTH).await;
 
     // Tasks: every task sent is listed; the failed filter shows only the
     // failures.
     b.goto(&format!("{base}/#/tasks")).await;
-    b.wait_for(&format!("#tasks tr[data-id='{}']", adds[0]), WAIT).await;
+    b.wait_for(&format!("#tasks tr[data-id='{}']", adds[0]), WAIT)
+        .await;
     for id in adds.iter().chain([&invoice]) {
-        assert!(b.find(&format!("#tasks tr[data-id='{id}']")).await.is_some(), "{id} listed");
+        assert!(
+            b.find(&format!("#tasks tr[data-id='{id}']"))
+                .await
+                .is_some(),
+            "{id} listed"
+        );
     }
-    assert_eq!(b.find_all("#tasks tbody tr").await.len(), 6 + 1 + 6);
+    assert_eq!(b.find_all("#tasks tbody tr").await.len(), 3 + 6 + 1 + 6);
     b.screenshot(&shot("tasks"), WIDTH).await;
     b.goto(&format!("{base}/#/tasks?state=failed")).await;
-    b.wait_for(&format!("#tasks tr[data-id='{invoice}']"), WAIT).await;
+    b.wait_for(&format!("#tasks tr[data-id='{invoice}']"), WAIT)
+        .await;
     until(WAIT, "the failed filter", || async {
         (b.find_all("#tasks tbody tr").await.len() == 2).then_some(())
     })
@@ -131,9 +161,11 @@ async fn scenario() {
 
     // Workflows: the list, and the DAG with a node per state.
     b.goto(&format!("{base}/#/workflows")).await;
-    b.wait_for(&format!("#workflows tr[data-id='{}']", workflow.id()), WAIT).await;
+    b.wait_for(&format!("#workflows tr[data-id='{}']", workflow.id()), WAIT)
+        .await;
     b.screenshot(&shot("workflows"), WIDTH).await;
-    b.goto(&format!("{base}/#/workflow/{}", workflow.id())).await;
+    b.goto(&format!("{base}/#/workflow/{}", workflow.id()))
+        .await;
     b.wait_for("#dag g.node[data-node=archive]", WAIT).await;
     let states = b
         .execute(
@@ -146,21 +178,30 @@ async fn scenario() {
         json!({"fetch": "succeeded", "resize": "succeeded", "thumbnail": "succeeded",
                "publish": "succeeded", "audit": "failed", "archive": "skipped"})
     );
-    assert_eq!(b.find_all("#dag path[marker-end]").await.len(), 6, "one edge per dependency");
+    assert_eq!(
+        b.find_all("#dag path[marker-end]").await.len(),
+        6,
+        "one edge per dependency"
+    );
     b.screenshot(&shot("workflow"), WIDTH).await;
 
     // Workers: no heartbeats here, the worker seen in the tasks.
     b.goto(&format!("{base}/#/workers")).await;
-    b.wait_text("#no-heartbeats", "No heartbeat data", WAIT).await;
+    b.wait_text("#no-heartbeats", "No heartbeat data", WAIT)
+        .await;
     b.wait_for("#seen tbody tr td.mono", WAIT).await;
     b.screenshot(&shot("workers"), WIDTH).await;
 
     // Dead letters: both listed.
     b.goto(&format!("{base}/#/dead-letters")).await;
-    b.wait_for(&format!("#dead-letters tr[data-id='{invoice}']"), WAIT).await;
+    b.wait_for(&format!("#dead-letters tr[data-id='{invoice}']"), WAIT)
+        .await;
     assert_eq!(b.find_all("#dead-letters tbody tr").await.len(), 2);
     let replay = b.wait_for("#replay-selected", WAIT).await;
-    assert!(b.attribute(&replay, "disabled").await.is_some(), "nothing selected yet");
+    assert!(
+        b.attribute(&replay, "disabled").await.is_some(),
+        "nothing selected yet"
+    );
     b.screenshot(&shot("dead-letters"), WIDTH).await;
 
     // From the failed task to its dead letter; replay it (click, confirm)
@@ -174,7 +215,7 @@ async fn scenario() {
     let replay = b.wait_for("#replay-one", WAIT).await;
     b.click(&replay).await;
     let ok = b.wait_for("#confirm-ok", WAIT).await;
-    b.screenshot(&shot("replay-confirm"), WIDTH).await;
+    b.screenshot_window(&shot("replay-confirm"), WIDTH).await;
     b.click(&ok).await;
     until(WAIT, "the replayed task to succeed", || async {
         let r = s.store.get(invoice).await.ok().flatten()?;
@@ -191,8 +232,11 @@ async fn scenario() {
     b.wait_for("#dead-letters tbody tr[data-id]", WAIT).await;
     until(WAIT, "one dead letter left", || async {
         let rows = b.find_all("#dead-letters tbody tr[data-id]").await;
-        (rows.len() == 1 && b.find(&format!("#dead-letters tr[data-id='{invoice}']")).await.is_none())
-            .then_some(())
+        (rows.len() == 1
+            && b.find(&format!("#dead-letters tr[data-id='{invoice}']"))
+                .await
+                .is_none())
+        .then_some(())
     })
     .await;
     b.quit().await;

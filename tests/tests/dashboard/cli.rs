@@ -28,16 +28,27 @@ async fn the_command_serves_read_only_until_sigterm() {
         .spawn()
         .unwrap();
     let addr = listen.parse().unwrap();
-    let config = until(Duration::from_secs(30), "the dashboard to answer", || async {
-        let exchange = tokio::net::TcpStream::connect(addr).await.ok()?;
-        drop(exchange);
-        let reply = request(addr, "GET", "/api/config", &[], None).await;
-        (reply.status == 200).then(|| reply.json())
-    })
+    let config = until(
+        Duration::from_secs(30),
+        "the dashboard to answer",
+        || async {
+            let exchange = tokio::net::TcpStream::connect(addr).await.ok()?;
+            drop(exchange);
+            let reply = request(addr, "GET", "/api/config", &[], None).await;
+            (reply.status == 200).then(|| reply.json())
+        },
+    )
     .await;
     assert_eq!(config["namespace"], ns.name());
     assert_eq!(config["read_only"], true);
-    let r = request(addr, "POST", "/api/dead-letters/delete", &[], Some(r#"{"queue":"default","ids":["x"]}"#)).await;
+    let r = request(
+        addr,
+        "POST",
+        "/api/dead-letters/delete",
+        &[],
+        Some(r#"{"queue":"default","ids":["x"]}"#),
+    )
+    .await;
     assert_eq!(r.status, 403);
     let queues = request(addr, "GET", "/api/queues", &[], None).await;
     assert_eq!(queues.status, 200, "{}", queues.body);
@@ -52,7 +63,10 @@ async fn the_command_serves_read_only_until_sigterm() {
         if let Some(exit) = child.try_wait().unwrap() {
             break exit;
         }
-        assert!(std::time::Instant::now() < deadline, "the dashboard exits on SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dashboard exits on SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(exit.success(), "exit 0 on SIGTERM: {exit:?}");

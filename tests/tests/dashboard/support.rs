@@ -78,7 +78,19 @@ pub struct Setup {
 /// Starts everything on a fresh namespace; `configure` adjusts the
 /// dashboard's config.
 pub async fn setup(name: &str, configure: impl FnOnce(&mut Config)) -> Setup {
-    let ns = namespace(name);
+    setup_with_queues(name, &[], configure).await
+}
+
+/// As [`setup`], with more logical queues (cleaned up with the namespace)
+/// that no worker consumes.
+pub async fn setup_with_queues(
+    name: &str,
+    queues: &[&str],
+    configure: impl FnOnce(&mut Config),
+) -> Setup {
+    let ns = queues
+        .iter()
+        .fold(namespace(name), |ns, q| ns.with_queue(q));
     let store = redis_store(&ns, StoreSettings::default()).await;
     let shared: Arc<dyn Store> = Arc::new(store.clone());
     let healed = Healed::default();
@@ -98,9 +110,11 @@ pub async fn setup(name: &str, configure: impl FnOnce(&mut Config)) -> Setup {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(Dashboard::new(config, store.clone()).serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(
+        Dashboard::new(config, store.clone()).serve(listener, async {
+            let _ = stopped.await;
+        }),
+    );
     Setup {
         ns,
         store,
@@ -139,7 +153,8 @@ impl Setup {
     pub async fn get_json(&self, path: &str, headers: &[(&str, &str)]) -> Value {
         let reply = request(self.addr, "GET", path, headers, None).await;
         assert_eq!(reply.status, 200, "GET {path}: {}", reply.body);
-        serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("GET {path}: {e}: {}", reply.body))
+        serde_json::from_str(&reply.body)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}: {}", reply.body))
     }
 }
 
@@ -170,7 +185,10 @@ pub async fn request(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     if let Some(body) = body {
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
             head.push_str("Content-Type: application/json\r\n");
         }
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
@@ -236,7 +254,11 @@ pub fn parse_reply(raw: &[u8]) -> Reply {
     let chunked = head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
-    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     Reply {
         status,
         headers: head.to_owned(),

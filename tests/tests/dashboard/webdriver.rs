@@ -3,8 +3,8 @@
 //! script, take screenshots.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::os::unix::process::CommandExt as _;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -54,7 +54,10 @@ impl Drop for Browser {
 impl Browser {
     /// Starts chromedriver and a headless Chromium of `width` × `height`.
     pub async fn start(width: u32, height: u32) -> Browser {
-        let chromium = binary("CHROMIUM", &["/usr/bin/chromium", "/usr/bin/chromium-browser"]);
+        let chromium = binary(
+            "CHROMIUM",
+            &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
+        );
         let chromedriver = binary("CHROMEDRIVER", &["/usr/bin/chromedriver"]);
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -84,7 +87,8 @@ impl Browser {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let profile = std::env::temp_dir().join(format!("celeriac-chromium-{}", uuid::Uuid::now_v7()));
+        let profile =
+            std::env::temp_dir().join(format!("celeriac-chromium-{}", uuid::Uuid::now_v7()));
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -110,7 +114,8 @@ impl Browser {
             method,
             path,
             &[("Content-Type", "application/json")],
-            body.as_deref().or(if method == "POST" { Some("{}") } else { None }),
+            body.as_deref()
+                .or(if method == "POST" { Some("{}") } else { None }),
         )
         .await;
         let value: Value = serde_json::from_str(&reply.body)
@@ -131,7 +136,9 @@ impl Browser {
 
     /// Opens `url`.
     pub async fn goto(&self, url: &str) {
-        let v = self.session_call("POST", "/url", Some(json!({"url": url}))).await;
+        let v = self
+            .session_call("POST", "/url", Some(json!({"url": url})))
+            .await;
         assert!(v.get("error").is_none(), "open {url}: {v}");
     }
 
@@ -147,16 +154,27 @@ impl Browser {
     /// Runs `script` (a function body) with `args` and returns its value.
     pub async fn execute(&self, script: &str, args: Value) -> Value {
         let v = self
-            .session_call("POST", "/execute/sync", Some(json!({"script": script, "args": args})))
+            .session_call(
+                "POST",
+                "/execute/sync",
+                Some(json!({"script": script, "args": args})),
+            )
             .await;
-        assert!(v.get("error").is_none() || !v["error"].is_object(), "script failed: {v}");
+        assert!(
+            v.get("error").is_none() || !v["error"].is_object(),
+            "script failed: {v}"
+        );
         v
     }
 
     /// The first element matching `css`, if any.
     pub async fn find(&self, css: &str) -> Option<String> {
         let v = self
-            .session_call("POST", "/element", Some(json!({"using": "css selector", "value": css})))
+            .session_call(
+                "POST",
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
             .await;
         v.get(ELEMENT).and_then(Value::as_str).map(str::to_owned)
     }
@@ -164,7 +182,11 @@ impl Browser {
     /// Every element matching `css`.
     pub async fn find_all(&self, css: &str) -> Vec<String> {
         let v = self
-            .session_call("POST", "/elements", Some(json!({"using": "css selector", "value": css})))
+            .session_call(
+                "POST",
+                "/elements",
+                Some(json!({"using": "css selector", "value": css})),
+            )
             .await;
         v.as_array()
             .map(|items| {
@@ -184,8 +206,13 @@ impl Browser {
                 return e;
             }
             if tokio::time::Instant::now() >= deadline {
-                let body = self.execute("return document.body.innerText", json!([])).await;
-                panic!("no element {css:?} within {timeout:?} at {}; the page says: {body}", self.url().await);
+                let body = self
+                    .execute("return document.body.innerText", json!([]))
+                    .await;
+                panic!(
+                    "no element {css:?} within {timeout:?} at {}; the page says: {body}",
+                    self.url().await
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -230,7 +257,11 @@ impl Browser {
     /// Clicks an element.
     pub async fn click(&self, element: &str) {
         let v = self
-            .session_call("POST", &format!("/element/{element}/click"), Some(json!({})))
+            .session_call(
+                "POST",
+                &format!("/element/{element}/click"),
+                Some(json!({})),
+            )
             .await;
         assert!(v.get("error").is_none(), "click: {v}");
     }
@@ -238,30 +269,55 @@ impl Browser {
     /// Types `text` into an element.
     pub async fn type_text(&self, element: &str, text: &str) {
         let v = self
-            .session_call("POST", &format!("/element/{element}/value"), Some(json!({"text": text})))
+            .session_call(
+                "POST",
+                &format!("/element/{element}/value"),
+                Some(json!({"text": text})),
+            )
             .await;
         assert!(v.get("error").is_none(), "type: {v}");
     }
 
-    /// Saves a PNG of the whole page (the window is grown to the page's
-    /// height first) to `path`.
+    /// Saves a PNG of the whole page, however tall, `width` pixels wide, to
+    /// `path` (through the DevTools protocol chromedriver relays).
     pub async fn screenshot(&self, path: &Path, width: u32) {
+        self.capture(
+            path,
+            width,
+            "Math.max(document.documentElement.scrollHeight, document.body.scrollHeight)",
+        )
+        .await;
+    }
+
+    /// Saves a PNG of what the window shows (a dialog over the page).
+    pub async fn screenshot_window(&self, path: &Path, width: u32) {
+        self.capture(path, width, "window.innerHeight").await;
+    }
+
+    async fn capture(&self, path: &Path, width: u32, height: &str) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let height = self
-            .execute(
-                "return Math.max(document.documentElement.scrollHeight, document.body.scrollHeight)",
-                json!([]),
-            )
+            .execute(&format!("return Math.ceil({height})"), json!([]))
             .await
             .as_u64()
             .unwrap_or(900)
-            .clamp(600, 4000);
-        self.session_call("POST", "/window/rect", Some(json!({"width": width, "height": height})))
+            .clamp(400, 6000);
+        let params = json!({
+            "format": "png",
+            "captureBeyondViewport": true,
+            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+        });
+        let shot = self
+            .session_call(
+                "POST",
+                "/goog/cdp/execute",
+                Some(json!({"cmd": "Page.captureScreenshot", "params": params})),
+            )
             .await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let png = self.session_call("GET", "/screenshot", None).await;
-        let bytes = BASE64
-            .decode(png.as_str().unwrap_or_else(|| panic!("no screenshot: {png}")))
-            .unwrap();
+        let data = shot["data"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no screenshot: {shot}"));
+        let bytes = BASE64.decode(data).unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "a PNG");
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).unwrap();

@@ -13,10 +13,12 @@ use crate::Global;
 
 /// The options of `celeriac dashboard`.
 #[derive(Debug, Args)]
-#[command(after_help = "Without --token-file or --basic-auth-file the dashboard is read-only: \
+#[command(
+    after_help = "Without --token-file or --basic-auth-file the dashboard is read-only: \
 replay, delete and revoke answer 403. With one, every page and API request needs it. \
 Exit codes: 0 stopped by SIGTERM or Ctrl-C, 1 the store, the broker or the address failed, \
-2 invalid arguments or files.")]
+2 invalid arguments or files."
+)]
 pub struct DashboardArgs {
     /// Address to serve on; loopback by default, as the dashboard shows
     /// task inputs and results.
