@@ -1,5 +1,6 @@
-//! The RabbitMQ management API's queue list (`GET /api/queues/{vhost}`),
-//! with the figures the Queues page shows.
+//! The RabbitMQ management API's queue list (`GET /api/queues/{vhost}`):
+//! the names, unacknowledged counts and message counters the Queues page
+//! uses.
 
 use std::time::Duration;
 
@@ -22,13 +23,7 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) struct QueueInfo {
     pub(crate) name: String,
     #[serde(default)]
-    pub(crate) messages: Option<u64>,
-    #[serde(default)]
-    pub(crate) messages_ready: Option<u64>,
-    #[serde(default)]
     pub(crate) messages_unacknowledged: Option<u64>,
-    #[serde(default)]
-    pub(crate) consumers: Option<u64>,
     #[serde(default)]
     pub(crate) message_stats: Option<MessageStats>,
 }
@@ -45,7 +40,7 @@ pub(crate) struct MessageStats {
 /// Every queue of the virtual host, or why they could not be listed.
 pub(crate) async fn queues(management: &Management) -> Result<Vec<QueueInfo>, String> {
     let url = format!(
-        "{}/api/queues/{}?columns=name,messages,messages_ready,messages_unacknowledged,consumers,message_stats.publish,message_stats.ack",
+        "{}/api/queues/{}?columns=name,messages_unacknowledged,message_stats.publish,message_stats.ack",
         management.base,
         percent_encode(&management.vhost)
     );

@@ -127,7 +127,7 @@ pub(crate) async fn list(app: &App) -> Result<Value> {
         }
     }
     let mut seen: Vec<Seen> = seen.into_values().collect();
-    seen.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+    seen.sort_by_key(|s| std::cmp::Reverse(s.last_seen));
     Ok(json!({
         "heartbeats": heartbeats,
         "heartbeat_error": heartbeat_error,
