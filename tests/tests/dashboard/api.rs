@@ -567,3 +567,31 @@ async fn basic_auth_with_read_only_and_queues_without_a_management_api() {
     assert_eq!(letters["letters"].as_array().unwrap().len(), 1);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_it_cannot_reach_is_a_503_that_says_so_and_tasks_still_show() {
+    let s = setup("dash-nobroker", |c| {
+        c.amqp_addr = "amqp://guest:guest@127.0.0.1:9/%2f".into();
+        c.management_url = Some("http://127.0.0.1:9".into());
+    })
+    .await;
+    let id = s
+        .producer
+        .send::<Add>(&(2, 3), &SendOptions::default())
+        .await
+        .unwrap()
+        .id();
+    finished(&s, id).await;
+    for path in ["/api/queues", "/api/dead-letters"] {
+        let r = request(s.addr, "GET", path, &[], None).await;
+        assert_eq!(r.status, 503, "{path}: {}", r.body);
+        assert!(
+            r.json()["error"].as_str().unwrap().contains("127.0.0.1:9"),
+            "{path}: {}",
+            r.body
+        );
+    }
+    let tasks = s.get_json("/api/tasks", &[]).await;
+    assert_eq!(ids(&tasks, "tasks"), vec![id.to_string()]);
+    s.stop().await;
+}

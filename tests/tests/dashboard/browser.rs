@@ -202,7 +202,23 @@ async fn scenario() {
         b.attribute(&replay, "disabled").await.is_some(),
         "nothing selected yet"
     );
+    let pick = b
+        .wait_for(
+            &format!("#dead-letters tr[data-id='{invoice}'] input[type=checkbox]"),
+            WAIT,
+        )
+        .await;
+    b.click(&pick).await;
+    b.wait_text("#replay-selected", "Replay 1 selected", WAIT)
+        .await;
+    assert!(
+        b.attribute(&replay, "disabled").await.is_none(),
+        "one selected"
+    );
     b.screenshot(&shot("dead-letters"), WIDTH).await;
+    b.click(&pick).await;
+    b.wait_text("#replay-selected", "Replay selected", WAIT)
+        .await;
 
     // From the failed task to its dead letter; replay it (click, confirm)
     // once the service is back, and see it succeed.
