@@ -1,6 +1,7 @@
 //! The web dashboard against a real broker and Redis: its JSON API (what
 //! each page shows, the login, read-only mode, the write rules, replay and
-//! delete of dead letters), the `celeriac dashboard` command, and a real
+//! delete of dead letters, the revoke and heartbeat hooks), the
+//! `celeriac dashboard` command, and a real
 //! headless Chromium that loads every page, replays a dead letter from the
 //! UI and saves the screenshots kept in `docs/screenshots/`. Each test runs
 //! in a namespace of its own.
@@ -13,3 +14,4 @@ mod webdriver;
 mod api;
 mod browser;
 mod cli;
+mod hooks;
