@@ -103,6 +103,13 @@ pub async fn run(global: &Global, args: &DashboardArgs) -> ExitCode {
     config.read_only = args.read_only;
     config.signing = signing;
     let writable = login.is_some() && !args.read_only;
+    if login.is_none() && !args.listen.ip().is_loopback() {
+        eprintln!(
+            "warning: serving on {} without a login: anyone who reaches it sees task inputs, \
+             results and errors (it stays read-only); use --token-file or --basic-auth-file",
+            args.listen
+        );
+    }
     config.login = login;
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
