@@ -1,8 +1,8 @@
 //! A real headless Chromium drives the dashboard: it logs in, loads every
 //! page, checks each against what was sent, finds a failed task by its id,
 //! sees why it failed, replays its dead letter from the UI (click, confirm)
-//! and sees it succeed. Each page's screenshot is saved to
-//! `docs/screenshots/`, where the README shows them.
+//! and sees it succeed, then deletes the rest in bulk. Each page's
+//! screenshot is saved to `docs/screenshots/`, where the README shows them.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -255,6 +255,20 @@ async fn scenario() {
         .then_some(())
     })
     .await;
+
+    // Select all, delete, confirm: the dead-letter queue is empty.
+    let all = b.wait_for("#select-all", WAIT).await;
+    b.click(&all).await;
+    b.wait_text("#delete-selected", "Delete 1 selected", WAIT)
+        .await;
+    let delete = b.wait_for("#delete-selected", WAIT).await;
+    b.click(&delete).await;
+    let confirm = b.wait_for("#confirm-ok", WAIT).await;
+    assert_eq!(b.text(&confirm).await, "Delete 1");
+    b.click(&confirm).await;
+    b.wait_text("#dead-letters tbody", "No dead letters", WAIT)
+        .await;
+    b.wait_text("#toast", "deleted 1", WAIT).await;
     b.quit().await;
     s.stop().await;
 }
