@@ -287,7 +287,7 @@ async function viewTask(main, rest) {
           h("td", { class: "num" }, x.attempt), h("td", { class: "mono nowrap" }, x.worker || "—"),
           h("td", { class: "err", title: x.error ? x.error.message : null }, x.error ? x.error.type + ": " + x.error.message : "")))
           : [emptyRow(5, "No history", "Only the producer has written so far.")], "history")),
-      h("div", { class: "card" }, h("h2", {}, "Result"), t.result === null ? h("p", { class: "muted" }, t.state === "succeeded" ? "No stored result (the task opted out)." : "No result yet.") : json(t.result)));
+      h("div", { class: "card" }, h("h2", {}, "Result"), t.result === null ? h("p", { class: "muted" }, t.state === "succeeded" ? "No stored result (the task opted out)." : ["failed", "skipped", "revoked"].includes(t.state) ? "No result: the task did not succeed." : "No result yet.") : json(t.result)));
   };
 }
 
