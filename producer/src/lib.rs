@@ -60,6 +60,7 @@ pub mod topology;
 pub use error::{redact_url, Error, Result};
 pub use handle::{workflow_status, NodeStatus, TaskHandle, WorkflowHandle, WorkflowStatus};
 pub use producer::{route_now, PreparedTask, Producer, ProducerBuilder};
+pub use redis_store::index::{IndexedTask, TaskPage, TaskQuery, INDEX_LIMIT};
 pub use redis_store::RedisStore;
 pub use schedule::{Overlap, Schedule, ScheduleError};
 pub use send_options::SendOptions;

@@ -28,6 +28,7 @@
 
 mod batch;
 mod control;
+pub(crate) mod index;
 mod scripts;
 mod waiters;
 
@@ -476,6 +477,7 @@ impl RedisStore {
         if update.state.is_terminal() {
             cmds.push(Cmd::publish(self.channel(update.id), update.state.as_str()));
         }
+        index::task_cmds(self, update, cmds);
         Ok(())
     }
 
@@ -587,6 +589,7 @@ impl Store for RedisStore {
         }
         let ttl = Self::ttl_ms(self.inner.settings.result_ttl);
         let mut pipe = redis::pipe();
+        index::tasks_pipe(self, updates, &mut pipe);
         // A producer's `queued` for a task sent without a key needs no
         // script: its mark is one field set only if unset (the first
         // send's wins), and reading the record applies it by the usual
@@ -829,6 +832,7 @@ impl Store for RedisStore {
             &self.workflow_keys(workflow.id),
             args,
         );
+        index::workflow_pipe(self, workflow.id, &mut pipe);
         let (created,): (i64,) = self.run("create_workflow", &pipe).await?;
         Ok(created == 1)
     }

@@ -39,6 +39,7 @@ macro_rules! outln {
 mod beat;
 mod beat_metrics;
 mod control;
+mod dashboard;
 mod events;
 mod exporter;
 mod purge;
@@ -162,6 +163,9 @@ enum Command {
     /// Remove every task waiting in one work queue; asks first unless
     /// --yes.
     Purge(purge::PurgeArgs),
+    /// Serve the web dashboard (queues, tasks, workflows, dead letters,
+    /// workers): `celeriac dashboard --listen 127.0.0.1:8080`.
+    Dashboard(dashboard::DashboardArgs),
     /// Show a task's state, attempts, timings, worker, error and result, or
     /// a workflow's state and every node's progress, attempts and error.
     ///
@@ -330,6 +334,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Send(args) => send::run(&global, &args).await,
         Command::Beat(args) => beat::run(&global, &args).await,
         Command::Exporter(args) => exporter::run(&global, &args).await,
+        Command::Dashboard(args) => dashboard::run(&global, &args).await,
         Command::Run(args) => run::run(&args).await,
         Command::Submit(args) => submit::run(&global, &args).await,
         Command::Revoke(args) => control::revoke(&global, &args).await,

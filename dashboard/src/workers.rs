@@ -1,0 +1,137 @@
+//! The Workers page: the workers' heartbeats, through a [`WorkerSource`]
+//! (the control plane's, once given), and the workers seen in recent tasks
+//! from the store, which is always available.
+
+use std::collections::BTreeMap;
+
+use celeriac_producer::TaskQuery;
+use celeriac_schema::TaskState;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::error::Result;
+use crate::App;
+
+/// One worker's latest heartbeat (the fields of the `worker.heartbeat`
+/// event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerHeartbeat {
+    /// The worker id.
+    pub worker: String,
+    /// Its host.
+    pub hostname: String,
+    /// Its process id.
+    pub pid: u32,
+    /// The logical queues it consumes.
+    pub queues: Vec<String>,
+    /// Its concurrency.
+    pub concurrency: u32,
+    /// Tasks running now.
+    pub in_flight: u32,
+    /// Tasks processed since it started.
+    pub processed: u64,
+    /// When it started, Unix ms.
+    pub started_at: u64,
+    /// When this heartbeat was sent, Unix ms.
+    pub at: u64,
+    /// Its version.
+    pub version: String,
+    /// Its heartbeat interval, ms.
+    pub heartbeat_ms: u64,
+}
+
+/// Where the Workers page reads heartbeats from.
+///
+/// # Examples
+///
+/// ```
+/// use celeriac_dashboard::{WorkerHeartbeat, WorkerSource};
+///
+/// #[derive(Debug)]
+/// struct Fixed(Vec<WorkerHeartbeat>);
+///
+/// #[async_trait::async_trait]
+/// impl WorkerSource for Fixed {
+///     async fn heartbeats(&self) -> Result<Option<Vec<WorkerHeartbeat>>, String> {
+///         Ok(Some(self.0.clone()))
+///     }
+/// }
+/// ```
+#[async_trait::async_trait]
+pub trait WorkerSource: Send + Sync + std::fmt::Debug + 'static {
+    /// The latest heartbeat of each live worker, or `None` when this
+    /// deployment has no heartbeat data.
+    ///
+    /// # Errors
+    ///
+    /// Why the heartbeats cannot be read now.
+    async fn heartbeats(&self) -> Result<Option<Vec<WorkerHeartbeat>>, String>;
+}
+
+/// No heartbeat data: the page shows the workers seen in recent tasks
+/// only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHeartbeats;
+
+#[async_trait::async_trait]
+impl WorkerSource for NoHeartbeats {
+    async fn heartbeats(&self) -> Result<Option<Vec<WorkerHeartbeat>>, String> {
+        Ok(None)
+    }
+}
+
+/// A worker seen in the recent tasks of the store.
+#[derive(Debug, Clone, Default, Serialize)]
+struct Seen {
+    worker: String,
+    last_seen: u64,
+    running: u64,
+    succeeded: u64,
+    failed: u64,
+    retrying: u64,
+    tasks: u64,
+    queues: Vec<String>,
+}
+
+/// `GET /api/workers`.
+pub(crate) async fn list(app: &App) -> Result<Value> {
+    let (heartbeats, heartbeat_error) = match app.workers.heartbeats().await {
+        Ok(h) => (h, None),
+        Err(e) => (None, Some(e)),
+    };
+    let query = TaskQuery {
+        limit: 2_000,
+        ..TaskQuery::default()
+    };
+    let page = app.store.recent_tasks(&query).await?;
+    let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+    for task in &page.tasks {
+        let Some(worker) = &task.record.worker else {
+            continue;
+        };
+        let s = seen.entry(worker.clone()).or_insert_with(|| Seen {
+            worker: worker.clone(),
+            ..Seen::default()
+        });
+        s.last_seen = s.last_seen.max(task.updated_at);
+        s.tasks += 1;
+        match task.record.state {
+            TaskState::Started => s.running += 1,
+            TaskState::Succeeded => s.succeeded += 1,
+            TaskState::Failed => s.failed += 1,
+            TaskState::Retrying => s.retrying += 1,
+            _ => {}
+        }
+        if !s.queues.contains(&task.record.queue) {
+            s.queues.push(task.record.queue.clone());
+        }
+    }
+    let mut seen: Vec<Seen> = seen.into_values().collect();
+    seen.sort_by_key(|s| std::cmp::Reverse(s.last_seen));
+    Ok(json!({
+        "heartbeats": heartbeats,
+        "heartbeat_error": heartbeat_error,
+        "seen": seen,
+        "seen_scanned": page.scanned,
+    }))
+}

@@ -1,0 +1,597 @@
+//! The JSON API: what each endpoint shows of what was sent, and the rules
+//! for logins and writes.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use celeriac_dashboard::Login;
+use celeriac_producer::SendOptions;
+use celeriac_schema::store::Store;
+use celeriac_schema::workflow::{Node, Workflow};
+use celeriac_schema::{TaskId, TaskState};
+use serde_json::{json, Value};
+
+use crate::support::{request, setup, token_login, until, Add, Flaky, Setup, FLAKY_ERROR};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the task reached a final state.
+async fn finished(s: &Setup, id: TaskId) -> TaskState {
+    until(WAIT, "the task to finish", || async {
+        let r = s.store.get(id).await.ok().flatten()?;
+        r.state.is_terminal().then_some(r.state)
+    })
+    .await
+}
+
+async fn dead_letter_depth(s: &Setup) -> u64 {
+    let q = s.get_json("/api/queues", &[]).await;
+    q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "default")
+        .and_then(|q| q["dead_letters"].as_u64())
+        .unwrap_or(0)
+}
+
+fn ids(list: &Value, key: &str) -> Vec<String> {
+    list[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_shows_what_was_sent() {
+    let s = setup("dash-api", |_| {}).await;
+    let opts = SendOptions::default();
+    let mut adds = Vec::new();
+    for i in 0..3 {
+        adds.push(s.producer.send::<Add>(&(i, 1), &opts).await.unwrap().id());
+    }
+    let flaky = s
+        .producer
+        .send::<Flaky>(&"inv-1".to_owned(), &opts)
+        .await
+        .unwrap()
+        .id();
+    let mut wf = Workflow::new();
+    let arg = |a: i64| rmpv::Value::Array(vec![a.into(), 1.into()]);
+    wf.push(Node::new("extract", "dash.add", arg(1)));
+    wf.push(Node::new("left", "dash.add", arg(2)).after(["extract"]));
+    wf.push(Node::new("right", "dash.add", arg(3)).after(["extract"]));
+    wf.push(Node::new("join", "dash.add", arg(4)).after(["left", "right"]));
+    let workflow = s.producer.submit(&wf, &[]).await.unwrap();
+    for id in &adds {
+        assert_eq!(finished(&s, *id).await, TaskState::Succeeded);
+    }
+    assert_eq!(finished(&s, flaky).await, TaskState::Failed);
+    workflow.wait(WAIT).await.unwrap();
+
+    // Queues: the default queue, its consumer, its dead letter.
+    let queues = s.get_json("/api/queues", &[]).await;
+    let default = queues["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "default")
+        .unwrap_or_else(|| panic!("the default queue is listed: {queues}"))
+        .clone();
+    assert_eq!(
+        default["broker_queue"],
+        format!("{}.q.default", s.ns.name())
+    );
+    assert!(default["consumers"].as_u64().unwrap() >= 1, "{default}");
+    assert_eq!(default["dead_letters"], 1, "{default}");
+    assert_eq!(default["messages"], 0, "{default}");
+
+    // Tasks: everything sent, newest first; filters narrow it down.
+    let all = s.get_json("/api/tasks", &[]).await;
+    let listed = ids(&all, "tasks");
+    for id in adds.iter().chain([&flaky]) {
+        assert!(listed.contains(&id.to_string()), "{id} listed in {all}");
+    }
+    assert_eq!(listed.len(), 3 + 1 + 4, "{all}");
+    let stamps: Vec<u64> = all["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["updated_at"].as_u64().unwrap())
+        .collect();
+    assert!(
+        stamps.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {stamps:?}"
+    );
+    let failed = s.get_json("/api/tasks?state=failed", &[]).await;
+    assert_eq!(ids(&failed, "tasks"), vec![flaky.to_string()]);
+    let named = s.get_json("/api/tasks?task=flaky&queue=default", &[]).await;
+    assert_eq!(ids(&named, "tasks"), vec![flaky.to_string()]);
+    let other = s.get_json("/api/tasks?queue=elsewhere", &[]).await;
+    assert!(ids(&other, "tasks").is_empty());
+    let future = celeriac_schema::now_ms() + 60_000;
+    let later = s.get_json(&format!("/api/tasks?since={future}"), &[]).await;
+    assert!(ids(&later, "tasks").is_empty());
+    let limited = s.get_json("/api/tasks?limit=2", &[]).await;
+    assert_eq!(ids(&limited, "tasks").len(), 2);
+    assert_eq!(limited["truncated"], true);
+    let bad = request(s.addr, "GET", "/api/tasks?state=exploded", &[], None).await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].as_str().unwrap().contains("exploded"));
+
+    // Task detail: why it failed, and a result.
+    let detail = s.get_json(&format!("/api/tasks/{flaky}"), &[]).await;
+    assert_eq!(detail["state"], "failed");
+    assert_eq!(detail["error"]["type"], "UpstreamRefused");
+    assert_eq!(detail["error"]["message"], FLAKY_ERROR);
+    assert!(detail["worker"].is_string(), "{detail}");
+    let states: Vec<&str> = detail["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].as_str().unwrap())
+        .collect();
+    assert!(states.ends_with(&["started", "failed"]), "{states:?}");
+    let sum = s.get_json(&format!("/api/tasks/{}", adds[2]), &[]).await;
+    assert_eq!(sum["result"], json!(3));
+    let unknown = request(
+        s.addr,
+        "GET",
+        &format!("/api/tasks/{}", TaskId::new()),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(
+        request(s.addr, "GET", "/api/tasks/nope", &[], None)
+            .await
+            .status,
+        400
+    );
+
+    // Workflows: listed, and the DAG by depth with every node's state.
+    let wfs = s.get_json("/api/workflows", &[]).await;
+    assert_eq!(wfs["workflows"][0]["id"], workflow.id().to_string());
+    assert_eq!(wfs["workflows"][0]["state"], "succeeded");
+    let dag = s
+        .get_json(&format!("/api/workflows/{}", workflow.id()), &[])
+        .await;
+    let depth: std::collections::BTreeMap<String, (u64, String)> = dag["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap().to_owned(),
+                (
+                    n["depth"].as_u64().unwrap(),
+                    n["state"].as_str().unwrap().to_owned(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(depth["extract"].0, 0);
+    assert_eq!((depth["left"].0, depth["right"].0), (1, 1));
+    assert_eq!(depth["join"].0, 2);
+    assert!(depth.values().all(|(_, st)| st == "succeeded"), "{depth:?}");
+
+    // Workers: no heartbeat source here, the worker seen in the tasks.
+    let workers = s.get_json("/api/workers", &[]).await;
+    assert!(workers["heartbeats"].is_null());
+    let seen = &workers["seen"][0];
+    assert_eq!(seen["worker"], detail["worker"]);
+    assert_eq!(seen["failed"], 1);
+    assert!(seen["succeeded"].as_u64().unwrap() >= 7, "{seen}");
+
+    // Dead letters: listed and inspected, with the failure and the input.
+    let letters = s.get_json("/api/dead-letters", &[]).await;
+    assert_eq!(letters["letters"][0]["task_id"], flaky.to_string());
+    assert_eq!(letters["letters"][0]["error_type"], "UpstreamRefused");
+    assert_eq!(letters["queues"][0]["depth"], 1);
+    let letter = s
+        .get_json(&format!("/api/dead-letters/default/{flaky}"), &[])
+        .await;
+    assert_eq!(letter["input"], "inv-1");
+    assert_eq!(letter["error_message"], FLAKY_ERROR);
+    assert!(letter["headers"]["celeriac-reason"].is_object(), "{letter}");
+    let missing = request(
+        s.addr,
+        "GET",
+        &format!("/api/dead-letters/default/{}", TaskId::new()),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+    // Looking changes nothing.
+    assert_eq!(dead_letter_depth(&s).await, 1);
+
+    // Read-only without a login: writes answer 403 and say why.
+    let config = s.get_json("/api/config", &[]).await;
+    assert_eq!(config["read_only"], true);
+    let body = json!({"queue": "default", "ids": [flaky.to_string()]}).to_string();
+    let refused = request(s.addr, "POST", "/api/dead-letters/replay", &[], Some(&body)).await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("--token-file"));
+    let refused = request(
+        s.addr,
+        "POST",
+        &format!("/api/tasks/{flaky}/revoke"),
+        &[],
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(dead_letter_depth(&s).await, 1);
+
+    // The pages and assets are built in.
+    let page = request(s.addr, "GET", "/", &[], None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("/assets/app.js"));
+    let js = request(s.addr, "GET", "/assets/app.js", &[], None).await;
+    assert!(js
+        .headers
+        .to_ascii_lowercase()
+        .contains("content-type: text/javascript"));
+    assert!(page
+        .headers
+        .to_ascii_lowercase()
+        .contains("content-security-policy"));
+    assert_eq!(
+        request(s.addr, "GET", "/api/nothing", &[], None)
+            .await
+            .status,
+        404
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_enables_replay_and_delete_and_every_write_is_checked() {
+    let login = token_login();
+    let Login::Token(token) = login.clone() else {
+        unreachable!()
+    };
+    let s = setup("dash-write", |c| c.login = Some(login)).await;
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str())];
+    let opts = SendOptions::default();
+    let first = s
+        .producer
+        .send::<Flaky>(&"a".to_owned(), &opts)
+        .await
+        .unwrap()
+        .id();
+    let second = s
+        .producer
+        .send::<Flaky>(&"b".to_owned(), &opts)
+        .await
+        .unwrap()
+        .id();
+    finished(&s, first).await;
+    finished(&s, second).await;
+    until(WAIT, "two dead letters", || async {
+        (dead_letter_depth_auth(&s, &auth).await == 2).then_some(())
+    })
+    .await;
+
+    // Every request needs the login.
+    assert_eq!(
+        request(s.addr, "GET", "/api/queues", &[], None)
+            .await
+            .status,
+        401
+    );
+    let wrong = [("Authorization", "Bearer wrong")];
+    assert_eq!(
+        request(s.addr, "GET", "/api/queues", &wrong, None)
+            .await
+            .status,
+        401
+    );
+    let page = request(s.addr, "GET", "/", &[], None).await;
+    assert_eq!(
+        page.status, 303,
+        "a page redirects to the login: {}",
+        page.headers
+    );
+    assert_eq!(
+        request(s.addr, "GET", "/login", &[], None).await.status,
+        200
+    );
+    // The login page sets a cookie that then works alone.
+    let bad = request(
+        s.addr,
+        "POST",
+        "/api/login",
+        &[],
+        Some(r#"{"token":"nope"}"#),
+    )
+    .await;
+    assert_eq!(bad.status, 401);
+    let ok = request(
+        s.addr,
+        "POST",
+        "/api/login",
+        &[],
+        Some(&json!({"token": token}).to_string()),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    let cookie = ok
+        .headers
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    assert!(
+        !cookie.contains(&token),
+        "the cookie does not hold the token"
+    );
+    let by_cookie = request(s.addr, "GET", "/api/config", &[("Cookie", &cookie)], None).await;
+    assert_eq!(by_cookie.status, 200);
+    assert_eq!(by_cookie.json()["read_only"], false);
+
+    // The write rules: POST, JSON, same origin.
+    let body = json!({"queue": "default", "ids": [first.to_string()]}).to_string();
+    let foreign = [
+        ("Authorization", bearer.as_str()),
+        ("Origin", "http://evil.example"),
+    ];
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/replay",
+        &foreign,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(r.json()["error"].as_str().unwrap().contains("cross-origin"));
+    let form = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/replay",
+        &form,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 415);
+    assert_eq!(
+        request(s.addr, "GET", "/api/dead-letters/replay", &auth, None)
+            .await
+            .status,
+        405
+    );
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/replay",
+        &auth,
+        Some("{not json"),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/replay",
+        &auth,
+        Some(r#"{"queue":"default","ids":[]}"#),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/replay",
+        &auth,
+        Some(r#"{"queue":"no such!","ids":["x"]}"#),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/replay",
+        &auth,
+        Some(r#"{"queue":"ghost","ids":["x"]}"#),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(dead_letter_depth_auth(&s, &auth).await, 2, "nothing moved");
+
+    // An id that is not there is reported, and nothing moves.
+    let ghost = TaskId::new().to_string();
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/replay",
+        &auth,
+        Some(&json!({"queue": "default", "ids": [ghost]}).to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["not_found"], json!([ghost]));
+    assert_eq!(r.json()["done"], json!([]));
+    assert_eq!(dead_letter_depth_auth(&s, &auth).await, 2);
+
+    // Replay one (healed now): it runs again and succeeds; the other stays.
+    s.healed.heal();
+    let base = s.base();
+    let own = [
+        ("Authorization", bearer.as_str()),
+        ("Origin", base.as_str()),
+    ];
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/replay",
+        &own,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["done"], json!([first.to_string()]));
+    until(WAIT, "the replayed task to succeed", || async {
+        let rec = s.store.get(first).await.ok().flatten()?;
+        (rec.state == TaskState::Succeeded).then_some(())
+    })
+    .await;
+    let rec = s.store.get(first).await.unwrap().unwrap();
+    assert_eq!(rec.runs, 2, "ran again once");
+    assert_eq!(dead_letter_depth_auth(&s, &auth).await, 1);
+
+    // Delete the other.
+    let body = json!({"queue": "default", "ids": [second.to_string()]}).to_string();
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/delete",
+        &auth,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["done"], json!([second.to_string()]));
+    assert_eq!(dead_letter_depth_auth(&s, &auth).await, 0);
+    assert_eq!(
+        s.store.get(second).await.unwrap().unwrap().state,
+        TaskState::Failed
+    );
+
+    // No control plane: revoke is not available.
+    let r = request(
+        s.addr,
+        "POST",
+        &format!("/api/tasks/{second}/revoke"),
+        &auth,
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(r.status, 501);
+    s.stop().await;
+}
+
+async fn dead_letter_depth_auth(s: &Setup, auth: &[(&str, &str)]) -> u64 {
+    let q = s.get_json("/api/queues", auth).await;
+    q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "default")
+        .and_then(|q| q["dead_letters"].as_u64())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_with_read_only_and_queues_without_a_management_api() {
+    let s = setup("dash-basic", |c| {
+        c.login = Some(Login::Basic {
+            user: "ops".into(),
+            password: "pw".into(),
+        });
+        c.read_only = true;
+        // Nothing listens there: queues come from passive declares.
+        c.management_url = Some("http://127.0.0.1:9".into());
+    })
+    .await;
+    let basic = format!("Basic {}", BASE64.encode("ops:pw"));
+    let auth = [("Authorization", basic.as_str())];
+    let denied = request(s.addr, "GET", "/api/queues", &[], None).await;
+    assert_eq!(denied.status, 401);
+    assert!(denied
+        .headers
+        .to_ascii_lowercase()
+        .contains("www-authenticate: basic"));
+    let wrong = format!("Basic {}", BASE64.encode("ops:px"));
+    assert_eq!(
+        request(s.addr, "GET", "/", &[("Authorization", &wrong)], None)
+            .await
+            .status,
+        401
+    );
+
+    let flaky = s
+        .producer
+        .send::<Flaky>(&"x".to_owned(), &SendOptions::default())
+        .await
+        .unwrap()
+        .id();
+    finished(&s, flaky).await;
+    let queues = until(WAIT, "the dead letter to be counted", || async {
+        let q = s.get_json("/api/queues", &auth).await;
+        (q["queues"][0]["dead_letters"] == 1).then_some(q)
+    })
+    .await;
+    assert_eq!(queues["source"], "amqp");
+    assert!(
+        queues["note"].as_str().unwrap().contains("127.0.0.1:9"),
+        "{queues}"
+    );
+    assert_eq!(queues["queues"][0]["queue"], "default");
+    assert_eq!(queues["queues"][0]["consumers"], 1);
+    assert!(queues["queues"][0]["unacked"].is_null());
+
+    // Read-only wins over the login.
+    let config = s.get_json("/api/config", &auth).await;
+    assert_eq!(config["read_only"], true);
+    assert_eq!(config["login"], "basic");
+    let body = json!({"queue": "default", "ids": [flaky.to_string()]}).to_string();
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/dead-letters/delete",
+        &auth,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(r.json()["error"].as_str().unwrap().contains("--read-only"));
+    let letters = s.get_json("/api/dead-letters?queue=default", &auth).await;
+    assert_eq!(letters["letters"].as_array().unwrap().len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_it_cannot_reach_is_a_503_that_says_so_and_tasks_still_show() {
+    let s = setup("dash-nobroker", |c| {
+        c.amqp_addr = "amqp://guest:guest@127.0.0.1:9/%2f".into();
+        c.management_url = Some("http://127.0.0.1:9".into());
+    })
+    .await;
+    let id = s
+        .producer
+        .send::<Add>(&(2, 3), &SendOptions::default())
+        .await
+        .unwrap()
+        .id();
+    finished(&s, id).await;
+    for path in ["/api/queues", "/api/dead-letters"] {
+        let r = request(s.addr, "GET", path, &[], None).await;
+        assert_eq!(r.status, 503, "{path}: {}", r.body);
+        assert!(
+            r.json()["error"].as_str().unwrap().contains("127.0.0.1:9"),
+            "{path}: {}",
+            r.body
+        );
+    }
+    let tasks = s.get_json("/api/tasks", &[]).await;
+    assert_eq!(ids(&tasks, "tasks"), vec![id.to_string()]);
+    s.stop().await;
+}
