@@ -23,6 +23,8 @@ import yaml
 import check_security
 from chart_support import (CHART, ROOT, CheckFailed, by_kind, checked, credential_files, deep_merge, env_of, failures, need, ok, one,
                            render, run, section, with_base, worker)
+from check_security import mounted_secrets
+
 ALERTS = CHART / "files" / "alerts.yaml"
 ALERT_TESTS = CHART / "tests" / "alerts_test.yaml"
 DASHBOARD = CHART / "files" / "dashboard.json"
@@ -454,6 +456,36 @@ def check_exporter() -> None:
        "under the alerts' job name")
 
 
+def check_web_dashboard() -> None:
+    docs = render({"daemons": {"dashboard": {"enabled": True, "loginSecret": "ui-login"}},
+                   "networkPolicy": {"enabled": True,
+                                     "dashboardFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}]}},
+                  "web-dashboard")
+    dep = one(docs, "Deployment", "dashboard")
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    need(c["args"] == ["dashboard"], f"dashboard args {c['args']}")
+    env = env_of(c)
+    need(env["CELERIAC_DASHBOARD_LISTEN"]["value"] == "0.0.0.0:8080", "dashboard listen address")
+    need(env["CELERIAC_DASHBOARD_TOKEN_FILE"]["value"] == "/etc/celeriac/login/token", "dashboard token file")
+    need(mounted_secrets(pod, c).get("/etc/celeriac/login") == "ui-login", "dashboard login Secret mount")
+    need(c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}], f"dashboard ports {c['ports']}")
+    need(c["readinessProbe"]["tcpSocket"]["port"] == "http", "dashboard probe")
+    svc = one(docs, "Service", "dashboard")
+    need(svc["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+         and svc["spec"]["type"] == "ClusterIP", f"dashboard Service {svc['spec']}")
+    policy = one(docs, "NetworkPolicy")
+    rules = policy["spec"]["ingress"]
+    need(len(rules) == 2 and rules[1]["ports"] == [{"port": "http", "protocol": "TCP"}],
+         f"dashboard ingress rule {rules}")
+    # Without a login Secret: read-only, nothing mounted.
+    plain = one(render({"daemons": {"dashboard": {"enabled": True}}}, "web-dashboard-ro"), "Deployment", "dashboard")
+    (pc,) = plain["spec"]["template"]["spec"]["containers"]
+    need("CELERIAC_DASHBOARD_TOKEN_FILE" not in env_of(pc), "a read-only dashboard gets a token file")
+    ok("web dashboard: `celeriac dashboard` on 8080 behind a ClusterIP Service, login from a Secret "
+       "(read-only without), TCP probes, reachable through the NetworkPolicy only from dashboardFrom")
+
+
 def check_beat() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())["daemons"]["beat"]
     need(values["replicaCount"] == 1 and values["strategy"]["type"] == "RollingUpdate"
@@ -820,6 +852,7 @@ def main() -> int:
         section("worker Deployment", check_worker_deployment)
         section("beat", check_beat)
         section("exporter", check_exporter)
+        section("web dashboard", check_web_dashboard)
         section("autoscaling", check_autoscaling)
         section("existing Secret", check_existing_secret)
         section("security", lambda: check_security.check(docs_for))
