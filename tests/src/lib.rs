@@ -27,6 +27,7 @@ pub use ::redis as redis_client;
 pub use lapin;
 
 pub mod http;
+pub mod latency;
 pub mod scenarios;
 pub mod tls;
 
