@@ -640,6 +640,9 @@ impl Beat {
         if let Err(e) = self.state.set_last_run(label, tick, id).await {
             warn!(entry = %label, tick, workflow = %id, error = %e, "submitted, but could not record it as the entry's last run");
         }
+        self.counters
+            .last_tick_ms
+            .store(celeriac_schema::now_ms(), Ordering::Relaxed);
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
         info!(entry = %label, tick, workflow = %id, nodes = workflow.nodes.len(), "submitted");
         Ok(id)
