@@ -152,6 +152,7 @@ async fn the_command_revokes_through_the_control_plane_and_lists_heartbeats() {
     let addr = listen.parse().unwrap();
     let auth = [("Authorization", "Bearer ctl-token")];
     let config = until(Duration::from_secs(30), "the dashboard to answer", || async {
+        drop(tokio::net::TcpStream::connect(addr).await.ok()?);
         let reply = request(addr, "GET", "/api/config", &auth, None).await;
         (reply.status == 200).then(|| reply.json())
     })
