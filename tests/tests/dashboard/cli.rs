@@ -151,11 +151,15 @@ async fn the_command_revokes_through_the_control_plane_and_lists_heartbeats() {
         .unwrap();
     let addr = listen.parse().unwrap();
     let auth = [("Authorization", "Bearer ctl-token")];
-    let config = until(Duration::from_secs(30), "the dashboard to answer", || async {
-        drop(tokio::net::TcpStream::connect(addr).await.ok()?);
-        let reply = request(addr, "GET", "/api/config", &auth, None).await;
-        (reply.status == 200).then(|| reply.json())
-    })
+    let config = until(
+        Duration::from_secs(30),
+        "the dashboard to answer",
+        || async {
+            drop(tokio::net::TcpStream::connect(addr).await.ok()?);
+            let reply = request(addr, "GET", "/api/config", &auth, None).await;
+            (reply.status == 200).then(|| reply.json())
+        },
+    )
     .await;
     assert_eq!(config["revoke"], true, "{config}");
 
@@ -169,7 +173,10 @@ async fn the_command_revokes_through_the_control_plane_and_lists_heartbeats() {
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(
-        r.json()["message"].as_str().unwrap_or_default().contains("revoked"),
+        r.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("revoked"),
         "{}",
         r.body
     );
