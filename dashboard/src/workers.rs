@@ -6,39 +6,15 @@ use std::collections::BTreeMap;
 
 use celeriac_producer::TaskQuery;
 use celeriac_schema::TaskState;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::error::Result;
 use crate::App;
 
-/// One worker's latest heartbeat (the fields of the `worker.heartbeat`
-/// event).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerHeartbeat {
-    /// The worker id.
-    pub worker: String,
-    /// Its host.
-    pub hostname: String,
-    /// Its process id.
-    pub pid: u32,
-    /// The logical queues it consumes.
-    pub queues: Vec<String>,
-    /// Its concurrency.
-    pub concurrency: u32,
-    /// Tasks running now.
-    pub in_flight: u32,
-    /// Tasks processed since it started.
-    pub processed: u64,
-    /// When it started, Unix ms.
-    pub started_at: u64,
-    /// When this heartbeat was sent, Unix ms.
-    pub at: u64,
-    /// Its version.
-    pub version: String,
-    /// Its heartbeat interval, ms.
-    pub heartbeat_ms: u64,
-}
+/// One worker's latest heartbeat: the body of its `worker.heartbeat`
+/// event (SPEC section 17), as the control plane keeps it.
+pub use celeriac_schema::events::WorkerEvent as WorkerHeartbeat;
 
 /// Where the Workers page reads heartbeats from.
 ///

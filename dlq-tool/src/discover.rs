@@ -144,8 +144,14 @@ impl Management {
     }
 
     /// `GET /api/queues/{vhost}?columns=...`: the queues of the virtual
-    /// host as JSON objects with those fields.
-    async fn queue_list(&self, columns: &str) -> Result<Vec<serde_json::Value>> {
+    /// host as JSON objects with those fields (comma-separated, dotted for
+    /// nested ones: `name,message_stats.publish`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Discovery`] when the API cannot be reached or answers
+    /// something else than a queue list.
+    pub async fn queue_list(&self, columns: &str) -> Result<Vec<serde_json::Value>> {
         let fail = |reason: String| Error::Discovery {
             url: self.base.clone(),
             reason,

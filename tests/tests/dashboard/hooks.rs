@@ -43,6 +43,7 @@ async fn a_revoke_hook_and_a_heartbeat_source_are_used() {
         })
     });
     let beat = WorkerHeartbeat {
+        kind: celeriac_schema::events::WorkerEventKind::Heartbeat,
         worker: "w-1".into(),
         hostname: "host-a".into(),
         pid: 42,

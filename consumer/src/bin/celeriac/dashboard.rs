@@ -119,6 +119,7 @@ impl WorkerSource for StoreHeartbeats {
             .filter_map(|(_, bytes)| WorkerStatus::decode(bytes).ok())
             .filter(|s| s.kind != "lost" && !s.is_lost_at(now))
             .map(|s| WorkerHeartbeat {
+                kind: celeriac_schema::events::WorkerEventKind::Heartbeat,
                 worker: s.worker,
                 hostname: s.hostname,
                 pid: s.pid,
