@@ -402,62 +402,10 @@ impl fmt::Display for Rate {
     }
 }
 
-/// A worker as its `worker.*` events and its record in the store's
-/// worker hash describe it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerStatus {
-    /// `online`, `heartbeat` or `offline` in an event; in the store,
-    /// `online` or `lost`.
-    pub kind: String,
-    /// The worker id.
-    pub worker: String,
-    /// Its host name.
-    pub hostname: String,
-    /// Its process id.
-    pub pid: u32,
-    /// The logical queues it consumes.
-    pub queues: Vec<String>,
-    /// Most tasks it runs at once.
-    pub concurrency: u32,
-    /// Deliveries it is handling.
-    pub in_flight: u32,
-    /// Deliveries it received since it started.
-    pub processed: u64,
-    /// When it started, Unix ms.
-    pub started_at: u64,
-    /// When this was written, Unix ms (its last heartbeat).
-    pub at: u64,
-    /// Its celeriac version.
-    pub version: String,
-    /// Its heartbeat period, ms.
-    pub heartbeat_ms: u64,
-}
-
-impl WorkerStatus {
-    /// Whether a worker last heard of at `self.at` counts as lost at `now`:
-    /// more than three heartbeat periods ago.
-    pub fn is_lost_at(&self, now: u64) -> bool {
-        now.saturating_sub(self.at) > self.heartbeat_ms.saturating_mul(3)
-    }
-
-    /// The MessagePack body.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Encode`].
-    pub fn encode(&self) -> Result<Vec<u8>> {
-        encode("worker status", self)
-    }
-
-    /// Decodes a body.
-    ///
-    /// # Errors
-    ///
-    /// As [`ControlRequest::decode`].
-    pub fn decode(bytes: &[u8]) -> Result<WorkerStatus> {
-        decode(bytes)
-    }
-}
+/// A worker's record in the store's worker hash: its latest `worker.*`
+/// event (section 17), of kind `online`, or `lost` once another worker
+/// found it silent for three heartbeats.
+pub use crate::events::WorkerEvent as WorkerStatus;
 
 /// The field and value a run-time limit is kept under in the store's
 /// limits hash ([`crate::store::ControlHash::Limits`]); value `None` lifts
@@ -572,7 +520,7 @@ mod tests {
     #[test]
     fn a_worker_status_decodes_as_a_worker_event() {
         let status = WorkerStatus {
-            kind: "heartbeat".into(),
+            kind: crate::events::WorkerEventKind::Heartbeat,
             worker: "w1".into(),
             hostname: "h".into(),
             pid: 7,

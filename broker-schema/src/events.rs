@@ -252,10 +252,13 @@ pub enum WorkerEventKind {
     Heartbeat,
     /// The worker stopped cleanly.
     Offline,
+    /// Never published: the kind of a worker's record in the store's
+    /// worker hash once it missed three heartbeats (section 16).
+    Lost,
 }
 
 impl WorkerEventKind {
-    /// Every worker event kind.
+    /// Every kind a worker publishes (not [`WorkerEventKind::Lost`]).
     pub const ALL: [WorkerEventKind; 3] = [
         WorkerEventKind::Online,
         WorkerEventKind::Heartbeat,
@@ -268,6 +271,7 @@ impl WorkerEventKind {
             WorkerEventKind::Online => "online",
             WorkerEventKind::Heartbeat => "heartbeat",
             WorkerEventKind::Offline => "offline",
+            WorkerEventKind::Lost => "lost",
         }
     }
 
@@ -357,6 +361,29 @@ impl WorkerEvent {
     /// [`Error::Encode`] (never for the types here).
     pub fn encode(&self) -> Result<Vec<u8>> {
         encode_named(self, "worker event")
+    }
+
+    /// Decodes a worker event body, or a worker's record in the store
+    /// (which may be of kind `lost`).
+    ///
+    /// # Errors
+    ///
+    /// As [`decode_event`], for a body that is not a worker event.
+    pub fn decode(body: &[u8]) -> Result<WorkerEvent> {
+        check_limits(
+            body,
+            &DecodeLimits {
+                max_bytes: MAX_EVENT_BYTES,
+                ..DecodeLimits::default()
+            },
+        )?;
+        from_slice_checked(body)
+    }
+
+    /// Whether a worker last heard of at `self.at` counts as lost at `now`:
+    /// more than three heartbeat periods ago.
+    pub fn is_lost_at(&self, now: u64) -> bool {
+        now.saturating_sub(self.at) > self.heartbeat_ms.saturating_mul(3)
     }
 }
 

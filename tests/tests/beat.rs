@@ -33,22 +33,17 @@ struct BeatProcess {
 
 impl BeatProcess {
     async fn start(ns: &str, files: &[&Path], replica: &str) -> BeatProcess {
-        BeatProcess::start_with(ns, files, replica, "off").await
+        BeatProcess::start_with(ns, files, replica, &["--metrics-addr", "off"]).await
     }
 
-    /// Starts beat serving its metrics on `metrics_addr` (`off` for none).
-    async fn start_with(
-        ns: &str,
-        files: &[&Path],
-        replica: &str,
-        metrics_addr: &str,
-    ) -> BeatProcess {
+    /// Starts beat with `extra` arguments (its metrics server's, say).
+    async fn start_with(ns: &str, files: &[&Path], replica: &str, extra: &[&str]) -> BeatProcess {
         let log = record_file(&format!("beat-{replica}"));
         let child = Command::new(celeriac_cli())
             .arg("beat")
             .args(files)
             .args(["--namespace", ns, "--replica", replica])
-            .args(["--metrics-addr", metrics_addr])
+            .args(extra)
             .env("AMQP_ADDR", &broker().await.url)
             .env("REDIS_URL", &redis().await.url)
             .env("RUST_LOG", "info,lapin=warn")
@@ -642,23 +637,20 @@ async fn beat_serves_metrics_and_probes() {
         .unwrap()
         .port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let log = record_file("beat-metrics");
-    let child = Command::new(celeriac_cli())
-        .arg("beat")
-        .arg(&flow)
-        .args(["--namespace", &ns, "--replica", "m"])
-        .args(["--metrics-addr", &addr.to_string()])
-        .arg("--metrics-token-file")
-        .arg(&token)
-        .env("AMQP_ADDR", &broker().await.url)
-        .env("REDIS_URL", &redis().await.url)
-        .env("RUST_LOG", "info,lapin=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let beat = BeatProcess { child, log };
+    let addr_arg = addr.to_string();
+    let token_arg = token.to_str().unwrap();
+    let beat = BeatProcess::start_with(
+        &ns,
+        &[flow.as_path()],
+        "m",
+        &[
+            "--metrics-addr",
+            &addr_arg,
+            "--metrics-token-file",
+            token_arg,
+        ],
+    )
+    .await;
     beat.wait_for_log("submitted", Duration::from_secs(20))
         .await;
     let (status, _) = celeriac_tests::http::get(addr, "/readyz").await;

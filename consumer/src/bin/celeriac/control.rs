@@ -8,6 +8,7 @@ use std::time::Duration;
 use celeriac_producer::control::{ControlOptions, ControlReplies, RevokeOptions};
 use celeriac_producer::Producer;
 use celeriac_schema::control::{limit_entry, Command, Inspect, KillSignal, Rate, WorkerStatus};
+use celeriac_schema::events::WorkerEventKind;
 use celeriac_schema::store::{ControlHash, Store};
 use clap::{Args, Subcommand};
 
@@ -405,7 +406,8 @@ pub async fn workers(global: &Global, args: &WorkersArgs) -> ExitCode {
                 for (worker, bytes) in records {
                     match WorkerStatus::decode(&bytes) {
                         Ok(status) => {
-                            let lost = status.kind == "lost" || status.is_lost_at(now);
+                            let lost =
+                                status.kind == WorkerEventKind::Lost || status.is_lost_at(now);
                             list.push((status, lost));
                         }
                         Err(e) => eprintln!("warning: an unreadable record for {worker}: {e}"),
@@ -441,7 +443,7 @@ pub async fn workers(global: &Global, args: &WorkersArgs) -> ExitCode {
                 let uptime = number("uptime_ms");
                 list.push((
                     WorkerStatus {
-                        kind: "online".into(),
+                        kind: WorkerEventKind::Online,
                         worker: reply.worker.clone(),
                         hostname: text("hostname"),
                         pid: number("pid") as u32,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use celeriac_dashboard::{Config, Dashboard, Login, RevokeHook, WorkerHeartbeat, WorkerSource};
 use celeriac_producer::control::RevokeOptions;
 use celeriac_schema::control::WorkerStatus;
+use celeriac_schema::events::WorkerEventKind;
 use celeriac_schema::signing::Keyring;
 use celeriac_schema::store::{ControlHash, Store};
 use celeriac_schema::TaskId;
@@ -117,21 +118,7 @@ impl WorkerSource for StoreHeartbeats {
         let live = records
             .iter()
             .filter_map(|(_, bytes)| WorkerStatus::decode(bytes).ok())
-            .filter(|s| s.kind != "lost" && !s.is_lost_at(now))
-            .map(|s| WorkerHeartbeat {
-                kind: celeriac_schema::events::WorkerEventKind::Heartbeat,
-                worker: s.worker,
-                hostname: s.hostname,
-                pid: s.pid,
-                queues: s.queues,
-                concurrency: s.concurrency,
-                in_flight: s.in_flight,
-                processed: s.processed,
-                started_at: s.started_at,
-                at: s.at,
-                version: s.version,
-                heartbeat_ms: s.heartbeat_ms,
-            })
+            .filter(|s| s.kind != WorkerEventKind::Lost && !s.is_lost_at(now))
             .collect();
         Ok(Some(live))
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celeriac_schema::control::{limit_command, WorkerStatus};
+use celeriac_schema::events::WorkerEventKind;
 use celeriac_schema::now_ms;
 use celeriac_schema::store::ControlHash;
 use lapin::options::BasicPublishOptions;
@@ -65,12 +66,16 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let kind = if online_sent { "heartbeat" } else { "online" };
+        let kind = if online_sent {
+            WorkerEventKind::Heartbeat
+        } else {
+            WorkerEventKind::Online
+        };
         if publish(&shared, kind).await {
             online_sent = true;
         }
         if let Some(store) = &shared.config.store {
-            let status = status(&shared, "online");
+            let status = status(&shared, WorkerEventKind::Online);
             match status.encode() {
                 Ok(bytes) => {
                     if let Err(e) = store
@@ -86,7 +91,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         }
         sync_from_store(&shared).await;
     }
-    publish(&shared, "offline").await;
+    publish(&shared, WorkerEventKind::Offline).await;
     if let Some(store) = &shared.config.store {
         if let Err(e) = store
             .hash_put(ControlHash::Workers, &shared.config.worker_id, None)
@@ -98,10 +103,10 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
 }
 
 /// This worker's status now.
-pub(crate) fn status(shared: &Shared, kind: &str) -> WorkerStatus {
+pub(crate) fn status(shared: &Shared, kind: WorkerEventKind) -> WorkerStatus {
     let stats = &shared.stats;
     WorkerStatus {
-        kind: kind.to_owned(),
+        kind,
         worker: shared.config.worker_id.to_string(),
         hostname: super::hostname(),
         pid: std::process::id(),
@@ -118,7 +123,7 @@ pub(crate) fn status(shared: &Shared, kind: &str) -> WorkerStatus {
 
 /// Publishes `worker.{kind}` (without waiting for a confirm); whether it
 /// went out.
-async fn publish(shared: &Shared, kind: &str) -> bool {
+async fn publish(shared: &Shared, kind: WorkerEventKind) -> bool {
     let Some(channel) = shared.publisher.borrow().clone() else {
         return false;
     };
@@ -132,7 +137,7 @@ async fn publish(shared: &Shared, kind: &str) -> bool {
     let props = BasicProperties::default()
         .with_content_type(celeriac_schema::CONTENT_TYPE.into())
         .with_timestamp(now_ms() / 1000);
-    let routing_key = format!("worker.{kind}");
+    let routing_key = kind.routing_key();
     let exchange = shared.config.topology.events_exchange();
     match channel
         .basic_publish(
@@ -172,7 +177,7 @@ async fn mark_lost(shared: &Shared) {
         let Ok(status) = WorkerStatus::decode(&bytes) else {
             continue;
         };
-        if status.kind == "lost" {
+        if status.kind == WorkerEventKind::Lost {
             if now.saturating_sub(status.at) > FORGET_LOST_AFTER.as_millis() as u64 {
                 let _ = store.hash_put(ControlHash::Workers, &worker, None).await;
             }
@@ -183,7 +188,7 @@ async fn mark_lost(shared: &Shared) {
             continue;
         }
         let lost = WorkerStatus {
-            kind: "lost".to_owned(),
+            kind: WorkerEventKind::Lost,
             ..status
         };
         let Ok(new) = lost.encode() else { continue };
