@@ -54,6 +54,10 @@ pub const PREFETCH: u16 = 1000;
 /// still has ready messages (and adds a consumer for them) or is done.
 pub const IDLE: Duration = Duration::from_secs(2);
 
+/// How long [`DlqScan::finish`] waits for the returned messages to be
+/// counted as ready again.
+pub const RETURN_WAIT: Duration = Duration::from_secs(3);
+
 /// Number of messages ready in a broker queue.
 ///
 /// # Errors
@@ -265,6 +269,22 @@ impl<'c> DlqScan<'c> {
                 )
                 .await
                 .map_err(Error::amqp("returning dead letters to their queue"))?;
+            self.settle_returned().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits (at most [`RETURN_WAIT`]) until the broker counts the returned
+    /// messages as ready again. A quorum queue applies a `nack` through its
+    /// log after the channel took it, so without this a scan started right
+    /// after another one (`list` then `show`) could count an empty queue.
+    async fn settle_returned(&self) -> Result<()> {
+        let returned = u32::try_from(self.unacked).unwrap_or(u32::MAX);
+        let deadline = tokio::time::Instant::now() + RETURN_WAIT;
+        while queue_length(self.channel, &self.dlq).await? < returned
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
     }
