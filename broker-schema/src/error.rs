@@ -70,6 +70,16 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// A fair queue's shard count out of range.
+    #[error("fair queue {queue:?}: {shards} shards; {reason}")]
+    InvalidShards {
+        /// The logical queue.
+        queue: String,
+        /// The rejected count.
+        shards: u64,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
     /// A delay longer than the delay topology can hold.
     #[error("delay of {requested_ms} ms exceeds the longest supported delay of {max_ms} ms")]
     DelayTooLong {
@@ -138,6 +148,7 @@ impl Error {
             Error::UnsupportedVersion { .. } => "UnsupportedVersion",
             Error::Encode { .. } => "Encode",
             Error::InvalidName { .. } => "InvalidName",
+            Error::InvalidShards { .. } => "InvalidShards",
             Error::DelayTooLong { .. } => "DelayTooLong",
             Error::StoreUnavailable { .. } => "StoreUnavailable",
             Error::InvalidKey { .. } => "InvalidKey",

@@ -46,6 +46,7 @@ mod envelope;
 mod error;
 pub mod events;
 pub mod exec;
+pub mod fair;
 pub mod headers;
 pub mod json_value;
 mod retry_policy;

@@ -19,6 +19,8 @@
 //! the message by its queue name into the work queue. No plugin, no consumer
 //! and no worker memory is involved while a message waits.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -140,6 +142,8 @@ pub struct DelayRoute {
 pub struct Topology {
     namespace: String,
     delivery_limit: u32,
+    /// Fair logical queues and their shard counts (section 21).
+    fair: BTreeMap<String, u16>,
 }
 
 impl Topology {
@@ -155,6 +159,7 @@ impl Topology {
         Ok(Topology {
             namespace,
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
+            fair: BTreeMap::new(),
         })
     }
 
@@ -165,6 +170,53 @@ impl Topology {
     pub fn with_delivery_limit(mut self, limit: u32) -> Self {
         self.delivery_limit = limit.max(1);
         self
+    }
+
+    /// Makes logical queue `queue` fair with `shards` shard queues (see
+    /// [`crate::fair`]): its declarations include the shards, and
+    /// [`Topology::route_name`] sends a task with a tenant to its shard.
+    /// All producers and workers of the queue must agree on the count.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for a bad queue name, [`Error::InvalidShards`]
+    /// for a count of 0 or above [`crate::fair::MAX_SHARDS`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use celeriac_schema::Topology;
+    ///
+    /// let topo = Topology::new("shop").unwrap().with_fair_queue("default", 8).unwrap();
+    /// assert_eq!(topo.fair_shards("default"), Some(8));
+    /// assert_eq!(topo.route_name("default", None), "default");
+    /// assert!(topo.route_name("default", Some("acme")).starts_with("default.f."));
+    /// assert!(Topology::new("shop").unwrap().with_fair_queue("default", 0).is_err());
+    /// ```
+    pub fn with_fair_queue(mut self, queue: &str, shards: u64) -> Result<Self> {
+        validate_name("queue", queue)?;
+        let shards = crate::fair::validate_shards(queue, shards)?;
+        self.fair.insert(queue.to_owned(), shards);
+        Ok(self)
+    }
+
+    /// The shard count of a fair queue; `None` for a plain one.
+    pub fn fair_shards(&self, queue: &str) -> Option<u16> {
+        self.fair.get(queue).copied()
+    }
+
+    /// The routing name a task of `queue` for `tenant` is published with:
+    /// its shard's `{queue}.f.{i}` when the queue is fair and the task has
+    /// a tenant, else `queue` itself. Work queue, delay route and bindings
+    /// all follow from it.
+    pub fn route_name<'a>(&self, queue: &'a str, tenant: Option<&str>) -> Cow<'a, str> {
+        match (self.fair_shards(queue), tenant) {
+            (Some(shards), Some(tenant)) => Cow::Owned(crate::fair::shard_name(
+                queue,
+                crate::fair::shard_of(tenant, shards),
+            )),
+            _ => Cow::Borrowed(queue),
+        }
     }
 
     /// The namespace prefix.
@@ -347,7 +399,38 @@ impl Topology {
     /// characters of ASCII letters, digits, `-`, `_` and `.`.
     pub fn queue_declarations(&self, queue: &str) -> Result<Vec<Declaration>> {
         validate_name("queue", queue)?;
-        Ok(vec![
+        let mut out = self.plain_queue_declarations(queue);
+        for shard in 0..self.fair_shards(queue).unwrap_or(0) {
+            out.extend(self.shard_declarations(queue, shard));
+        }
+        Ok(out)
+    }
+
+    /// Shard `shard` of fair queue `queue`: a work queue named after its
+    /// routing name, dead-lettering into the logical queue's dead-letter
+    /// queue, bound to the work and delay delivery exchanges.
+    pub fn shard_declarations(&self, queue: &str, shard: u16) -> Vec<Declaration> {
+        let name = crate::fair::shard_name(queue, shard);
+        vec![
+            Declaration::Queue {
+                name: self.work_queue(&name),
+                arguments: self.work_queue_arguments(queue),
+            },
+            Declaration::QueueBinding {
+                queue: self.work_queue(&name),
+                exchange: self.work_exchange(),
+                key: name.clone(),
+            },
+            Declaration::QueueBinding {
+                queue: self.work_queue(&name),
+                exchange: self.delay_delivery_exchange(),
+                key: format!("{}{name}", "*.".repeat(DELAY_LEVELS as usize)),
+            },
+        ]
+    }
+
+    fn plain_queue_declarations(&self, queue: &str) -> Vec<Declaration> {
+        vec![
             Declaration::Queue {
                 name: self.dead_letter_queue(queue),
                 arguments: self.dead_letter_queue_arguments(),
@@ -371,7 +454,7 @@ impl Topology {
                 exchange: self.delay_delivery_exchange(),
                 key: format!("{}{queue}", "*.".repeat(DELAY_LEVELS as usize)),
             },
-        ])
+        ]
     }
 
     /// Where to publish a message for `queue` that must wait `delay`; `None`

@@ -20,6 +20,7 @@ use crate::publish::{self, Route};
 use crate::send_options::{duration_ms, to_unix_ms, SendOptions};
 use crate::tls::TlsOptions;
 use crate::topology::declare;
+mod fair;
 
 /// Confirms outstanding at once in a batch send; bounds memory while keeping
 /// the pipeline full.
@@ -57,6 +58,7 @@ pub struct ProducerBuilder {
     tls: TlsOptions,
     metrics: Option<Arc<crate::metrics::ProducerMetrics>>,
     events: bool,
+    fair: Vec<(String, u64)>,
 }
 
 impl std::fmt::Debug for ProducerBuilder {
@@ -201,6 +203,7 @@ impl ProducerBuilder {
             topology = topology.with_delivery_limit(limit);
         }
         validate_name("queue", &self.default_queue)?;
+        let topology = self.fair_topology(topology).await?;
         let pool = crate::pool::new(self.url.clone(), self.tls.clone(), self.pool_size).map_err(
             |reason| Error::Unreachable {
                 url: redact_url(&self.url),
@@ -324,6 +327,7 @@ impl Producer {
             tls: TlsOptions::default(),
             metrics: None,
             events: false,
+            fair: Vec::new(),
         }
     }
 
@@ -401,11 +405,7 @@ impl Producer {
         if let Some(policy) = options.retry {
             envelope.retry = policy;
         }
-        envelope.idempotency_key = options.idempotency_key.clone();
-        envelope.soft_time_limit_ms = options.soft_time_limit.map(duration_ms);
-        envelope.hard_time_limit_ms = options.hard_time_limit.map(duration_ms);
-        envelope.priority = options.priority;
-        envelope.meta = options.meta.clone();
+        options.fill(&mut envelope)?;
         Ok(PreparedTask { queue, envelope })
     }
 

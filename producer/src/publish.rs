@@ -49,14 +49,16 @@ pub struct Route {
 /// ```
 pub fn route(topology: &Topology, queue: &str, envelope: &Envelope, now_ms: u64) -> Result<Route> {
     let wait = envelope.wait_before_run(now_ms);
-    Ok(match topology.delay_route(queue, wait)? {
+    // A fair queue's task with a tenant goes to its shard (SPEC.md section 21).
+    let target = topology.route_name(queue, envelope.tenant.as_deref());
+    Ok(match topology.delay_route(&target, wait)? {
         Some(delay) => Route {
             exchange: delay.exchange,
             routing_key: delay.routing_key,
         },
         None => Route {
             exchange: topology.work_exchange(),
-            routing_key: queue.to_owned(),
+            routing_key: target.into_owned(),
         },
     })
 }

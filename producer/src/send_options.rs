@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use celeriac_schema::{RetryPolicy, TaskId};
+use celeriac_schema::{Envelope, RetryPolicy, TaskId};
 
 /// Options for one send; every field has a sane default.
 ///
@@ -47,6 +47,9 @@ pub struct SendOptions {
     pub meta: BTreeMap<String, String>,
     /// Use this task id instead of a fresh one.
     pub task_id: Option<TaskId>,
+    /// The tenant the task runs for; on a fair queue its tasks share the
+    /// workers equally with other tenants' (SPEC.md section 21).
+    pub tenant: Option<String>,
 }
 
 impl SendOptions {
@@ -127,6 +130,38 @@ impl SendOptions {
     pub fn task_id(mut self, id: TaskId) -> Self {
         self.task_id = Some(id);
         self
+    }
+
+    /// Runs the task for tenant `tenant`: on a fair queue, it goes to the
+    /// tenant's shard, and tenants share the workers round-robin. 1 to 128
+    /// bytes of UTF-8 without control characters, checked on send.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use celeriac_producer::SendOptions;
+    ///
+    /// let opts = SendOptions::new().tenant("acme");
+    /// assert_eq!(opts.tenant.as_deref(), Some("acme"));
+    /// ```
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Copies the plain per-task settings into `envelope`, checking the
+    /// tenant.
+    pub(crate) fn fill(&self, envelope: &mut Envelope) -> celeriac_schema::Result<()> {
+        if let Some(tenant) = &self.tenant {
+            celeriac_schema::fair::validate_tenant(tenant)?;
+        }
+        envelope.tenant = self.tenant.clone();
+        envelope.idempotency_key = self.idempotency_key.clone();
+        envelope.soft_time_limit_ms = self.soft_time_limit.map(duration_ms);
+        envelope.hard_time_limit_ms = self.hard_time_limit.map(duration_ms);
+        envelope.priority = self.priority;
+        envelope.meta = self.meta.clone();
+        Ok(())
     }
 }
 

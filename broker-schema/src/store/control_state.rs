@@ -14,6 +14,9 @@ pub enum ControlHash {
     /// The workers of the namespace (`{ns}:workers`): field = worker id,
     /// value = its MessagePack record with its last heartbeat.
     Workers,
+    /// The fair queues of the namespace (`{ns}:fair`): field = logical
+    /// queue, value = its number of shards in ASCII decimal (`8`).
+    Fair,
 }
 
 impl ControlHash {
@@ -22,6 +25,7 @@ impl ControlHash {
         match self {
             ControlHash::Limits => "limits",
             ControlHash::Workers => "workers",
+            ControlHash::Fair => "fair",
         }
     }
 }

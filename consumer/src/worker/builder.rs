@@ -67,9 +67,37 @@ pub struct WorkerBuilder {
     queue_sample_interval: Duration,
     signing: Option<Arc<Keyring>>,
     heartbeat: Duration,
+    fair: Vec<(String, u64)>,
 }
 
 impl WorkerBuilder {
+    /// Consumes logical queue `queue` as a fair queue with `shards` shard
+    /// queues: its plain queue and every shard, each with a small prefetch,
+    /// sharing the worker's slots round-robin among those with work, so
+    /// one tenant's flood cannot starve another tenant (SPEC.md section
+    /// 21). Producers must use the same count; with a state store,
+    /// `celeriac queue fair` records it for all, and a count set here wins
+    /// over the store's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use celeriac_consumer::{Registry, Worker};
+    ///
+    /// let worker = Worker::builder("amqp://127.0.0.1:5672/%2f", Registry::new())
+    ///     .fair_queue("default", 8)
+    ///     .build();
+    /// assert!(worker.is_ok());
+    /// let zero = Worker::builder("amqp://127.0.0.1:5672/%2f", Registry::new())
+    ///     .fair_queue("default", 0)
+    ///     .build();
+    /// assert!(zero.is_err());
+    /// ```
+    pub fn fair_queue(mut self, queue: impl Into<String>, shards: u64) -> Self {
+        self.fair.push((queue.into(), shards));
+        self
+    }
+
     /// How often the worker publishes `worker.heartbeat` on the events
     /// exchange and, with a store, refreshes its record in the worker list
     /// and re-reads revocations and task limits (default 2 s, at least
@@ -271,6 +299,9 @@ impl WorkerBuilder {
         if let Some(limit) = self.delivery_limit {
             topology = topology.with_delivery_limit(limit);
         }
+        for (queue, shards) in &self.fair {
+            topology = topology.with_fair_queue(queue, *shards)?;
+        }
         if self.queues.is_empty() {
             return Err(Error::Config("at least one queue is needed".into()));
         }
@@ -364,6 +395,7 @@ impl Worker {
             metrics_token: None,
             queue_sample_interval: DEFAULT_QUEUE_SAMPLE,
             signing: None,
+            fair: Vec::new(),
             heartbeat: super::control::DEFAULT_HEARTBEAT,
         }
     }

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::fair::Slots;
 use super::job::Job;
 use super::{SessionEnd, Shared};
 use crate::ack_tracker::{AckAction, AckTracker};
@@ -29,6 +30,8 @@ pub(super) struct Lane {
     pub(super) channel: Channel,
     pub(super) publisher: Channel,
     pub(super) semaphore: Arc<Semaphore>,
+    /// Where the lane's jobs take their slots: the semaphore, or a group.
+    pub(super) slots: Slots,
 }
 
 /// Messages to a lane's acker.
@@ -69,16 +72,17 @@ impl Lane {
                     Some(Ok(delivery)) => {
                         let tag = delivery.delivery_tag;
                         let _ = ack_tx.send(AckMsg::Delivered(tag));
-                        let permit = match self.semaphore.clone().try_acquire_owned() {
-                            Ok(permit) => Ok(permit),
-                            Err(_) => {
+                        let permit = match self.slots.try_acquire() {
+                            Some(permit) => Some(permit),
+                            None => {
                                 // Shown by `inspect reserved` while it waits.
                                 let _waiting = shared
                                     .control
                                     .jobs
                                     .waiting(&delivery.properties, &self.queue);
+                                let acquiring = self.slots.acquire();
                                 tokio::select! {
-                                    permit = self.semaphore.clone().acquire_owned() => permit,
+                                    permit = acquiring => permit,
                                     _ = session.cancelled() => {
                                         let _ = ack_tx.send(AckMsg::Requeue(tag));
                                         WorkerStats::bump(&shared.stats.requeued);
@@ -87,7 +91,13 @@ impl Lane {
                                 }
                             }
                         };
-                        let Ok(permit) = permit else {
+                        let Some(permit) = permit else {
+                            if session.is_cancelled() {
+                                // The lane group stopped with the session.
+                                let _ = ack_tx.send(AckMsg::Requeue(tag));
+                                WorkerStats::bump(&shared.stats.requeued);
+                                continue;
+                            }
                             break SessionEnd::Shutdown;
                         };
                         let job = Job {

@@ -9,6 +9,7 @@
 mod builder;
 mod control;
 mod events;
+mod fair;
 mod job;
 mod lane;
 mod purge;
@@ -210,6 +211,12 @@ impl Worker {
                 Arc::new(self.http_state()),
                 http_stop.clone(),
             ));
+        }
+        if let Some(store) = &self.config.store {
+            // Read once: a changed shard count applies from the next start.
+            let topology = self.config.topology.clone();
+            let topology = fair::with_store_fairness(&**store, topology).await;
+            Arc::make_mut(&mut self.config).topology = topology;
         }
         let (publisher_tx, publisher_rx) = watch::channel(None);
         let events = self.config.events.then(|| {

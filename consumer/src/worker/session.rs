@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::control::listener::Listener;
 use super::control::pool::LaneChange;
+use super::fair::{LaneGroup, RoundRobin, Slots};
 use super::lane::Lane;
 use super::{Config, SessionEnd, Shared};
 use crate::error::{Error, Result};
@@ -28,34 +29,79 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) struct Session {
     connection: Arc<Connection>,
     pub(super) publisher: Channel,
-    lanes: Vec<(Arc<str>, Channel, Consumer)>,
+    lanes: Vec<Opened>,
 }
 
-/// Opens a queue's channel with the prefetch and starts its consumer.
+/// A consuming channel of a logical queue: its plain queue, or a shard.
+type Opened = (Arc<str>, Channel, Consumer);
+
+/// Opens the channels of a logical queue: one for its work queue and, for
+/// a fair queue, one per shard with a prefetch of at most the concurrency,
+/// so a flood waits in the broker, not in the worker (SPEC.md section 21).
+async fn open_lanes(config: &Config, connection: &Connection, queue: &str) -> Result<Vec<Opened>> {
+    let Some(shards) = config.topology.fair_shards(queue) else {
+        return Ok(vec![open_lane(config, connection, queue, queue, config.prefetch).await?]);
+    };
+    let prefetch = config
+        .prefetch
+        .min(u16::try_from(config.concurrency).unwrap_or(u16::MAX))
+        .max(1);
+    let mut out = vec![open_lane(config, connection, queue, queue, prefetch).await?];
+    for shard in 0..shards {
+        let name = celeriac_schema::fair::shard_name(queue, shard);
+        out.push(open_lane(config, connection, queue, &name, prefetch).await?);
+    }
+    Ok(out)
+}
+
+/// Opens a channel with `prefetch` and consumes the work queue of `route`
+/// for logical queue `queue`.
 async fn open_lane(
     config: &Config,
     connection: &Connection,
     queue: &str,
-) -> Result<(Arc<str>, Channel, Consumer)> {
+    route: &str,
+    prefetch: u16,
+) -> Result<Opened> {
     let channel = connection
         .create_channel()
         .await
         .map_err(Error::amqp("opening a channel"))?;
     // Per consumer, never global: quorum queues refuse global QoS.
     channel
-        .basic_qos(config.prefetch, BasicQosOptions { global: false })
+        .basic_qos(prefetch, BasicQosOptions { global: false })
         .await
         .map_err(Error::amqp("setting the prefetch"))?;
     let consumer = channel
         .basic_consume(
-            config.topology.work_queue(queue).into(),
-            format!("{}/{queue}", config.worker_id).into(),
+            config.topology.work_queue(route).into(),
+            format!("{}/{route}", config.worker_id).into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await
         .map_err(Error::amqp("starting a consumer"))?;
     Ok((Arc::from(queue), channel, consumer))
+}
+
+/// The slots of a logical queue's lanes: one round-robin group for a fair
+/// queue, the semaphore itself for a plain one.
+fn slots_for(
+    config: &Config,
+    queue: &str,
+    lanes: usize,
+    semaphore: &Arc<Semaphore>,
+    stop: &CancellationToken,
+) -> Vec<Slots> {
+    match config.topology.fair_shards(queue) {
+        Some(_) => LaneGroup::start(
+            semaphore.clone(),
+            lanes,
+            Box::new(RoundRobin::default()),
+            stop.clone(),
+        ),
+        None => vec![Slots::Direct(semaphore.clone()); lanes],
+    }
 }
 
 /// Connects, declares the topology of `queues` and consumes them.
@@ -91,7 +137,7 @@ pub(super) async fn connect(config: &Config, queues: &[String]) -> Result<Sessio
     declare_queues(config, &publisher, queues).await?;
     let mut lanes = Vec::with_capacity(queues.len());
     for queue in queues {
-        lanes.push(open_lane(config, &connection, queue).await?);
+        lanes.extend(open_lanes(config, &connection, queue).await?);
     }
     Ok(Session {
         connection: Arc::new(connection),
@@ -166,9 +212,10 @@ impl Session {
         let start_lane =
             |lanes: &mut JoinSet<(Arc<str>, SessionEnd)>,
              stops: &mut HashMap<Arc<str>, CancellationToken>,
-             (queue, channel, consumer): (Arc<str>, Channel, Consumer)| {
-                let stop = CancellationToken::new();
-                stops.insert(queue.clone(), stop.clone());
+             (queue, channel, consumer): Opened,
+             slots: Slots| {
+                // One stop for all lanes of a logical queue.
+                let stop = stops.entry(queue.clone()).or_default().clone();
                 let lane = Lane {
                     shared: shared.clone(),
                     metrics: shared.metrics.queue(&queue),
@@ -176,12 +223,21 @@ impl Session {
                     channel,
                     publisher: self.publisher.clone(),
                     semaphore: semaphore.clone(),
+                    slots,
                 };
                 let run = lane.run(consumer, session_token.clone(), shutdown.clone(), stop);
                 lanes.spawn(async move { (queue, run.await) });
             };
-        for opened in self.lanes {
-            start_lane(&mut lanes, &mut stops, opened);
+        let mut opened = self.lanes.into_iter().peekable();
+        while let Some(first) = opened.next() {
+            let mut group = vec![first];
+            while let Some(next) = opened.next_if(|(q, _, _)| *q == group[0].0) {
+                group.push(next);
+            }
+            let slots = slots_for(&shared.config, &group[0].0, group.len(), &semaphore, &session_token);
+            for (lane, slots) in group.into_iter().zip(slots) {
+                start_lane(&mut lanes, &mut stops, lane, slots);
+            }
         }
         let mut end = SessionEnd::Shutdown;
         loop {
@@ -214,12 +270,15 @@ impl Session {
                                 .map_err(Error::amqp("opening a channel"))?;
                             declare_queues(&shared.config, &channel, std::slice::from_ref(&queue)).await?;
                             let _ = channel.close(200, "declared".into()).await;
-                            open_lane(&shared.config, &self.connection, &queue).await
+                            open_lanes(&shared.config, &self.connection, &queue).await
                         };
                         match opened.await {
                             Ok(opened) => {
                                 info!(%queue, "consuming a queue added at run time");
-                                start_lane(&mut lanes, &mut stops, opened);
+                                let slots = slots_for(&shared.config, &queue, opened.len(), &semaphore, &session_token);
+                                for (lane, slots) in opened.into_iter().zip(slots) {
+                                    start_lane(&mut lanes, &mut stops, lane, slots);
+                                }
                                 let _ = done.send(Ok(()));
                             }
                             Err(e) => {

@@ -199,10 +199,12 @@ impl Job {
     }
 
     pub(super) async fn start_lease(&self, env: &Envelope, delivery: &Delivery) -> Result<Lease> {
+        let topology = &self.shared.config.topology;
         Lease::take(
             &self.publisher,
-            &self.shared.config.topology,
-            &self.queue,
+            topology,
+            // A fair task's copy goes back to its shard.
+            &topology.route_name(&self.queue, env.tenant.as_deref()),
             env.id,
             self.shared.config.lease_ttl,
             &delivery.data,
