@@ -1,8 +1,6 @@
 //! The `celeriac-worker` command line.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
@@ -11,7 +9,12 @@ use tracing::error;
 use crate::registry::Registry;
 use crate::worker::Worker;
 
+mod fair;
 mod tls;
+mod values;
+
+pub use fair::FairQueue;
+pub use values::MetricsAddr;
 
 pub use self::tls::TlsArgs;
 
@@ -60,6 +63,11 @@ pub struct Args {
     /// small for long ones so waiting messages go to other workers.
     #[arg(long, env = "CELERIAC_PREFETCH")]
     pub prefetch: Option<u16>,
+
+    /// Fair queues, QUEUE=SHARDS (e.g. default=8): tenants share them
+    /// round-robin. Repeat or separate with commas; wins over the store's.
+    #[arg(long = "fair", env = "CELERIAC_FAIR", value_delimiter = ',')]
+    pub fair: Vec<FairQueue>,
 
     /// On SIGTERM/SIGINT, how long in-flight tasks may finish before the
     /// rest go back to the queue (e.g. 30s, 2m).
@@ -337,28 +345,6 @@ fn parse_size(value: &str) -> Result<usize, String> {
     usize::try_from(bytes).map_err(|_| format!("`{value}` is too large"))
 }
 
-/// The value of `--metrics-addr`: a socket address, or `None` for `off`.
-///
-/// # Examples
-///
-/// ```
-/// use celeriac_consumer::cli::MetricsAddr;
-///
-/// let on: MetricsAddr = "127.0.0.1:9464".parse().unwrap();
-/// assert_eq!(on.0, Some(([127, 0, 0, 1], 9464).into()));
-/// assert_eq!("off".parse::<MetricsAddr>().unwrap().0, None);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MetricsAddr(pub Option<SocketAddr>);
-
-impl FromStr for MetricsAddr {
-    type Err = String;
-
-    fn from_str(value: &str) -> Result<Self, String> {
-        crate::http::parse_metrics_addr(value).map(MetricsAddr)
-    }
-}
-
 /// How logs are written to stderr.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormat {
@@ -479,6 +465,9 @@ async fn run(
     }
     if let Some(prefetch) = args.prefetch {
         builder = builder.prefetch(prefetch);
+    }
+    for FairQueue { queue, shards } in args.fair {
+        builder = builder.fair_queue(queue, shards);
     }
     if let Some(id) = args.worker_id {
         builder = builder.worker_id(id);

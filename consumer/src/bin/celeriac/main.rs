@@ -43,6 +43,7 @@ mod dashboard;
 mod events;
 mod exporter;
 mod purge;
+mod queue;
 mod run;
 mod send;
 mod signing;
@@ -163,6 +164,9 @@ enum Command {
     /// Remove every task waiting in one work queue; asks first unless
     /// --yes.
     Purge(purge::PurgeArgs),
+    /// Queue settings: `celeriac queue fair QUEUE --shards 8` makes tenants
+    /// share QUEUE round-robin.
+    Queue(queue::QueueArgs),
     /// Serve the web dashboard (queues, tasks, workflows, dead letters,
     /// workers): `celeriac dashboard --listen 127.0.0.1:8080`.
     Dashboard(dashboard::DashboardArgs),
@@ -279,6 +283,7 @@ fn fail(e: &celeriac_producer::Error) -> ExitCode {
     match e {
         Error::Workflow(_)
         | Error::Schema(celeriac_schema::Error::InvalidName { .. })
+        | Error::Schema(celeriac_schema::Error::InvalidShards { .. })
         | Error::InvalidOptions(_)
         | Error::InvalidUrl { .. }
         | Error::TlsConfig(_) => ExitCode::from(2),
@@ -344,5 +349,6 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Workers(args) => control::workers(&global, &args).await,
         Command::Events(args) => events::run(&global, &args).await,
         Command::Purge(args) => purge::run(&global, &args).await,
+        Command::Queue(args) => queue::run(&global, &args).await,
     }
 }

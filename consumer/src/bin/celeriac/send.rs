@@ -34,6 +34,11 @@ pub struct SendArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub countdown: Option<Duration>,
 
+    /// The tenant the task runs for: on a fair queue, tenants share the
+    /// workers round-robin (1 to 128 bytes).
+    #[arg(long)]
+    pub tenant: Option<String>,
+
     /// Retries after a failure before it is dead-lettered.
     #[arg(long)]
     pub retries: Option<u32>,
@@ -110,6 +115,9 @@ pub async fn run(global: &Global, args: &SendArgs) -> ExitCode {
     }
     if let Some(retries) = args.retries {
         options = options.max_retries(retries);
+    }
+    if let Some(tenant) = &args.tenant {
+        options = options.tenant(tenant);
     }
     let prepared = match producer.prepare_value(&args.task, input, &options) {
         Ok(prepared) => prepared,
