@@ -51,6 +51,7 @@
 mod error;
 mod event;
 mod flow;
+mod ready;
 mod result;
 mod scheduler;
 mod task;

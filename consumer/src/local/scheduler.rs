@@ -1,6 +1,6 @@
 //! The in-process executor.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use super::error::LocalError;
 use super::event::{Events, LocalEvent, LocalEventKind};
+use super::ready::ReadyQueues;
 use super::result::{TaskResult, CANCELLED, DEPENDENCY_FAILED};
 use super::task::{Body, Inputs, LocalContext, LocalTask, TaskOptions, TaskOutput};
 use crate::task_error::{TaskError, PANIC, TIME_LIMIT};
@@ -30,7 +31,8 @@ pub const DEFAULT_MAX_WORKERS: usize = 4;
 ///
 /// - a task starts the moment all its dependencies have succeeded, and
 ///   every ready task starts at once, up to `max_workers` running together
-///   (ready tasks start in the order they became ready);
+///   (ready tasks start in the order they became ready, tenants taking
+///   turns: see [`TaskOptions::tenant`]);
 /// - a task receives its dependencies' results by id
 ///   ([`LocalContext::input`]);
 /// - a failed attempt is retried up to the task's `retries`; a task whose
@@ -378,6 +380,8 @@ impl LocalScheduler {
 
         let span = tracing::debug_span!("local_run", tasks = dag.len(), edges = dag.edge_count());
         let n = dag.len();
+        let tenant_of = self.entries.iter().map(|e| e.options.tenant.as_deref().map(Arc::from));
+        let tenant_of = tenant_of.collect();
         let specs = self
             .entries
             .into_iter()
@@ -393,7 +397,7 @@ impl LocalScheduler {
         let run = Run {
             max_workers: self.max_workers,
             pool_free: self.pools.iter().map(|(_, c)| *c).collect(),
-            queues: vec![VecDeque::new(); self.pools.len() + 1],
+            ready: ReadyQueues::new(self.pools.len() + 1, tenant_of),
             pool_of,
             specs,
             waiting: (0..n).map(|i| dag.dependencies(i).len()).collect(),
@@ -402,7 +406,6 @@ impl LocalScheduler {
             results: vec![None; n],
             tokens: vec![None; n],
             running: 0,
-            ready_seq: 0,
             join: JoinSet::new(),
             in_flight: HashMap::new(),
             all: self.cancel.all.clone(),
@@ -462,11 +465,9 @@ struct Run {
     max_workers: usize,
     pool_of: Vec<Option<usize>>,
     pool_free: Vec<usize>,
-    /// Ready nodes by pool (0: no pool, `p + 1`: pool `p`), each with the
-    /// sequence number of its becoming ready. Cancelled nodes stay queued
-    /// and are dropped when they reach the front.
-    queues: Vec<VecDeque<(u64, usize)>>,
-    ready_seq: u64,
+    /// Ready nodes by pool. Cancelled nodes stay queued and are dropped
+    /// when they reach the front.
+    ready: ReadyQueues,
     /// Dependencies each node still waits for.
     waiting: Vec<usize>,
     state: Vec<State>,
@@ -522,36 +523,19 @@ impl Run {
     fn make_ready(&mut self, node: usize) {
         self.state[node] = State::Ready;
         let queue = self.pool_of[node].map_or(0, |p| p + 1);
-        self.queues[queue].push_back((self.ready_seq, node));
-        self.ready_seq += 1;
+        self.ready.push(queue, node);
     }
 
     /// Starts ready nodes while workers (and their pools) are free, oldest
-    /// ready first.
+    /// ready first, tenants taking turns.
     fn dispatch(&mut self) {
         while self.running < self.max_workers && !self.all.is_cancelled() {
-            let mut best: Option<(u64, usize)> = None;
-            for q in 0..self.queues.len() {
-                if q > 0 && self.pool_free[q - 1] == 0 {
-                    continue;
-                }
-                let queue = &mut self.queues[q];
-                while let Some(&(_, node)) = queue.front() {
-                    if self.state[node] == State::Ready {
-                        break;
-                    }
-                    queue.pop_front();
-                }
-                if let Some(&(seq, _)) = queue.front() {
-                    if best.is_none_or(|(s, _)| seq < s) {
-                        best = Some((seq, q));
-                    }
-                }
-            }
-            let Some((_, q)) = best else { break };
-            if let Some((_, node)) = self.queues[q].pop_front() {
-                self.start(node);
-            }
+            let (free, state) = (&self.pool_free, &self.state);
+            let open = |q: usize| q == 0 || free[q - 1] > 0;
+            let Some(node) = self.ready.pop_next(open, |n| state[n] == State::Ready) else {
+                break;
+            };
+            self.start(node);
         }
     }
 

@@ -148,6 +148,10 @@ pub struct TaskOptions {
     /// [`LocalScheduler::resource_pool`](crate::LocalScheduler::resource_pool))
     /// of which the task holds one unit while it runs.
     pub resource: Option<String>,
+    /// The tenant the task runs for: ready tasks of different tenants take
+    /// turns for the workers, so one tenant's many tasks cannot hold back
+    /// another's few (tasks without a tenant count as one tenant).
+    pub tenant: Option<String>,
 }
 
 impl TaskOptions {
@@ -182,6 +186,20 @@ impl TaskOptions {
     /// Sets the resource pool.
     pub fn resource(mut self, pool: impl Into<String>) -> Self {
         self.resource = Some(pool.into());
+        self
+    }
+
+    /// Sets the tenant: ready tasks of different tenants start in turns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use celeriac_consumer::TaskOptions;
+    ///
+    /// assert_eq!(TaskOptions::new().tenant("acme").tenant.as_deref(), Some("acme"));
+    /// ```
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
         self
     }
 }
