@@ -86,6 +86,9 @@ pub struct Node {
     /// The logical queue (default: the producer's default queue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
+    /// The tenant its task runs for (see [`crate::fair`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// Its retry policy (default: the envelope's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
@@ -112,6 +115,7 @@ impl Node {
             input_from: InputFrom::Given,
             dependencies: Vec::new(),
             queue: None,
+            tenant: None,
             retry: None,
             soft_time_limit_ms: None,
             hard_time_limit_ms: None,
@@ -175,6 +179,12 @@ impl Node {
         self
     }
 
+    /// Sets the tenant its task runs for.
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Node {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
     /// Sets the retry policy.
     pub fn retry(mut self, policy: RetryPolicy) -> Node {
         self.retry = Some(policy);
@@ -203,6 +213,7 @@ impl Node {
         }
         envelope.soft_time_limit_ms = self.soft_time_limit_ms;
         envelope.hard_time_limit_ms = self.hard_time_limit_ms;
+        envelope.tenant = self.tenant.clone();
         envelope
     }
 }

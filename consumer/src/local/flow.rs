@@ -138,6 +138,9 @@ impl LocalScheduler {
             let mut task_options = TaskOptions::new()
                 .depends_on(task.dependencies.iter().cloned())
                 .retries(task.retries);
+            if let Some(tenant) = &task.tenant {
+                task_options = task_options.tenant(tenant.clone());
+            }
             // A program's limits are enforced by the exec runner, which
             // kills its process group; a handler's by the scheduler.
             if let (TaskKind::Handler(_), Some(limit)) = (&task.kind, task.timeout) {

@@ -20,6 +20,7 @@
 //!   timeout: 60                #   hard time limit of one attempt, seconds (fractions allowed)
 //!   soft_timeout: 50           #   soft time limit, seconds: shorter than the hard one
 //!   queue: default             #   the cluster queue
+//!   tenant: acme               #   the tenant tasks run for (fair queues share by tenant)
 //! tasks:                       # task name -> task; names are [A-Za-z0-9_-]+
 //!   fetch:
 //!     run: [python3, fetch.py] # a program and its arguments (a string is split on spaces; never a shell)
@@ -79,7 +80,7 @@
 //!   node), and any other node with dependencies receives a map from each
 //!   dependency's id to its result; a node with none receives `null`.
 //!   Mapping keys of a given input are strings.
-//! - **Settings.** `retries`, `timeout`, `soft_timeout` and `queue` come
+//! - **Settings.** `retries`, `timeout`, `soft_timeout`, `queue` and `tenant` come
 //!   from the task itself, else from the nearest enclosing block that sets
 //!   them, else from `defaults`. Retries default to 0. A soft limit that is
 //!   not shorter than the hard one in effect is dropped (and refused when
@@ -180,6 +181,8 @@ pub struct FlowTask {
     pub soft_timeout: Option<Duration>,
     /// The cluster queue (default: the producer's).
     pub queue: Option<String>,
+    /// The tenant the task runs for.
+    pub tenant: Option<String>,
     /// Its own schedule, if any.
     pub schedule: Option<Schedule>,
     /// Where its name is written.
@@ -219,6 +222,9 @@ impl FlowTask {
             .time_limits(self.soft_timeout, self.timeout);
         if let Some(queue) = &self.queue {
             node = node.queue(queue.clone());
+        }
+        if let Some(tenant) = &self.tenant {
+            node = node.tenant(tenant.clone());
         }
         node
     }

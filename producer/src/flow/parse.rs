@@ -13,11 +13,13 @@ use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 use super::error::{suggest, FlowError, FlowErrorKind, Position};
 use super::TaskKind;
 use crate::schedule::{Overlap, Schedule};
+mod options;
+pub(super) use options::Options;
 
 type Result<T> = std::result::Result<T, FlowError>;
 
 const TOP_KEYS: &[&str] = &["name", "schedule", "overlap", "defaults", "tasks"];
-const DEFAULT_KEYS: &[&str] = &["retries", "timeout", "soft_timeout", "queue"];
+const DEFAULT_KEYS: &[&str] = &["retries", "timeout", "soft_timeout", "queue", "tenant"];
 const TASK_KEYS: &[&str] = &[
     "run",
     "task",
@@ -31,6 +33,7 @@ const TASK_KEYS: &[&str] = &[
     "timeout",
     "soft_timeout",
     "queue",
+    "tenant",
     "schedule",
     "subtasks",
 ];
@@ -51,27 +54,6 @@ pub(super) struct Located<T> {
     pub value: T,
     pub at: Position,
     pub key: String,
-}
-
-/// Settings a task takes from itself, its enclosing blocks or `defaults`.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Options {
-    pub retries: Option<u32>,
-    pub timeout: Option<Duration>,
-    pub soft_timeout: Option<Duration>,
-    pub queue: Option<String>,
-}
-
-impl Options {
-    /// `self`, with what it leaves unset taken from `outer`.
-    pub fn or(&self, outer: &Options) -> Options {
-        Options {
-            retries: self.retries.or(outer.retries),
-            timeout: self.timeout.or(outer.timeout),
-            soft_timeout: self.soft_timeout.or(outer.soft_timeout),
-            queue: self.queue.clone().or_else(|| outer.queue.clone()),
-        }
-    }
 }
 
 /// One entry of a `tasks`, `subtasks`, `sequence` or `parallel`.
@@ -571,11 +553,13 @@ impl Reader<'_> {
             }
             None => None,
         };
+        let tenant = f.get("tenant").map(|(v, _)| self.tenant(v, path));
         Ok(Options {
             retries,
             timeout,
             soft_timeout,
             queue,
+            tenant: tenant.transpose()?,
         })
     }
 
