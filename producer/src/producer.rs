@@ -595,7 +595,7 @@ impl Producer {
     /// The envelope of a workflow node, without its input when that comes
     /// from its dependencies.
     fn prepare_node(&self, workflow: TaskId, node: &Node) -> Result<PreparedTask> {
-        validate_name("task", &node.task)?;
+        fair::check_node(node)?;
         let queue = node
             .queue
             .clone()

@@ -6,11 +6,22 @@
 
 use celeriac_schema::fair::parse_shards;
 use celeriac_schema::store::ControlHash;
+use celeriac_schema::topology::validate_name;
+use celeriac_schema::workflow::Node;
 use celeriac_schema::Topology;
 use tracing::warn;
 
 use super::ProducerBuilder;
 use crate::error::Result;
+
+/// Checks a workflow node's task name and tenant before it is sent.
+pub(super) fn check_node(node: &Node) -> celeriac_schema::Result<()> {
+    validate_name("task", &node.task)?;
+    match &node.tenant {
+        Some(tenant) => celeriac_schema::fair::validate_tenant(tenant),
+        None => Ok(()),
+    }
+}
 
 impl ProducerBuilder {
     /// Makes logical queue `queue` fair with `shards` shard queues: a task
