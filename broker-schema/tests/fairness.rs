@@ -44,7 +44,10 @@ fn a_fair_queue_routes_tenants_to_their_shard_and_the_rest_to_the_plain_queue() 
     assert_eq!(topo.route_name("default", None), "default");
     // Another queue is not fair: the tenant changes nothing.
     assert_eq!(topo.route_name("emails", Some("acme")), "emails");
-    assert_eq!(topo.work_queue(&shard_name("default", 7)), "shop.q.default.f.7");
+    assert_eq!(
+        topo.work_queue(&shard_name("default", 7)),
+        "shop.q.default.f.7"
+    );
 }
 
 #[test]
@@ -54,8 +57,15 @@ fn shards_are_declared_like_the_work_queue_and_dead_letter_into_its_dlq() {
         .with_fair_queue("default", 4)
         .unwrap();
     let declarations = topo.queue_declarations("default").unwrap();
-    let plain = Topology::new("shop").unwrap().queue_declarations("default").unwrap();
-    assert_eq!(declarations[..plain.len()], plain[..], "the plain queue comes first, unchanged");
+    let plain = Topology::new("shop")
+        .unwrap()
+        .queue_declarations("default")
+        .unwrap();
+    assert_eq!(
+        declarations[..plain.len()],
+        plain[..],
+        "the plain queue comes first, unchanged"
+    );
     assert_eq!(declarations.len(), plain.len() + 4 * 3);
     for shard in 0..4u16 {
         let name = format!("default.f.{shard}");
@@ -86,7 +96,10 @@ fn a_delayed_fair_task_comes_back_to_its_shard() {
         .with_fair_queue("default", 8)
         .unwrap();
     let target = topo.route_name("default", Some("acme"));
-    let route = topo.delay_route(&target, Duration::from_millis(1500)).unwrap().unwrap();
+    let route = topo
+        .delay_route(&target, Duration::from_millis(1500))
+        .unwrap()
+        .unwrap();
     // The last word names the shard; the delivery exchange's binding for
     // the shard (one `*` per level, then the name) matches it.
     let words: Vec<&str> = route.routing_key.split('.').collect();
@@ -104,7 +117,10 @@ fn bad_shard_counts_and_tenants_are_refused_with_the_reason() {
     assert!(zero.unwrap_err().to_string().contains("at least 1 shard"));
     assert!(validate_shards("default", 257).is_err());
     assert_eq!(validate_shards("default", 256).unwrap(), 256);
-    assert!(Topology::new("shop").unwrap().with_fair_queue("a#b", 8).is_err());
+    assert!(Topology::new("shop")
+        .unwrap()
+        .with_fair_queue("a#b", 8)
+        .is_err());
     assert!(parse_shards("default", b"0").is_err());
     assert!(parse_shards("default", b"-1").is_err());
     assert_eq!(parse_shards("default", b"8").unwrap(), 8);
@@ -127,6 +143,9 @@ fn the_tenant_travels_in_the_envelope_and_is_left_out_when_unset() {
     env.tenant = Some("acme".into());
     let bytes = celeriac_schema::encode(&env).unwrap();
     assert!(bytes.len() > plain.len());
-    assert_eq!(celeriac_schema::decode(&bytes).unwrap().tenant.as_deref(), Some("acme"));
+    assert_eq!(
+        celeriac_schema::decode(&bytes).unwrap().tenant.as_deref(),
+        Some("acme")
+    );
     assert_eq!(celeriac_schema::decode(&plain).unwrap().tenant, None);
 }

@@ -27,11 +27,13 @@ async fn ready_tasks_of_two_tenants_start_in_turns() {
     // The flood becomes ready before the few, all at once.
     for i in 0..20 {
         let options = TaskOptions::new().tenant("flood");
-        dag.add_task_with(format!("flood-{i}"), noting(&order), options).unwrap();
+        dag.add_task_with(format!("flood-{i}"), noting(&order), options)
+            .unwrap();
     }
     for i in 0..3 {
         let options = TaskOptions::new().tenant("few");
-        dag.add_task_with(format!("few-{i}"), noting(&order), options).unwrap();
+        dag.add_task_with(format!("few-{i}"), noting(&order), options)
+            .unwrap();
     }
     let results = dag.run().await.unwrap();
     assert!(results.values().all(|r| r.status == TaskStatus::Success));
@@ -54,12 +56,14 @@ async fn a_tenant_ready_later_is_served_at_once_without_banked_credit() {
     let mut dag = LocalScheduler::with_max_workers(1);
     for i in 0..10 {
         let options = TaskOptions::new().tenant("flood");
-        dag.add_task_with(format!("flood-{i}"), noting(&order), options).unwrap();
+        dag.add_task_with(format!("flood-{i}"), noting(&order), options)
+            .unwrap();
     }
     // Ready only once flood-0 has run: four flood tasks wait ahead of them.
     for i in 0..4 {
         let options = TaskOptions::new().tenant("late").depends_on(["flood-0"]);
-        dag.add_task_with(format!("late-{i}"), noting(&order), options).unwrap();
+        dag.add_task_with(format!("late-{i}"), noting(&order), options)
+            .unwrap();
     }
     dag.run().await.unwrap();
     let order = order.lock().unwrap().clone();
@@ -79,11 +83,13 @@ async fn tasks_without_a_tenant_keep_their_order_and_share_like_one_tenant() {
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut dag = LocalScheduler::with_max_workers(1);
     for i in 0..4 {
-        dag.add_task(format!("none-{i}"), noting(&order), &[], 0).unwrap();
+        dag.add_task(format!("none-{i}"), noting(&order), &[], 0)
+            .unwrap();
     }
     for i in 0..2 {
         let options = TaskOptions::new().tenant("acme");
-        dag.add_task_with(format!("acme-{i}"), noting(&order), options).unwrap();
+        dag.add_task_with(format!("acme-{i}"), noting(&order), options)
+            .unwrap();
     }
     dag.run().await.unwrap();
     let order = order.lock().unwrap().clone();

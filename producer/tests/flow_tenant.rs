@@ -57,7 +57,10 @@ fn a_flow_without_tenants_has_none() {
 fn a_bad_tenant_is_refused_with_its_place_and_reason() {
     for (value, reason) in [
         ("\"\"", "must not be empty"),
-        (&format!("\"{}\"", "t".repeat(129)) as &str, "at most 128 bytes"),
+        (
+            &format!("\"{}\"", "t".repeat(129)) as &str,
+            "at most 128 bytes",
+        ),
     ] {
         let text = format!("name: n\ntasks:\n  a: {{run: [echo, hi], tenant: {value}}}\n");
         let error = Flow::parse(&text, "n.yaml").unwrap_err().to_string();
@@ -65,8 +68,11 @@ fn a_bad_tenant_is_refused_with_its_place_and_reason() {
         assert!(error.contains(reason), "{error}");
         assert!(error.contains("n.yaml:3"), "{error}");
     }
-    let error = Flow::parse("name: n\ntasks:\n  a: {run: [echo, hi], tenant: [x]}\n", "n.yaml")
-        .unwrap_err()
-        .to_string();
+    let error = Flow::parse(
+        "name: n\ntasks:\n  a: {run: [echo, hi], tenant: [x]}\n",
+        "n.yaml",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(error.contains("a string"), "{error}");
 }

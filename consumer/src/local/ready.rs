@@ -103,7 +103,9 @@ mod tests {
     #[test]
     fn tenants_take_turns_and_a_late_one_banks_no_credit() {
         // Nodes 0..6 of tenant a, 6..8 of tenant b.
-        let names: Vec<Option<&str>> = (0..8).map(|i| Some(if i < 6 { "a" } else { "b" })).collect();
+        let names: Vec<Option<&str>> = (0..8)
+            .map(|i| Some(if i < 6 { "a" } else { "b" }))
+            .collect();
         let mut ready = ReadyQueues::new(1, tenants(&names));
         for node in 0..6 {
             ready.push(0, node);

@@ -380,7 +380,10 @@ impl LocalScheduler {
 
         let span = tracing::debug_span!("local_run", tasks = dag.len(), edges = dag.edge_count());
         let n = dag.len();
-        let tenant_of = self.entries.iter().map(|e| e.options.tenant.as_deref().map(Arc::from));
+        let tenant_of = self
+            .entries
+            .iter()
+            .map(|e| e.options.tenant.as_deref().map(Arc::from));
         let tenant_of = tenant_of.collect();
         let specs = self
             .entries

@@ -67,7 +67,11 @@ impl Slots {
             Slots::Direct(semaphore) => semaphore.clone().try_acquire_owned().ok(),
             Slots::Group(group, _) => {
                 let state = group.lock();
-                if state.waiters.iter().any(|w| w.iter().any(|tx| !tx.is_closed())) {
+                if state
+                    .waiters
+                    .iter()
+                    .any(|w| w.iter().any(|tx| !tx.is_closed()))
+                {
                     return None;
                 }
                 group.semaphore.clone().try_acquire_owned().ok()

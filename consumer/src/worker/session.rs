@@ -40,7 +40,9 @@ type Opened = (Arc<str>, Channel, Consumer);
 /// so a flood waits in the broker, not in the worker (SPEC.md section 21).
 async fn open_lanes(config: &Config, connection: &Connection, queue: &str) -> Result<Vec<Opened>> {
     let Some(shards) = config.topology.fair_shards(queue) else {
-        return Ok(vec![open_lane(config, connection, queue, queue, config.prefetch).await?]);
+        return Ok(vec![
+            open_lane(config, connection, queue, queue, config.prefetch).await?,
+        ]);
     };
     let prefetch = config
         .prefetch
@@ -209,32 +211,37 @@ impl Session {
         let mut changes = shared.control.queues.attach();
         let mut lanes = JoinSet::new();
         let mut stops: HashMap<Arc<str>, CancellationToken> = HashMap::new();
-        let start_lane =
-            |lanes: &mut JoinSet<(Arc<str>, SessionEnd)>,
-             stops: &mut HashMap<Arc<str>, CancellationToken>,
-             (queue, channel, consumer): Opened,
-             slots: Slots| {
-                // One stop for all lanes of a logical queue.
-                let stop = stops.entry(queue.clone()).or_default().clone();
-                let lane = Lane {
-                    shared: shared.clone(),
-                    metrics: shared.metrics.queue(&queue),
-                    queue: queue.clone(),
-                    channel,
-                    publisher: self.publisher.clone(),
-                    semaphore: semaphore.clone(),
-                    slots,
-                };
-                let run = lane.run(consumer, session_token.clone(), shutdown.clone(), stop);
-                lanes.spawn(async move { (queue, run.await) });
+        let start_lane = |lanes: &mut JoinSet<(Arc<str>, SessionEnd)>,
+                          stops: &mut HashMap<Arc<str>, CancellationToken>,
+                          (queue, channel, consumer): Opened,
+                          slots: Slots| {
+            // One stop for all lanes of a logical queue.
+            let stop = stops.entry(queue.clone()).or_default().clone();
+            let lane = Lane {
+                shared: shared.clone(),
+                metrics: shared.metrics.queue(&queue),
+                queue: queue.clone(),
+                channel,
+                publisher: self.publisher.clone(),
+                semaphore: semaphore.clone(),
+                slots,
             };
+            let run = lane.run(consumer, session_token.clone(), shutdown.clone(), stop);
+            lanes.spawn(async move { (queue, run.await) });
+        };
         let mut opened = self.lanes.into_iter().peekable();
         while let Some(first) = opened.next() {
             let mut group = vec![first];
             while let Some(next) = opened.next_if(|(q, _, _)| *q == group[0].0) {
                 group.push(next);
             }
-            let slots = slots_for(&shared.config, &group[0].0, group.len(), &semaphore, &session_token);
+            let slots = slots_for(
+                &shared.config,
+                &group[0].0,
+                group.len(),
+                &semaphore,
+                &session_token,
+            );
             for (lane, slots) in group.into_iter().zip(slots) {
                 start_lane(&mut lanes, &mut stops, lane, slots);
             }

@@ -34,7 +34,8 @@ struct Log {
 }
 
 fn lock(log: &Mutex<Log>) -> std::sync::MutexGuard<'_, Log> {
-    log.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    log.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn prepare(producer: &Producer, tenant: &str, count: usize) -> Vec<PreparedTask> {
@@ -86,16 +87,27 @@ async fn a_flooding_tenant_delays_another_by_at_most_the_stated_bound() {
     .await;
 
     let mut sent: HashSet<TaskId> = HashSet::new();
-    sent.extend(producer.send_all(&prepare(&producer, &a, FLOOD)).await.unwrap());
+    sent.extend(
+        producer
+            .send_all(&prepare(&producer, &a, FLOOD))
+            .await
+            .unwrap(),
+    );
 
     // The flood's throughput, measured once it runs steadily.
     assert!(
-        eventually(Duration::from_secs(30), || async { lock(&log).a_done >= 200 }).await,
+        eventually(Duration::from_secs(30), || async {
+            lock(&log).a_done >= 200
+        })
+        .await,
         "the flood does not run"
     );
     let (t0, n0) = (Instant::now(), lock(&log).a_done);
     assert!(
-        eventually(Duration::from_secs(30), || async { lock(&log).a_done >= n0 + 300 }).await,
+        eventually(Duration::from_secs(30), || async {
+            lock(&log).a_done >= n0 + 300
+        })
+        .await,
         "the flood stalls"
     );
     let (t1, n1) = (Instant::now(), lock(&log).a_done);
@@ -103,10 +115,18 @@ async fn a_flooding_tenant_delays_another_by_at_most_the_stated_bound() {
 
     let send_start = Instant::now();
     let a_backlog_at_send = FLOOD - lock(&log).a_done;
-    sent.extend(producer.send_all(&prepare(&producer, &b, FEW)).await.unwrap());
+    sent.extend(
+        producer
+            .send_all(&prepare(&producer, &b, FEW))
+            .await
+            .unwrap(),
+    );
     let publish = send_start.elapsed();
     assert!(
-        eventually(Duration::from_secs(30), || async { lock(&log).b_done.len() == FEW }).await,
+        eventually(Duration::from_secs(30), || async {
+            lock(&log).b_done.len() == FEW
+        })
+        .await,
         "tenant {b}'s tasks did not all finish"
     );
 
@@ -150,16 +170,26 @@ async fn a_flooding_tenant_delays_another_by_at_most_the_stated_bound() {
         "{a}'s backlog went from {a_backlog_at_send} to {flood_left} before {b} finished"
     );
     let drain = Duration::from_secs_f64(flood_left as f64 / throughput);
-    assert!(b_time < drain, "{b} took {b_time:?}, the flood's rest takes {drain:?}");
+    assert!(
+        b_time < drain,
+        "{b} took {b_time:?}, the flood's rest takes {drain:?}"
+    );
 
     // Nothing lost: every task sent runs.
     assert!(
-        eventually(Duration::from_secs(60), || async { lock(&log).ran.len() == sent.len() }).await,
+        eventually(Duration::from_secs(60), || async {
+            lock(&log).ran.len() == sent.len()
+        })
+        .await,
         "only {} of {} tasks ran",
         lock(&log).ran.len(),
         sent.len()
     );
-    assert_eq!(lock(&log).ran, sent, "the tasks that ran are the tasks sent");
+    assert_eq!(
+        lock(&log).ran,
+        sent,
+        "the tasks that ran are the tasks sent"
+    );
     let stats = worker.stop().await;
     assert_eq!(stats.dead_lettered, 0);
 }

@@ -29,7 +29,11 @@ async fn bad_shard_counts_and_tenants_are_refused_and_nothing_is_sent() {
         .namespace(ns.name())
         .fair_queue("default", 0)
         .build();
-    assert!(zero.map(|_| ()).unwrap_err().to_string().contains("at least 1 shard"));
+    assert!(zero
+        .map(|_| ())
+        .unwrap_err()
+        .to_string()
+        .contains("at least 1 shard"));
 
     let producer = fair_producer(&ns, 4).await;
     for (tenant, reason) in [
@@ -41,20 +45,37 @@ async fn bad_shard_counts_and_tenants_are_refused_and_nothing_is_sent() {
             .send::<Work>(&1, &SendOptions::new().tenant(&tenant))
             .await;
         let message = sent.map(|_| ()).unwrap_err().to_string();
-        assert!(message.contains("tenant") && message.contains(reason), "{message}");
+        assert!(
+            message.contains("tenant") && message.contains(reason),
+            "{message}"
+        );
     }
     let cli = Process::new(celeriac_cli())
-        .args(["--namespace", ns.name(), "send", "test.fair.work", "--input", "1"])
+        .args([
+            "--namespace",
+            ns.name(),
+            "send",
+            "test.fair.work",
+            "--input",
+            "1",
+        ])
         .args(["--tenant", "", "--no-store"])
         .env("AMQP_ADDR", &url)
         .output()
         .unwrap();
-    assert_eq!(cli.status.code(), Some(2), "an empty tenant is a usage error");
+    assert_eq!(
+        cli.status.code(),
+        Some(2),
+        "an empty tenant is a usage error"
+    );
     assert!(String::from_utf8_lossy(&cli.stderr).contains("must not be empty"));
 
     let (_conn, channel) = broker().await.channel().await;
     let topology = ns.topology();
-    assert_eq!(queue_len(&channel, &topology.work_queue("default")).await, 0);
+    assert_eq!(
+        queue_len(&channel, &topology.work_queue("default")).await,
+        0
+    );
     for shard in 0..4 {
         let queue = topology.work_queue(&shard_name("default", shard));
         assert_eq!(queue_len(&channel, &queue).await, 0, "{queue}");
@@ -75,7 +96,11 @@ async fn shard_counts_kept_in_the_store_route_producers_and_cannot_shrink() {
     let ns = fair_namespace("fair-store", 4);
     let redis_url = redis().await.url.clone();
     let set = cli_queue(&ns, &["fair", "default", "--shards", "4"], &redis_url);
-    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
     let listed = cli_queue(&ns, &["fairness"], &redis_url);
     assert_eq!(String::from_utf8_lossy(&listed.stdout), "default\t4\n");
 
@@ -85,7 +110,11 @@ async fn shard_counts_kept_in_the_store_route_producers_and_cannot_shrink() {
         assert!(String::from_utf8_lossy(&refused.stderr).contains(reason));
     }
     let listed = cli_queue(&ns, &["fairness"], &redis_url);
-    assert_eq!(String::from_utf8_lossy(&listed.stdout), "default\t4\n", "unchanged");
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout),
+        "default\t4\n",
+        "unchanged"
+    );
 
     // A producer with the store and no setting of its own routes by it.
     let store = redis_store(&ns, StoreSettings::default()).await;
@@ -100,10 +129,18 @@ async fn shard_counts_kept_in_the_store_route_producers_and_cannot_shrink() {
         .await
         .unwrap();
     let (_conn, channel) = broker().await.channel().await;
-    let shard = ns.topology().work_queue(&shard_name("default", shard_of("acme", 4)));
+    let shard = ns
+        .topology()
+        .work_queue(&shard_name("default", shard_of("acme", 4)));
     assert!(
-        eventually(Duration::from_secs(5), || async { queue_len(&channel, &shard).await == 1 }).await,
+        eventually(Duration::from_secs(5), || async {
+            queue_len(&channel, &shard).await == 1
+        })
+        .await,
         "the task did not reach {shard}"
     );
-    assert_eq!(queue_len(&channel, &ns.topology().work_queue("default")).await, 0);
+    assert_eq!(
+        queue_len(&channel, &ns.topology().work_queue("default")).await,
+        0
+    );
 }

@@ -70,10 +70,16 @@ async fn a_retried_task_returns_to_its_tenants_shard() {
     let (_conn, channel) = broker().await.channel().await;
     let own = topology.work_queue(&shard_name("default", shard_of(&tenant, SHARDS)));
     assert!(
-        eventually(Duration::from_secs(10), || async { queue_len(&channel, &own).await == 1 }).await,
+        eventually(Duration::from_secs(10), || async {
+            queue_len(&channel, &own).await == 1
+        })
+        .await,
         "the retry never reached {own}"
     );
-    assert_eq!(queue_len(&channel, &topology.work_queue("default")).await, 0);
+    assert_eq!(
+        queue_len(&channel, &topology.work_queue("default")).await,
+        0
+    );
     for shard in (0..SHARDS).filter(|s| *s != shard_of(&tenant, SHARDS)) {
         let other = topology.work_queue(&shard_name("default", shard));
         assert_eq!(queue_len(&channel, &other).await, 0, "{other}");
@@ -84,7 +90,10 @@ async fn a_retried_task_returns_to_its_tenants_shard() {
     let second = tokio::time::timeout(Duration::from_secs(15), runs.recv()).await;
     assert_eq!(second.unwrap(), Some((1, Some(tenant.clone()))));
     assert!(
-        eventually(Duration::from_secs(10), || async { worker.stats().succeeded == 1 }).await,
+        eventually(Duration::from_secs(10), || async {
+            worker.stats().succeeded == 1
+        })
+        .await,
         "the retry did not succeed"
     );
     worker.stop().await;
