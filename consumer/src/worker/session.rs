@@ -328,14 +328,19 @@ async fn sample_queues(
     session: CancellationToken,
 ) {
     let topology = &shared.config.topology;
-    let queues: Vec<(Arc<QueueMetrics>, String, String)> = shared
+    // A fair queue's depth counts its shards too.
+    let queues: Vec<(Arc<QueueMetrics>, Vec<String>, String)> = shared
         .config
         .queues
         .iter()
         .map(|queue| {
+            let shards = (0..topology.fair_shards(queue).unwrap_or(0))
+                .map(|shard| topology.work_queue(&celeriac_schema::fair::shard_name(queue, shard)));
             (
                 shared.metrics.queue(queue),
-                topology.work_queue(queue),
+                std::iter::once(topology.work_queue(queue))
+                    .chain(shards)
+                    .collect(),
                 topology.dead_letter_queue(queue),
             )
         })
@@ -372,12 +377,23 @@ async fn sample_queues(
             },
         };
         for (metrics, work, dlq) in &queues {
-            match passive_declare(&open, work).await {
-                Ok(q) => {
-                    metrics.work_messages.set(i64::from(q.message_count()));
-                    metrics.consumers.set(i64::from(q.consumer_count()));
+            let mut depth = Some(0i64);
+            for (i, queue) in work.iter().enumerate() {
+                match passive_declare(&open, queue).await {
+                    Ok(q) => {
+                        depth = depth.map(|d| d + i64::from(q.message_count()));
+                        if i == 0 {
+                            metrics.consumers.set(i64::from(q.consumer_count()));
+                        }
+                    }
+                    Err(e) => {
+                        debug!(%queue, error = %e, "cannot sample the queue");
+                        depth = None;
+                    }
                 }
-                Err(e) => debug!(queue = %work, error = %e, "cannot sample the queue"),
+            }
+            if let Some(depth) = depth {
+                metrics.work_messages.set(depth);
             }
             match passive_declare(&open, dlq).await {
                 Ok(q) => metrics.dlq_messages.set(i64::from(q.message_count())),

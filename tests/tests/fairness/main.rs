@@ -7,6 +7,7 @@
 
 mod support;
 
+mod depth;
 mod flood;
 mod input;
 mod retry;
