@@ -10,4 +10,5 @@ mod support;
 mod depth;
 mod flood;
 mod input;
+mod purge;
 mod retry;

@@ -120,9 +120,13 @@ pub async fn run(global: &Global, args: &PurgeArgs) -> ExitCode {
     let purged = channel
         .queue_purge(work_queue.as_str().into(), QueuePurgeOptions::default())
         .await;
+    let (shards, in_shards) = match &purged {
+        Ok(_) => purge_shards(&channel, &topology, &args.queue).await,
+        Err(_) => (0, 0),
+    };
     let _ = connection.close(200, "done".into()).await;
     let purged = match purged {
-        Ok(count) => count,
+        Ok(count) => count + in_shards,
         Err(e) => {
             eprintln!("error: cannot purge {work_queue}: {e}");
             return ExitCode::from(1);
@@ -147,8 +151,11 @@ pub async fn run(global: &Global, args: &PurgeArgs) -> ExitCode {
                 "purged": purged,
                 "purged_at": purged_at,
                 "delayed": delayed,
+                "shards": shards,
             })
         );
+    } else if shards > 0 {
+        outln!("purged {purged} tasks from {work_queue} and its {shards} fair shards");
     } else {
         outln!("purged {purged} tasks from {work_queue}");
     }
@@ -179,6 +186,27 @@ pub async fn run(global: &Global, args: &PurgeArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// Purges the shards of a fair queue (section 21 of SPEC.md), which are
+/// numbered from 0 without gaps: up to the first that does not exist,
+/// whose refusal closes the channel. Returns (shards, tasks purged).
+async fn purge_shards(channel: &lapin::Channel, topology: &Topology, queue: &str) -> (u16, u32) {
+    let (mut shards, mut tasks) = (0, 0);
+    for shard in 0..celeriac_schema::fair::MAX_SHARDS {
+        let name = topology.work_queue(&celeriac_schema::fair::shard_name(queue, shard));
+        match channel
+            .queue_purge(name.as_str().into(), QueuePurgeOptions::default())
+            .await
+        {
+            Ok(count) => {
+                shards += 1;
+                tasks += count;
+            }
+            Err(_) => break,
+        }
+    }
+    (shards, tasks)
 }
 
 /// Writes the purge mark, kept as long as the longest delay.
