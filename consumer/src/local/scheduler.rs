@@ -32,7 +32,7 @@ pub const DEFAULT_MAX_WORKERS: usize = 4;
 /// - a task starts the moment all its dependencies have succeeded, and
 ///   every ready task starts at once, up to `max_workers` running together
 ///   (ready tasks start in the order they became ready, tenants taking
-///   turns: see [`TaskOptions::tenant`]);
+///   turns: see [`TaskOptions::tenant()`]);
 /// - a task receives its dependencies' results by id
 ///   ([`LocalContext::input`]);
 /// - a failed attempt is retried up to the task's `retries`; a task whose

@@ -25,7 +25,7 @@ pub(super) fn check_node(node: &Node) -> celeriac_schema::Result<()> {
 
 impl ProducerBuilder {
     /// Makes logical queue `queue` fair with `shards` shard queues: a task
-    /// sent with [`crate::SendOptions::tenant`] goes to its tenant's shard
+    /// sent with [`crate::SendOptions::tenant()`] goes to its tenant's shard
     /// (SPEC.md section 21). Workers of the queue must use the same count;
     /// with a state store, `celeriac queue fair` records it once for all.
     ///
