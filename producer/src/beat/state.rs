@@ -449,7 +449,7 @@ impl RedisBeatState {
         namespace: &str,
         tls: &crate::tls::TlsOptions,
     ) -> Result<RedisBeatState> {
-        let (_, conn) = crate::redis_store::connect_manager(url, tls).await?;
+        let (_, conn) = celeriac_store::connect_manager(url, tls).await?;
         let redacted = redact_url(url);
         let script = |body: &str| std::sync::Arc::new(Script::new(body));
         Ok(RedisBeatState {

@@ -347,7 +347,7 @@ async fn redis_and_memory_stores_follow_the_same_rules() {
 #[tokio::test]
 async fn an_unreachable_store_is_a_clear_error() {
     let started = Instant::now();
-    let err = celeriac_producer::RedisStore::connect(
+    let err = celeriac_store::RedisStore::connect(
         "redis://:secret@127.0.0.1:1",
         "t-unreachable",
         StoreSettings::default(),
@@ -1225,7 +1225,7 @@ async fn a_write_that_fails_inside_a_shared_transaction_fails_alone() {
 async fn store_writes_fail_while_redis_is_cut_off_and_work_again_after() {
     let ns = namespace("store-cut-off");
     let relay = Relay::start(&redis().await.url).await;
-    let store = celeriac_producer::RedisStore::connect(&relay.url, &ns, StoreSettings::default())
+    let store = celeriac_store::RedisStore::connect(&relay.url, &ns, StoreSettings::default())
         .await
         .unwrap_or_else(|e| panic!("Redis store through the relay: {e}; {HOW_TO_PROVIDE_REDIS}"));
     let ids: Vec<TaskId> = (0..16).map(|_| TaskId::new()).collect();

@@ -183,7 +183,7 @@ pub async fn run(global: &Global, args: &PurgeArgs) -> ExitCode {
 
 /// Writes the purge mark, kept as long as the longest delay.
 async fn mark(global: &Global, queue: &str, at_ms: u64) -> Result<(), String> {
-    let store = celeriac_producer::RedisStore::connect_with_tls(
+    let store = celeriac_store::RedisStore::connect_with_tls(
         &global.redis_url,
         &global.namespace,
         celeriac_schema::store::StoreSettings::default(),

@@ -1,4 +1,11 @@
-//! The Redis implementation of the state store.
+//! # celeriac-store: the state store in Redis
+//!
+//! [`RedisStore`] implements [`celeriac_schema::store::Store`] (the trait
+//! and the in-memory store live in the schema crate) for clusters: task
+//! records and results, idempotency and enqueue keys, workflows, the
+//! control plane's keys, and the task index of the dashboard
+//! ([`TaskQuery`]). [`tls`] holds the TLS settings shared with the broker
+//! connection.
 //!
 //! One multiplexed connection (reconnecting on its own) carries every
 //! command. Each store step is atomic: a Lua script where it must read
@@ -28,9 +35,14 @@
 
 mod batch;
 mod control;
-pub(crate) mod index;
+mod error;
+pub mod index;
 mod scripts;
+pub mod tls;
 mod waiters;
+
+pub use error::{redact_url, Error, Result};
+pub use index::{IndexedTask, TaskPage, TaskQuery, INDEX_LIMIT};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,7 +59,6 @@ use redis::aio::ConnectionManager;
 use redis::{Cmd, Pipeline, Script};
 use tracing::debug;
 
-use crate::error::redact_url;
 use crate::tls::TlsOptions;
 
 use batch::Batcher;
@@ -67,7 +78,7 @@ const QUEUED_MARK: &str = layout::QUEUED_MARK;
 ///
 /// ```no_run
 /// use std::sync::Arc;
-/// use celeriac_producer::RedisStore;
+/// use celeriac_store::RedisStore;
 /// use celeriac_schema::store::{Store, StoreSettings};
 ///
 /// # async fn demo() -> celeriac_schema::Result<()> {
@@ -142,10 +153,10 @@ fn encode_into<T: serde::Serialize + ?Sized>(
 }
 
 /// Opens a client for `url` (over TLS with `tls` for `rediss://`) and its
-/// reconnecting connection, within [`RESPONSE_TIMEOUT`]; errors name the
+/// reconnecting connection, within five seconds; errors name the
 /// URL with its password redacted, and a failed TLS handshake the server
 /// and the reason.
-pub(crate) async fn connect_manager(
+pub async fn connect_manager(
     url: &str,
     tls: &TlsOptions,
 ) -> StoreResult<(redis::Client, ConnectionManager)> {
@@ -205,8 +216,8 @@ impl RedisStore {
     /// # Examples
     ///
     /// ```no_run
-    /// use celeriac_producer::tls::TlsOptions;
-    /// use celeriac_producer::RedisStore;
+    /// use celeriac_store::tls::TlsOptions;
+    /// use celeriac_store::RedisStore;
     /// use celeriac_schema::store::StoreSettings;
     ///
     /// # async fn demo() -> celeriac_schema::Result<()> {

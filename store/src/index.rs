@@ -141,10 +141,10 @@ impl RedisStore {
     /// # Examples
     ///
     /// ```no_run
-    /// use celeriac_producer::TaskQuery;
+    /// use celeriac_store::TaskQuery;
     /// use celeriac_schema::TaskState;
     ///
-    /// # async fn demo(store: celeriac_producer::RedisStore) -> celeriac_schema::Result<()> {
+    /// # async fn demo(store: celeriac_store::RedisStore) -> celeriac_schema::Result<()> {
     /// let failed = TaskQuery { states: vec![TaskState::Failed], limit: 20, ..TaskQuery::default() };
     /// for task in store.recent_tasks(&failed).await?.tasks {
     ///     println!("{} {} {:?}", task.record.id, task.record.task, task.record.error);

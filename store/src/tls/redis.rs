@@ -23,7 +23,7 @@ use crate::error::{redact_url, Error, Result};
 /// # Examples
 ///
 /// ```
-/// use celeriac_producer::tls::{redis_client, TlsOptions};
+/// use celeriac_store::tls::{redis_client, TlsOptions};
 ///
 /// let plain = redis_client("redis://127.0.0.1:6379", &TlsOptions::new().ca("/unused/for/plaintext.pem"));
 /// assert!(plain.is_ok());
