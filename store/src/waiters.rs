@@ -18,6 +18,11 @@ use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
 use tracing::debug;
 
+use celeriac_schema::store::{TaskRecord, WorkflowRecord, WorkflowState};
+use celeriac_schema::TaskId;
+
+use super::{RedisStore, StoreResult};
+
 /// How often a waiter reads the record even if nothing woke it.
 pub(super) const RECHECK: Duration = Duration::from_secs(30);
 
@@ -201,5 +206,53 @@ impl Drop for Subscription {
                 }
             }
         });
+    }
+}
+
+impl RedisStore {
+    /// [`Store::wait`].
+    pub(crate) async fn wait_record(
+        &self,
+        id: TaskId,
+        timeout: Duration,
+    ) -> StoreResult<Option<TaskRecord>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let channel = self.channel(id);
+        let mut subscription = self.inner.waiters.subscribe(&channel).await;
+        loop {
+            // Subscribed first, read second: a final write between the two
+            // is seen by the read.
+            if let Some(record) = self.get_record(id).await? {
+                if record.state.is_terminal() {
+                    return Ok(Some(record));
+                }
+            }
+            if !subscription.changed_before(deadline).await {
+                return Ok(None);
+            }
+            subscription.resubscribe_if_needed().await;
+        }
+    }
+
+    /// [`Store::wait_workflow`].
+    pub(crate) async fn wait_workflow_record(
+        &self,
+        workflow: TaskId,
+        timeout: Duration,
+    ) -> StoreResult<Option<WorkflowRecord>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let channel = self.channel(workflow);
+        let mut subscription = self.inner.waiters.subscribe(&channel).await;
+        loop {
+            if let Some(record) = self.read_workflow(workflow).await? {
+                if record.state != WorkflowState::Running {
+                    return Ok(Some(record));
+                }
+            }
+            if !subscription.changed_before(deadline).await {
+                return Ok(None);
+            }
+            subscription.resubscribe_if_needed().await;
+        }
     }
 }
