@@ -73,3 +73,11 @@ impl Error {
         }
     }
 }
+
+/// A TLS setting or URL the store crate refused: reported as the
+/// producer's error, as before the store had its own crate.
+impl From<celeriac_store::Error> for Error {
+    fn from(error: celeriac_store::Error) -> Self {
+        Error::Producer(error.into())
+    }
+}

@@ -26,7 +26,7 @@
 //! use celeriac_dashboard::{Config, Dashboard};
 //! use celeriac_schema::store::StoreSettings;
 //!
-//! let store = celeriac_producer::RedisStore::connect(
+//! let store = celeriac_store::RedisStore::connect(
 //!     "redis://127.0.0.1:6379", "celeriac", StoreSettings::default()).await?;
 //! let config = Config::new("amqp://guest:guest@127.0.0.1:5672/%2f", "celeriac");
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await
@@ -50,9 +50,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use celeriac_producer::tls::TlsOptions;
-use celeriac_producer::RedisStore;
 use celeriac_schema::signing::Keyring;
 use celeriac_schema::Topology;
+use celeriac_store::RedisStore;
 
 pub use auth::Login;
 pub use error::{Error, Result};

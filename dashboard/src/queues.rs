@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use celeriac_producer::TaskQuery;
 use celeriac_schema::topology::{validate_name, DEFAULT_QUEUE};
+use celeriac_store::TaskQuery;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use serde::Serialize;

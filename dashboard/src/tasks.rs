@@ -6,9 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use celeriac_producer::{IndexedTask, TaskQuery};
 use celeriac_schema::store::TaskRecord;
 use celeriac_schema::{TaskId, TaskState};
+use celeriac_store::{IndexedTask, TaskQuery};
 use serde::Deserialize;
 use serde_json::{json, Value};
 

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use celeriac_producer::TaskQuery;
 use celeriac_schema::TaskState;
+use celeriac_store::TaskQuery;
 use serde::Serialize;
 use serde_json::{json, Value};
 

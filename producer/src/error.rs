@@ -203,31 +203,15 @@ impl Error {
     }
 }
 
-/// The URL with any password replaced by `***`, for messages and logs.
-///
-/// # Examples
-///
-/// ```
-/// assert_eq!(
-///     celeriac_producer::redact_url("amqp://user:secret@host:5672/%2f"),
-///     "amqp://user:***@host:5672/%2f"
-/// );
-/// assert_eq!(celeriac_producer::redact_url("amqp://host"), "amqp://host");
-/// ```
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match (authority.rfind('@'), authority.find(':')) {
-        (Some(at), Some(colon)) if colon < at => format!(
-            "{}{}:***{}",
-            &url[..scheme_end + 3],
-            &authority[..colon],
-            &rest[at..]
-        ),
-        _ => url.to_owned(),
+/// The URL with any password replaced by `***`, for messages and logs
+/// (one definition, in the store crate).
+pub use celeriac_store::redact_url;
+
+impl From<celeriac_store::Error> for Error {
+    fn from(error: celeriac_store::Error) -> Self {
+        match error {
+            celeriac_store::Error::InvalidUrl { url, reason } => Error::InvalidUrl { url, reason },
+            celeriac_store::Error::TlsConfig(message) => Error::TlsConfig(message),
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! connections (deadpool; TLS for `amqps://` URLs, see [`tls`]). `send`
 //! returns a [`TaskHandle`] once the broker holds the task; `send_batch`
 //! pipelines thousands of confirms. With
-//! a state store ([`RedisStore`]) handles give the task's state and typed
+//! a state store ([`RedisStore`], from the `celeriac-store` crate) handles give the task's state and typed
 //! result, idempotency keys hold across sends, and
 //! [`Producer::submit`]/[`canvas`] run workflows. [`control`] broadcasts
 //! commands to the workers (ping, inspect, revoke, ...).
@@ -49,7 +49,6 @@ pub mod metrics;
 mod pool;
 mod producer;
 pub mod publish;
-mod redis_store;
 pub mod schedule;
 mod send_options;
 pub mod signing;
@@ -57,13 +56,16 @@ pub mod status;
 pub mod tls;
 pub mod topology;
 
+pub use celeriac_store::{IndexedTask, RedisStore, TaskPage, TaskQuery, INDEX_LIMIT};
 pub use error::{redact_url, Error, Result};
 pub use handle::{workflow_status, NodeStatus, TaskHandle, WorkflowHandle, WorkflowStatus};
 pub use producer::{route_now, PreparedTask, Producer, ProducerBuilder};
-pub use redis_store::index::{IndexedTask, TaskPage, TaskQuery, INDEX_LIMIT};
-pub use redis_store::RedisStore;
 pub use schedule::{Overlap, Schedule, ScheduleError};
 pub use send_options::SendOptions;
+
+/// The Redis store, now the `celeriac-store` crate: this path keeps
+/// `celeriac_producer::redis_store::RedisStore` working.
+pub use celeriac_store as redis_store;
 
 pub use celeriac_schema as schema;
 pub use lapin;

@@ -254,9 +254,9 @@ pub fn redis_client_for(url: &str) -> celeriac_producer::Result<::redis::Client>
 pub async fn redis_store(
     namespace: &str,
     settings: celeriac_schema::store::StoreSettings,
-) -> celeriac_producer::RedisStore {
+) -> celeriac_store::RedisStore {
     let redis = redis().await;
-    celeriac_producer::RedisStore::connect_with_tls(&redis.url, namespace, settings, &redis_tls())
+    celeriac_store::RedisStore::connect_with_tls(&redis.url, namespace, settings, &redis_tls())
         .await
         .unwrap_or_else(|e| panic!("Redis store: {e}; {HOW_TO_PROVIDE_REDIS}"))
 }

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use celeriac_producer::tls::TlsOptions;
-use celeriac_producer::{Error, Producer, RedisStore, SendOptions};
+use celeriac_producer::{Error, Producer, SendOptions};
 use celeriac_schema::store::{Store, StoreSettings};
+use celeriac_store::RedisStore;
 use celeriac_tests::test_tasks::{Effect, EffectInput};
 use celeriac_tests::tls::{connections_on, Pki, TlsBroker, TlsRedis, CLIENT_NAME};
 use celeriac_tests::{namespace, record_file, WorkerProcess};

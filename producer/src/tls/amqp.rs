@@ -7,8 +7,7 @@ use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Connection, ConnectionProperties};
 use tracing::warn;
 
-use super::explain::{tls_failure, Peer};
-use super::TlsOptions;
+use super::{failure_reason, TlsOptions};
 use crate::error::{redact_url, Error, Result};
 
 /// Connects to the broker at `url`: `amqp://` in plaintext, `amqps://`
@@ -81,7 +80,7 @@ pub async fn connect(
         properties,
     )
     .await;
-    connected.map_err(|source| match tls_failure(&source, Peer::Broker) {
+    connected.map_err(|source| match failure_reason(&source) {
         Some(reason) => Error::Tls { server, reason },
         None => Error::Amqp {
             doing: "connecting",

@@ -25,10 +25,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use celeriac_consumer::{Registry, TaskContext, TaskError, Worker, WorkerHandle};
 use celeriac_producer::canvas::{chord, group, Signature};
-use celeriac_producer::{Producer, RedisStore, SendOptions};
+use celeriac_producer::{Producer, SendOptions};
 use celeriac_schema::store::{Store, StoreSettings, WorkflowState};
 use celeriac_schema::workflow::{node_task_id, InputFrom, Node, Workflow};
 use celeriac_schema::{Task, Topology};
+use celeriac_store::RedisStore;
 use clap::Parser;
 use serde::Serialize;
 

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use celeriac_consumer::{Registry, TaskContext, TaskError};
 use celeriac_dashboard::{Config, Dashboard, Login};
-use celeriac_producer::{Producer, RedisStore};
+use celeriac_producer::Producer;
 use celeriac_schema::store::{Store, StoreSettings};
 use celeriac_schema::Task;
+use celeriac_store::RedisStore;
 use celeriac_tests::{broker, namespace, redis_store, InProcessWorker, TestNamespace};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -227,8 +227,8 @@ fn write_stdout(args: std::fmt::Arguments<'_>) {
 impl Global {
     /// The Redis store of the namespace; on failure the error (followed by
     /// `hint`) is printed and the exit code returned.
-    pub async fn store(&self, hint: &str) -> Result<celeriac_producer::RedisStore, ExitCode> {
-        celeriac_producer::RedisStore::connect_with_tls(
+    pub async fn store(&self, hint: &str) -> Result<celeriac_store::RedisStore, ExitCode> {
+        celeriac_store::RedisStore::connect_with_tls(
             &self.redis_url,
             &self.namespace,
             celeriac_schema::store::StoreSettings::default(),

@@ -211,7 +211,7 @@ async fn purge_shards(channel: &lapin::Channel, topology: &Topology, queue: &str
 
 /// Writes the purge mark, kept as long as the longest delay.
 async fn mark(global: &Global, queue: &str, at_ms: u64) -> Result<(), String> {
-    let store = celeriac_producer::RedisStore::connect_with_tls(
+    let store = celeriac_store::RedisStore::connect_with_tls(
         &global.redis_url,
         &global.namespace,
         celeriac_schema::store::StoreSettings::default(),

@@ -163,14 +163,10 @@ pub async fn producer(args: &Args, ns: &str, side: Side<'_>) -> Result<Producer>
         .namespace(ns);
     if let Some(url) = side.store_url {
         let tls = args.tls.redis();
-        let store = celeriac_producer::RedisStore::connect_with_tls(
-            url,
-            ns,
-            StoreSettings::default(),
-            &tls,
-        )
-        .await
-        .map_err(|e| anyhow!("{e}; {}", celeriac_tests::HOW_TO_PROVIDE_REDIS))?;
+        let store =
+            celeriac_store::RedisStore::connect_with_tls(url, ns, StoreSettings::default(), &tls)
+                .await
+                .map_err(|e| anyhow!("{e}; {}", celeriac_tests::HOW_TO_PROVIDE_REDIS))?;
         producer = producer.store(std::sync::Arc::new(store));
     }
     if let Some(path) = side.signing_keys {

@@ -1,0 +1,114 @@
+//! Run leases of idempotency keys: taking one, renewing it while the run
+//! lasts, and finishing (the success mark, or the lease released).
+
+use std::time::Duration;
+
+use celeriac_schema::store::{Begin, Update};
+use celeriac_schema::{Error as SchemaError, TaskId, TaskState};
+use redis::Cmd;
+
+use crate::{RedisStore, StoreResult};
+
+impl RedisStore {
+    /// `SET` of a run lease, if nobody holds the key.
+    pub(crate) fn take_lease_cmd(&self, key: &str, token: &str) -> Cmd {
+        let mut take = redis::cmd("SET");
+        take.arg(self.execution_key(key))
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(Self::ttl_ms(self.inner.settings.lease_ttl));
+        take
+    }
+
+    /// Who holds a key whose lease could not be taken: a run (busy) or a
+    /// success.
+    pub(crate) async fn lease_holder(&self, key: &str) -> StoreResult<Begin> {
+        let k = self.execution_key(key);
+        let mut pipe = redis::pipe();
+        pipe.get(&k).pttl(&k);
+        // A holder gone in between (its lease ran out) reads as busy
+        // for a millisecond: the caller asks again.
+        let (holder, left): (Option<String>, i64) = self.run("lease", &pipe).await?;
+        match holder.as_deref().and_then(|h| h.strip_prefix("done:")) {
+            Some(id) => id
+                .parse::<TaskId>()
+                .map(|task_id| Begin::Succeeded { task_id })
+                .map_err(|e| SchemaError::StoreData {
+                    what: "execution key",
+                    message: format!("{id:?}: {e}"),
+                }),
+            None => Ok(Begin::Busy {
+                retry_after: Duration::from_millis(left.max(1) as u64),
+            }),
+        }
+    }
+
+    /// [`Store::lease`].
+    pub(crate) async fn take_lease(&self, key: &str, token: &str) -> StoreResult<Begin> {
+        // Plain commands: take the lease or see who holds the key. The key
+        // holds a run's token while it runs and `done:{task id}` once a run
+        // succeeded; finishing sets the mark before anything releases it.
+        // The usual case, a key nobody holds, costs one command; who holds
+        // it is asked only when the lease is taken.
+        let replies = self
+            .write("lease", vec![self.take_lease_cmd(key, token)])
+            .await?;
+        if matches!(replies.first(), Some(redis::Value::Nil)) {
+            return self.lease_holder(key).await;
+        }
+        Ok(Begin::Run)
+    }
+
+    /// [`Store::renew`].
+    pub(crate) async fn renew_lease(&self, key: &str, token: &str) -> StoreResult<bool> {
+        let mut pipe = redis::pipe();
+        Self::invoke(
+            &mut pipe,
+            &self.inner.apply.renew,
+            &[format!("{}k:{key}", self.inner.prefix)],
+            vec![
+                token.as_bytes().to_vec(),
+                Self::ttl_ms(self.inner.settings.lease_ttl)
+                    .to_string()
+                    .into_bytes(),
+            ],
+        );
+        let (renewed,): (i64,) = self.run("renew", &pipe).await?;
+        Ok(renewed == 1)
+    }
+
+    /// [`Store::finish`].
+    pub(crate) async fn finish_run(
+        &self,
+        key: &str,
+        token: &str,
+        update: &Update,
+    ) -> StoreResult<()> {
+        let k = self.execution_key(key);
+        let mut cmds = Vec::with_capacity(8);
+        if update.state == TaskState::Succeeded {
+            // The mark and the record land together.
+            let mut mark = redis::cmd("SET");
+            mark.arg(&k)
+                .arg(format!("done:{}", update.id))
+                .arg("PX")
+                .arg(Self::ttl_ms(self.inner.settings.key_ttl));
+            cmds.push(mark);
+        } else {
+            // On its own: a script Redis lost is loaded and run again
+            // without repeating the record's writes.
+            let mut release = redis::pipe();
+            Self::invoke(
+                &mut release,
+                &self.inner.apply.release,
+                &[k],
+                vec![token.as_bytes().to_vec()],
+            );
+            release.ignore();
+            self.run::<()>("finish", &release).await?;
+        }
+        self.worker_state(&mut cmds, update)?;
+        self.write("finish", cmds).await.map(drop)
+    }
+}
