@@ -406,6 +406,10 @@ impl Producer {
         envelope.hard_time_limit_ms = options.hard_time_limit.map(duration_ms);
         envelope.priority = options.priority;
         envelope.meta = options.meta.clone();
+        envelope.tolerance_ms = options
+            .tolerance
+            .map(celeriac_schema::tolerance::validate_tolerance)
+            .transpose()?;
         Ok(PreparedTask { queue, envelope })
     }
 
@@ -504,13 +508,7 @@ impl Producer {
         } else {
             self.unpublished_roots(&store, workflow.id).await?
         };
-        for queue in roots
-            .iter()
-            .map(|t| t.queue.as_str())
-            .collect::<HashSet<_>>()
-        {
-            self.ensure_queue(queue).await?;
-        }
+        self.ensure_queues(&roots).await?;
         self.publish_all(&roots).await?;
         let queued: Vec<Update> = roots
             .iter()
@@ -667,13 +665,7 @@ impl Producer {
     ///
     /// The first error met; see [`Producer::send`].
     pub async fn send_all(&self, tasks: &[PreparedTask]) -> Result<Vec<TaskId>> {
-        for queue in tasks
-            .iter()
-            .map(|t| t.queue.as_str())
-            .collect::<HashSet<_>>()
-        {
-            self.ensure_queue(queue).await?;
-        }
+        self.ensure_queues(tasks).await?;
         let Some(store) = self.inner.store.clone() else {
             return self.publish_all(tasks).await;
         };
@@ -835,6 +827,45 @@ impl Producer {
         declare(&channel, &declarations).await?;
         self.release(channel);
         self.lock_declared().insert(queue.to_owned());
+        Ok(())
+    }
+
+    /// Declares the queues `tasks` go to, with their tolerance classes
+    /// for tasks that have a tolerance.
+    async fn ensure_queues(&self, tasks: &[PreparedTask]) -> Result<()> {
+        let mut queues: Vec<(&str, bool)> = Vec::new();
+        for task in tasks {
+            let deferrable = task.envelope.tolerance_ms.is_some();
+            match queues.iter_mut().find(|(q, _)| *q == task.queue) {
+                Some((_, d)) => *d |= deferrable,
+                None => queues.push((&task.queue, deferrable)),
+            }
+        }
+        for (queue, deferrable) in queues {
+            self.ensure_queue(queue).await?;
+            if deferrable {
+                self.ensure_tolerance_classes(queue).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Declares the tolerance class queues of `queue` once per producer
+    /// (SPEC.md section 19).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Schema`] for an invalid name, [`Error::Amqp`] when refused.
+    pub async fn ensure_tolerance_classes(&self, queue: &str) -> Result<()> {
+        let marker = format!("{queue} tolerance");
+        if self.lock_declared().contains(&marker) {
+            return Ok(());
+        }
+        let declarations = self.inner.topology.tolerance_declarations(queue)?;
+        let channel = self.channel().await?;
+        declare(&channel, &declarations).await?;
+        self.release(channel);
+        self.lock_declared().insert(marker);
         Ok(())
     }
 

@@ -46,9 +46,16 @@ pub struct Route {
 /// assert_eq!(route(&topo, "default", &env, 0).unwrap().exchange, "demo.work");
 /// env.eta = Some(2_000);
 /// assert_eq!(route(&topo, "default", &env, 0).unwrap().exchange, "demo.delay.04");
+/// env.eta = None;
+/// env.tolerance_ms = Some(60_000);
+/// let now = env.created_at;
+/// assert_eq!(route(&topo, "default", &env, now).unwrap().routing_key, "default.tol.2");
 /// ```
 pub fn route(topology: &Topology, queue: &str, envelope: &Envelope, now_ms: u64) -> Result<Route> {
     let wait = envelope.wait_before_run(now_ms);
+    // A deferrable task goes to its tolerance class (SPEC.md section 19).
+    let key = topology.urgency_key(queue, envelope, now_ms);
+    let queue = key.as_str();
     Ok(match topology.delay_route(queue, wait)? {
         Some(delay) => Route {
             exchange: delay.exchange,

@@ -47,6 +47,8 @@ pub struct SendOptions {
     pub meta: BTreeMap<String, String>,
     /// Use this task id instead of a fresh one.
     pub task_id: Option<TaskId>,
+    /// How long the task may wait after it became due (SPEC.md section 19).
+    pub tolerance: Option<Duration>,
 }
 
 impl SendOptions {
@@ -120,6 +122,23 @@ impl SendOptions {
     /// Adds a metadata entry.
     pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.meta.insert(key.into(), value.into());
+        self
+    }
+
+    /// Lets the task wait up to `tolerance` after it became due (its ETA,
+    /// else now) before it starts: it runs when workers have room and is
+    /// promoted to the urgent queue before the tolerance runs out. Zero
+    /// and tolerances above
+    /// [`MAX_TOLERANCE`](celeriac_schema::tolerance::MAX_TOLERANCE) are
+    /// refused when the task is prepared.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = celeriac_producer::SendOptions::new().delay_tolerance(Duration::from_secs(60));
+    /// assert_eq!(opts.tolerance, Some(Duration::from_secs(60)));
+    /// ```
+    pub fn delay_tolerance(mut self, tolerance: Duration) -> Self {
+        self.tolerance = Some(tolerance);
         self
     }
 

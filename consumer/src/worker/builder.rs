@@ -67,9 +67,33 @@ pub struct WorkerBuilder {
     queue_sample_interval: Duration,
     signing: Option<Arc<Keyring>>,
     heartbeat: Duration,
+    urgency: super::urgency::Settings,
 }
 
 impl WorkerBuilder {
+    /// Under contention one concurrency slot in every `weight` goes to a
+    /// deferrable task (one with a delay tolerance), the others to urgent
+    /// ones (default [`DEFAULT_URGENT_WEIGHT`](super::DEFAULT_URGENT_WEIGHT);
+    /// at least 2, checked by [`WorkerBuilder::build`]).
+    pub fn urgent_weight(mut self, weight: u32) -> Self {
+        self.urgency.weight = weight;
+        self
+    }
+
+    /// The wait threshold of `queue`: a task that starts more than
+    /// `threshold` after it became due is counted in
+    /// `celeriac_tasks_wait_exceeded_total` and its `started` event says so.
+    pub fn wait_threshold(mut self, queue: impl Into<String>, threshold: Duration) -> Self {
+        self.urgency.waits.insert(queue.into(), threshold);
+        self
+    }
+
+    /// The wait threshold of every queue without one of its own.
+    pub fn default_wait_threshold(mut self, threshold: Duration) -> Self {
+        self.urgency.default_wait = Some(threshold);
+        self
+    }
+
     /// How often the worker publishes `worker.heartbeat` on the events
     /// exchange and, with a store, refreshes its record in the worker list
     /// and re-reads revocations and task limits (default 2 s, at least
@@ -280,6 +304,20 @@ impl WorkerBuilder {
         if self.concurrency == 0 {
             return Err(Error::Config("concurrency must be at least 1".into()));
         }
+        if self.urgency.weight < 2 {
+            return Err(Error::Config(format!(
+                "the urgent weight must be at least 2 (one deferrable slot in every N), not {}",
+                self.urgency.weight
+            )));
+        }
+        if let Some((queue, _)) = self.urgency.waits.iter().find(|(_, t)| t.is_zero()) {
+            return Err(Error::Config(format!(
+                "the wait threshold of {queue} is zero"
+            )));
+        }
+        if self.urgency.default_wait.is_some_and(|t| t.is_zero()) {
+            return Err(Error::Config("the default wait threshold is zero".into()));
+        }
         if self.lease_ttl < Duration::from_secs(1) {
             return Err(Error::Config("the lease TTL must be at least 1 s".into()));
         }
@@ -322,6 +360,7 @@ impl WorkerBuilder {
                 queue_sample,
                 signing: self.signing,
                 heartbeat: self.heartbeat.max(Duration::from_millis(100)),
+                urgency: self.urgency,
             }),
             registry: Arc::new(self.registry),
             stats,
@@ -365,6 +404,7 @@ impl Worker {
             queue_sample_interval: DEFAULT_QUEUE_SAMPLE,
             signing: None,
             heartbeat: super::control::DEFAULT_HEARTBEAT,
+            urgency: super::urgency::Settings::default(),
         }
     }
 }

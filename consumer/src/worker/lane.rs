@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::job::Job;
+use super::urgency::Gate;
 use super::{SessionEnd, Shared};
 use crate::ack_tracker::{AckAction, AckTracker};
 use crate::metrics::QueueMetrics;
@@ -29,6 +30,9 @@ pub(super) struct Lane {
     pub(super) channel: Channel,
     pub(super) publisher: Channel,
     pub(super) semaphore: Arc<Semaphore>,
+    /// Hands out the slots: urgent lanes (rank 0) first.
+    pub(super) gate: Arc<Gate>,
+    pub(super) rank: usize,
 }
 
 /// Messages to a lane's acker.
@@ -69,16 +73,16 @@ impl Lane {
                     Some(Ok(delivery)) => {
                         let tag = delivery.delivery_tag;
                         let _ = ack_tx.send(AckMsg::Delivered(tag));
-                        let permit = match self.semaphore.clone().try_acquire_owned() {
-                            Ok(permit) => Ok(permit),
-                            Err(_) => {
+                        let permit = match self.gate.try_acquire(self.rank) {
+                            Some(permit) => Ok(permit),
+                            None => {
                                 // Shown by `inspect reserved` while it waits.
                                 let _waiting = shared
                                     .control
                                     .jobs
                                     .waiting(&delivery.properties, &self.queue);
                                 tokio::select! {
-                                    permit = self.semaphore.clone().acquire_owned() => permit,
+                                    permit = self.gate.acquire(self.rank) => permit,
                                     _ = session.cancelled() => {
                                         let _ = ack_tx.send(AckMsg::Requeue(tag));
                                         WorkerStats::bump(&shared.stats.requeued);

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use super::control::listener::Listener;
 use super::control::pool::LaneChange;
 use super::lane::Lane;
+use super::urgency::{open_class_lanes, Gate};
 use super::{Config, SessionEnd, Shared};
 use crate::error::{Error, Result};
 use crate::metrics::QueueMetrics;
@@ -28,7 +29,24 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) struct Session {
     connection: Arc<Connection>,
     pub(super) publisher: Channel,
-    lanes: Vec<(Arc<str>, Channel, Consumer)>,
+    lanes: Vec<OpenLane>,
+}
+
+/// A lane's queue name, rank (0: urgent), channel and consumer.
+type OpenLane = (Arc<str>, usize, Channel, Consumer);
+
+/// Opens `queue`'s urgent lane and its tolerance class lanes.
+async fn open_lanes(
+    config: &Config,
+    connection: &Connection,
+    queue: &str,
+) -> Result<Vec<OpenLane>> {
+    let (name, channel, consumer) = open_lane(config, connection, queue).await?;
+    let mut lanes = vec![(name.clone(), 0, channel, consumer)];
+    for (rank, channel, consumer) in open_class_lanes(config, connection, queue).await? {
+        lanes.push((name.clone(), rank, channel, consumer));
+    }
+    Ok(lanes)
 }
 
 /// Opens a queue's channel with the prefetch and starts its consumer.
@@ -91,7 +109,7 @@ pub(super) async fn connect(config: &Config, queues: &[String]) -> Result<Sessio
     declare_queues(config, &publisher, queues).await?;
     let mut lanes = Vec::with_capacity(queues.len());
     for queue in queues {
-        lanes.push(open_lane(config, &connection, queue).await?);
+        lanes.extend(open_lanes(config, &connection, queue).await?);
     }
     Ok(Session {
         connection: Arc::new(connection),
@@ -124,7 +142,9 @@ async fn declare_all(config: &Config, channel: &Channel) -> Result<()> {
 
 async fn declare_queues(config: &Config, channel: &Channel, queues: &[String]) -> Result<()> {
     for queue in queues {
-        declare(channel, &config.topology.queue_declarations(queue)?)
+        let mut declarations = config.topology.queue_declarations(queue)?;
+        declarations.extend(config.topology.tolerance_declarations(queue)?);
+        declare(channel, &declarations)
             .await
             .map_err(declare_error)?;
     }
@@ -163,23 +183,25 @@ impl Session {
         let mut changes = shared.control.queues.attach();
         let mut lanes = JoinSet::new();
         let mut stops: HashMap<Arc<str>, CancellationToken> = HashMap::new();
-        let start_lane =
-            |lanes: &mut JoinSet<(Arc<str>, SessionEnd)>,
-             stops: &mut HashMap<Arc<str>, CancellationToken>,
-             (queue, channel, consumer): (Arc<str>, Channel, Consumer)| {
-                let stop = CancellationToken::new();
-                stops.insert(queue.clone(), stop.clone());
-                let lane = Lane {
-                    shared: shared.clone(),
-                    metrics: shared.metrics.queue(&queue),
-                    queue: queue.clone(),
-                    channel,
-                    publisher: self.publisher.clone(),
-                    semaphore: semaphore.clone(),
-                };
-                let run = lane.run(consumer, session_token.clone(), shutdown.clone(), stop);
-                lanes.spawn(async move { (queue, run.await) });
+        let gate = Gate::new(semaphore.clone(), shared.config.urgency.weight);
+        let start_lane = |lanes: &mut JoinSet<(Arc<str>, SessionEnd)>,
+                          stops: &mut HashMap<Arc<str>, CancellationToken>,
+                          (queue, rank, channel, consumer): OpenLane| {
+            // One token for a queue's urgent and class lanes.
+            let stop = stops.entry(queue.clone()).or_default().clone();
+            let lane = Lane {
+                shared: shared.clone(),
+                metrics: shared.metrics.queue(&queue),
+                queue: queue.clone(),
+                channel,
+                publisher: self.publisher.clone(),
+                semaphore: semaphore.clone(),
+                gate: gate.clone(),
+                rank,
             };
+            let run = lane.run(consumer, session_token.clone(), shutdown.clone(), stop);
+            lanes.spawn(async move { (queue, run.await) });
+        };
         for opened in self.lanes {
             start_lane(&mut lanes, &mut stops, opened);
         }
@@ -214,12 +236,14 @@ impl Session {
                                 .map_err(Error::amqp("opening a channel"))?;
                             declare_queues(&shared.config, &channel, std::slice::from_ref(&queue)).await?;
                             let _ = channel.close(200, "declared".into()).await;
-                            open_lane(&shared.config, &self.connection, &queue).await
+                            open_lanes(&shared.config, &self.connection, &queue).await
                         };
                         match opened.await {
                             Ok(opened) => {
                                 info!(%queue, "consuming a queue added at run time");
-                                start_lane(&mut lanes, &mut stops, opened);
+                                for lane in opened {
+                                    start_lane(&mut lanes, &mut stops, lane);
+                                }
                                 let _ = done.send(Ok(()));
                             }
                             Err(e) => {
