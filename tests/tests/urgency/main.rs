@@ -1,0 +1,12 @@
+//! Delay tolerance and bounded waiting on the real broker (SPEC.md
+//! section 19): promotion of deferrable tasks by their class queue's TTL,
+//! urgent-first scheduling without starvation, deadline misses, wait
+//! thresholds and bad tolerances.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod deadline;
+mod promotion;
+mod scheduling;
