@@ -54,6 +54,7 @@ mod flow;
 mod result;
 mod scheduler;
 mod task;
+mod urgency;
 
 pub use error::LocalError;
 pub use event::{LocalEvent, LocalEventKind};

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use celeriac_schema::dag::Dag;
 use futures_util::FutureExt;
@@ -17,6 +17,7 @@ use super::error::LocalError;
 use super::event::{Events, LocalEvent, LocalEventKind};
 use super::result::{TaskResult, CANCELLED, DEPENDENCY_FAILED};
 use super::task::{Body, Inputs, LocalContext, LocalTask, TaskOptions, TaskOutput};
+use super::urgency::ReadyKey;
 use crate::task_error::{TaskError, PANIC, TIME_LIMIT};
 
 /// Workers of a scheduler built with [`LocalScheduler::new`].
@@ -387,6 +388,7 @@ impl LocalScheduler {
                     task: e.task,
                     retries: e.options.retries,
                     timeout: e.options.timeout,
+                    tolerance: e.options.tolerance,
                 })
             })
             .collect();
@@ -403,6 +405,7 @@ impl LocalScheduler {
             tokens: vec![None; n],
             running: 0,
             ready_seq: 0,
+            missed: vec![false; n],
             join: JoinSet::new(),
             in_flight: HashMap::new(),
             all: self.cancel.all.clone(),
@@ -443,6 +446,7 @@ struct Spec {
     task: LocalTask,
     retries: u32,
     timeout: Option<Duration>,
+    tolerance: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -465,8 +469,10 @@ struct Run {
     /// Ready nodes by pool (0: no pool, `p + 1`: pool `p`), each with the
     /// sequence number of its becoming ready. Cancelled nodes stay queued
     /// and are dropped when they reach the front.
-    queues: Vec<VecDeque<(u64, usize)>>,
+    queues: Vec<VecDeque<(ReadyKey, usize)>>,
     ready_seq: u64,
+    /// Nodes that started after their deadline (SPEC.md section 19.8).
+    missed: Vec<bool>,
     /// Dependencies each node still waits for.
     waiting: Vec<usize>,
     state: Vec<State>,
@@ -522,15 +528,17 @@ impl Run {
     fn make_ready(&mut self, node: usize) {
         self.state[node] = State::Ready;
         let queue = self.pool_of[node].map_or(0, |p| p + 1);
-        self.queues[queue].push_back((self.ready_seq, node));
+        let key = ReadyKey::new(self.specs[node].tolerance, self.ready_seq, Instant::now());
+        super::urgency::insert(&mut self.queues[queue], key, node);
         self.ready_seq += 1;
     }
 
-    /// Starts ready nodes while workers (and their pools) are free, oldest
-    /// ready first.
+    /// Starts ready nodes while workers (and their pools) are free, in
+    /// [`ReadyKey`] order: urgent first, then earliest deadline, then
+    /// oldest ready.
     fn dispatch(&mut self) {
         while self.running < self.max_workers && !self.all.is_cancelled() {
-            let mut best: Option<(u64, usize)> = None;
+            let mut best: Option<(ReadyKey, usize)> = None;
             for q in 0..self.queues.len() {
                 if q > 0 && self.pool_free[q - 1] == 0 {
                     continue;
@@ -549,7 +557,8 @@ impl Run {
                 }
             }
             let Some((_, q)) = best else { break };
-            if let Some((_, node)) = self.queues[q].pop_front() {
+            if let Some((key, node)) = self.queues[q].pop_front() {
+                self.missed[node] = key.missed(Instant::now());
                 self.start(node);
             }
         }
@@ -684,6 +693,7 @@ impl Run {
         for node in 0..self.dag.len() {
             let outcome = match self.outcomes[node].take() {
                 Some(mut outcome) => {
+                    outcome.deadline_missed = self.missed[node];
                     if let Some(value) = self.results[node].take() {
                         outcome.result =
                             Some(Arc::try_unwrap(value).unwrap_or_else(|shared| (*shared).clone()));

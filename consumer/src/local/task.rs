@@ -148,6 +148,10 @@ pub struct TaskOptions {
     /// [`LocalScheduler::resource_pool`](crate::LocalScheduler::resource_pool))
     /// of which the task holds one unit while it runs.
     pub resource: Option<String>,
+    /// How long the task may wait after it became ready (SPEC.md section
+    /// 19.8): ready tasks without one start first, then those with the
+    /// earliest deadline.
+    pub tolerance: Option<Duration>,
 }
 
 impl TaskOptions {
@@ -176,6 +180,12 @@ impl TaskOptions {
     /// Sets the timeout of each attempt.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the delay tolerance.
+    pub fn tolerance(mut self, tolerance: Duration) -> Self {
+        self.tolerance = Some(tolerance);
         self
     }
 

@@ -206,6 +206,8 @@ pub(super) async fn open_class_lanes(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn order(gate: &Arc<Gate>, waiting: &[(usize, usize)], picks: usize) -> Vec<usize> {

@@ -16,8 +16,10 @@ use crate::schedule::{Overlap, Schedule};
 
 type Result<T> = std::result::Result<T, FlowError>;
 
+mod durations;
+
 const TOP_KEYS: &[&str] = &["name", "schedule", "overlap", "defaults", "tasks"];
-const DEFAULT_KEYS: &[&str] = &["retries", "timeout", "soft_timeout", "queue"];
+const DEFAULT_KEYS: &[&str] = &["retries", "timeout", "soft_timeout", "queue", "tolerance"];
 const TASK_KEYS: &[&str] = &[
     "run",
     "task",
@@ -31,6 +33,7 @@ const TASK_KEYS: &[&str] = &[
     "timeout",
     "soft_timeout",
     "queue",
+    "tolerance",
     "schedule",
     "subtasks",
 ];
@@ -60,6 +63,7 @@ pub(super) struct Options {
     pub timeout: Option<Duration>,
     pub soft_timeout: Option<Duration>,
     pub queue: Option<String>,
+    pub tolerance: Option<Duration>,
 }
 
 impl Options {
@@ -70,6 +74,7 @@ impl Options {
             timeout: self.timeout.or(outer.timeout),
             soft_timeout: self.soft_timeout.or(outer.soft_timeout),
             queue: self.queue.clone().or_else(|| outer.queue.clone()),
+            tolerance: self.tolerance.or(outer.tolerance),
         }
     }
 }
@@ -576,24 +581,8 @@ impl Reader<'_> {
             timeout,
             soft_timeout,
             queue,
+            tolerance: self.tolerance(f)?,
         })
-    }
-
-    fn seconds(&self, node: &MarkedYaml<'_>, path: &str) -> Result<Duration> {
-        let secs = match data(node) {
-            YamlData::Value(Scalar::Integer(n)) => *n as f64,
-            YamlData::Value(Scalar::FloatingPoint(f)) => f.into_inner(),
-            _ => return Err(self.wrong_type(node, path, "a number of seconds")),
-        };
-        if !(secs.is_finite() && secs > 0.0) {
-            return Err(self.invalid(
-                at(node),
-                path,
-                format!("{secs} is not a time limit: give a positive number of seconds"),
-            ));
-        }
-        Duration::try_from_secs_f64(secs)
-            .map_err(|e| self.invalid(at(node), path, format!("{secs} seconds: {e}")))
     }
 
     fn schedule(&self, node: &MarkedYaml<'_>, path: &str) -> Result<Located<Schedule>> {

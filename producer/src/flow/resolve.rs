@@ -412,6 +412,7 @@ impl<'r> Resolver<'r> {
                         .soft_timeout
                         .filter(|soft| options.timeout.is_none_or(|hard| *soft < hard)),
                     queue: options.queue,
+                    tolerance: options.tolerance,
                     schedule: item.schedule.as_ref().map(|s| s.value.clone()),
                     position: item.at,
                 })
