@@ -270,10 +270,7 @@ fn envelope_of(json: &Json) -> Envelope {
     // Fields added to the contract later are spelled out only by the
     // vectors that set them (`tolerance_ms`: SPEC.md section 19).
     let mut json = json.clone();
-    let tolerance_ms = json
-        .get_mut("envelope")
-        .and_then(Json::as_object_mut)
-        .and_then(|m| m.remove("tolerance_ms"));
+    let tolerance_ms = json.as_object_mut().and_then(|m| m.remove("tolerance_ms"));
     let m = object(&json, "envelope", ENVELOPE_FIELDS);
     Envelope {
         v: u32_of(&m["v"], "v"),
