@@ -210,7 +210,10 @@ impl Session {
             tokio::select! {
                 joined = lanes.join_next(), if !lanes.is_empty() => match joined {
                     Some(Ok((queue, SessionEnd::Shutdown))) => {
-                        stops.remove(&queue);
+                        // The token of lanes started again since stays.
+                        if stops.get(&queue).is_some_and(CancellationToken::is_cancelled) {
+                            stops.remove(&queue);
+                        }
                     }
                     Some(Ok((_, SessionEnd::Lost(reason)))) => {
                         session_token.cancel();
