@@ -10,3 +10,4 @@ mod support;
 mod deadline;
 mod promotion;
 mod scheduling;
+mod workflow;
