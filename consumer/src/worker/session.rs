@@ -209,12 +209,13 @@ impl Session {
         loop {
             tokio::select! {
                 joined = lanes.join_next(), if !lanes.is_empty() => match joined {
-                    Some(Ok((queue, SessionEnd::Shutdown))) => {
-                        // The token of lanes started again since stays.
-                        if stops.get(&queue).is_some_and(CancellationToken::is_cancelled) {
-                            stops.remove(&queue);
-                        }
+                    // The token of lanes started again since stays.
+                    Some(Ok((queue, SessionEnd::Shutdown)))
+                        if stops.get(&queue).is_some_and(CancellationToken::is_cancelled) =>
+                    {
+                        stops.remove(&queue);
                     }
+                    Some(Ok((_, SessionEnd::Shutdown))) => {}
                     Some(Ok((_, SessionEnd::Lost(reason)))) => {
                         session_token.cancel();
                         if matches!(end, SessionEnd::Shutdown) {
