@@ -7,6 +7,7 @@
 
 mod support;
 
+mod cli;
 mod deadline;
 mod promotion;
 mod scheduling;
