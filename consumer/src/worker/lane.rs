@@ -82,7 +82,7 @@ impl Lane {
                                     .jobs
                                     .waiting(&delivery.properties, &self.queue);
                                 tokio::select! {
-                                    permit = self.gate.acquire(self.rank) => permit,
+                                    permit = self.gate.acquire_in_turn(self.rank) => permit,
                                     _ = session.cancelled() => {
                                         let _ = ack_tx.send(AckMsg::Requeue(tag));
                                         WorkerStats::bump(&shared.stats.requeued);

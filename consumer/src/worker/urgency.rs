@@ -7,13 +7,15 @@
 //! that one slot in every `weight` goes to a deferrable lane, so deferrable
 //! work never starves; among deferrable lanes the shortest class goes
 //! first. Class lanes have a prefetch of one, so the broker, not the
-//! worker, holds the deferrable backlog and can promote it.
+//! worker, holds the deferrable backlog and can promote it; the one
+//! delivery a class lane holds turns urgent once it has waited its class's
+//! TTL, as the broker would have promoted it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use celeriac_schema::tolerance::TOLERANCE_CLASSES;
+use celeriac_schema::tolerance::{TOLERANCE_CLASSES, TOLERANCE_CLASSES_MS};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
@@ -121,6 +123,25 @@ impl Gate {
             }
         }
         rx.await.map_err(|_| Closed)
+    }
+
+    /// Like [`Gate::acquire`], except that a deferrable delivery still
+    /// waiting after its class's TTL (when the broker would have promoted
+    /// it, had the worker not held it) waits on as an urgent one.
+    pub(super) async fn acquire_in_turn(
+        self: &Arc<Self>,
+        rank: usize,
+    ) -> std::result::Result<OwnedSemaphorePermit, Closed> {
+        let Some(&ttl_ms) = rank
+            .checked_sub(1)
+            .and_then(|k| TOLERANCE_CLASSES_MS.get(k))
+        else {
+            return self.acquire(0).await;
+        };
+        tokio::select! {
+            permit = self.acquire(rank) => permit,
+            _ = tokio::time::sleep(Duration::from_millis(ttl_ms)) => self.acquire(0).await,
+        }
     }
 
     /// Hands out slots as they free, while anyone waits.
@@ -270,6 +291,37 @@ mod tests {
         assert_eq!(u.await.unwrap().unwrap(), "urgent");
         semaphore.close();
         assert!(gate.acquire(0).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_deferrable_delivery_held_past_its_class_ttl_turns_urgent() {
+        let gate = Gate::new(Arc::new(Semaphore::new(1)), 100);
+        let first = gate.acquire(0).await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let waiter = |rank: usize, name: &'static str| {
+            let (gate, order) = (gate.clone(), order.clone());
+            tokio::spawn(async move {
+                let permit = gate.acquire_in_turn(rank).await.unwrap();
+                order.lock().unwrap().push(name);
+                tokio::task::yield_now().await;
+                drop(permit);
+            })
+        };
+        let deferred = waiter(1, "deferrable");
+        tokio::task::yield_now().await;
+        let early = waiter(0, "urgent early");
+        // Past the 1 s class TTL, the deferrable waiter queues as urgent.
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        let late = waiter(0, "urgent late");
+        tokio::task::yield_now().await;
+        drop(first);
+        for task in [deferred, early, late] {
+            task.await.unwrap();
+        }
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["urgent early", "deferrable", "urgent late"]
+        );
     }
 
     #[test]
