@@ -21,6 +21,8 @@ use crate::send_options::{duration_ms, to_unix_ms, SendOptions};
 use crate::tls::TlsOptions;
 use crate::topology::declare;
 
+mod tolerance;
+
 /// Confirms outstanding at once in a batch send; bounds memory while keeping
 /// the pipeline full.
 const BATCH_WINDOW: usize = 2048;
@@ -827,45 +829,6 @@ impl Producer {
         declare(&channel, &declarations).await?;
         self.release(channel);
         self.lock_declared().insert(queue.to_owned());
-        Ok(())
-    }
-
-    /// Declares the queues `tasks` go to, with their tolerance classes
-    /// for tasks that have a tolerance.
-    async fn ensure_queues(&self, tasks: &[PreparedTask]) -> Result<()> {
-        let mut queues: Vec<(&str, bool)> = Vec::new();
-        for task in tasks {
-            let deferrable = task.envelope.tolerance_ms.is_some();
-            match queues.iter_mut().find(|(q, _)| *q == task.queue) {
-                Some((_, d)) => *d |= deferrable,
-                None => queues.push((&task.queue, deferrable)),
-            }
-        }
-        for (queue, deferrable) in queues {
-            self.ensure_queue(queue).await?;
-            if deferrable {
-                self.ensure_tolerance_classes(queue).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Declares the tolerance class queues of `queue` once per producer
-    /// (SPEC.md section 19).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Schema`] for an invalid name, [`Error::Amqp`] when refused.
-    pub async fn ensure_tolerance_classes(&self, queue: &str) -> Result<()> {
-        let marker = format!("{queue} tolerance");
-        if self.lock_declared().contains(&marker) {
-            return Ok(());
-        }
-        let declarations = self.inner.topology.tolerance_declarations(queue)?;
-        let channel = self.channel().await?;
-        declare(&channel, &declarations).await?;
-        self.release(channel);
-        self.lock_declared().insert(marker);
         Ok(())
     }
 
