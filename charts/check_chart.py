@@ -65,6 +65,8 @@ METRICS = {
     "celeriac_tasks_expired_total",
     "celeriac_tasks_duplicates_suppressed_total",
     "celeriac_tasks_revoked_total",
+    "celeriac_tasks_deadline_missed_total",
+    "celeriac_tasks_wait_exceeded_total",
     "celeriac_broker_reconnects_total",
     "celeriac_workflow_releases_total",
     "celeriac_task_run_seconds",

@@ -48,6 +48,10 @@ pub struct Envelope {
     /// discarded and counted as expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<u64>,
+    /// Longest time, in milliseconds, the task may wait after it became due
+    /// (its `eta`, else `created_at`) before it starts; `None`: it cannot wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance_ms: Option<u64>,
     /// The tenant (client) the task is run for: rate limits and fair sharing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
@@ -97,6 +101,7 @@ impl Envelope {
             retry: RetryPolicy::default(),
             eta: None,
             expires: None,
+            tolerance_ms: None,
             tenant: None,
             soft_time_limit_ms: None,
             hard_time_limit_ms: None,
@@ -131,6 +136,32 @@ impl Envelope {
     /// Whether the task is past its expiry at `now_ms`.
     pub fn is_expired_at(&self, now_ms: u64) -> bool {
         self.expires.is_some_and(|e| now_ms >= e)
+    }
+
+    /// When the task became due (Unix milliseconds): its `eta` when later
+    /// than `created_at`, else `created_at`.
+    pub fn due_ms(&self) -> u64 {
+        self.eta
+            .map_or(self.created_at, |eta| eta.max(self.created_at))
+    }
+
+    /// The latest start (Unix milliseconds) its tolerance allows: due time
+    /// plus `tolerance_ms`; `None` for a task without a tolerance.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut env = celeriac_schema::Envelope::new("ping", rmpv::Value::Nil);
+    /// env.created_at = 1_000;
+    /// assert_eq!(env.deadline_ms(), None);
+    /// env.tolerance_ms = Some(5_000);
+    /// assert_eq!(env.deadline_ms(), Some(6_000));
+    /// env.eta = Some(10_000);
+    /// assert_eq!(env.deadline_ms(), Some(15_000));
+    /// ```
+    pub fn deadline_ms(&self) -> Option<u64> {
+        self.tolerance_ms
+            .map(|tolerance| self.due_ms().saturating_add(tolerance))
     }
 
     /// How long before the task may run, at `now_ms` (zero when it may run).

@@ -88,6 +88,14 @@ pub enum Error {
         /// The longest delay the topology supports.
         max_ms: u64,
     },
+    /// A delay tolerance of zero or longer than the longest supported one.
+    #[error("invalid delay tolerance of {requested_ms} ms: {reason}")]
+    InvalidTolerance {
+        /// The requested tolerance.
+        requested_ms: u64,
+        /// Why it was rejected.
+        reason: String,
+    },
     /// The state store could not be reached or refused an operation.
     #[error("state store unavailable during {op}: {message}")]
     StoreUnavailable {
@@ -150,6 +158,7 @@ impl Error {
             Error::InvalidName { .. } => "InvalidName",
             Error::InvalidShards { .. } => "InvalidShards",
             Error::DelayTooLong { .. } => "DelayTooLong",
+            Error::InvalidTolerance { .. } => "InvalidTolerance",
             Error::StoreUnavailable { .. } => "StoreUnavailable",
             Error::InvalidKey { .. } => "InvalidKey",
             Error::KeyFile { .. } => "KeyFile",

@@ -180,6 +180,14 @@ pub struct TaskEvent {
     /// `sent`: the workflow the task is a node of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow_id: Option<TaskId>,
+    /// `started`: how long the task waited from when it became due (its
+    /// ETA, else its creation) to this start, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_ms: Option<u64>,
+    /// `started`: `true` when the wait exceeded the queue's wait
+    /// threshold (SPEC.md section 19); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_exceeded: Option<bool>,
 }
 
 impl TaskEvent {
@@ -210,6 +218,8 @@ impl TaskEvent {
             reason: None,
             eta: None,
             workflow_id: None,
+            waited_ms: None,
+            wait_exceeded: None,
         }
     }
 

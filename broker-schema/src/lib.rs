@@ -55,6 +55,7 @@ mod state;
 pub mod store;
 mod task;
 mod task_id;
+pub mod tolerance;
 pub mod topology;
 pub mod workflow;
 

@@ -98,6 +98,10 @@ pub struct Node {
     /// The hard time limit of each run, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hard_time_limit_ms: Option<u64>,
+    /// The delay tolerance of its task, in milliseconds (SPEC.md
+    /// section 19), counted from its release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance_ms: Option<u64>,
     /// When set, the node runs this program: its task is [`Exec`] and its
     /// input (given or built from its dependencies) goes to the program's
     /// stdin. `task` is then `celeriac.exec`.
@@ -119,6 +123,7 @@ impl Node {
             retry: None,
             soft_time_limit_ms: None,
             hard_time_limit_ms: None,
+            tolerance_ms: None,
             exec: None,
         }
     }
@@ -214,6 +219,7 @@ impl Node {
         envelope.soft_time_limit_ms = self.soft_time_limit_ms;
         envelope.hard_time_limit_ms = self.hard_time_limit_ms;
         envelope.tenant = self.tenant.clone();
+        envelope.tolerance_ms = self.tolerance_ms;
         envelope
     }
 }

@@ -11,12 +11,14 @@ use crate::worker::Worker;
 
 mod fair;
 mod tls;
+mod urgency;
 mod values;
 
 pub use fair::FairQueue;
 pub use values::MetricsAddr;
 
 pub use self::tls::TlsArgs;
+pub use self::urgency::{UrgencyArgs, WaitThreshold};
 
 /// The worker's options (see `--help`).
 #[derive(Debug, Parser)]
@@ -251,6 +253,10 @@ pub struct Args {
     /// TLS to the broker (amqps://) and Redis (rediss://).
     #[command(flatten)]
     pub tls: TlsArgs,
+
+    /// Urgent-first weighting and wait thresholds.
+    #[command(flatten)]
+    pub urgency: UrgencyArgs,
 }
 
 impl Args {
@@ -472,7 +478,9 @@ async fn run(
     if let Some(id) = args.worker_id {
         builder = builder.worker_id(id);
     }
-    builder = builder
+    builder = args
+        .urgency
+        .apply(builder)
         .events(args.events)
         .heartbeat(args.heartbeat)
         .queue_sample_interval(args.queue_sample_interval);

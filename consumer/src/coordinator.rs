@@ -71,7 +71,7 @@ pub(crate) async fn release(cx: &Context<'_>, env: &Envelope) -> Result<usize, S
         let mut next = node.envelope(workflow, input);
         next.parent_id = Some(env.id);
         let queue = node.queue.clone().unwrap_or_else(|| cx.queue.to_owned());
-        ensure_queue(cx, &queue).await?;
+        ensure_queue(cx, &queue, next.tolerance_ms.is_some()).await?;
         let body = celeriac_schema::encode(&next).map_err(|e| e.to_string())?;
         let route =
             publish::route(cx.topology, &queue, &next, now_ms()).map_err(|e| e.to_string())?;
@@ -130,26 +130,35 @@ async fn input_of(store: &dyn Store, workflow: TaskId, node: &Node) -> Result<rm
     })
 }
 
-async fn ensure_queue(cx: &Context<'_>, queue: &str) -> Result<(), String> {
+/// Declares `queue`, with its tolerance classes when `deferrable`, once.
+async fn ensure_queue(cx: &Context<'_>, queue: &str, deferrable: bool) -> Result<(), String> {
+    let marker = match deferrable {
+        true => format!("{queue} tolerance"),
+        false => queue.to_owned(),
+    };
     let known = cx
         .declared
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .contains(queue);
+        .contains(&marker);
     if known {
         return Ok(());
     }
-    let declarations = cx
+    let mut declarations = cx
         .topology
         .queue_declarations(queue)
         .map_err(|e| e.to_string())?;
+    if deferrable {
+        let classes = cx.topology.tolerance_declarations(queue);
+        declarations.extend(classes.map_err(|e| e.to_string())?);
+    }
     declare(cx.publisher, &declarations)
         .await
         .map_err(|e| e.to_string())?;
     cx.declared
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .insert(queue.to_owned());
+        .insert(marker);
     Ok(())
 }
 

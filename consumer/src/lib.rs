@@ -70,4 +70,4 @@ pub use local::{
 pub use registry::{BoxFuture, ErasedHandler, Registry, TaskContext};
 pub use stats::{StatsSnapshot, WorkerStats};
 pub use task_error::{TaskError, BAD_INPUT, EXPIRED, FORBIDDEN, PANIC, TIME_LIMIT, UNKNOWN_TASK};
-pub use worker::{Worker, WorkerBuilder, WorkerHandle};
+pub use worker::{Worker, WorkerBuilder, WorkerHandle, DEFAULT_URGENT_WEIGHT};

@@ -35,6 +35,10 @@
 //! | `celeriac_workers_lost_total` | counter | |
 //! | `celeriac_workers_live` | gauge | |
 //! | `celeriac_task_oldest_running_seconds` | gauge | queue |
+//!
+//! Deadline and wait-threshold counters: [`urgency`].
+
+mod urgency;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -89,6 +93,7 @@ pub(crate) struct WorkerMetrics {
     pub(crate) workers_lost: IntCounter,
     /// Live workers in the store's worker list, as last seen.
     pub(crate) workers_live: IntGauge,
+    pub(crate) urgency: urgency::UrgencyMetrics,
     /// The error kinds given a label of their own so far.
     error_types: std::sync::Mutex<std::collections::HashSet<Box<str>>>,
 }
@@ -324,6 +329,7 @@ impl WorkerMetrics {
             "Live workers in the store's worker list, as last seen (0 without a store).",
         );
         let tasks: Vec<Box<str>> = tasks.into_iter().map(Box::from).collect();
+        let urgency = urgency::UrgencyMetrics::new(&registry, queues, &tasks);
         let queues = queues
             .iter()
             .map(|queue| {
@@ -332,6 +338,7 @@ impl WorkerMetrics {
             })
             .collect();
         WorkerMetrics {
+            urgency,
             registry,
             families,
             tasks,

@@ -22,6 +22,8 @@ use crate::tls::TlsOptions;
 use crate::topology::declare;
 mod fair;
 
+mod tolerance;
+
 /// Confirms outstanding at once in a batch send; bounds memory while keeping
 /// the pipeline full.
 const BATCH_WINDOW: usize = 2048;
@@ -504,13 +506,7 @@ impl Producer {
         } else {
             self.unpublished_roots(&store, workflow.id).await?
         };
-        for queue in roots
-            .iter()
-            .map(|t| t.queue.as_str())
-            .collect::<HashSet<_>>()
-        {
-            self.ensure_queue(queue).await?;
-        }
+        self.ensure_queues(&roots).await?;
         self.publish_all(&roots).await?;
         let queued: Vec<Update> = roots
             .iter()
@@ -667,13 +663,7 @@ impl Producer {
     ///
     /// The first error met; see [`Producer::send`].
     pub async fn send_all(&self, tasks: &[PreparedTask]) -> Result<Vec<TaskId>> {
-        for queue in tasks
-            .iter()
-            .map(|t| t.queue.as_str())
-            .collect::<HashSet<_>>()
-        {
-            self.ensure_queue(queue).await?;
-        }
+        self.ensure_queues(tasks).await?;
         let Some(store) = self.inner.store.clone() else {
             return self.publish_all(tasks).await;
         };

@@ -46,11 +46,22 @@ pub struct Route {
 /// assert_eq!(route(&topo, "default", &env, 0).unwrap().exchange, "demo.work");
 /// env.eta = Some(2_000);
 /// assert_eq!(route(&topo, "default", &env, 0).unwrap().exchange, "demo.delay.04");
+/// env.eta = None;
+/// env.tolerance_ms = Some(60_000);
+/// let now = env.created_at;
+/// assert_eq!(route(&topo, "default", &env, now).unwrap().routing_key, "default.tol.2");
 /// ```
 pub fn route(topology: &Topology, queue: &str, envelope: &Envelope, now_ms: u64) -> Result<Route> {
     let wait = envelope.wait_before_run(now_ms);
-    // A fair queue's task with a tenant goes to its shard (SPEC.md section 21).
-    let target = topology.route_name(queue, envelope.tenant.as_deref());
+    // A deferrable task goes to its tolerance class (SPEC.md section 19),
+    // an urgent one with a tenant on a fair queue to its shard (section 21).
+    let class = envelope
+        .tolerance_ms
+        .map(|_| topology.urgency_key(queue, envelope, now_ms));
+    let target = match class {
+        Some(class) if class != queue => std::borrow::Cow::Owned(class),
+        _ => topology.route_name(queue, envelope.tenant.as_deref()),
+    };
     Ok(match topology.delay_route(&target, wait)? {
         Some(delay) => Route {
             exchange: delay.exchange,

@@ -50,6 +50,8 @@ pub struct SendOptions {
     /// The tenant the task runs for; on a fair queue its tasks share the
     /// workers equally with other tenants' (SPEC.md section 21).
     pub tenant: Option<String>,
+    /// How long the task may wait after it became due (SPEC.md section 19).
+    pub tolerance: Option<Duration>,
 }
 
 impl SendOptions {
@@ -126,6 +128,23 @@ impl SendOptions {
         self
     }
 
+    /// Lets the task wait up to `tolerance` after it became due (its ETA,
+    /// else now) before it starts: it runs when workers have room and is
+    /// promoted to the urgent queue before the tolerance runs out. Zero
+    /// and tolerances above
+    /// [`MAX_TOLERANCE`](celeriac_schema::tolerance::MAX_TOLERANCE) are
+    /// refused when the task is prepared.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = celeriac_producer::SendOptions::new().delay_tolerance(Duration::from_secs(60));
+    /// assert_eq!(opts.tolerance, Some(Duration::from_secs(60)));
+    /// ```
+    pub fn delay_tolerance(mut self, tolerance: Duration) -> Self {
+        self.tolerance = Some(tolerance);
+        self
+    }
+
     /// Uses a given task id.
     pub fn task_id(mut self, id: TaskId) -> Self {
         self.task_id = Some(id);
@@ -150,7 +169,7 @@ impl SendOptions {
     }
 
     /// Copies the plain per-task settings into `envelope`, checking the
-    /// tenant.
+    /// tenant and the delay tolerance.
     pub(crate) fn fill(&self, envelope: &mut Envelope) -> celeriac_schema::Result<()> {
         if let Some(tenant) = &self.tenant {
             celeriac_schema::fair::validate_tenant(tenant)?;
@@ -161,6 +180,10 @@ impl SendOptions {
         envelope.hard_time_limit_ms = self.hard_time_limit.map(duration_ms);
         envelope.priority = self.priority;
         envelope.meta = self.meta.clone();
+        envelope.tolerance_ms = self
+            .tolerance
+            .map(celeriac_schema::tolerance::validate_tolerance)
+            .transpose()?;
         Ok(())
     }
 }

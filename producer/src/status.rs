@@ -140,6 +140,9 @@ pub fn to_table(record: &TaskRecord) -> String {
     row("created", time(record.created_at));
     row("queued", time(record.queued_at));
     row("started", time(record.started_at));
+    if let Some(waited) = waited(record) {
+        row("waited", format!("{waited:?} queued before it started"));
+    }
     row("finished", time(record.finished_at));
     if let Some(run) = record.run_time() {
         row("run time", format!("{run:?}"));
@@ -169,6 +172,32 @@ pub fn to_table(record: &TaskRecord) -> String {
         out.push('\n');
     }
     out
+}
+
+/// How long the task waited from being queued (an ETA's delay included) to
+/// the start of its last run; `None` before it started. The wait its
+/// worker judged against its wait threshold (SPEC.md section 19.6) is in
+/// the `started` event's `waited_ms`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use celeriac_schema::store::{TaskRecord, Update};
+/// use celeriac_schema::{TaskId, TaskState};
+///
+/// let mut record = TaskRecord::from_first(&Update::new(TaskId::new(), "t", "q", TaskState::Queued, 0));
+/// record.queued_at = Some(1_000);
+/// assert_eq!(celeriac_producer::status::waited(&record), None);
+/// record.started_at = Some(3_500);
+/// assert_eq!(celeriac_producer::status::waited(&record), Some(Duration::from_millis(2_500)));
+/// ```
+pub fn waited(record: &TaskRecord) -> Option<std::time::Duration> {
+    let queued = record.queued_at.or(record.created_at)?;
+    let started = record.started_at?;
+    Some(std::time::Duration::from_millis(
+        started.saturating_sub(queued),
+    ))
 }
 
 /// Unix milliseconds as an RFC 3339 UTC time with milliseconds.

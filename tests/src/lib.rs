@@ -434,6 +434,10 @@ async fn delete_topology(topology: &Topology, queues: &[String], raw_queues: &[S
         if let Ok(more) = topology.queue_declarations(queue) {
             declarations.extend(more);
         }
+        // The tolerance class queues workers declare with each queue.
+        if let Ok(more) = topology.tolerance_declarations(queue) {
+            declarations.extend(more);
+        }
     }
     declarations.extend(raw_queues.iter().map(|name| Declaration::Queue {
         name: name.clone(),

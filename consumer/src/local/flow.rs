@@ -146,6 +146,9 @@ impl LocalScheduler {
             if let (TaskKind::Handler(_), Some(limit)) = (&task.kind, task.timeout) {
                 task_options = task_options.timeout(limit);
             }
+            if let Some(tolerance) = task.tolerance {
+                task_options = task_options.tolerance(tolerance);
+            }
             scheduler.add_task_with(task.id.clone(), body, task_options)?;
         }
         tracing::debug!(

@@ -55,6 +55,7 @@ mod ready;
 mod result;
 mod scheduler;
 mod task;
+mod urgency;
 
 pub use error::LocalError;
 pub use event::{LocalEvent, LocalEventKind};

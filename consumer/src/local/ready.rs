@@ -1,5 +1,7 @@
 //! The ready tasks of a local run, by resource pool, and which starts
-//! next: the oldest ready, except that tenants take turns.
+//! next: the most urgent (see [`super::urgency`]: no tolerance first, then
+//! the earliest deadline), and among equally urgent ones the oldest ready,
+//! except that tenants take turns.
 //!
 //! Each ready task gets a start tag, as in start-time fair queuing with one
 //! unit per task: `max(V, the tenant's previous tag + 1)`, where `V` is the
@@ -12,8 +14,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-/// Orders ready tasks: (start tag, readiness sequence).
-type Key = (u64, u64);
+use super::urgency::Urgency;
+
+/// Orders ready tasks: (urgency, start tag, readiness sequence).
+type Key = (Urgency, u64, u64);
 
 /// Ready tasks by queue (0: no pool, `p + 1`: pool `p`).
 pub(super) struct ReadyQueues {
@@ -38,26 +42,27 @@ impl ReadyQueues {
         }
     }
 
-    /// Queues `node`, just become ready, in `queue`.
-    pub(super) fn push(&mut self, queue: usize, node: usize) {
+    /// Queues `node`, just become ready with `urgency`, in `queue`.
+    pub(super) fn push(&mut self, queue: usize, node: usize, urgency: Urgency) {
         let tenant = self.tenant_of.get(node).cloned().flatten();
         let next = self.next_tag.entry(tenant).or_insert(0);
         let tag = (*next).max(self.virtual_time);
         *next = tag + 1;
         self.seq += 1;
         if let Some(q) = self.queues.get_mut(queue) {
-            q.insert(((tag, self.seq), node));
+            q.insert(((urgency, tag, self.seq), node));
         }
     }
 
     /// Takes the node to start next: of the queues `open` allows, the one
     /// whose first node has the smallest key. Nodes no longer `live`
-    /// (cancelled while queued) are dropped on the way.
+    /// (cancelled while queued) are dropped on the way. Returns the node
+    /// with its urgency.
     pub(super) fn pop_next(
         &mut self,
         open: impl Fn(usize) -> bool,
         live: impl Fn(usize) -> bool,
-    ) -> Option<usize> {
+    ) -> Option<(usize, Urgency)> {
         let mut best: Option<(Key, usize)> = None;
         for (q, queue) in self.queues.iter_mut().enumerate() {
             if !open(q) {
@@ -73,29 +78,39 @@ impl ReadyQueues {
             }
         }
         let (_, q) = best?;
-        let ((tag, _), node) = self.queues.get_mut(q)?.pop_first()?;
+        let ((urgency, tag, _), node) = self.queues.get_mut(q)?.pop_first()?;
         self.virtual_time = self.virtual_time.max(tag);
-        Some(node)
+        Some((node, urgency))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
+
+    fn urgent() -> Urgency {
+        Urgency::new(None, Instant::now())
+    }
+
+    fn pop(ready: &mut ReadyQueues) -> Option<usize> {
+        ready.pop_next(|_| true, |_| true).map(|(node, _)| node)
+    }
 
     fn tenants(names: &[Option<&str>]) -> Vec<Option<Arc<str>>> {
         names.iter().map(|n| n.map(Arc::from)).collect()
     }
 
     fn drain(ready: &mut ReadyQueues) -> Vec<usize> {
-        std::iter::from_fn(|| ready.pop_next(|_| true, |_| true)).collect()
+        std::iter::from_fn(|| pop(ready)).collect()
     }
 
     #[test]
     fn one_tenant_starts_in_readiness_order() {
         let mut ready = ReadyQueues::new(1, tenants(&[None, None, None]));
         for node in [2, 0, 1] {
-            ready.push(0, node);
+            ready.push(0, node, urgent());
         }
         assert_eq!(drain(&mut ready), [2, 0, 1]);
     }
@@ -108,13 +123,13 @@ mod tests {
             .collect();
         let mut ready = ReadyQueues::new(1, tenants(&names));
         for node in 0..6 {
-            ready.push(0, node);
+            ready.push(0, node, urgent());
         }
         // Two of a start before b's tasks become ready.
-        assert_eq!(ready.pop_next(|_| true, |_| true), Some(0));
-        assert_eq!(ready.pop_next(|_| true, |_| true), Some(1));
-        ready.push(0, 6);
-        ready.push(0, 7);
+        assert_eq!(pop(&mut ready), Some(0));
+        assert_eq!(pop(&mut ready), Some(1));
+        ready.push(0, 6, urgent());
+        ready.push(0, 7, urgent());
         // b starts at once, then alternates; it gets no run for the time it
         // was not ready.
         assert_eq!(drain(&mut ready), [6, 2, 7, 3, 4, 5]);
@@ -123,11 +138,25 @@ mod tests {
     #[test]
     fn closed_queues_wait_and_dead_nodes_are_dropped() {
         let mut ready = ReadyQueues::new(2, tenants(&[None, None, None]));
-        ready.push(1, 0);
-        ready.push(0, 1);
-        ready.push(0, 2);
-        assert_eq!(ready.pop_next(|q| q == 0, |node| node != 1), Some(2));
-        assert_eq!(ready.pop_next(|q| q == 0, |_| true), None);
-        assert_eq!(ready.pop_next(|_| true, |_| true), Some(0));
+        ready.push(1, 0, urgent());
+        ready.push(0, 1, urgent());
+        ready.push(0, 2, urgent());
+        let first = ready.pop_next(|q| q == 0, |node| node != 1);
+        assert_eq!(first.map(|(node, _)| node), Some(2));
+        assert!(ready.pop_next(|q| q == 0, |_| true).is_none());
+        assert_eq!(pop(&mut ready), Some(0));
+    }
+
+    #[test]
+    fn urgent_tasks_first_then_the_earliest_deadline_whatever_the_tenant() {
+        use std::time::Duration;
+        let now = Instant::now();
+        let names = [Some("a"), Some("b"), Some("a"), Some("b")];
+        let mut ready = ReadyQueues::new(1, tenants(&names));
+        ready.push(0, 0, Urgency::new(Some(Duration::from_secs(60)), now));
+        ready.push(0, 1, Urgency::new(Some(Duration::from_secs(1)), now));
+        ready.push(0, 2, Urgency::new(None, now));
+        ready.push(0, 3, Urgency::new(None, now));
+        assert_eq!(drain(&mut ready), [2, 3, 1, 0]);
     }
 }

@@ -54,7 +54,8 @@ impl fmt::Display for TaskStatus {
 /// | `skipped` | `None`   | [`DEPENDENCY_FAILED`] or [`CANCELLED`]   | 0               |
 ///
 /// Serializes as `{"status", "result", "error": {"kind", "message"},
-/// "attempts"}`.
+/// "attempts"}`, plus `"deadline_missed": true` for a task that started
+/// after its deadline.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct TaskResult {
@@ -66,6 +67,9 @@ pub struct TaskResult {
     pub error: Option<TaskError>,
     /// How many times it was started.
     pub attempts: u32,
+    /// It had a delay tolerance and started after its deadline (SPEC.md
+    /// section 19.8).
+    pub deadline_missed: bool,
 }
 
 impl TaskResult {
@@ -75,6 +79,7 @@ impl TaskResult {
             result: Some(result),
             error: None,
             attempts,
+            deadline_missed: false,
         }
     }
 
@@ -84,6 +89,7 @@ impl TaskResult {
             result: None,
             error: Some(error),
             attempts,
+            deadline_missed: false,
         }
     }
 
@@ -93,6 +99,7 @@ impl TaskResult {
             result: None,
             error: Some(error),
             attempts: 0,
+            deadline_missed: false,
         }
     }
 
@@ -118,6 +125,9 @@ impl Serialize for TaskResult {
         s.serialize_field("result", &self.result)?;
         s.serialize_field("error", &self.error.as_ref().map(Error))?;
         s.serialize_field("attempts", &self.attempts)?;
+        if self.deadline_missed {
+            s.serialize_field("deadline_missed", &true)?;
+        }
         s.end()
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use celeriac_schema::dag::Dag;
 use futures_util::FutureExt;
@@ -18,6 +18,7 @@ use super::event::{Events, LocalEvent, LocalEventKind};
 use super::ready::ReadyQueues;
 use super::result::{TaskResult, CANCELLED, DEPENDENCY_FAILED};
 use super::task::{Body, Inputs, LocalContext, LocalTask, TaskOptions, TaskOutput};
+use super::urgency::Urgency;
 use crate::task_error::{TaskError, PANIC, TIME_LIMIT};
 
 /// Workers of a scheduler built with [`LocalScheduler::new`].
@@ -394,6 +395,7 @@ impl LocalScheduler {
                     task: e.task,
                     retries: e.options.retries,
                     timeout: e.options.timeout,
+                    tolerance: e.options.tolerance,
                 })
             })
             .collect();
@@ -409,6 +411,7 @@ impl LocalScheduler {
             results: vec![None; n],
             tokens: vec![None; n],
             running: 0,
+            missed: vec![false; n],
             join: JoinSet::new(),
             in_flight: HashMap::new(),
             all: self.cancel.all.clone(),
@@ -449,6 +452,7 @@ struct Spec {
     task: LocalTask,
     retries: u32,
     timeout: Option<Duration>,
+    tolerance: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -471,6 +475,8 @@ struct Run {
     /// Ready nodes by pool. Cancelled nodes stay queued and are dropped
     /// when they reach the front.
     ready: ReadyQueues,
+    /// Nodes that started after their deadline (SPEC.md section 19.8).
+    missed: Vec<bool>,
     /// Dependencies each node still waits for.
     waiting: Vec<usize>,
     state: Vec<State>,
@@ -526,18 +532,22 @@ impl Run {
     fn make_ready(&mut self, node: usize) {
         self.state[node] = State::Ready;
         let queue = self.pool_of[node].map_or(0, |p| p + 1);
-        self.ready.push(queue, node);
+        let urgency = Urgency::new(self.specs[node].tolerance, Instant::now());
+        self.ready.push(queue, node, urgency);
     }
 
-    /// Starts ready nodes while workers (and their pools) are free, oldest
-    /// ready first, tenants taking turns.
+    /// Starts ready nodes while workers (and their pools) are free: urgent
+    /// first, then the earliest deadline, then the oldest ready, tenants
+    /// taking turns (see [`super::ready`]).
     fn dispatch(&mut self) {
         while self.running < self.max_workers && !self.all.is_cancelled() {
             let (free, state) = (&self.pool_free, &self.state);
             let open = |q: usize| q == 0 || free[q - 1] > 0;
-            let Some(node) = self.ready.pop_next(open, |n| state[n] == State::Ready) else {
+            let Some((node, urgency)) = self.ready.pop_next(open, |n| state[n] == State::Ready)
+            else {
                 break;
             };
+            self.missed[node] = urgency.missed(Instant::now());
             self.start(node);
         }
     }
@@ -671,6 +681,7 @@ impl Run {
         for node in 0..self.dag.len() {
             let outcome = match self.outcomes[node].take() {
                 Some(mut outcome) => {
+                    outcome.deadline_missed = self.missed[node];
                     if let Some(value) = self.results[node].take() {
                         outcome.result =
                             Some(Arc::try_unwrap(value).unwrap_or_else(|shared| (*shared).clone()));

@@ -152,6 +152,10 @@ pub struct TaskOptions {
     /// turns for the workers, so one tenant's many tasks cannot hold back
     /// another's few (tasks without a tenant count as one tenant).
     pub tenant: Option<String>,
+    /// How long the task may wait after it became ready (SPEC.md section
+    /// 19.8): ready tasks without one start first, then those with the
+    /// earliest deadline.
+    pub tolerance: Option<Duration>,
 }
 
 impl TaskOptions {
@@ -180,6 +184,12 @@ impl TaskOptions {
     /// Sets the timeout of each attempt.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the delay tolerance.
+    pub fn tolerance(mut self, tolerance: Duration) -> Self {
+        self.tolerance = Some(tolerance);
         self
     }
 

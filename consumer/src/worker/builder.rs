@@ -68,6 +68,7 @@ pub struct WorkerBuilder {
     signing: Option<Arc<Keyring>>,
     heartbeat: Duration,
     fair: Vec<(String, u64)>,
+    urgency: super::urgency::Settings,
 }
 
 impl WorkerBuilder {
@@ -95,6 +96,29 @@ impl WorkerBuilder {
     /// ```
     pub fn fair_queue(mut self, queue: impl Into<String>, shards: u64) -> Self {
         self.fair.push((queue.into(), shards));
+        self
+    }
+
+    /// Under contention one concurrency slot in every `weight` goes to a
+    /// deferrable task (one with a delay tolerance), the others to urgent
+    /// ones (default [`DEFAULT_URGENT_WEIGHT`](super::DEFAULT_URGENT_WEIGHT);
+    /// at least 2, checked by [`WorkerBuilder::build`]).
+    pub fn urgent_weight(mut self, weight: u32) -> Self {
+        self.urgency.weight = weight;
+        self
+    }
+
+    /// The wait threshold of `queue`: a task that starts more than
+    /// `threshold` after it became due is counted in
+    /// `celeriac_tasks_wait_exceeded_total` and its `started` event says so.
+    pub fn wait_threshold(mut self, queue: impl Into<String>, threshold: Duration) -> Self {
+        self.urgency.waits.insert(queue.into(), threshold);
+        self
+    }
+
+    /// The wait threshold of every queue without one of its own.
+    pub fn default_wait_threshold(mut self, threshold: Duration) -> Self {
+        self.urgency.default_wait = Some(threshold);
         self
     }
 
@@ -311,6 +335,20 @@ impl WorkerBuilder {
         if self.concurrency == 0 {
             return Err(Error::Config("concurrency must be at least 1".into()));
         }
+        if self.urgency.weight < 2 {
+            return Err(Error::Config(format!(
+                "the urgent weight must be at least 2 (one deferrable slot in every N), not {}",
+                self.urgency.weight
+            )));
+        }
+        if let Some((queue, _)) = self.urgency.waits.iter().find(|(_, t)| t.is_zero()) {
+            return Err(Error::Config(format!(
+                "the wait threshold of {queue} is zero"
+            )));
+        }
+        if self.urgency.default_wait.is_some_and(|t| t.is_zero()) {
+            return Err(Error::Config("the default wait threshold is zero".into()));
+        }
         if self.lease_ttl < Duration::from_secs(1) {
             return Err(Error::Config("the lease TTL must be at least 1 s".into()));
         }
@@ -353,6 +391,7 @@ impl WorkerBuilder {
                 queue_sample,
                 signing: self.signing,
                 heartbeat: self.heartbeat.max(Duration::from_millis(100)),
+                urgency: self.urgency,
             }),
             registry: Arc::new(self.registry),
             stats,
@@ -397,6 +436,7 @@ impl Worker {
             signing: None,
             fair: Vec::new(),
             heartbeat: super::control::DEFAULT_HEARTBEAT,
+            urgency: super::urgency::Settings::default(),
         }
     }
 }

@@ -10,8 +10,8 @@
 //! round-robin by default, so a tenant flooding its shard gets one slot in
 //! turn with every other busy shard, however deep its backlog.
 //!
-//! To the semaphore, a group is one waiter: groups and plain lanes share
-//! the worker's slots in arrival order, as plain lanes always did.
+//! Every slot comes through the worker's urgency [`Gate`] (SPEC.md section
+//! 19): a group asks it as one urgent waiter, a plain lane with its rank.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -22,9 +22,11 @@ use celeriac_schema::store::{ControlHash, Store};
 use celeriac_schema::Topology;
 use futures_util::future::Either;
 use futures_util::FutureExt;
-use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
+
+use super::urgency::Gate;
 
 /// Chooses which waiting lane of a group gets the next slot.
 pub(crate) trait SlotPolicy: Send + 'static {
@@ -54,8 +56,8 @@ impl SlotPolicy for RoundRobin {
 /// Where a lane takes its concurrency slots from.
 #[derive(Clone)]
 pub(super) enum Slots {
-    /// Straight from the worker's semaphore.
-    Direct(Arc<Semaphore>),
+    /// Straight from the gate, with the lane's rank (0: urgent).
+    Direct(Arc<Gate>, usize),
     /// Through a lane group, as lane `index`.
     Group(Arc<LaneGroup>, usize),
 }
@@ -64,7 +66,7 @@ impl Slots {
     /// A slot if one is free and nobody in the lane's group waits.
     pub(super) fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
         match self {
-            Slots::Direct(semaphore) => semaphore.clone().try_acquire_owned().ok(),
+            Slots::Direct(gate, rank) => gate.try_acquire(*rank),
             Slots::Group(group, _) => {
                 let state = group.lock();
                 if state
@@ -74,20 +76,23 @@ impl Slots {
                 {
                     return None;
                 }
-                group.semaphore.clone().try_acquire_owned().ok()
+                group.gate.try_acquire(0)
             }
         }
     }
 
-    /// Waits for a slot; `None` when the semaphore or the group closed.
+    /// Waits for a slot; `None` when the gate or the group closed. A
+    /// deferrable lane's caller waits as an urgent one once it has waited
+    /// its class's TTL (see [`Gate::acquire_in_turn`]).
     /// In a group, the caller takes its place in its lane's line when this
     /// is called, not when the future is first polled.
     pub(super) fn acquire(
         &self,
     ) -> impl Future<Output = Option<OwnedSemaphorePermit>> + Send + 'static {
         match self {
-            Slots::Direct(semaphore) => {
-                Either::Left(semaphore.clone().acquire_owned().map(Result::ok))
+            Slots::Direct(gate, rank) => {
+                let (gate, rank) = (gate.clone(), *rank);
+                Either::Left(async move { gate.acquire_in_turn(rank).await.ok() })
             }
             Slots::Group(group, index) => {
                 let (tx, rx) = oneshot::channel();
@@ -103,7 +108,7 @@ impl Slots {
 
 /// Lanes sharing the worker's slots under one [`SlotPolicy`].
 pub(super) struct LaneGroup {
-    semaphore: Arc<Semaphore>,
+    gate: Arc<Gate>,
     state: Mutex<GroupState>,
     wake: Notify,
 }
@@ -115,16 +120,16 @@ struct GroupState {
 }
 
 impl LaneGroup {
-    /// A group of `lanes` lanes taking slots from `semaphore` until `stop`;
-    /// returns one [`Slots`] per lane.
+    /// A group of `lanes` lanes taking urgent slots from `gate` until
+    /// `stop`; returns one [`Slots`] per lane.
     pub(super) fn start(
-        semaphore: Arc<Semaphore>,
+        gate: Arc<Gate>,
         lanes: usize,
         policy: Box<dyn SlotPolicy>,
         stop: CancellationToken,
     ) -> Vec<Slots> {
         let group = Arc::new(LaneGroup {
-            semaphore,
+            gate,
             state: Mutex::new(GroupState {
                 waiters: (0..lanes).map(|_| VecDeque::new()).collect(),
                 policy,
@@ -182,10 +187,10 @@ impl LaneGroup {
             }
             let permit = tokio::select! {
                 _ = stop.cancelled() => return,
-                permit = self.semaphore.clone().acquire_owned() => permit,
+                permit = self.gate.acquire(0) => permit,
             };
             let Ok(mut permit) = permit else {
-                warn!("the concurrency semaphore closed; a lane group stops");
+                warn!("the concurrency gate closed; a lane group stops");
                 return;
             };
             // A caller may give up meanwhile: the slot goes to the next,
@@ -241,9 +246,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_flooding_lane_gets_one_slot_in_turn() {
-        let semaphore = Arc::new(Semaphore::new(1));
+        let gate = Gate::new(Arc::new(tokio::sync::Semaphore::new(1)), 4);
         let stop = CancellationToken::new();
-        let slots = LaneGroup::start(semaphore, 2, Box::new(RoundRobin::default()), stop.clone());
+        let slots = LaneGroup::start(gate, 2, Box::new(RoundRobin::default()), stop.clone());
         // Lane 0 lines up five callers before lane 1 lines up two.
         let mut pending: Vec<(usize, _)> = Vec::new();
         for (lane, count) in [(0usize, 5), (1, 2)] {

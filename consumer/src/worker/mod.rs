@@ -14,8 +14,10 @@ mod job;
 mod lane;
 mod purge;
 mod session;
+mod urgency;
 
 pub use builder::WorkerBuilder;
+pub use urgency::DEFAULT_URGENT_WEIGHT;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -64,6 +66,8 @@ struct Config {
     signing: Option<Arc<Keyring>>,
     /// Period of the worker's heartbeat.
     heartbeat: Duration,
+    /// Urgent-first weighting and wait thresholds.
+    urgency: urgency::Settings,
 }
 
 /// A worker: consumes queues and runs their tasks until shut down.

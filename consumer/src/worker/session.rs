@@ -19,6 +19,7 @@ use super::control::listener::Listener;
 use super::control::pool::LaneChange;
 use super::fair::{LaneGroup, RoundRobin, Slots};
 use super::lane::Lane;
+use super::urgency::{open_class_lanes, Gate};
 use super::{Config, SessionEnd, Shared};
 use crate::error::{Error, Result};
 use crate::metrics::QueueMetrics;
@@ -32,26 +33,33 @@ pub(super) struct Session {
     lanes: Vec<Opened>,
 }
 
-/// A consuming channel of a logical queue: its plain queue, or a shard.
-type Opened = (Arc<str>, Channel, Consumer);
+/// A consuming channel of a logical queue (its plain queue, a shard or a
+/// tolerance class) with its rank: 0 urgent, `1 + k` tolerance class `k`.
+type Opened = (Arc<str>, usize, Channel, Consumer);
 
-/// Opens the channels of a logical queue: one for its work queue and, for
-/// a fair queue, one per shard with a prefetch of at most the concurrency,
-/// so a flood waits in the broker, not in the worker (SPEC.md section 21).
+/// Opens the channels of a logical queue: one for its work queue; for a
+/// fair queue, one per shard with a prefetch of at most the concurrency,
+/// so a flood waits in the broker, not in the worker (SPEC.md section 21);
+/// and one per tolerance class (SPEC.md section 19). Urgent lanes first.
 async fn open_lanes(config: &Config, connection: &Connection, queue: &str) -> Result<Vec<Opened>> {
-    let Some(shards) = config.topology.fair_shards(queue) else {
-        return Ok(vec![
-            open_lane(config, connection, queue, queue, config.prefetch).await?,
-        ]);
-    };
-    let prefetch = config
-        .prefetch
-        .min(u16::try_from(config.concurrency).unwrap_or(u16::MAX))
-        .max(1);
-    let mut out = vec![open_lane(config, connection, queue, queue, prefetch).await?];
-    for shard in 0..shards {
-        let name = celeriac_schema::fair::shard_name(queue, shard);
-        out.push(open_lane(config, connection, queue, &name, prefetch).await?);
+    let mut out = Vec::new();
+    match config.topology.fair_shards(queue) {
+        None => out.push(open_lane(config, connection, queue, queue, config.prefetch).await?),
+        Some(shards) => {
+            let prefetch = config
+                .prefetch
+                .min(u16::try_from(config.concurrency).unwrap_or(u16::MAX))
+                .max(1);
+            out.push(open_lane(config, connection, queue, queue, prefetch).await?);
+            for shard in 0..shards {
+                let name = celeriac_schema::fair::shard_name(queue, shard);
+                out.push(open_lane(config, connection, queue, &name, prefetch).await?);
+            }
+        }
+    }
+    let name: Arc<str> = Arc::from(queue);
+    for (rank, channel, consumer) in open_class_lanes(config, connection, queue).await? {
+        out.push((name.clone(), rank, channel, consumer));
     }
     Ok(out)
 }
@@ -83,27 +91,39 @@ async fn open_lane(
         )
         .await
         .map_err(Error::amqp("starting a consumer"))?;
-    Ok((Arc::from(queue), channel, consumer))
+    Ok((Arc::from(queue), 0, channel, consumer))
 }
 
-/// The slots of a logical queue's lanes: one round-robin group for a fair
-/// queue, the semaphore itself for a plain one.
+/// The slots of a logical queue's lanes, given their ranks: a fair
+/// queue's urgent lanes (its plain queue and shards) share one round-robin
+/// group, every other lane asks the gate with its rank.
 fn slots_for(
     config: &Config,
     queue: &str,
-    lanes: usize,
-    semaphore: &Arc<Semaphore>,
+    ranks: &[usize],
+    gate: &Arc<Gate>,
     stop: &CancellationToken,
 ) -> Vec<Slots> {
-    match config.topology.fair_shards(queue) {
-        Some(_) => LaneGroup::start(
-            semaphore.clone(),
-            lanes,
+    let urgent = ranks.iter().filter(|&&rank| rank == 0).count();
+    let mut group = match config.topology.fair_shards(queue) {
+        Some(_) if urgent > 0 => LaneGroup::start(
+            gate.clone(),
+            urgent,
             Box::new(RoundRobin::default()),
             stop.clone(),
         ),
-        None => vec![Slots::Direct(semaphore.clone()); lanes],
+        _ => Vec::new(),
     }
+    .into_iter();
+    ranks
+        .iter()
+        .map(|&rank| match rank {
+            0 => group
+                .next()
+                .unwrap_or_else(|| Slots::Direct(gate.clone(), 0)),
+            rank => Slots::Direct(gate.clone(), rank),
+        })
+        .collect()
 }
 
 /// Connects, declares the topology of `queues` and consumes them.
@@ -172,7 +192,9 @@ async fn declare_all(config: &Config, channel: &Channel) -> Result<()> {
 
 async fn declare_queues(config: &Config, channel: &Channel, queues: &[String]) -> Result<()> {
     for queue in queues {
-        declare(channel, &config.topology.queue_declarations(queue)?)
+        let mut declarations = config.topology.queue_declarations(queue)?;
+        declarations.extend(config.topology.tolerance_declarations(queue)?);
+        declare(channel, &declarations)
             .await
             .map_err(declare_error)?;
     }
@@ -211,9 +233,10 @@ impl Session {
         let mut changes = shared.control.queues.attach();
         let mut lanes = JoinSet::new();
         let mut stops: HashMap<Arc<str>, CancellationToken> = HashMap::new();
+        let gate = Gate::new(semaphore.clone(), shared.config.urgency.weight);
         let start_lane = |lanes: &mut JoinSet<(Arc<str>, SessionEnd)>,
                           stops: &mut HashMap<Arc<str>, CancellationToken>,
-                          (queue, channel, consumer): Opened,
+                          (queue, _rank, channel, consumer): Opened,
                           slots: Slots| {
             // One stop for all lanes of a logical queue.
             let stop = stops.entry(queue.clone()).or_default().clone();
@@ -232,16 +255,11 @@ impl Session {
         let mut opened = self.lanes.into_iter().peekable();
         while let Some(first) = opened.next() {
             let mut group = vec![first];
-            while let Some(next) = opened.next_if(|(q, _, _)| *q == group[0].0) {
+            while let Some(next) = opened.next_if(|(q, _, _, _)| *q == group[0].0) {
                 group.push(next);
             }
-            let slots = slots_for(
-                &shared.config,
-                &group[0].0,
-                group.len(),
-                &semaphore,
-                &session_token,
-            );
+            let ranks: Vec<usize> = group.iter().map(|lane| lane.1).collect();
+            let slots = slots_for(&shared.config, &group[0].0, &ranks, &gate, &session_token);
             for (lane, slots) in group.into_iter().zip(slots) {
                 start_lane(&mut lanes, &mut stops, lane, slots);
             }
@@ -250,9 +268,13 @@ impl Session {
         loop {
             tokio::select! {
                 joined = lanes.join_next(), if !lanes.is_empty() => match joined {
-                    Some(Ok((queue, SessionEnd::Shutdown))) => {
+                    // The token of lanes started again since stays.
+                    Some(Ok((queue, SessionEnd::Shutdown)))
+                        if stops.get(&queue).is_some_and(CancellationToken::is_cancelled) =>
+                    {
                         stops.remove(&queue);
                     }
+                    Some(Ok((_, SessionEnd::Shutdown))) => {}
                     Some(Ok((_, SessionEnd::Lost(reason)))) => {
                         session_token.cancel();
                         if matches!(end, SessionEnd::Shutdown) {
@@ -282,7 +304,8 @@ impl Session {
                         match opened.await {
                             Ok(opened) => {
                                 info!(%queue, "consuming a queue added at run time");
-                                let slots = slots_for(&shared.config, &queue, opened.len(), &semaphore, &session_token);
+                                let ranks: Vec<usize> = opened.iter().map(|lane| lane.1).collect();
+                                let slots = slots_for(&shared.config, &queue, &ranks, &gate, &session_token);
                                 for (lane, slots) in opened.into_iter().zip(slots) {
                                     start_lane(&mut lanes, &mut stops, lane, slots);
                                 }

@@ -21,6 +21,7 @@
 //!   soft_timeout: 50           #   soft time limit, seconds: shorter than the hard one
 //!   queue: default             #   the cluster queue
 //!   tenant: acme               #   the tenant tasks run for (fair queues share by tenant)
+//!   tolerance: 300             #   delay tolerance, seconds: may wait this long once ready
 //! tasks:                       # task name -> task; names are [A-Za-z0-9_-]+
 //!   fetch:
 //!     run: [python3, fetch.py] # a program and its arguments (a string is split on spaces; never a shell)
@@ -80,7 +81,9 @@
 //!   node), and any other node with dependencies receives a map from each
 //!   dependency's id to its result; a node with none receives `null`.
 //!   Mapping keys of a given input are strings.
-//! - **Settings.** `retries`, `timeout`, `soft_timeout`, `queue` and `tenant` come
+//! - **Settings.** `retries`, `timeout`, `soft_timeout`, `queue`, `tenant`
+//!   and `tolerance` (SPEC.md section 19: the task may wait this long once
+//!   it is ready, urgent work first; more than 0) come
 //!   from the task itself, else from the nearest enclosing block that sets
 //!   them, else from `defaults`. Retries default to 0. A soft limit that is
 //!   not shorter than the hard one in effect is dropped (and refused when
@@ -183,6 +186,8 @@ pub struct FlowTask {
     pub queue: Option<String>,
     /// The tenant the task runs for.
     pub tenant: Option<String>,
+    /// Its delay tolerance (SPEC.md section 19).
+    pub tolerance: Option<Duration>,
     /// Its own schedule, if any.
     pub schedule: Option<Schedule>,
     /// Where its name is written.
@@ -226,6 +231,9 @@ impl FlowTask {
         if let Some(tenant) = &self.tenant {
             node = node.tenant(tenant.clone());
         }
+        node.tolerance_ms = self
+            .tolerance
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
         node
     }
 }

@@ -5,7 +5,6 @@
 //! what needs the whole tree (`needs`, cycles, schedules).
 
 use std::path::Path;
-use std::time::Duration;
 
 use celeriac_schema::exec::{ExecFormat, ExecSpec};
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
@@ -18,8 +17,17 @@ pub(super) use options::Options;
 
 type Result<T> = std::result::Result<T, FlowError>;
 
+mod durations;
+
 const TOP_KEYS: &[&str] = &["name", "schedule", "overlap", "defaults", "tasks"];
-const DEFAULT_KEYS: &[&str] = &["retries", "timeout", "soft_timeout", "queue", "tenant"];
+const DEFAULT_KEYS: &[&str] = &[
+    "retries",
+    "timeout",
+    "soft_timeout",
+    "queue",
+    "tenant",
+    "tolerance",
+];
 const TASK_KEYS: &[&str] = &[
     "run",
     "task",
@@ -34,6 +42,7 @@ const TASK_KEYS: &[&str] = &[
     "soft_timeout",
     "queue",
     "tenant",
+    "tolerance",
     "schedule",
     "subtasks",
 ];
@@ -560,24 +569,8 @@ impl Reader<'_> {
             soft_timeout,
             queue,
             tenant: tenant.transpose()?,
+            tolerance: self.tolerance(f)?,
         })
-    }
-
-    fn seconds(&self, node: &MarkedYaml<'_>, path: &str) -> Result<Duration> {
-        let secs = match data(node) {
-            YamlData::Value(Scalar::Integer(n)) => *n as f64,
-            YamlData::Value(Scalar::FloatingPoint(f)) => f.into_inner(),
-            _ => return Err(self.wrong_type(node, path, "a number of seconds")),
-        };
-        if !(secs.is_finite() && secs > 0.0) {
-            return Err(self.invalid(
-                at(node),
-                path,
-                format!("{secs} is not a time limit: give a positive number of seconds"),
-            ));
-        }
-        Duration::try_from_secs_f64(secs)
-            .map_err(|e| self.invalid(at(node), path, format!("{secs} seconds: {e}")))
     }
 
     fn schedule(&self, node: &MarkedYaml<'_>, path: &str) -> Result<Located<Schedule>> {

@@ -413,6 +413,7 @@ impl<'r> Resolver<'r> {
                         .filter(|soft| options.timeout.is_none_or(|hard| *soft < hard)),
                     queue: options.queue,
                     tenant: options.tenant,
+                    tolerance: options.tolerance,
                     schedule: item.schedule.as_ref().map(|s| s.value.clone()),
                     position: item.at,
                 })

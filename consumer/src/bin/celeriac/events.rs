@@ -349,6 +349,14 @@ fn task_line(e: &TaskEvent) -> String {
     if let Some(ms) = e.delay_ms {
         add("delay", &format!("{ms}ms"));
     }
+    if let Some(ms) = e.waited_ms {
+        let over = if e.wait_exceeded == Some(true) {
+            " (over the threshold)"
+        } else {
+            ""
+        };
+        add("waited", &format!("{ms}ms{over}"));
+    }
     if let Some(eta) = e.eta {
         add("eta", &rfc3339(eta));
     }
@@ -442,6 +450,24 @@ mod tests {
         assert!(line.contains("retried"), "{line}");
         assert!(
             line.contains("worker=w1 delay=500ms error=Io: reset"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_started_line_shows_the_wait() {
+        let mut e = TaskEvent::new(
+            EventKind::Started,
+            celeriac_schema::TaskId::new(),
+            "a.b",
+            "q",
+            0,
+        );
+        e.waited_ms = Some(1_200);
+        e.wait_exceeded = Some(true);
+        let line = table_line(&Event::Task(e));
+        assert!(
+            line.contains("waited=1200ms (over the threshold)"),
             "{line}"
         );
     }

@@ -320,6 +320,12 @@ impl Printer {
                 rows.push((task.id.as_str(), result, duration));
             }
         }
+        // Nodes with a tolerance that started after their deadline.
+        let late: Vec<&str> = rows
+            .iter()
+            .filter(|(_, r, _)| r.deadline_missed)
+            .map(|(id, _, _)| *id)
+            .collect();
         if self.json {
             for (id, result, duration) in &rows {
                 let line = json!({
@@ -339,6 +345,7 @@ impl Printer {
                 "succeeded": ok,
                 "failed": failed,
                 "skipped": skipped,
+                "deadline_missed": late.len(),
                 "elapsed_ms": millis(elapsed),
             });
             self.line(&line.to_string());
@@ -405,6 +412,15 @@ impl Printer {
             }
         }
         self.line("");
+        if !late.is_empty() {
+            let text = format!(
+                "{} started after their deadline: {}",
+                late.len(),
+                late.join(", ")
+            );
+            let text = self.paint(YELLOW, &text);
+            self.line(&text);
+        }
         let verdict = if failed + skipped == 0 {
             self.paint(GREEN, "all succeeded")
         } else {

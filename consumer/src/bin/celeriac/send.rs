@@ -38,6 +38,10 @@ pub struct SendArgs {
     /// workers round-robin (1 to 128 bytes).
     #[arg(long)]
     pub tenant: Option<String>,
+    /// Delay tolerance: it may wait this long after it is due, behind
+    /// urgent work (`30s`, `10m`; SPEC.md section 19).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub tolerance: Option<Duration>,
 
     /// Retries after a failure before it is dead-lettered.
     #[arg(long)]
@@ -112,6 +116,9 @@ pub async fn run(global: &Global, args: &SendArgs) -> ExitCode {
     }
     if let Some(countdown) = args.countdown {
         options = options.countdown(countdown);
+    }
+    if let Some(tolerance) = args.tolerance {
+        options = options.delay_tolerance(tolerance);
     }
     if let Some(retries) = args.retries {
         options = options.max_retries(retries);

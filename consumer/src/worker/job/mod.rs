@@ -7,6 +7,7 @@ mod events;
 mod execute;
 mod purge;
 mod settle;
+mod urgency;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -165,7 +166,7 @@ impl Job {
                             metrics.observe_wait(env.created_at, env.eta, started_ms);
                             metrics.started.inc();
                             let _running = self.metrics.running(started_ms);
-                            self.emit(self.event(EventKind::Started, &env));
+                            self.started(&env, started_ms);
                             let done = self
                                 .execute(
                                     handler,

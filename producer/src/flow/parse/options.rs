@@ -14,6 +14,7 @@ pub(in crate::flow) struct Options {
     pub(in crate::flow) soft_timeout: Option<Duration>,
     pub(in crate::flow) queue: Option<String>,
     pub(in crate::flow) tenant: Option<String>,
+    pub(in crate::flow) tolerance: Option<Duration>,
 }
 
 impl Options {
@@ -25,6 +26,7 @@ impl Options {
             soft_timeout: self.soft_timeout.or(outer.soft_timeout),
             queue: self.queue.clone().or_else(|| outer.queue.clone()),
             tenant: self.tenant.clone().or_else(|| outer.tenant.clone()),
+            tolerance: self.tolerance.or(outer.tolerance),
         }
     }
 }
