@@ -276,6 +276,8 @@ fn envelope_of(json: &Json) -> Envelope {
         retry: retry_of(&m["retry"], "retry"),
         eta: opt(&m["eta"], |j| u64_of(j, "eta")),
         expires: opt(&m["expires"], |j| u64_of(j, "expires")),
+        tenant: None,
+        pools: Default::default(),
         soft_time_limit_ms: opt(&m["soft_time_limit_ms"], |j| u64_of(j, "soft")),
         hard_time_limit_ms: opt(&m["hard_time_limit_ms"], |j| u64_of(j, "hard")),
         priority: u8::try_from(u64_of(&m["priority"], "priority")).unwrap(),

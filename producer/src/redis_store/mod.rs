@@ -29,6 +29,8 @@
 mod batch;
 mod control;
 pub(crate) mod index;
+mod limits;
+mod pools;
 mod scripts;
 mod waiters;
 
@@ -549,6 +551,10 @@ return 1
 impl Store for RedisStore {
     fn settings(&self) -> &StoreSettings {
         &self.inner.settings
+    }
+
+    fn policy(&self) -> Option<&dyn celeriac_schema::store::Policy> {
+        Some(self)
     }
 
     async fn mark_purged(&self, queue: &str, at_ms: u64, ttl: Duration) -> StoreResult<()> {
