@@ -54,6 +54,7 @@ pub mod http;
 mod lease;
 pub mod local;
 mod metrics;
+mod metrics_policy;
 mod registry;
 pub mod secrets;
 mod signing;
@@ -69,5 +70,7 @@ pub use local::{
 };
 pub use registry::{BoxFuture, ErasedHandler, Registry, TaskContext};
 pub use stats::{StatsSnapshot, WorkerStats};
-pub use task_error::{TaskError, BAD_INPUT, EXPIRED, FORBIDDEN, PANIC, TIME_LIMIT, UNKNOWN_TASK};
+pub use task_error::{
+    TaskError, BAD_INPUT, EXPIRED, FORBIDDEN, PANIC, TIME_LIMIT, UNKNOWN_POOL, UNKNOWN_TASK,
+};
 pub use worker::{Worker, WorkerBuilder, WorkerHandle};

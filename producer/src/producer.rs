@@ -57,6 +57,7 @@ pub struct ProducerBuilder {
     tls: TlsOptions,
     metrics: Option<Arc<crate::metrics::ProducerMetrics>>,
     events: bool,
+    pub(crate) admission: Vec<crate::admission::AdmissionLimit>,
 }
 
 impl std::fmt::Debug for ProducerBuilder {
@@ -224,6 +225,7 @@ impl ProducerBuilder {
                 signing: self.signing.clone(),
                 metrics: self.metrics.clone(),
                 events,
+                admission: crate::admission::Admission::new(self.admission, self.store.clone()),
             }),
         };
         let channel = producer.channel().await?;
@@ -287,6 +289,7 @@ struct Inner {
     metrics: Option<Arc<crate::metrics::ProducerMetrics>>,
     /// The events exchange, when `task.sent` events are on.
     events: Option<String>,
+    admission: Option<crate::admission::Admission>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -324,6 +327,7 @@ impl Producer {
             tls: TlsOptions::default(),
             metrics: None,
             events: false,
+            admission: Vec::new(),
         }
     }
 
@@ -406,6 +410,8 @@ impl Producer {
         envelope.hard_time_limit_ms = options.hard_time_limit.map(duration_ms);
         envelope.priority = options.priority;
         envelope.meta = options.meta.clone();
+        envelope.tenant = options.tenant.clone();
+        envelope.pools = options.pools.clone();
         Ok(PreparedTask { queue, envelope })
     }
 
@@ -422,8 +428,10 @@ impl Producer {
         options: &SendOptions,
     ) -> Result<TaskHandle<T>> {
         let task = self.prepare::<T>(input, options)?;
-        let id = self.send_prepared(&task).await?;
-        Ok(self.handle(id))
+        let ids = self
+            .send_all_with(std::slice::from_ref(&task), options.admission)
+            .await?;
+        Ok(self.handle(ids[0]))
     }
 
     /// A handle on a task sent earlier, by id (kept from
@@ -653,7 +661,7 @@ impl Producer {
             .into_iter()
             .map(|input| self.prepare::<T>(&input, options))
             .collect::<Result<Vec<_>>>()?;
-        self.send_all(&tasks).await
+        self.send_all_with(&tasks, options.admission).await
     }
 
     /// Sends prepared tasks on one channel, keeping up to 2048 confirms in
@@ -667,6 +675,19 @@ impl Producer {
     ///
     /// The first error met; see [`Producer::send`].
     pub async fn send_all(&self, tasks: &[PreparedTask]) -> Result<Vec<TaskId>> {
+        self.send_all_with(tasks, None).await
+    }
+
+    async fn send_all_with(
+        &self,
+        tasks: &[PreparedTask],
+        mode: Option<crate::admission::AdmissionMode>,
+    ) -> Result<Vec<TaskId>> {
+        if let Some(admission) = &self.inner.admission {
+            for task in tasks {
+                admission.admit(&task.envelope, mode).await?;
+            }
+        }
         for queue in tasks
             .iter()
             .map(|t| t.queue.as_str())

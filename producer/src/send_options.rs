@@ -47,6 +47,13 @@ pub struct SendOptions {
     pub meta: BTreeMap<String, String>,
     /// Use this task id instead of a fresh one.
     pub task_id: Option<TaskId>,
+    /// The tenant the task runs for (rate limits per tenant).
+    pub tenant: Option<String>,
+    /// Units of cluster-wide resource pools the task holds while it runs.
+    pub pools: BTreeMap<String, u32>,
+    /// What an admission limit does to this send; the producer's mode
+    /// when `None` (see [`crate::ProducerBuilder::admission_limit`]).
+    pub admission: Option<crate::admission::AdmissionMode>,
 }
 
 impl SendOptions {
@@ -126,6 +133,32 @@ impl SendOptions {
     /// Uses a given task id.
     pub fn task_id(mut self, id: TaskId) -> Self {
         self.task_id = Some(id);
+        self
+    }
+
+    /// Runs the task for `tenant`: its per-tenant rate limit applies.
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Holds `units` of the cluster-wide resource pool `name` while the
+    /// task runs (several pools may be named; all are taken together).
+    ///
+    /// ```
+    /// use celeriac_producer::SendOptions;
+    ///
+    /// let opts = SendOptions::new().pool("gpu", 1).pool("db-heavy", 2);
+    /// assert_eq!(opts.pools.get("gpu"), Some(&1));
+    /// ```
+    pub fn pool(mut self, name: impl Into<String>, units: u32) -> Self {
+        self.pools.insert(name.into(), units);
+        self
+    }
+
+    /// Overrides the producer's admission mode for this send.
+    pub fn admission(mut self, mode: crate::admission::AdmissionMode) -> Self {
+        self.admission = Some(mode);
         self
     }
 }

@@ -67,6 +67,7 @@ pub struct WorkerBuilder {
     queue_sample_interval: Duration,
     signing: Option<Arc<Keyring>>,
     heartbeat: Duration,
+    pub(super) policy: super::policy::PolicyFlags,
 }
 
 impl WorkerBuilder {
@@ -322,6 +323,7 @@ impl WorkerBuilder {
                 queue_sample,
                 signing: self.signing,
                 heartbeat: self.heartbeat.max(Duration::from_millis(100)),
+                policy: self.policy,
             }),
             registry: Arc::new(self.registry),
             stats,
@@ -365,6 +367,7 @@ impl Worker {
             queue_sample_interval: DEFAULT_QUEUE_SAMPLE,
             signing: None,
             heartbeat: super::control::DEFAULT_HEARTBEAT,
+            policy: Default::default(),
         }
     }
 }
