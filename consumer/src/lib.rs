@@ -46,6 +46,7 @@
 mod ack_tracker;
 pub mod builtin;
 pub mod cli;
+pub mod cli_policy;
 mod coordinator;
 pub mod disposition;
 mod error;
