@@ -76,10 +76,16 @@ mod tests {
     fn flags_parse_and_bad_ones_say_why() {
         let (task, rate) = parse_rate("reports.build=100/s").expect("valid");
         assert_eq!((task.as_str(), rate.count), ("reports.build", 100));
-        assert!(parse_rate("100/s").unwrap_err().contains("NAME=RATE"));
-        assert!(parse_rate("t=fast").unwrap_err().contains("invalid rate"));
+        assert!(parse_rate("100/s")
+            .expect_err("no name")
+            .contains("NAME=RATE"));
+        assert!(parse_rate("t=fast")
+            .expect_err("bad rate")
+            .contains("invalid rate"));
         assert_eq!(parse_pool("gpu=4"), Ok(("gpu".to_owned(), 4)));
-        assert!(parse_pool("gpu=0").unwrap_err().contains("at least 1"));
+        assert!(parse_pool("gpu=0")
+            .expect_err("no units")
+            .contains("at least 1"));
         assert!(parse_pool("=3").is_err());
     }
 }

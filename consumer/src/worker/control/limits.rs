@@ -21,7 +21,7 @@ pub(crate) struct Limits {
     tenants: RwLock<HashMap<String, Rate>>,
     /// The limits set when the worker was built (flags): the store's
     /// override them, and they come back when the store's are lifted.
-    base: RwLock<(Vec<Command>, Vec<(String, Rate)>)>,
+    base: RwLock<Base>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -30,6 +30,9 @@ struct TaskLimits {
     soft_ms: Option<u64>,
     hard_ms: Option<u64>,
 }
+
+/// The task commands and tenant rates a worker was built with.
+type Base = (Vec<Command>, Vec<(String, Rate)>);
 
 /// One task's limits as `inspect conf` shows them.
 #[derive(Debug, Clone, Serialize)]
@@ -81,10 +84,8 @@ impl Limits {
         for command in &commands {
             let _ = self.apply(command);
         }
-        self.load_tenants(&[]);
         *self.base.write().unwrap_or_else(PoisonError::into_inner) = (commands, tenants);
-        let tasks = self.tasks.read().unwrap_or_else(PoisonError::into_inner);
-        self.refresh_any(&tasks);
+        self.load_tenants(&[]);
     }
 
     /// Replaces the tenant rates with the base ones and `rates` over them.
