@@ -100,6 +100,12 @@ pub struct Node {
     /// stdin. `task` is then `celeriac.exec`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecSpec>,
+    /// The tenant its envelope names (rate limits per tenant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Units of resource pools its envelope asks for.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pools: std::collections::BTreeMap<String, u32>,
 }
 
 impl Node {
@@ -116,6 +122,8 @@ impl Node {
             soft_time_limit_ms: None,
             hard_time_limit_ms: None,
             exec: None,
+            tenant: None,
+            pools: Default::default(),
         }
     }
 
@@ -203,6 +211,8 @@ impl Node {
         }
         envelope.soft_time_limit_ms = self.soft_time_limit_ms;
         envelope.hard_time_limit_ms = self.hard_time_limit_ms;
+        envelope.tenant.clone_from(&self.tenant);
+        envelope.pools.clone_from(&self.pools);
         envelope
     }
 }

@@ -20,6 +20,8 @@
 //!   timeout: 60                #   hard time limit of one attempt, seconds (fractions allowed)
 //!   soft_timeout: 50           #   soft time limit, seconds: shorter than the hard one
 //!   queue: default             #   the cluster queue
+//!   tenant: acme               #   the tenant it runs for (rate limits per tenant)
+//!   pools: {gpu: 1}            #   units of cluster-wide resource pools held while it runs
 //! tasks:                       # task name -> task; names are [A-Za-z0-9_-]+
 //!   fetch:
 //!     run: [python3, fetch.py] # a program and its arguments (a string is split on spaces; never a shell)
@@ -79,7 +81,8 @@
 //!   node), and any other node with dependencies receives a map from each
 //!   dependency's id to its result; a node with none receives `null`.
 //!   Mapping keys of a given input are strings.
-//! - **Settings.** `retries`, `timeout`, `soft_timeout` and `queue` come
+//! - **Settings.** `retries`, `timeout`, `soft_timeout`, `queue`, `tenant`
+//!   and `pools` (a map replaced whole, not merged) come
 //!   from the task itself, else from the nearest enclosing block that sets
 //!   them, else from `defaults`. Retries default to 0. A soft limit that is
 //!   not shorter than the hard one in effect is dropped (and refused when
@@ -135,6 +138,8 @@ mod parse;
 mod resolve;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_policy;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -180,6 +185,10 @@ pub struct FlowTask {
     pub soft_timeout: Option<Duration>,
     /// The cluster queue (default: the producer's).
     pub queue: Option<String>,
+    /// The tenant it runs for (`tenant:`).
+    pub tenant: Option<String>,
+    /// Units of resource pools it holds while it runs (`pools:`).
+    pub pools: std::collections::BTreeMap<String, u32>,
     /// Its own schedule, if any.
     pub schedule: Option<Schedule>,
     /// Where its name is written.
@@ -220,6 +229,8 @@ impl FlowTask {
         if let Some(queue) = &self.queue {
             node = node.queue(queue.clone());
         }
+        node.tenant.clone_from(&self.tenant);
+        node.pools.clone_from(&self.pools);
         node
     }
 }

@@ -4,6 +4,8 @@
 //! types, names, the one kind a task has); [`super::resolve`] then checks
 //! what needs the whole tree (`needs`, cycles, schedules).
 
+mod policy;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,7 +19,14 @@ use crate::schedule::{Overlap, Schedule};
 type Result<T> = std::result::Result<T, FlowError>;
 
 const TOP_KEYS: &[&str] = &["name", "schedule", "overlap", "defaults", "tasks"];
-const DEFAULT_KEYS: &[&str] = &["retries", "timeout", "soft_timeout", "queue"];
+const DEFAULT_KEYS: &[&str] = &[
+    "retries",
+    "timeout",
+    "soft_timeout",
+    "queue",
+    "tenant",
+    "pools",
+];
 const TASK_KEYS: &[&str] = &[
     "run",
     "task",
@@ -33,6 +42,8 @@ const TASK_KEYS: &[&str] = &[
     "queue",
     "schedule",
     "subtasks",
+    "tenant",
+    "pools",
 ];
 const KINDS: &[&str] = &["run", "task", "sequence", "parallel"];
 
@@ -60,6 +71,8 @@ pub(super) struct Options {
     pub timeout: Option<Duration>,
     pub soft_timeout: Option<Duration>,
     pub queue: Option<String>,
+    pub tenant: Option<String>,
+    pub pools: Option<std::collections::BTreeMap<String, u32>>,
 }
 
 impl Options {
@@ -70,6 +83,8 @@ impl Options {
             timeout: self.timeout.or(outer.timeout),
             soft_timeout: self.soft_timeout.or(outer.soft_timeout),
             queue: self.queue.clone().or_else(|| outer.queue.clone()),
+            tenant: self.tenant.clone().or_else(|| outer.tenant.clone()),
+            pools: self.pools.clone().or_else(|| outer.pools.clone()),
         }
     }
 }
@@ -571,11 +586,14 @@ impl Reader<'_> {
             }
             None => None,
         };
+        let (tenant, pools) = self.policy_options(f)?;
         Ok(Options {
             retries,
             timeout,
             soft_timeout,
             queue,
+            tenant,
+            pools,
         })
     }
 

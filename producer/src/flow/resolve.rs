@@ -412,6 +412,8 @@ impl<'r> Resolver<'r> {
                         .soft_timeout
                         .filter(|soft| options.timeout.is_none_or(|hard| *soft < hard)),
                     queue: options.queue,
+                    tenant: options.tenant,
+                    pools: options.pools.unwrap_or_default(),
                     schedule: item.schedule.as_ref().map(|s| s.value.clone()),
                     position: item.at,
                 })
