@@ -8,12 +8,15 @@ use saphyr::{Scalar, YamlData};
 
 use super::{at, data, join, scalar_text, Fields, Reader, Result};
 
+/// Units by pool name.
+type Pools = BTreeMap<String, u32>;
+
 impl Reader<'_> {
     /// `tenant: NAME` and `pools: {NAME: UNITS}`, where given.
     pub(super) fn policy_options(
         &self,
         f: &Fields<'_, '_>,
-    ) -> Result<(Option<String>, Option<BTreeMap<String, u32>>)> {
+    ) -> Result<(Option<String>, Option<Pools>)> {
         let path = &f.path;
         let tenant = match f.get("tenant") {
             Some((v, _)) => {
