@@ -51,6 +51,7 @@
 mod error;
 mod event;
 mod flow;
+mod pools;
 mod result;
 mod scheduler;
 mod task;

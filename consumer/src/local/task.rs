@@ -148,6 +148,9 @@ pub struct TaskOptions {
     /// [`LocalScheduler::resource_pool`](crate::LocalScheduler::resource_pool))
     /// of which the task holds one unit while it runs.
     pub resource: Option<String>,
+    /// Units of several resource pools the task holds while it runs, all
+    /// taken at once (a `resource` counts as one unit of its pool).
+    pub pools: std::collections::BTreeMap<String, u32>,
 }
 
 impl TaskOptions {
@@ -182,6 +185,20 @@ impl TaskOptions {
     /// Sets the resource pool.
     pub fn resource(mut self, pool: impl Into<String>) -> Self {
         self.resource = Some(pool.into());
+        self
+    }
+
+    /// Holds `units` of pool `pool` while the task runs (several pools may
+    /// be named: the task starts when all its units are free).
+    ///
+    /// ```
+    /// use celeriac_consumer::TaskOptions;
+    ///
+    /// let options = TaskOptions::new().pool("gpu", 2).pool("db", 1);
+    /// assert_eq!(options.pools.get("gpu"), Some(&2));
+    /// ```
+    pub fn pool(mut self, pool: impl Into<String>, units: u32) -> Self {
+        self.pools.insert(pool.into(), units);
         self
     }
 }
