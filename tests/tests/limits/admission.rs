@@ -68,3 +68,24 @@ async fn reject_fails_with_rate_limited_and_wait_waits() {
         other => panic!("expected RateLimited, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn without_a_store_the_bucket_is_the_producers_own() {
+    let ns = namespace("limits-admit-local");
+    let producer = Producer::builder(&broker().await.url)
+        .namespace(&*ns)
+        .admission_limit(AdmissionLimit::task("test.work", "1/h".parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    producer
+        .send::<Work>(&1, &SendOptions::new())
+        .await
+        .unwrap();
+    let err = producer
+        .send::<Work>(&1, &SendOptions::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::RateLimited { .. }), "{err}");
+    assert!(err.is_transient(), "a later send may pass");
+}

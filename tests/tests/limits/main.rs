@@ -8,5 +8,6 @@
 mod support;
 
 mod admission;
+mod cli;
 mod pools;
 mod rate;

@@ -110,3 +110,45 @@ async fn a_tenant_limit_throttles_that_tenant_only() {
         "the other tenant is not limited, took {fast_span:?}"
     );
 }
+
+#[tokio::test]
+async fn without_a_store_each_worker_keeps_its_own_rate_and_pools() {
+    let ns = celeriac_tests::namespace("limits-local");
+    let runs = std::sync::Arc::new(crate::support::Runs::default());
+    let worker =
+        celeriac_tests::InProcessWorker::start(&ns, crate::support::registry(&runs), |b| {
+            b.concurrency(4)
+                .rate_limit("test.work", "4/s".parse().unwrap())
+                .pool("gpu", 1)
+        })
+        .await;
+    let producer = celeriac_producer::Producer::builder(&celeriac_tests::broker().await.url)
+        .namespace(&*ns)
+        .connect()
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        producer
+            .send::<Work>(&50, &SendOptions::new().pool("gpu", 1))
+            .await
+            .unwrap();
+    }
+    let done = celeriac_tests::eventually(WAIT, || {
+        let n = runs.all().len();
+        async move { n == 4 }
+    })
+    .await;
+    assert!(done, "every task ran: {}", runs.all().len());
+    let mut starts: Vec<Instant> = runs.all().iter().map(|r| r.start).collect();
+    starts.sort();
+    let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| *g >= Duration::from_millis(240)),
+        "starts spaced by 4/s: {gaps:?}"
+    );
+    assert_eq!(
+        runs.pooled_peak.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    worker.shutdown().await;
+}
