@@ -61,6 +61,14 @@ async fn two_workers_share_one_task_rate() {
     );
     let throttled = cluster.metric_sum("celeriac_tasks_throttled_total", "reason=\"rate\"");
     assert!(throttled > 0.0, "some tasks went back through the cascade");
+    // Sent back, a task keeps its attempt: throttling is not a retry.
+    assert!(
+        runs.iter().all(|r| r.attempt == 0),
+        "no run counted as a retry"
+    );
+    for worker in &cluster.workers {
+        assert_eq!(worker.stats().retried, 0);
+    }
 }
 
 #[tokio::test]

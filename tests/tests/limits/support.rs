@@ -28,6 +28,7 @@ impl Task for Work {
 pub struct Run {
     pub tenant: Option<String>,
     pub pooled: bool,
+    pub attempt: u32,
     pub start: Instant,
     pub end: Instant,
 }
@@ -66,6 +67,7 @@ pub fn registry(runs: &Arc<Runs>) -> Registry {
             runs.done.lock().unwrap().push(Run {
                 tenant: ctx.envelope().tenant.clone(),
                 pooled,
+                attempt: ctx.attempt(),
                 start,
                 end: Instant::now(),
             });
