@@ -57,6 +57,12 @@ pub(crate) fn parse_rate(value: &str) -> Result<(String, Rate), String> {
     Ok((name, rate.parse()?))
 }
 
+/// `NAME=UNITS`, at least one unit: a pool's capacity, or the units a
+/// task asks for (`celeriac send --pool`).
+pub fn parse_pool_units(value: &str) -> Result<(String, u32), String> {
+    parse_pool(value)
+}
+
 /// `NAME=UNITS`, at least one unit.
 pub(crate) fn parse_pool(value: &str) -> Result<(String, u32), String> {
     let (name, units) = split(value, "NAME=UNITS (e.g. gpu=4)")?;

@@ -65,3 +65,47 @@ async fn pools_are_set_and_listed_and_bad_input_is_refused() {
         .unwrap();
     assert!(fields.is_empty(), "{fields:?}");
 }
+
+#[tokio::test]
+async fn send_puts_the_tenant_and_pools_in_the_envelope() {
+    let ns = namespace("limits-send");
+    let out = cli(
+        &ns,
+        &[
+            "send",
+            "test.work",
+            "--input",
+            "1",
+            "--tenant",
+            "acme",
+            "--pool",
+            "gpu=2",
+            "--pool",
+            "db=1",
+            "--no-store",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_conn, channel) = broker().await.channel().await;
+    let queue = ns.topology().work_queue("default");
+    let sent = celeriac_tests::drain(&channel, &queue).await;
+    assert_eq!(sent.len(), 1);
+    let env = celeriac_schema::decode(&sent[0].data).unwrap();
+    assert_eq!(env.tenant.as_deref(), Some("acme"));
+    assert_eq!(
+        env.pools,
+        std::collections::BTreeMap::from([("db".to_owned(), 1), ("gpu".to_owned(), 2)])
+    );
+    let bad = cli(&ns, &["send", "test.work", "--pool", "gpu", "--no-store"]).await;
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "a pool without units is a usage error"
+    );
+}

@@ -38,6 +38,15 @@ pub struct SendArgs {
     #[arg(long)]
     pub retries: Option<u32>,
 
+    /// The tenant the task runs for (per-tenant rate limits).
+    #[arg(long)]
+    pub tenant: Option<String>,
+
+    /// Units of a resource pool the task holds while it runs,
+    /// `NAME=UNITS` (`gpu=1`); repeat the flag for several pools.
+    #[arg(long = "pool", value_name = "NAME=UNITS", value_parser = celeriac_consumer::cli_policy::parse_pool_units)]
+    pub pools: Vec<(String, u32)>,
+
     /// Wait for the task to finish and print its result as JSON.
     #[arg(long)]
     pub wait: bool,
@@ -110,6 +119,12 @@ pub async fn run(global: &Global, args: &SendArgs) -> ExitCode {
     }
     if let Some(retries) = args.retries {
         options = options.max_retries(retries);
+    }
+    if let Some(tenant) = &args.tenant {
+        options = options.tenant(tenant);
+    }
+    for (name, units) in &args.pools {
+        options = options.pool(name, *units);
     }
     let prepared = match producer.prepare_value(&args.task, input, &options) {
         Ok(prepared) => prepared,
