@@ -11,3 +11,4 @@ mod admission;
 mod cli;
 mod pools;
 mod rate;
+mod store;
