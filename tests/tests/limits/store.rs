@@ -11,7 +11,10 @@ async fn buckets_take_together_or_not_at_all(store: &dyn Store) {
     let policy = store.policy().unwrap();
     let task = Bucket::task("t", "100/s".parse().unwrap());
     let tenant = Bucket::tenant("a", "1/m".parse().unwrap());
-    let grant = policy.take_tokens(std::slice::from_ref(&task), 50).await.unwrap();
+    let grant = policy
+        .take_tokens(std::slice::from_ref(&task), 50)
+        .await
+        .unwrap();
     assert_eq!(grant.granted, 10, "a burst of 100/s is 10 tokens");
     let both = [task.clone(), tenant.clone()];
     tokio::time::sleep(Duration::from_millis(30)).await;

@@ -150,6 +150,15 @@ impl Limits {
         }
     }
 
+    /// Every tenant rate, by tenant: `{tenant: "10/s"}`.
+    pub(crate) fn tenant_list(&self) -> std::collections::BTreeMap<String, String> {
+        let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
+        tenants
+            .iter()
+            .map(|(t, r)| (t.clone(), r.to_string()))
+            .collect()
+    }
+
     /// Every limit, by task name.
     pub(crate) fn list(&self) -> Vec<LimitInfo> {
         let tasks = self.tasks.read().unwrap_or_else(PoisonError::into_inner);
@@ -208,6 +217,10 @@ mod tests {
         assert_eq!(limits.task_rate("t").map(|r| r.count), Some(5));
         assert_eq!(limits.tenant_rate("acme"), Some(ten));
         assert_eq!(limits.tenant_rate("other"), None);
+        assert_eq!(
+            limits.tenant_list(),
+            std::collections::BTreeMap::from([("acme".to_owned(), "10/s".to_owned())])
+        );
     }
 
     #[test]
