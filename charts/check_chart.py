@@ -79,6 +79,8 @@ METRICS = {
     "celeriac_tasks_started_total",
     "celeriac_task_errors_total",
     "celeriac_task_oldest_running_seconds",
+    "celeriac_tasks_throttled_total",
+    "celeriac_pool_in_use",
     "celeriac_beat_ticks_total",
     "celeriac_beat_last_tick_timestamp_seconds",
     "celeriac_beat_entries",

@@ -55,6 +55,9 @@ pub struct Envelope {
     /// The tenant (client) the task is run for: rate limits and fair sharing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// Units of named cluster-wide resource pools the task holds while it runs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pools: BTreeMap<String, u32>,
     /// Soft time limit in milliseconds: the handler is asked to stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soft_time_limit_ms: Option<u64>,
@@ -103,6 +106,7 @@ impl Envelope {
             expires: None,
             tolerance_ms: None,
             tenant: None,
+            pools: BTreeMap::new(),
             soft_time_limit_ms: None,
             hard_time_limit_ms: None,
             priority: 0,

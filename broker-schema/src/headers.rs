@@ -34,6 +34,10 @@ pub const WORKER: &str = "celeriac-worker";
 pub const ATTEMPTS: &str = "celeriac-attempts";
 /// Set on a copy parked while a long task runs past the consumer timeout.
 pub const LEASE: &str = "celeriac-lease";
+/// Set on a copy a worker sent back through the delay cascade because a
+/// rate limit or a resource pool did not let it start: `rate` or `pool`.
+/// The copy is the same task, same attempt: not a retry.
+pub const THROTTLED: &str = "celeriac-throttled";
 
 /// Longest error message copied into a header, in bytes.
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 4096;

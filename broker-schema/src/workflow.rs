@@ -86,7 +86,8 @@ pub struct Node {
     /// The logical queue (default: the producer's default queue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
-    /// The tenant its task runs for (see [`crate::fair`]).
+    /// The tenant its task runs for: its shard on a fair queue (see
+    /// [`crate::fair`]) and its rate limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     /// Its retry policy (default: the envelope's default).
@@ -107,6 +108,9 @@ pub struct Node {
     /// stdin. `task` is then `celeriac.exec`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecSpec>,
+    /// Units of resource pools its envelope asks for.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pools: std::collections::BTreeMap<String, u32>,
 }
 
 impl Node {
@@ -125,6 +129,7 @@ impl Node {
             hard_time_limit_ms: None,
             tolerance_ms: None,
             exec: None,
+            pools: Default::default(),
         }
     }
 
@@ -218,8 +223,9 @@ impl Node {
         }
         envelope.soft_time_limit_ms = self.soft_time_limit_ms;
         envelope.hard_time_limit_ms = self.hard_time_limit_ms;
-        envelope.tenant = self.tenant.clone();
         envelope.tolerance_ms = self.tolerance_ms;
+        envelope.tenant.clone_from(&self.tenant);
+        envelope.pools.clone_from(&self.pools);
         envelope
     }
 }

@@ -285,6 +285,7 @@ fn envelope_of(json: &Json) -> Envelope {
         tolerance_ms: tolerance_ms
             .as_ref()
             .and_then(|j| opt(j, |j| u64_of(j, "tolerance_ms"))),
+        pools: Default::default(),
         soft_time_limit_ms: opt(&m["soft_time_limit_ms"], |j| u64_of(j, "soft")),
         hard_time_limit_ms: opt(&m["hard_time_limit_ms"], |j| u64_of(j, "hard")),
         priority: u8::try_from(u64_of(&m["priority"], "priority")).unwrap(),

@@ -147,6 +147,10 @@ pub struct Args {
     #[arg(long, env = "CELERIAC_HEARTBEAT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub heartbeat: Duration,
 
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub policy: crate::cli_policy::PolicyArgs,
+
     /// Where to serve /metrics (Prometheus), /healthz and /readyz;
     /// `off` (or empty) for no server. Loopback by default: give
     /// 0.0.0.0:9464 to let Prometheus on another host scrape it (the Helm
@@ -478,8 +482,9 @@ async fn run(
     if let Some(id) = args.worker_id {
         builder = builder.worker_id(id);
     }
+    builder = args.urgency.apply(builder);
     builder = args
-        .urgency
+        .policy
         .apply(builder)
         .events(args.events)
         .heartbeat(args.heartbeat)

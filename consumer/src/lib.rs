@@ -46,6 +46,7 @@
 mod ack_tracker;
 pub mod builtin;
 pub mod cli;
+pub mod cli_policy;
 mod coordinator;
 pub mod disposition;
 mod error;
@@ -54,6 +55,7 @@ pub mod http;
 mod lease;
 pub mod local;
 mod metrics;
+mod metrics_policy;
 mod registry;
 pub mod secrets;
 mod signing;
@@ -69,5 +71,7 @@ pub use local::{
 };
 pub use registry::{BoxFuture, ErasedHandler, Registry, TaskContext};
 pub use stats::{StatsSnapshot, WorkerStats};
-pub use task_error::{TaskError, BAD_INPUT, EXPIRED, FORBIDDEN, PANIC, TIME_LIMIT, UNKNOWN_TASK};
+pub use task_error::{
+    TaskError, BAD_INPUT, EXPIRED, FORBIDDEN, PANIC, TIME_LIMIT, UNKNOWN_POOL, UNKNOWN_TASK,
+};
 pub use worker::{Worker, WorkerBuilder, WorkerHandle, DEFAULT_URGENT_WEIGHT};

@@ -35,6 +35,8 @@
 //! | `celeriac_workers_lost_total` | counter | |
 //! | `celeriac_workers_live` | gauge | |
 //! | `celeriac_task_oldest_running_seconds` | gauge | queue |
+//! | `celeriac_tasks_throttled_total` | counter | queue, task, reason |
+//! | `celeriac_pool_in_use` | gauge | pool |
 //!
 //! Deadline and wait-threshold counters: [`urgency`].
 
@@ -96,6 +98,8 @@ pub(crate) struct WorkerMetrics {
     pub(crate) urgency: urgency::UrgencyMetrics,
     /// The error kinds given a label of their own so far.
     error_types: std::sync::Mutex<std::collections::HashSet<Box<str>>>,
+    /// Throttled tasks and pool units held.
+    pub(crate) policy: crate::metrics_policy::PolicyMetrics,
 }
 
 /// The handles of one consumed queue.
@@ -339,6 +343,7 @@ impl WorkerMetrics {
             .collect();
         WorkerMetrics {
             urgency,
+            policy: crate::metrics_policy::PolicyMetrics::new(&registry),
             registry,
             families,
             tasks,

@@ -87,6 +87,9 @@ pub const FORBIDDEN: &str = "Forbidden";
 pub const TIME_LIMIT: &str = "TimeLimitExceeded";
 /// Error kind of a task whose name no handler is registered under.
 pub const UNKNOWN_TASK: &str = "UnknownTask";
+/// The error type of a task that names a resource pool without a capacity
+/// (or asks for more units than the pool has): it is dead-lettered.
+pub const UNKNOWN_POOL: &str = "UnknownPool";
 /// Error kind recorded for a task discarded at its expiry (state
 /// `expired`); never on a dead letter.
 pub const EXPIRED: &str = "Expired";

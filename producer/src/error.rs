@@ -172,6 +172,17 @@ pub enum Error {
         /// The task.
         task_id: TaskId,
     },
+    /// An admission limit refused the send
+    /// ([`AdmissionMode::Reject`](crate::admission::AdmissionMode::Reject)):
+    /// nothing was published.
+    #[error("rate limited by admission bucket {key}: try again in {retry_after:?}")]
+    RateLimited {
+        /// The bucket (`admit:task:{name}`, `admit:tenant:{tenant}`, or
+        /// several joined by `+`).
+        key: String,
+        /// When the bucket holds a token again.
+        retry_after: Duration,
+    },
 }
 
 impl Error {
@@ -194,6 +205,7 @@ impl Error {
                 | Error::ConfirmTimeout { .. }
                 | Error::Nacked { .. }
                 | Error::WaitTimedOut { .. }
+                | Error::RateLimited { .. }
                 | Error::Schema(celeriac_schema::Error::StoreUnavailable { .. })
         )
     }

@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admission;
 pub mod beat;
 pub mod canvas;
 pub mod control;

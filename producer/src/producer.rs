@@ -61,6 +61,7 @@ pub struct ProducerBuilder {
     metrics: Option<Arc<crate::metrics::ProducerMetrics>>,
     events: bool,
     fair: Vec<(String, u64)>,
+    pub(crate) admission: Vec<crate::admission::AdmissionLimit>,
 }
 
 impl std::fmt::Debug for ProducerBuilder {
@@ -229,6 +230,7 @@ impl ProducerBuilder {
                 signing: self.signing.clone(),
                 metrics: self.metrics.clone(),
                 events,
+                admission: crate::admission::Admission::new(self.admission, self.store.clone()),
             }),
         };
         let channel = producer.channel().await?;
@@ -292,6 +294,7 @@ struct Inner {
     metrics: Option<Arc<crate::metrics::ProducerMetrics>>,
     /// The events exchange, when `task.sent` events are on.
     events: Option<String>,
+    admission: Option<crate::admission::Admission>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -330,6 +333,7 @@ impl Producer {
             metrics: None,
             events: false,
             fair: Vec::new(),
+            admission: Vec::new(),
         }
     }
 
@@ -424,8 +428,10 @@ impl Producer {
         options: &SendOptions,
     ) -> Result<TaskHandle<T>> {
         let task = self.prepare::<T>(input, options)?;
-        let id = self.send_prepared(&task).await?;
-        Ok(self.handle(id))
+        let ids = self
+            .send_all_with(std::slice::from_ref(&task), options.admission)
+            .await?;
+        Ok(self.handle(ids[0]))
     }
 
     /// A handle on a task sent earlier, by id (kept from
@@ -649,7 +655,7 @@ impl Producer {
             .into_iter()
             .map(|input| self.prepare::<T>(&input, options))
             .collect::<Result<Vec<_>>>()?;
-        self.send_all(&tasks).await
+        self.send_all_with(&tasks, options.admission).await
     }
 
     /// Sends prepared tasks on one channel, keeping up to 2048 confirms in
@@ -663,6 +669,19 @@ impl Producer {
     ///
     /// The first error met; see [`Producer::send`].
     pub async fn send_all(&self, tasks: &[PreparedTask]) -> Result<Vec<TaskId>> {
+        self.send_all_with(tasks, None).await
+    }
+
+    async fn send_all_with(
+        &self,
+        tasks: &[PreparedTask],
+        mode: Option<crate::admission::AdmissionMode>,
+    ) -> Result<Vec<TaskId>> {
+        if let Some(admission) = &self.inner.admission {
+            for task in tasks {
+                admission.admit(&task.envelope, mode).await?;
+            }
+        }
         self.ensure_queues(tasks).await?;
         let Some(store) = self.inner.store.clone() else {
             return self.publish_all(tasks).await;

@@ -47,9 +47,15 @@ pub struct SendOptions {
     pub meta: BTreeMap<String, String>,
     /// Use this task id instead of a fresh one.
     pub task_id: Option<TaskId>,
-    /// The tenant the task runs for; on a fair queue its tasks share the
-    /// workers equally with other tenants' (SPEC.md section 21).
+    /// The tenant the task runs for: its per-tenant rate limit applies,
+    /// and on a fair queue its tasks share the workers equally with other
+    /// tenants' (SPEC.md sections 20 and 21).
     pub tenant: Option<String>,
+    /// Units of cluster-wide resource pools the task holds while it runs.
+    pub pools: BTreeMap<String, u32>,
+    /// What an admission limit does to this send; the producer's mode
+    /// when `None` (see [`crate::ProducerBuilder::admission_limit`]).
+    pub admission: Option<crate::admission::AdmissionMode>,
     /// How long the task may wait after it became due (SPEC.md section 19).
     pub tolerance: Option<Duration>,
 }
@@ -151,9 +157,10 @@ impl SendOptions {
         self
     }
 
-    /// Runs the task for tenant `tenant`: on a fair queue, it goes to the
-    /// tenant's shard, and tenants share the workers round-robin. 1 to 128
-    /// bytes of UTF-8 without control characters, checked on send.
+    /// Runs the task for tenant `tenant`: its per-tenant rate limit applies
+    /// and, on a fair queue, it goes to the tenant's shard, where tenants
+    /// share the workers round-robin. 1 to 128 bytes of UTF-8 without
+    /// control characters, checked on send.
     ///
     /// # Examples
     ///
@@ -165,6 +172,26 @@ impl SendOptions {
     /// ```
     pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
         self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Holds `units` of the cluster-wide resource pool `name` while the
+    /// task runs (several pools may be named; all are taken together).
+    ///
+    /// ```
+    /// use celeriac_producer::SendOptions;
+    ///
+    /// let opts = SendOptions::new().pool("gpu", 1).pool("db-heavy", 2);
+    /// assert_eq!(opts.pools.get("gpu"), Some(&1));
+    /// ```
+    pub fn pool(mut self, name: impl Into<String>, units: u32) -> Self {
+        self.pools.insert(name.into(), units);
+        self
+    }
+
+    /// Overrides the producer's admission mode for this send.
+    pub fn admission(mut self, mode: crate::admission::AdmissionMode) -> Self {
+        self.admission = Some(mode);
         self
     }
 
@@ -180,6 +207,7 @@ impl SendOptions {
         envelope.hard_time_limit_ms = self.hard_time_limit.map(duration_ms);
         envelope.priority = self.priority;
         envelope.meta = self.meta.clone();
+        envelope.pools = self.pools.clone();
         envelope.tolerance_ms = self
             .tolerance
             .map(celeriac_schema::tolerance::validate_tolerance)

@@ -45,6 +45,8 @@ mod control;
 mod error;
 pub mod index;
 mod leases;
+mod limits;
+mod pools;
 mod records;
 mod scripts;
 pub mod tls;
@@ -162,6 +164,10 @@ impl RedisStore {
 impl Store for RedisStore {
     fn settings(&self) -> &StoreSettings {
         &self.inner.settings
+    }
+
+    fn policy(&self) -> Option<&dyn celeriac_schema::store::Policy> {
+        Some(self)
     }
 
     async fn mark_purged(&self, queue: &str, at_ms: u64, ttl: Duration) -> StoreResult<()> {

@@ -94,7 +94,9 @@ pub enum Command {
         /// The queue.
         queue: String,
     },
-    /// Limit how often a task starts on each worker; `None` lifts it.
+    /// Limit how often a task starts: across the cluster when workers
+    /// share a store (SPEC section 20), else on each worker; `None` lifts
+    /// it.
     RateLimit {
         /// The task name.
         task: String,

@@ -31,6 +31,7 @@ pub struct MemoryStore {
     settings: StoreSettings,
     inner: Mutex<Inner>,
     control: ControlState,
+    pub(super) policy: super::policy::MemoryPolicy,
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +92,7 @@ impl MemoryStore {
             settings,
             inner: Mutex::new(Inner::default()),
             control: ControlState::default(),
+            policy: Default::default(),
         }
     }
 
@@ -137,6 +139,10 @@ fn live<V: Clone>(map: &HashMap<String, (V, Instant)>, key: &str) -> Option<(V, 
 impl Store for MemoryStore {
     fn settings(&self) -> &StoreSettings {
         &self.settings
+    }
+
+    fn policy(&self) -> Option<&dyn super::Policy> {
+        Some(self)
     }
 
     async fn mark_purged(&self, queue: &str, at_ms: u64, ttl: Duration) -> Result<()> {

@@ -62,6 +62,7 @@
 mod control_state;
 pub mod layout;
 mod memory;
+mod policy;
 
 use std::fmt;
 use std::time::Duration;
@@ -74,6 +75,9 @@ use crate::{Error, Result, TaskId, TaskState};
 
 pub use control_state::ControlHash;
 pub use memory::MemoryStore;
+pub use policy::{
+    burst, tenant_limit, Bucket, Grant, Policy, PoolGrant, PoolStatus, TENANT_RATE_FIELD,
+};
 
 /// How long the store keeps things.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -551,6 +555,12 @@ pub struct Ready {
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Its TTLs.
     fn settings(&self) -> &StoreSettings;
+
+    /// Its cluster-wide rate limits and resource pools, if it keeps them
+    /// (see [`Policy`]).
+    fn policy(&self) -> Option<&dyn Policy> {
+        None
+    }
 
     /// Whether the store answers.
     ///

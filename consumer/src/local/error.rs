@@ -27,6 +27,19 @@ pub enum LocalError {
         /// The pool it names.
         resource: String,
     },
+    /// A task asks for more units of a pool than the pool has, so it could
+    /// never start.
+    #[error("task `{task}` asks for {units} units of resource pool `{resource}`, whose capacity is {capacity}")]
+    PoolTooSmall {
+        /// The task.
+        task: String,
+        /// The pool.
+        resource: String,
+        /// The units asked for.
+        units: u32,
+        /// The pool's capacity.
+        capacity: usize,
+    },
     /// A pool or the worker count is zero, so some task could never start.
     #[error("{what} must be at least 1")]
     ZeroCapacity {

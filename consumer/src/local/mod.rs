@@ -51,6 +51,7 @@
 mod error;
 mod event;
 mod flow;
+mod pools;
 mod ready;
 mod result;
 mod scheduler;

@@ -54,25 +54,23 @@ impl ReadyQueues {
         }
     }
 
-    /// Takes the node to start next: of the queues `open` allows, the one
-    /// whose first node has the smallest key. Nodes no longer `live`
-    /// (cancelled while queued) are dropped on the way. Returns the node
+    /// Takes the node to start next: of the queues whose first node `fits`
+    /// (its pools have room), the one whose first node has the smallest
+    /// key. Nodes no longer `live` (cancelled while queued) are dropped on
+    /// the way. Returns the node
     /// with its urgency.
     pub(super) fn pop_next(
         &mut self,
-        open: impl Fn(usize) -> bool,
+        fits: impl Fn(usize) -> bool,
         live: impl Fn(usize) -> bool,
     ) -> Option<(usize, Urgency)> {
         let mut best: Option<(Key, usize)> = None;
         for (q, queue) in self.queues.iter_mut().enumerate() {
-            if !open(q) {
-                continue;
-            }
             while queue.first().is_some_and(|&(_, node)| !live(node)) {
                 queue.pop_first();
             }
-            if let Some(&(key, _)) = queue.first() {
-                if best.is_none_or(|(k, _)| key < k) {
+            if let Some(&(key, node)) = queue.first() {
+                if fits(node) && best.is_none_or(|(k, _)| key < k) {
                     best = Some((key, q));
                 }
             }
@@ -141,9 +139,10 @@ mod tests {
         ready.push(1, 0, urgent());
         ready.push(0, 1, urgent());
         ready.push(0, 2, urgent());
-        let first = ready.pop_next(|q| q == 0, |node| node != 1);
+        // Node 0 (queue 1) does not fit; node 1 was cancelled.
+        let first = ready.pop_next(|node| node != 0, |node| node != 1);
         assert_eq!(first.map(|(node, _)| node), Some(2));
-        assert!(ready.pop_next(|q| q == 0, |_| true).is_none());
+        assert!(ready.pop_next(|node| node != 0, |_| true).is_none());
         assert_eq!(pop(&mut ready), Some(0));
     }
 

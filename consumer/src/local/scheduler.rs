@@ -40,9 +40,10 @@ pub const DEFAULT_MAX_WORKERS: usize = 4;
 ///   last attempt fails is `failed` with that attempt's error, and every
 ///   task downstream of it is `skipped` with 0 attempts, while independent
 ///   branches run to completion;
-/// - a task holding a unit of a resource pool also holds one of the
+/// - a task holding units of resource pools also holds one of the
 ///   `max_workers`: with a `gpu` pool of 2 and 4 workers, two other tasks
-///   run beside two `gpu` tasks.
+///   run beside two `gpu` tasks; a task naming several pools
+///   ([`TaskOptions::pool`]) takes all its units at once or waits.
 ///
 /// # Examples
 ///
@@ -351,33 +352,10 @@ impl LocalScheduler {
                 .iter()
                 .map(|e| (e.id.clone(), &e.options.dependencies)),
         )?;
-        let mut pool_of = Vec::with_capacity(self.entries.len());
-        let mut used = vec![false; self.pools.len()];
-        for entry in &self.entries {
-            let pool = match &entry.options.resource {
-                None => None,
-                Some(name) => match self.pools.iter().position(|(n, _)| n == name) {
-                    Some(p) => {
-                        used[p] = true;
-                        Some(p)
-                    }
-                    None => {
-                        return Err(LocalError::UnknownResource {
-                            task: entry.id.clone(),
-                            resource: name.clone(),
-                        })
-                    }
-                },
-            };
-            pool_of.push(pool);
-        }
-        for (p, (name, capacity)) in self.pools.iter().enumerate() {
-            if used[p] && *capacity == 0 {
-                return Err(LocalError::ZeroCapacity {
-                    what: format!("resource pool {name:?}"),
-                });
-            }
-        }
+        let pools = super::pools::PoolTable::resolve(
+            &self.pools,
+            self.entries.iter().map(|e| (e.id.as_str(), &e.options)),
+        )?;
 
         let span = tracing::debug_span!("local_run", tasks = dag.len(), edges = dag.edge_count());
         let n = dag.len();
@@ -401,9 +379,8 @@ impl LocalScheduler {
             .collect();
         let run = Run {
             max_workers: self.max_workers,
-            pool_free: self.pools.iter().map(|(_, c)| *c).collect(),
-            ready: ReadyQueues::new(self.pools.len() + 1, tenant_of),
-            pool_of,
+            ready: ReadyQueues::new(pools.queues(), tenant_of),
+            pools,
             specs,
             waiting: (0..n).map(|i| dag.dependencies(i).len()).collect(),
             state: vec![State::Waiting; n],
@@ -470,8 +447,7 @@ struct Run {
     dag: Arc<Dag>,
     specs: Vec<Arc<Spec>>,
     max_workers: usize,
-    pool_of: Vec<Option<usize>>,
-    pool_free: Vec<usize>,
+    pools: super::pools::PoolTable,
     /// Ready nodes by pool. Cancelled nodes stay queued and are dropped
     /// when they reach the front.
     ready: ReadyQueues,
@@ -531,7 +507,7 @@ impl Run {
 
     fn make_ready(&mut self, node: usize) {
         self.state[node] = State::Ready;
-        let queue = self.pool_of[node].map_or(0, |p| p + 1);
+        let queue = self.pools.queue_of(node);
         let urgency = Urgency::new(self.specs[node].tolerance, Instant::now());
         self.ready.push(queue, node, urgency);
     }
@@ -541,9 +517,9 @@ impl Run {
     /// taking turns (see [`super::ready`]).
     fn dispatch(&mut self) {
         while self.running < self.max_workers && !self.all.is_cancelled() {
-            let (free, state) = (&self.pool_free, &self.state);
-            let open = |q: usize| q == 0 || free[q - 1] > 0;
-            let Some((node, urgency)) = self.ready.pop_next(open, |n| state[n] == State::Ready)
+            let (pools, state) = (&self.pools, &self.state);
+            let fits = |n: usize| pools.fits(n);
+            let Some((node, urgency)) = self.ready.pop_next(fits, |n| state[n] == State::Ready)
             else {
                 break;
             };
@@ -555,9 +531,7 @@ impl Run {
     fn start(&mut self, node: usize) {
         self.state[node] = State::Running;
         self.running += 1;
-        if let Some(p) = self.pool_of[node] {
-            self.pool_free[p] -= 1;
-        }
+        self.pools.take(node);
         let token = self.all.child_token();
         self.tokens[node] = Some(token.clone());
         let values = self
@@ -587,9 +561,7 @@ impl Run {
 
     fn finish(&mut self, node: usize, attempts: u32, output: TaskOutput) {
         self.running -= 1;
-        if let Some(p) = self.pool_of[node] {
-            self.pool_free[p] += 1;
-        }
+        self.pools.give(node);
         self.tokens[node] = None;
         self.state[node] = State::Done;
         match output {

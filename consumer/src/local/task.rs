@@ -156,6 +156,9 @@ pub struct TaskOptions {
     /// 19.8): ready tasks without one start first, then those with the
     /// earliest deadline.
     pub tolerance: Option<Duration>,
+    /// Units of several resource pools the task holds while it runs, all
+    /// taken at once (a `resource` counts as one unit of its pool).
+    pub pools: std::collections::BTreeMap<String, u32>,
 }
 
 impl TaskOptions {
@@ -210,6 +213,20 @@ impl TaskOptions {
     /// ```
     pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
         self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Holds `units` of pool `pool` while the task runs (several pools may
+    /// be named: the task starts when all its units are free).
+    ///
+    /// ```
+    /// use celeriac_consumer::TaskOptions;
+    ///
+    /// let options = TaskOptions::new().pool("gpu", 2).pool("db", 1);
+    /// assert_eq!(options.pools.get("gpu"), Some(&2));
+    /// ```
+    pub fn pool(mut self, pool: impl Into<String>, units: u32) -> Self {
+        self.pools.insert(pool.into(), units);
         self
     }
 }

@@ -69,6 +69,7 @@ pub struct WorkerBuilder {
     heartbeat: Duration,
     fair: Vec<(String, u64)>,
     urgency: super::urgency::Settings,
+    pub(super) policy: super::policy::PolicyFlags,
 }
 
 impl WorkerBuilder {
@@ -392,6 +393,7 @@ impl WorkerBuilder {
                 signing: self.signing,
                 heartbeat: self.heartbeat.max(Duration::from_millis(100)),
                 urgency: self.urgency,
+                policy: self.policy,
             }),
             registry: Arc::new(self.registry),
             stats,
@@ -437,6 +439,7 @@ impl Worker {
             fair: Vec::new(),
             heartbeat: super::control::DEFAULT_HEARTBEAT,
             urgency: super::urgency::Settings::default(),
+            policy: Default::default(),
         }
     }
 }

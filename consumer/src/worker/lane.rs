@@ -108,6 +108,7 @@ impl Lane {
                             ack: ack_tx.clone(),
                             permit: std::sync::Mutex::new(Some(permit)),
                             semaphore: self.semaphore.clone(),
+                            throttled: Default::default(),
                         };
                         // Boxed: the job's future is large, and the runtime would copy it
                         // several times on its way to a thread.

@@ -12,6 +12,7 @@ mod events;
 mod fair;
 mod job;
 mod lane;
+mod policy;
 mod purge;
 mod session;
 mod urgency;
@@ -68,6 +69,8 @@ struct Config {
     heartbeat: Duration,
     /// Urgent-first weighting and wait thresholds.
     urgency: urgency::Settings,
+    /// Rate limits and pools set when the worker was built.
+    policy: policy::PolicyFlags,
 }
 
 /// A worker: consumes queues and runs their tasks until shut down.
@@ -264,10 +267,10 @@ impl Worker {
         let semaphore = shared.control.semaphore();
         // Revocations and limits held in the store apply from the first
         // delivery on.
-        let loaded = tokio::time::timeout(
-            Duration::from_secs(5),
-            control::heartbeat::sync_from_store(&shared),
-        );
+        let loaded = tokio::time::timeout(Duration::from_secs(5), async {
+            policy::start(&shared).await;
+            control::heartbeat::sync_from_store(&shared).await
+        });
         if loaded.await.is_err() {
             warn!(
                 "the store did not answer for revocations and limits; they load on the next beat"

@@ -20,8 +20,9 @@
 //!   timeout: 60                #   hard time limit of one attempt, seconds (fractions allowed)
 //!   soft_timeout: 50           #   soft time limit, seconds: shorter than the hard one
 //!   queue: default             #   the cluster queue
-//!   tenant: acme               #   the tenant tasks run for (fair queues share by tenant)
+//!   tenant: acme               #   the tenant tasks run for (rate limits; fair queues share by tenant)
 //!   tolerance: 300             #   delay tolerance, seconds: may wait this long once ready
+//!   pools: {gpu: 1}            #   units of cluster-wide resource pools held while it runs
 //! tasks:                       # task name -> task; names are [A-Za-z0-9_-]+
 //!   fetch:
 //!     run: [python3, fetch.py] # a program and its arguments (a string is split on spaces; never a shell)
@@ -82,8 +83,9 @@
 //!   dependency's id to its result; a node with none receives `null`.
 //!   Mapping keys of a given input are strings.
 //! - **Settings.** `retries`, `timeout`, `soft_timeout`, `queue`, `tenant`
-//!   and `tolerance` (SPEC.md section 19: the task may wait this long once
-//!   it is ready, urgent work first; more than 0) come
+//!   `tolerance` (SPEC.md section 19: the task may wait this long once it
+//!   is ready, urgent work first; more than 0) and `pools` (a map replaced
+//!   whole, not merged) come
 //!   from the task itself, else from the nearest enclosing block that sets
 //!   them, else from `defaults`. Retries default to 0. A soft limit that is
 //!   not shorter than the hard one in effect is dropped (and refused when
@@ -139,6 +141,8 @@ mod parse;
 mod resolve;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_policy;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -184,10 +188,12 @@ pub struct FlowTask {
     pub soft_timeout: Option<Duration>,
     /// The cluster queue (default: the producer's).
     pub queue: Option<String>,
-    /// The tenant the task runs for.
+    /// The tenant the task runs for (`tenant:`).
     pub tenant: Option<String>,
     /// Its delay tolerance (SPEC.md section 19).
     pub tolerance: Option<Duration>,
+    /// Units of resource pools it holds while it runs (`pools:`).
+    pub pools: std::collections::BTreeMap<String, u32>,
     /// Its own schedule, if any.
     pub schedule: Option<Schedule>,
     /// Where its name is written.
@@ -228,12 +234,11 @@ impl FlowTask {
         if let Some(queue) = &self.queue {
             node = node.queue(queue.clone());
         }
-        if let Some(tenant) = &self.tenant {
-            node = node.tenant(tenant.clone());
-        }
+        node.tenant.clone_from(&self.tenant);
         node.tolerance_ms = self
             .tolerance
             .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        node.pools.clone_from(&self.pools);
         node
     }
 }

@@ -4,6 +4,8 @@
 //! types, names, the one kind a task has); [`super::resolve`] then checks
 //! what needs the whole tree (`needs`, cycles, schedules).
 
+mod policy;
+
 use std::path::Path;
 
 use celeriac_schema::exec::{ExecFormat, ExecSpec};
@@ -27,6 +29,7 @@ const DEFAULT_KEYS: &[&str] = &[
     "queue",
     "tenant",
     "tolerance",
+    "pools",
 ];
 const TASK_KEYS: &[&str] = &[
     "run",
@@ -43,6 +46,7 @@ const TASK_KEYS: &[&str] = &[
     "queue",
     "tenant",
     "tolerance",
+    "pools",
     "schedule",
     "subtasks",
 ];
@@ -562,14 +566,15 @@ impl Reader<'_> {
             }
             None => None,
         };
-        let tenant = f.get("tenant").map(|(v, _)| self.tenant(v, path));
+        let (tenant, pools) = self.policy_options(f)?;
         Ok(Options {
             retries,
             timeout,
             soft_timeout,
             queue,
-            tenant: tenant.transpose()?,
+            tenant,
             tolerance: self.tolerance(f)?,
+            pools,
         })
     }
 

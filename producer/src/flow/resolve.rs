@@ -414,6 +414,7 @@ impl<'r> Resolver<'r> {
                     queue: options.queue,
                     tenant: options.tenant,
                     tolerance: options.tolerance,
+                    pools: options.pools.unwrap_or_default(),
                     schedule: item.schedule.as_ref().map(|s| s.value.clone()),
                     position: item.at,
                 })

@@ -105,11 +105,21 @@ pub enum ControlCommand {
         /// The logical queue.
         queue: String,
     },
-    /// At most RATE starts of TASK per worker (`10/s`, `100/m`, `1000/h`;
-    /// `off` lifts it). Kept in the store, so workers started later obey it.
+    /// At most RATE starts of TASK (`10/s`, `100/m`, `1000/h`; `off` lifts
+    /// it): across the cluster when workers have a store, else per worker.
+    /// Kept in the store, so workers started later obey it.
     RateLimit {
         /// The task name.
         task: String,
+        /// The rate, or `off`.
+        rate: String,
+    },
+    /// At most RATE starts of TENANT's tasks (`10/s`; `off` lifts it), across
+    /// the cluster. Kept in the store; workers apply it at their next
+    /// heartbeat.
+    TenantRateLimit {
+        /// The tenant.
+        tenant: String,
         /// The rate, or `off`.
         rate: String,
     },
@@ -312,6 +322,9 @@ fn parse_limit(text: &str) -> Result<Option<u64>, String> {
 pub async fn control(global: &Global, args: &ControlCommandArgs) -> ExitCode {
     let command = match &args.command {
         ControlCommand::Ping => Command::Ping,
+        ControlCommand::TenantRateLimit { tenant, rate } => {
+            return crate::pool::tenant_rate_limit(global, tenant, rate).await
+        }
         ControlCommand::Shutdown => Command::Shutdown,
         ControlCommand::SetConcurrency { concurrency } => Command::SetConcurrency {
             concurrency: *concurrency,

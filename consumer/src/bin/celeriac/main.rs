@@ -42,6 +42,7 @@ mod control;
 mod dashboard;
 mod events;
 mod exporter;
+mod pool;
 mod purge;
 mod queue;
 mod run;
@@ -195,7 +196,8 @@ enum Command {
     /// named worker replied.
     Revoke(control::RevokeArgs),
     /// Send a command to the workers: ping, shutdown, set-concurrency,
-    /// add-consumer, cancel-consumer, rate-limit, time-limit. Exit 0, 1 a
+    /// add-consumer, cancel-consumer, rate-limit, tenant-rate-limit,
+    /// time-limit. Exit 0, 1 a
     /// worker reported an error, 4 no (or not every named) worker replied.
     Control(control::ControlCommandArgs),
     /// Ask the workers for active, reserved, scheduled, revoked, stats,
@@ -209,6 +211,9 @@ enum Command {
     /// version and last heartbeat; silent for three heartbeats: lost. From
     /// the store, or from a broadcast. Exit 0, 4 no live worker.
     Workers(control::WorkersArgs),
+    /// Set or list the capacities of the cluster's resource pools (kept
+    /// in the store). Exit 0, 1 the store failed, 2 bad input.
+    Pool(pool::PoolArgs),
 }
 
 /// Writes `args` to stdout and flushes. A reader that went away is not an
@@ -347,6 +352,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Inspect(args) => control::inspect(&global, &args).await,
         Command::Ping(args) => control::ping(&global, &args).await,
         Command::Workers(args) => control::workers(&global, &args).await,
+        Command::Pool(args) => pool::run(&global, &args).await,
         Command::Events(args) => events::run(&global, &args).await,
         Command::Purge(args) => purge::run(&global, &args).await,
         Command::Queue(args) => queue::run(&global, &args).await,

@@ -34,10 +34,12 @@ pub struct SendArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub countdown: Option<Duration>,
 
-    /// The tenant the task runs for: on a fair queue, tenants share the
-    /// workers round-robin (1 to 128 bytes).
+    /// The tenant the task runs for (1 to 128 bytes): per-tenant rate
+    /// limits apply, and on a fair queue tenants share the workers
+    /// round-robin.
     #[arg(long)]
     pub tenant: Option<String>,
+
     /// Delay tolerance: it may wait this long after it is due, behind
     /// urgent work (`30s`, `10m`; SPEC.md section 19).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -46,6 +48,11 @@ pub struct SendArgs {
     /// Retries after a failure before it is dead-lettered.
     #[arg(long)]
     pub retries: Option<u32>,
+
+    /// Units of a resource pool the task holds while it runs,
+    /// `NAME=UNITS` (`gpu=1`); repeat the flag for several pools.
+    #[arg(long = "pool", value_name = "NAME=UNITS", value_parser = celeriac_consumer::cli_policy::parse_pool_units)]
+    pub pools: Vec<(String, u32)>,
 
     /// Wait for the task to finish and print its result as JSON.
     #[arg(long)]
@@ -125,6 +132,9 @@ pub async fn run(global: &Global, args: &SendArgs) -> ExitCode {
     }
     if let Some(tenant) = &args.tenant {
         options = options.tenant(tenant);
+    }
+    for (name, units) in &args.pools {
+        options = options.pool(name, *units);
     }
     let prepared = match producer.prepare_value(&args.task, input, &options) {
         Ok(prepared) => prepared,

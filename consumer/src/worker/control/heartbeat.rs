@@ -10,7 +10,7 @@ use std::time::Duration;
 use celeriac_schema::control::{limit_command, WorkerStatus};
 use celeriac_schema::events::WorkerEventKind;
 use celeriac_schema::now_ms;
-use celeriac_schema::store::ControlHash;
+use celeriac_schema::store::{ControlHash, TENANT_RATE_FIELD};
 use lapin::options::BasicPublishOptions;
 use lapin::BasicProperties;
 use tokio_util::sync::CancellationToken;
@@ -37,8 +37,11 @@ pub(crate) async fn sync_from_store(shared: &Shared) {
     }
     match store.hash_all(ControlHash::Limits).await {
         Ok(fields) => {
+            let tenants = crate::worker::job::tenant_rates(&fields);
+            shared.control.limits.load_tenants(&tenants);
             let commands: Vec<_> = fields
                 .iter()
+                .filter(|(field, _)| !field.starts_with(TENANT_RATE_FIELD))
                 .filter_map(|(field, value)| {
                     let command = std::str::from_utf8(value)
                         .ok()

@@ -62,6 +62,7 @@ pub(super) async fn inspect(
             "heartbeat_ms": config.heartbeat.as_millis() as u64,
             "signing_key": config.signing.as_deref().map(|k| k.signing_key_id().to_owned()),
             "limits": control.limits.list(),
+            "tenant_limits": control.limits.tenant_list(),
         })),
         Inspect::Scheduled => scheduled(shared, connection).await,
     }

@@ -1,16 +1,15 @@
-//! Run-time limits per task name: a rate (a token bucket per worker,
-//! waited on before the run without holding a concurrency slot) and time
-//! limits that override the task's own.
+//! Run-time limits per task name: a rate (a token bucket, in the store
+//! for the whole cluster when it keeps policies, else per worker; see
+//! `job::throttle`), per tenant a rate, and time limits that override the
+//! task's own.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::sync::{PoisonError, RwLock};
 
 use celeriac_schema::control::{Command, Rate};
 use celeriac_schema::Envelope;
 use serde::Serialize;
-use tokio::time::Instant;
 
 /// The limits of every task that has one.
 #[derive(Debug, Default)]
@@ -18,14 +17,22 @@ pub(crate) struct Limits {
     /// Whether any limit is set: the common path reads this flag alone.
     any: AtomicBool,
     tasks: RwLock<HashMap<String, TaskLimits>>,
+    /// Rates per tenant.
+    tenants: RwLock<HashMap<String, Rate>>,
+    /// The limits set when the worker was built (flags): the store's
+    /// override them, and they come back when the store's are lifted.
+    base: RwLock<Base>,
 }
 
 #[derive(Debug, Clone, Default)]
 struct TaskLimits {
-    rate: Option<(Rate, Arc<Bucket>)>,
+    rate: Option<Rate>,
     soft_ms: Option<u64>,
     hard_ms: Option<u64>,
 }
+
+/// The task commands and tenant rates a worker was built with.
+type Base = (Vec<Command>, Vec<(String, Rate)>);
 
 /// One task's limits as `inspect conf` shows them.
 #[derive(Debug, Clone, Serialize)]
@@ -39,35 +46,6 @@ pub(crate) struct LimitInfo {
     hard_ms: Option<u64>,
 }
 
-/// A token bucket holding one token: starts are spaced by `per / count`.
-#[derive(Debug)]
-struct Bucket {
-    interval: Duration,
-    next: Mutex<Option<Instant>>,
-}
-
-impl Bucket {
-    fn new(rate: Rate) -> Bucket {
-        Bucket {
-            interval: rate.per / rate.count,
-            next: Mutex::new(None),
-        }
-    }
-
-    /// Takes the token if it is there; otherwise how long until it is.
-    fn take(&self) -> Option<Duration> {
-        let now = Instant::now();
-        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-        match *next {
-            Some(at) if at > now => Some(at - now),
-            _ => {
-                *next = Some(now + self.interval);
-                None
-            }
-        }
-    }
-}
-
 impl Limits {
     /// Applies a `rate-limit` or `time-limit` command; an error for a bad
     /// rate.
@@ -76,14 +54,7 @@ impl Limits {
         match command {
             Command::RateLimit { task, rate } => {
                 let rate = rate.as_deref().map(str::parse::<Rate>).transpose()?;
-                let entry = tasks.entry(task.clone()).or_default();
-                match rate {
-                    // The same rate keeps its bucket (a periodic re-read
-                    // must not reset it).
-                    Some(rate) if entry.rate.as_ref().is_some_and(|(r, _)| *r == rate) => {}
-                    Some(rate) => entry.rate = Some((rate, Arc::new(Bucket::new(rate)))),
-                    None => entry.rate = None,
-                }
+                tasks.entry(task.clone()).or_default().rate = rate;
             }
             Command::TimeLimit {
                 task,
@@ -97,45 +68,70 @@ impl Limits {
             other => return Err(format!("{} is not a limit", other.name())),
         }
         tasks.retain(|_, l| l.rate.is_some() || l.soft_ms.is_some() || l.hard_ms.is_some());
-        self.any.store(!tasks.is_empty(), Ordering::Relaxed);
+        self.refresh_any(&tasks);
         Ok(())
     }
 
-    /// Replaces every limit with those of the store's hash; a rate that
-    /// did not change keeps its bucket.
+    fn refresh_any(&self, tasks: &HashMap<String, TaskLimits>) {
+        let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
+        self.any
+            .store(!tasks.is_empty() || !tenants.is_empty(), Ordering::Relaxed);
+    }
+
+    /// Sets the limits a worker starts with (its flags); the store's
+    /// limits apply over them.
+    pub(crate) fn set_base(&self, commands: Vec<Command>, tenants: Vec<(String, Rate)>) {
+        for command in &commands {
+            let _ = self.apply(command);
+        }
+        *self.base.write().unwrap_or_else(PoisonError::into_inner) = (commands, tenants);
+        self.load_tenants(&[]);
+    }
+
+    /// Replaces the tenant rates with the base ones and `rates` over them.
+    pub(crate) fn load_tenants(&self, rates: &[(String, Rate)]) {
+        let base = self.base.read().unwrap_or_else(PoisonError::into_inner);
+        let fresh: HashMap<String, Rate> = base.1.iter().chain(rates).cloned().collect();
+        drop(base);
+        *self.tenants.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        let tasks = self.tasks.read().unwrap_or_else(PoisonError::into_inner);
+        self.refresh_any(&tasks);
+    }
+
+    /// The rate of a task name, if it has one.
+    pub(crate) fn task_rate(&self, task: &str) -> Option<Rate> {
+        if !self.any.load(Ordering::Relaxed) {
+            return None;
+        }
+        let tasks = self.tasks.read().unwrap_or_else(PoisonError::into_inner);
+        tasks.get(task)?.rate
+    }
+
+    /// The rate of a tenant, if it has one.
+    pub(crate) fn tenant_rate(&self, tenant: &str) -> Option<Rate> {
+        if !self.any.load(Ordering::Relaxed) {
+            return None;
+        }
+        let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
+        tenants.get(tenant).copied()
+    }
+
+    /// Replaces every task limit with the base ones and those of the
+    /// store's hash over them.
     pub(crate) fn load(&self, commands: &[Command]) {
         let fresh = Limits::default();
-        for command in commands {
+        let base = self.base.read().unwrap_or_else(PoisonError::into_inner);
+        for command in base.0.iter().chain(commands) {
             let _ = fresh.apply(command);
         }
-        let mut fresh = fresh
+        drop(base);
+        let fresh = fresh
             .tasks
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
         let mut tasks = self.tasks.write().unwrap_or_else(PoisonError::into_inner);
-        for (task, limits) in fresh.iter_mut() {
-            let old = tasks.get(task).and_then(|o| o.rate.as_ref());
-            if let (Some((rate, _)), Some((old_rate, bucket))) = (&limits.rate, old) {
-                if rate == old_rate {
-                    limits.rate = Some((*rate, bucket.clone()));
-                }
-            }
-        }
         *tasks = fresh;
-        self.any.store(!tasks.is_empty(), Ordering::Relaxed);
-    }
-
-    /// Takes a start of the task's rate: `None` when it may start now,
-    /// otherwise how long until it may ask again.
-    pub(crate) fn rate_wait(&self, task: &str) -> Option<Duration> {
-        if !self.any.load(Ordering::Relaxed) {
-            return None;
-        }
-        let bucket = {
-            let tasks = self.tasks.read().unwrap_or_else(PoisonError::into_inner);
-            tasks.get(task)?.rate.as_ref()?.1.clone()
-        };
-        bucket.take()
+        self.refresh_any(&tasks);
     }
 
     /// Applies the task's time-limit override to its envelope.
@@ -154,6 +150,15 @@ impl Limits {
         }
     }
 
+    /// Every tenant rate, by tenant: `{tenant: "10/s"}`.
+    pub(crate) fn tenant_list(&self) -> std::collections::BTreeMap<String, String> {
+        let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
+        tenants
+            .iter()
+            .map(|(t, r)| (t.clone(), r.to_string()))
+            .collect()
+    }
+
     /// Every limit, by task name.
     pub(crate) fn list(&self) -> Vec<LimitInfo> {
         let tasks = self.tasks.read().unwrap_or_else(PoisonError::into_inner);
@@ -161,7 +166,7 @@ impl Limits {
             .iter()
             .map(|(task, l)| LimitInfo {
                 task: task.clone(),
-                rate: l.rate.as_ref().map(|(r, _)| r.to_string()),
+                rate: l.rate.as_ref().map(ToString::to_string),
                 soft_ms: l.soft_ms,
                 hard_ms: l.hard_ms,
             })
@@ -182,19 +187,40 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_rate_spaces_starts_and_can_be_lifted() {
+    #[test]
+    fn a_rate_is_set_lifted_and_checked() {
         let limits = Limits::default();
-        assert_eq!(limits.rate_wait("t"), None);
+        assert_eq!(limits.task_rate("t"), None);
         limits.apply(&rate("t", Some("2/s"))).expect("valid");
-        assert_eq!(limits.rate_wait("t"), None, "the first start is free");
-        let wait = limits.rate_wait("t").expect("the second waits");
-        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500));
-        assert_eq!(limits.rate_wait("other"), None);
+        assert_eq!(limits.task_rate("t").map(|r| r.count), Some(2));
+        assert_eq!(limits.task_rate("other"), None);
         limits.apply(&rate("t", None)).expect("lifted");
-        assert_eq!(limits.rate_wait("t"), None);
+        assert_eq!(limits.task_rate("t"), None);
         assert!(limits.list().is_empty());
         assert!(limits.apply(&rate("t", Some("fast"))).is_err());
+    }
+
+    #[test]
+    fn base_limits_stay_under_the_stores() {
+        let limits = Limits::default();
+        let ten: Rate = "10/s".parse().expect("valid");
+        limits.set_base(vec![rate("t", Some("5/s"))], vec![("acme".to_owned(), ten)]);
+        assert_eq!(limits.task_rate("t").map(|r| r.count), Some(5));
+        assert_eq!(limits.tenant_rate("acme"), Some(ten));
+        // The store's hash overrides a flag, and its absence restores it.
+        limits.load(&[rate("t", Some("7/s"))]);
+        limits.load_tenants(&[("acme".to_owned(), "1/s".parse().expect("valid"))]);
+        assert_eq!(limits.task_rate("t").map(|r| r.count), Some(7));
+        assert_eq!(limits.tenant_rate("acme").map(|r| r.count), Some(1));
+        limits.load(&[]);
+        limits.load_tenants(&[]);
+        assert_eq!(limits.task_rate("t").map(|r| r.count), Some(5));
+        assert_eq!(limits.tenant_rate("acme"), Some(ten));
+        assert_eq!(limits.tenant_rate("other"), None);
+        assert_eq!(
+            limits.tenant_list(),
+            std::collections::BTreeMap::from([("acme".to_owned(), "10/s".to_owned())])
+        );
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub(crate) struct ControlPlane {
     pub(crate) pool: pool::Concurrency,
     /// The queues consumed, and the live session's lanes.
     pub(crate) queues: pool::Queues,
+    /// Rate tokens taken ahead, and the buckets of a worker without a
+    /// store.
+    pub(crate) tokens: crate::worker::job::Tokens,
     /// Requests refused for their signature (or a replay).
     pub(crate) refused: AtomicU64,
     /// Ids of signed requests seen within [`MAX_SKEW`], and when.
@@ -63,6 +66,7 @@ impl ControlPlane {
             limits: limits::Limits::default(),
             pool: pool::Concurrency::new(config.concurrency),
             queues: pool::Queues::new(config.queues.clone()),
+            tokens: Default::default(),
             refused: AtomicU64::new(0),
             seen: Mutex::new(HashMap::new()),
         }

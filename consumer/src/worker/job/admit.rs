@@ -50,41 +50,9 @@ impl Job {
         }
     }
 
-    /// Waits until the task's run-time rate (if any) allows a start,
-    /// giving back the concurrency slot meanwhile and taking one again
-    /// before returning; `false` when the worker shuts down first.
-    pub(super) async fn rate_wait(&self, task: &str) -> bool {
-        let limits = &self.shared.control.limits;
-        let Some(mut pause) = limits.rate_wait(task) else {
-            return true;
-        };
-        let released = self.lock_permit().take();
-        drop(released);
-        debug!(?pause, "rate limited; waiting without a slot");
-        loop {
-            tokio::select! {
-                _ = self.shared.shutdown.cancelled() => return false,
-                _ = tokio::time::sleep(pause) => {}
-            }
-            match limits.rate_wait(task) {
-                Some(more) => pause = more,
-                None => break,
-            }
-        }
-        let permit = tokio::select! {
-            _ = self.shared.shutdown.cancelled() => return false,
-            permit = self.semaphore.clone().acquire_owned() => permit,
-        };
-        match permit {
-            Ok(permit) => {
-                *self.lock_permit() = Some(permit);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    fn lock_permit(&self) -> std::sync::MutexGuard<'_, Option<tokio::sync::OwnedSemaphorePermit>> {
+    pub(super) fn lock_permit(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<tokio::sync::OwnedSemaphorePermit>> {
         self.permit
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

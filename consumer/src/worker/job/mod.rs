@@ -7,7 +7,10 @@ mod events;
 mod execute;
 mod purge;
 mod settle;
+mod throttle;
 mod urgency;
+
+pub(crate) use throttle::{tenant_rates, Tokens};
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,6 +40,8 @@ pub(super) struct Job {
     /// The concurrency slot, given back while the task waits for its rate.
     pub(super) permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
     pub(super) semaphore: Arc<Semaphore>,
+    /// Set when a rate limit or pool sends the delivery back.
+    pub(super) throttled: std::sync::OnceLock<crate::metrics_policy::Throttle>,
 }
 
 /// Decrements the in-flight gauges when a job ends, however it ends.
@@ -95,6 +100,8 @@ impl Job {
         let mut unrecorded_start = None;
         // Its place in the worker's list of jobs, for inspect and revoke.
         let mut slot = None;
+        // Resource pool units held while the task runs.
+        let mut pools = None;
         let mut runtime_ms = None;
         if let Ok(env) = &decoded {
             if self.is_purged(env) {
@@ -113,6 +120,18 @@ impl Job {
                 if wait.is_zero() {
                     self.emit(self.event(EventKind::Received, &env));
                 }
+                let mut stopped = None;
+                let runnable = wait.is_zero() && !env.is_expired_at(now);
+                if runnable && self.shared.registry.get(&env.task).is_some() {
+                    match self.gate(&mut env).await {
+                        throttle::Gate::Go(hold) => pools = hold,
+                        throttle::Gate::Stop(outcome) => stopped = Some(outcome),
+                        throttle::Gate::Shutdown => {
+                            let _ = self.ack.send(AckMsg::Requeue(tag));
+                            return;
+                        }
+                    }
+                }
                 if env.is_expired_at(now) {
                     WorkerStats::bump(&stats.expired);
                     metrics.expired.inc();
@@ -120,14 +139,12 @@ impl Job {
                     (Outcome::Expired, Some(env))
                 } else if !wait.is_zero() {
                     (Outcome::Early(wait), Some(env))
+                } else if let Some(outcome) = stopped {
+                    (outcome, Some(env))
                 } else if let Some(handler) = self.shared.registry.get(&env.task).cloned() {
                     let control = &self.shared.control;
                     let held = slot.insert(control.jobs.reserve(&env, &self.queue));
                     let cancel = held.cancel.clone();
-                    if !self.rate_wait(&env.task).await {
-                        let _ = self.ack.send(AckMsg::Requeue(tag));
-                        return;
-                    }
                     let revoked = control.revoked.matching(&env);
                     let begin = match (&store, revoked) {
                         (_, Some(id)) => Some(Begin::Revoked { id }),
@@ -213,6 +230,9 @@ impl Job {
                 }
             }
         };
+        if let Some(hold) = pools.take() {
+            throttle::PoolHold::release(hold).await;
+        }
         match &outcome {
             Outcome::Succeeded if suppressed.is_none() => {
                 WorkerStats::bump(&stats.succeeded);

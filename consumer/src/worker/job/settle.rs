@@ -149,12 +149,11 @@ impl Job {
                 let route = publish::route(&config.topology, &self.queue, env, now_ms())
                     .map_err(|e| e.to_string())?;
                 let id = env.id.to_string();
-                let props = delivery
-                    .properties
-                    .clone()
-                    .with_headers(without_broker_headers(
-                        delivery.properties.headers().as_ref(),
-                    ));
+                let mut table = without_broker_headers(delivery.properties.headers().as_ref());
+                if let Some(reason) = self.throttled.get() {
+                    table.insert(headers::THROTTLED.into(), long_string(reason.as_str()));
+                }
+                let props = delivery.properties.clone().with_headers(table);
                 publish::publish_confirmed(publisher, &route, &delivery.data, props, &id)
                     .await
                     .map_err(|e| e.to_string())?;

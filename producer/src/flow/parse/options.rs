@@ -15,6 +15,7 @@ pub(in crate::flow) struct Options {
     pub(in crate::flow) queue: Option<String>,
     pub(in crate::flow) tenant: Option<String>,
     pub(in crate::flow) tolerance: Option<Duration>,
+    pub(in crate::flow) pools: Option<std::collections::BTreeMap<String, u32>>,
 }
 
 impl Options {
@@ -27,6 +28,7 @@ impl Options {
             queue: self.queue.clone().or_else(|| outer.queue.clone()),
             tenant: self.tenant.clone().or_else(|| outer.tenant.clone()),
             tolerance: self.tolerance.or(outer.tolerance),
+            pools: self.pools.clone().or_else(|| outer.pools.clone()),
         }
     }
 }
