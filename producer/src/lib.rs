@@ -38,11 +38,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod addresses;
 pub mod beat;
 pub mod canvas;
 pub mod control;
 mod error;
 mod events;
+mod failover;
 pub mod flow;
 mod handle;
 pub mod metrics;

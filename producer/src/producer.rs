@@ -57,6 +57,7 @@ pub struct ProducerBuilder {
     tls: TlsOptions,
     metrics: Option<Arc<crate::metrics::ProducerMetrics>>,
     events: bool,
+    failover: Option<Duration>,
 }
 
 impl std::fmt::Debug for ProducerBuilder {
@@ -72,6 +73,23 @@ impl std::fmt::Debug for ProducerBuilder {
 }
 
 impl ProducerBuilder {
+    /// Every node of the broker cluster: connections start at a random one
+    /// and fail over to the others (see [`crate::addresses`]); replaces the
+    /// URL given to [`Producer::builder`].
+    pub fn addresses<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, urls: I) -> Self {
+        self.url = crate::addresses::join(urls);
+        self
+    }
+
+    /// How long a send keeps publishing its unconfirmed tasks again on a
+    /// new connection after the broker connection failed (default: 30 s
+    /// with several addresses, none with one). A task whose confirm was
+    /// lost with the connection is published twice: use idempotency keys.
+    pub fn failover(mut self, budget: Duration) -> Self {
+        self.failover = Some(budget);
+        self
+    }
+
     /// Namespace prefix of every exchange and queue (default `celeriac`).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
@@ -209,6 +227,9 @@ impl ProducerBuilder {
             },
         )?;
         let events = self.events.then(|| topology.events_exchange());
+        let failover = self
+            .failover
+            .unwrap_or_else(|| crate::failover::default_budget(&self.url));
         let producer = Producer {
             inner: Arc::new(Inner {
                 pool,
@@ -224,6 +245,7 @@ impl ProducerBuilder {
                 signing: self.signing.clone(),
                 metrics: self.metrics.clone(),
                 events,
+                failover,
             }),
         };
         let channel = producer.channel().await?;
@@ -287,6 +309,8 @@ struct Inner {
     metrics: Option<Arc<crate::metrics::ProducerMetrics>>,
     /// The events exchange, when `task.sent` events are on.
     events: Option<String>,
+    /// How long a failed publish is retried on new connections.
+    failover: Duration,
 }
 
 impl std::fmt::Debug for Inner {
@@ -324,6 +348,7 @@ impl Producer {
             tls: TlsOptions::default(),
             metrics: None,
             events: false,
+            failover: None,
         }
     }
 
@@ -748,11 +773,32 @@ impl Producer {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let channel = self.channel().await?;
-        let result = self.publish_on(&channel, tasks).await;
-        if result.is_ok() {
-            self.release(channel);
-        }
+        let mut retry = crate::failover::Retry::new(self.inner.failover);
+        // Tasks before `done` are confirmed; after a lost connection only
+        // the rest goes out again, on a new one.
+        let mut done = 0;
+        let result = loop {
+            let mut confirmed = 0;
+            let attempt = match self.channel().await {
+                Ok(channel) => {
+                    let sent = self.publish_on(&channel, &tasks[done..], &mut confirmed);
+                    let sent = sent.await;
+                    if sent.is_ok() {
+                        self.release(channel);
+                    }
+                    sent
+                }
+                Err(e) => Err(e),
+            };
+            done += confirmed;
+            match attempt {
+                Ok(_) => break Ok(tasks.iter().map(|t| t.envelope.id).collect()),
+                Err(e) => match retry.after(&e, tasks.len() - done).await {
+                    true => continue,
+                    false => break Err(e),
+                },
+            }
+        };
         if let Some(metrics) = &self.inner.metrics {
             for task in tasks {
                 match &result {
@@ -764,7 +810,12 @@ impl Producer {
         result
     }
 
-    async fn publish_on(&self, channel: &Channel, tasks: &[PreparedTask]) -> Result<Vec<TaskId>> {
+    async fn publish_on(
+        &self,
+        channel: &Channel,
+        tasks: &[PreparedTask],
+        confirmed: &mut usize,
+    ) -> Result<Vec<TaskId>> {
         let mut ids = Vec::with_capacity(tasks.len());
         let mut pending = std::collections::VecDeque::with_capacity(BATCH_WINDOW.min(tasks.len()));
         let now = now_ms();
@@ -792,10 +843,12 @@ impl Producer {
             ids.push(env.id);
             if pending.len() >= BATCH_WINDOW {
                 self.await_one(channel, &mut pending).await?;
+                *confirmed += 1;
             }
         }
         while !pending.is_empty() {
             self.await_one(channel, &mut pending).await?;
+            *confirmed += 1;
         }
         Ok(ids)
     }

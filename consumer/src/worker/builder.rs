@@ -70,6 +70,15 @@ pub struct WorkerBuilder {
 }
 
 impl WorkerBuilder {
+    /// Every node of the broker cluster: each (re)connection starts at a
+    /// random one and tries the others in turn (see
+    /// [`celeriac_producer::addresses`]); replaces the URL given to
+    /// [`Worker::builder`](crate::Worker::builder).
+    pub fn addresses<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, urls: I) -> Self {
+        self.url = celeriac_producer::addresses::join(urls);
+        self
+    }
+
     /// How often the worker publishes `worker.heartbeat` on the events
     /// exchange and, with a store, refreshes its record in the worker list
     /// and re-reads revocations and task limits (default 2 s, at least

@@ -30,6 +30,7 @@ mod batch;
 mod control;
 pub(crate) mod index;
 mod scripts;
+mod sentinel;
 mod waiters;
 
 use std::collections::HashMap;
@@ -85,7 +86,7 @@ struct Inner {
     url: String,
     prefix: String,
     settings: StoreSettings,
-    conn: ConnectionManager,
+    conn: sentinel::StoreConnection,
     apply: Scripts,
     waiters: Waiters,
     /// Carries the run leases and outcomes of concurrent runs together.
@@ -221,7 +222,7 @@ impl RedisStore {
         settings: StoreSettings,
         tls: &TlsOptions,
     ) -> StoreResult<RedisStore> {
-        let (client, conn) = connect_manager(url, tls).await?;
+        let (client, conn) = sentinel::connect(url, tls).await?;
         let redacted = redact_url(url);
         let with_apply = |body: &str| Script::new(&format!("{}{}", scripts::APPLY, body));
         let store = RedisStore {

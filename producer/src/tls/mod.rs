@@ -36,7 +36,7 @@
 //! # Ok(()) }
 //! ```
 
-mod amqp;
+pub(crate) mod amqp;
 mod explain;
 mod pem;
 mod redis;
