@@ -58,6 +58,7 @@ pub struct ProducerBuilder {
     metrics: Option<Arc<crate::metrics::ProducerMetrics>>,
     events: bool,
     failover: Option<Duration>,
+    leader_locator: Option<celeriac_schema::topology::LeaderLocator>,
 }
 
 impl std::fmt::Debug for ProducerBuilder {
@@ -87,6 +88,13 @@ impl ProducerBuilder {
     /// lost with the connection is published twice: use idempotency keys.
     pub fn failover(mut self, budget: Duration) -> Self {
         self.failover = Some(budget);
+        self
+    }
+
+    /// Declares queues with this `x-queue-leader-locator` (see
+    /// [`Topology::with_leader_locator`]).
+    pub fn leader_locator(mut self, locator: celeriac_schema::topology::LeaderLocator) -> Self {
+        self.leader_locator = Some(locator);
         self
     }
 
@@ -217,6 +225,9 @@ impl ProducerBuilder {
         let mut topology = Topology::new(self.namespace.clone())?;
         if let Some(limit) = self.delivery_limit {
             topology = topology.with_delivery_limit(limit);
+        }
+        if let Some(locator) = self.leader_locator {
+            topology = topology.with_leader_locator(locator);
         }
         validate_name("queue", &self.default_queue)?;
         let pool = crate::pool::new(self.url.clone(), self.tls.clone(), self.pool_size).map_err(
@@ -349,6 +360,7 @@ impl Producer {
             metrics: None,
             events: false,
             failover: None,
+            leader_locator: None,
         }
     }
 

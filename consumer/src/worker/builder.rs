@@ -57,6 +57,7 @@ pub struct WorkerBuilder {
     grace: Duration,
     worker_id: Option<String>,
     delivery_limit: Option<u32>,
+    leader_locator: Option<celeriac_schema::topology::LeaderLocator>,
     limits: DecodeLimits,
     consumer_timeout: Duration,
     lease_ttl: Duration,
@@ -238,6 +239,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// Declares queues with this `x-queue-leader-locator` (see
+    /// [`Topology::with_leader_locator`](celeriac_schema::Topology::with_leader_locator));
+    /// must match the producers'.
+    pub fn leader_locator(mut self, locator: celeriac_schema::topology::LeaderLocator) -> Self {
+        self.leader_locator = Some(locator);
+        self
+    }
+
     /// Work queues' `x-delivery-limit` (default 5); must match the
     /// producers'.
     pub fn delivery_limit(mut self, limit: u32) -> Self {
@@ -279,6 +288,9 @@ impl WorkerBuilder {
         let mut topology = Topology::new(self.namespace)?;
         if let Some(limit) = self.delivery_limit {
             topology = topology.with_delivery_limit(limit);
+        }
+        if let Some(locator) = self.leader_locator {
+            topology = topology.with_leader_locator(locator);
         }
         if self.queues.is_empty() {
             return Err(Error::Config("at least one queue is needed".into()));
@@ -364,6 +376,7 @@ impl Worker {
             grace: Duration::from_secs(30),
             worker_id: None,
             delivery_limit: None,
+            leader_locator: None,
             limits: DecodeLimits::default(),
             consumer_timeout: Duration::from_secs(30 * 60),
             lease_ttl: Duration::from_secs(60),
