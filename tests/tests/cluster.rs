@@ -152,13 +152,53 @@ async fn start_worker(amqp: &str, redis: &str, ns: &str, effects: &Arc<Effects>)
     handle
 }
 
-/// When each batch was confirmed, for the producer's recovery times.
-type Confirmed = Arc<Mutex<Vec<Instant>>>;
+/// When each batch was confirmed and when a send failed, for the
+/// producer's recovery times.
+#[derive(Default)]
+struct Sends {
+    confirmed: Mutex<Vec<Instant>>,
+    failed: Mutex<Vec<Instant>>,
+}
+
+/// The longest time without a confirmed batch within `window` after
+/// `kill`.
+fn producer_pause(sends: &Sends, kill: Instant, window: Duration) -> Duration {
+    let mut last = kill;
+    let mut gap = Duration::ZERO;
+    for t in sends.confirmed.lock().unwrap().iter() {
+        if *t > kill && *t <= kill + window {
+            gap = gap.max(*t - last);
+            last = *t;
+        }
+    }
+    gap
+}
+
+/// Time from `kill` to the first batch confirmed after it and after the
+/// last send that failed within `window` of it.
+fn producer_recovery(sends: &Sends, kill: Instant, window: Duration) -> Option<Duration> {
+    let last_failure = sends
+        .failed
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .filter(|t| *t > kill && *t < kill + window)
+        .max()
+        .unwrap_or(kill);
+    sends
+        .confirmed
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|t| **t > last_failure)
+        .map(|t| *t - kill)
+}
 
 /// Sends every task in batches; a failed send is sent again with the same
 /// keys (the same producer: it reconnects by itself). Returns the number
 /// of send calls that failed.
-async fn send_all(producer: Producer, sent: Arc<AtomicUsize>, confirmed: Confirmed) -> usize {
+async fn send_all(producer: Producer, sent: Arc<AtomicUsize>, sends: Arc<Sends>) -> usize {
     let mut failures = 0;
     for start in (0..TASKS).step_by(BATCH) {
         let tasks: Vec<PreparedTask> = (start..(start + BATCH).min(TASKS))
@@ -177,6 +217,7 @@ async fn send_all(producer: Producer, sent: Arc<AtomicUsize>, confirmed: Confirm
                 Ok(_) => break,
                 Err(e) => {
                     failures += 1;
+                    sends.failed.lock().unwrap().push(Instant::now());
                     eprintln!("send of tasks {start}.. failed ({e}); sending it again");
                     assert!(
                         Instant::now() < deadline,
@@ -186,20 +227,10 @@ async fn send_all(producer: Producer, sent: Arc<AtomicUsize>, confirmed: Confirm
                 }
             }
         }
-        confirmed.lock().unwrap().push(Instant::now());
+        sends.confirmed.lock().unwrap().push(Instant::now());
         sent.store(start + tasks.len(), Ordering::Relaxed);
     }
     failures
-}
-
-/// Time from `kill` to the first batch confirmed after it.
-fn producer_recovery(confirmed: &Confirmed, kill: Instant) -> Option<Duration> {
-    confirmed
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|t| **t > kill)
-        .map(|t| *t - kill)
 }
 
 async fn wait_sent(sent: &AtomicUsize, n: usize) {
@@ -258,8 +289,8 @@ async fn tasks_survive_a_broker_node_and_a_redis_primary_killed() {
 
     let started = Instant::now();
     let sent = Arc::new(AtomicUsize::new(0));
-    let confirmed: Confirmed = Arc::default();
-    let sender = tokio::spawn(send_all(producer.clone(), sent.clone(), confirmed.clone()));
+    let sends = Arc::new(Sends::default());
+    let sender = tokio::spawn(send_all(producer.clone(), sent.clone(), sends.clone()));
 
     // The node leading the work queue dies.
     wait_sent(&sent, KILL_BROKER_AT).await;
@@ -348,15 +379,19 @@ async fn tasks_survive_a_broker_node_and_a_redis_primary_killed() {
         duplicated.len()
     );
     eprintln!("all done after {finished:?}; worker reconnects: {reconnects}");
+    let between = redis_kill - broker_kill;
+    let after = Duration::from_secs(30);
     eprintln!(
-        "broker node kill: producer confirmed again after {:?}, workers consuming again after {workers_recovered:?}, longest pause in task runs {:?}",
-        producer_recovery(&confirmed, broker_kill),
-        effects.longest_gap(broker_kill, Duration::from_secs(30))
+        "broker node kill: producer confirmed again after {:?} (longest pause between confirmed batches {:?}), workers consuming again after {workers_recovered:?}, longest pause in task runs {:?}",
+        producer_recovery(&sends, broker_kill, between),
+        producer_pause(&sends, broker_kill, between),
+        effects.longest_gap(broker_kill, between)
     );
     eprintln!(
-        "Redis primary kill: producer confirmed again after {:?}, longest pause in task runs {:?}",
-        producer_recovery(&confirmed, redis_kill),
-        effects.longest_gap(redis_kill, Duration::from_secs(30))
+        "Redis primary kill: producer confirmed again after {:?} (longest pause between confirmed batches {:?}), longest pause in task runs {:?}",
+        producer_recovery(&sends, redis_kill, after),
+        producer_pause(&sends, redis_kill, after),
+        effects.longest_gap(redis_kill, after)
     );
 
     assert!(
@@ -381,7 +416,7 @@ async fn tasks_survive_a_broker_node_and_a_redis_primary_killed() {
         &duplicated[..duplicated.len().min(10)]
     );
     assert!(
-        producer_recovery(&confirmed, redis_kill).is_some(),
+        producer_recovery(&sends, redis_kill, after).is_some(),
         "the producer confirmed nothing after the Redis primary died"
     );
 }

@@ -11,8 +11,10 @@
 //! without one); a port left out is 26379. The store asks the sentinels for
 //! the primary, connects to it, and when a command fails because the
 //! connection broke, was refused, timed out or the node turned replica
-//! (`READONLY`), asks them again and moves to the new primary; the failed
-//! command's error is returned (the callers retry). Redis replication is
+//! (`READONLY`), asks them again and moves to the new primary. A command
+//! whose connection was refused is sent again there (it never ran) for up
+//! to ten seconds; any other failed command's error is returned, as it may
+//! have run (the callers retry what is safe to retry). Redis replication is
 //! asynchronous: writes acknowledged by a primary that dies before its
 //! replicas copied them are lost with it. `wait=N` sends `WAIT N` after
 //! each pipeline of writes, so that a write is on `N` replicas (or 100 ms
@@ -29,7 +31,7 @@ use celeriac_schema::Error as SchemaError;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::RESPONSE_TIMEOUT;
 use crate::error::redact_url;
@@ -41,6 +43,10 @@ pub const SCHEME: &str = "redis+sentinel://";
 const SENTINEL_PORT: u16 = 26379;
 /// How long `WAIT` may hold a write for its replicas.
 const WAIT_TIMEOUT_MS: u64 = 100;
+/// How long a refused request is sent again while the primary moves.
+const REFUSED_BUDGET: Duration = Duration::from_secs(10);
+/// The pause before sending a refused request again.
+const REFUSED_PAUSE: Duration = Duration::from_millis(100);
 /// The shortest time between two questions to the sentinels.
 const MIN_REFRESH: Duration = Duration::from_millis(100);
 
@@ -258,21 +264,78 @@ impl Follower {
     }
 
     /// Runs `request` on the primary; on a failure that may mean the
-    /// primary moved, finds the new one before returning the error.
-    async fn run<T, F>(&self, request: F) -> RedisResult<T>
-    where
-        F: AsyncFnOnce(&mut ConnectionManager) -> RedisResult<T>,
-    {
-        let (generation, mut conn) = self.current();
-        let result = request(&mut conn).await;
-        if let Err(e) = &result {
-            if primary_lost(e) {
+    /// primary moved, finds the new one before returning the error. A
+    /// refused connection never ran the request: it is sent again (to the
+    /// new primary once the sentinels name one) for up to
+    /// [`REFUSED_BUDGET`].
+    async fn run(&self, request: Request<'_>) -> RedisResult<Reply> {
+        let deadline = Instant::now() + REFUSED_BUDGET;
+        let mut attempt = 0u32;
+        loop {
+            let (generation, mut conn) = self.current();
+            let result = self.send(&mut conn, &request).await;
+            let Err(e) = &result else {
+                return result;
+            };
+            if !primary_lost(e) {
+                return result;
+            }
+            if attempt == 0 {
                 warn!(master = %self.master, error = %e, "store command failed; asking the sentinels for the primary");
-                self.refresh(generation).await;
+            }
+            self.refresh(generation).await;
+            if !e.is_connection_refusal() || Instant::now() + REFUSED_PAUSE >= deadline {
+                return result;
+            }
+            attempt += 1;
+            tokio::time::sleep(REFUSED_PAUSE).await;
+        }
+    }
+
+    /// Sends `request` once on `conn`; a pipeline is followed by `WAIT`
+    /// when the URL asks for it.
+    async fn send(
+        &self,
+        conn: &mut ConnectionManager,
+        request: &Request<'_>,
+    ) -> RedisResult<Reply> {
+        match *request {
+            Request::One(cmd) => conn.req_packed_command(cmd).await.map(Reply::One),
+            Request::Many(pipeline, offset, count) => {
+                let replies = conn.req_packed_commands(pipeline, offset, count).await?;
+                if let Some(replicas) = self.wait {
+                    let mut cmd = redis::cmd("WAIT");
+                    cmd.arg(replicas).arg(WAIT_TIMEOUT_MS);
+                    let acked: RedisResult<i64> = cmd.query_async(conn).await;
+                    if let Ok(n) = acked {
+                        if n < i64::from(replicas) {
+                            debug!(
+                                acked = n,
+                                replicas, "fewer replicas than asked hold the write"
+                            );
+                        }
+                    }
+                }
+                Ok(Reply::Many(replies))
             }
         }
-        result
     }
+}
+
+/// A request to the primary: one command or a pipeline's slice.
+enum Request<'a> {
+    One(&'a Cmd),
+    Many(&'a Pipeline, usize, usize),
+}
+
+/// Its answer.
+enum Reply {
+    One(Value),
+    Many(Vec<Value>),
+}
+
+fn mismatch() -> RedisError {
+    RedisError::from((redis::ErrorKind::Client, "a reply of the wrong shape"))
 }
 
 impl ConnectionLike for StoreConnection {
@@ -280,9 +343,10 @@ impl ConnectionLike for StoreConnection {
         match self {
             StoreConnection::Direct(conn) => conn.req_packed_command(cmd),
             StoreConnection::Sentinel(follower) => Box::pin(async move {
-                follower
-                    .run(async |conn: &mut ConnectionManager| conn.req_packed_command(cmd).await)
-                    .await
+                match follower.run(Request::One(cmd)).await? {
+                    Reply::One(value) => Ok(value),
+                    Reply::Many(_) => Err(mismatch()),
+                }
             }),
         }
     }
@@ -296,27 +360,10 @@ impl ConnectionLike for StoreConnection {
         match self {
             StoreConnection::Direct(conn) => conn.req_packed_commands(pipeline, offset, count),
             StoreConnection::Sentinel(follower) => Box::pin(async move {
-                let wait = follower.wait;
-                follower
-                    .run(async |conn: &mut ConnectionManager| {
-                        let replies = conn.req_packed_commands(pipeline, offset, count).await?;
-                        if let Some(replicas) = wait {
-                            let mut cmd = redis::cmd("WAIT");
-                            cmd.arg(replicas).arg(WAIT_TIMEOUT_MS);
-                            let acked: RedisResult<i64> = cmd.query_async(conn).await;
-                            if let Ok(n) = acked {
-                                if n < i64::from(replicas) {
-                                    tracing::debug!(
-                                        acked = n,
-                                        replicas,
-                                        "fewer replicas than asked hold the write"
-                                    );
-                                }
-                            }
-                        }
-                        Ok(replies)
-                    })
-                    .await
+                match follower.run(Request::Many(pipeline, offset, count)).await? {
+                    Reply::Many(values) => Ok(values),
+                    Reply::One(_) => Err(mismatch()),
+                }
             }),
         }
     }
