@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::redis_store::sentinel::StoreConnection;
 use celeriac_schema::{Error as SchemaError, TaskId};
-use redis::aio::ConnectionManager;
 use redis::Script;
 
 use crate::error::{redact_url, Result};
@@ -407,7 +407,7 @@ return 0
 pub struct RedisBeatState {
     url: String,
     prefix: String,
-    conn: ConnectionManager,
+    conn: StoreConnection,
     claim_tick: std::sync::Arc<Script>,
     finish_tick: std::sync::Arc<Script>,
     release_tick: std::sync::Arc<Script>,
@@ -449,7 +449,7 @@ impl RedisBeatState {
         namespace: &str,
         tls: &crate::tls::TlsOptions,
     ) -> Result<RedisBeatState> {
-        let (_, conn) = crate::redis_store::connect_manager(url, tls).await?;
+        let (_, conn) = crate::redis_store::sentinel::connect(url, tls).await?;
         let redacted = redact_url(url);
         let script = |body: &str| std::sync::Arc::new(Script::new(body));
         Ok(RedisBeatState {

@@ -30,7 +30,7 @@ mod batch;
 mod control;
 pub(crate) mod index;
 mod scripts;
-mod sentinel;
+pub(crate) mod sentinel;
 mod waiters;
 
 use std::collections::HashMap;
