@@ -43,6 +43,14 @@ impl Task for ClusterEffect {
     const STORE_RESULT: bool = false;
 }
 
+/// Returns twice its input: a task whose result a producer waits for.
+struct ClusterDouble;
+impl Task for ClusterDouble {
+    const NAME: &'static str = "cluster.double";
+    type Input = u64;
+    type Output = u64;
+}
+
 fn var(name: &str) -> String {
     match std::env::var(name) {
         Ok(value) if !value.is_empty() => value,
@@ -132,6 +140,7 @@ async fn start_worker(amqp: &str, redis: &str, ns: &str, effects: &Arc<Effects>)
         seen.at.lock().unwrap().push(Instant::now());
         async move { Ok(()) }
     });
+    registry.register::<ClusterDouble, _, _>(|n, _| async move { Ok(n * 2) });
     let mut queues = vec![QUEUE];
     queues.extend(OTHER_QUEUES);
     let urls = celeriac_producer::addresses::split(amqp);
@@ -358,6 +367,16 @@ async fn tasks_survive_a_broker_node_and_a_redis_primary_killed() {
     })
     .await;
     let finished = started.elapsed();
+    // Result waiting follows the new primary too: the result comes through
+    // its pub/sub well before the waiters' 30 s safety re-read.
+    let waited = Instant::now();
+    let doubled = producer
+        .send::<ClusterDouble>(&21, &SendOptions::new().queue(QUEUE))
+        .await
+        .unwrap()
+        .wait(Duration::from_secs(10))
+        .await;
+    let result_after = waited.elapsed();
     for worker in &workers {
         worker.shutdown();
     }
@@ -378,7 +397,7 @@ async fn tasks_survive_a_broker_node_and_a_redis_primary_killed() {
         lost.len(),
         duplicated.len()
     );
-    eprintln!("all done after {finished:?}; worker reconnects: {reconnects}");
+    eprintln!("all done after {finished:?}; worker reconnects: {reconnects}; a result waited for after the failover came in {result_after:?}");
     let between = redis_kill - broker_kill;
     let after = Duration::from_secs(30);
     eprintln!(
@@ -414,6 +433,11 @@ async fn tasks_survive_a_broker_node_and_a_redis_primary_killed() {
         "{} keyed tasks ran more than once: {:?}",
         duplicated.len(),
         &duplicated[..duplicated.len().min(10)]
+    );
+    assert_eq!(
+        doubled.ok(),
+        Some(42),
+        "no result waited for on the new Redis primary"
     );
     assert!(
         producer_recovery(&sends, redis_kill, after).is_some(),

@@ -21,7 +21,9 @@
 //! passed) before the store answers; this narrows, not closes, that
 //! window.
 //!
-//! Any other URL connects to one server (see [`super::connect_manager`]).
+//! Result waiters open their pub/sub connections to the primary of the
+//! moment too. Any other URL connects to one server (see
+//! [`super::connect_manager`]).
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -135,6 +137,30 @@ pub(crate) enum StoreConnection {
     Sentinel(Arc<Follower>),
 }
 
+/// Opens the pub/sub connections of result waiters: to the one server, or
+/// to the primary of the moment.
+pub(crate) enum PubSubClient {
+    /// One server.
+    Fixed(redis::Client),
+    /// The primary the sentinels last named.
+    Following(Arc<Follower>),
+}
+
+impl PubSubClient {
+    /// A pub/sub connection to the server, or to the current primary.
+    pub(crate) async fn get_async_pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+        let client = match self {
+            PubSubClient::Fixed(client) => client.clone(),
+            PubSubClient::Following(follower) => follower
+                .client
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        };
+        client.get_async_pubsub().await
+    }
+}
+
 /// Follows the primary: the connection to it and how to find the next.
 pub(crate) struct Follower {
     master: String,
@@ -142,6 +168,8 @@ pub(crate) struct Follower {
     wait: Option<u32>,
     /// The generation of the connection (bumped at each move) and itself.
     current: RwLock<(u64, ConnectionManager)>,
+    /// A client for the current primary, for pub/sub.
+    client: RwLock<redis::Client>,
     /// The sentinels, and when they were last asked.
     sentinels: tokio::sync::Mutex<(SentinelClient, Option<Instant>)>,
 }
@@ -160,10 +188,10 @@ fn manager_config() -> ConnectionManagerConfig {
 pub(crate) async fn connect(
     url: &str,
     tls: &TlsOptions,
-) -> StoreResult<(redis::Client, StoreConnection)> {
+) -> StoreResult<(PubSubClient, StoreConnection)> {
     if !url.starts_with(SCHEME) {
         let (client, conn) = super::connect_manager(url, tls).await?;
-        return Ok((client, StoreConnection::Direct(conn)));
+        return Ok((PubSubClient::Fixed(client), StoreConnection::Direct(conn)));
     }
     let redacted = redact_url(url);
     let unavailable = |message: String| SchemaError::StoreUnavailable {
@@ -199,9 +227,14 @@ pub(crate) async fn connect(
         db: parsed.db,
         wait: parsed.wait,
         current: RwLock::new((0, conn)),
+        client: RwLock::new(primary),
         sentinels: tokio::sync::Mutex::new((client, None)),
     };
-    Ok((primary, StoreConnection::Sentinel(Arc::new(follower))))
+    let follower = Arc::new(follower);
+    Ok((
+        PubSubClient::Following(follower.clone()),
+        StoreConnection::Sentinel(follower),
+    ))
 }
 
 /// The primary the sentinels name now, and a connection to it.
@@ -249,7 +282,11 @@ impl Follower {
         }
         sentinels.1 = Some(Instant::now());
         match primary(&mut sentinels.0).await {
-            Ok((_, conn)) => {
+            Ok((client, conn)) => {
+                *self
+                    .client
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = client;
                 let mut current = self
                     .current
                     .write()
