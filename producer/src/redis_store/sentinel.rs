@@ -141,7 +141,7 @@ pub(crate) enum StoreConnection {
 /// to the primary of the moment.
 pub(crate) enum PubSubClient {
     /// One server.
-    Fixed(redis::Client),
+    Fixed(Box<redis::Client>),
     /// The primary the sentinels last named.
     Following(Arc<Follower>),
 }
@@ -150,7 +150,7 @@ impl PubSubClient {
     /// A pub/sub connection to the server, or to the current primary.
     pub(crate) async fn get_async_pubsub(&self) -> RedisResult<redis::aio::PubSub> {
         let client = match self {
-            PubSubClient::Fixed(client) => client.clone(),
+            PubSubClient::Fixed(client) => (**client).clone(),
             PubSubClient::Following(follower) => follower
                 .client
                 .read()
@@ -191,7 +191,10 @@ pub(crate) async fn connect(
 ) -> StoreResult<(PubSubClient, StoreConnection)> {
     if !url.starts_with(SCHEME) {
         let (client, conn) = super::connect_manager(url, tls).await?;
-        return Ok((PubSubClient::Fixed(client), StoreConnection::Direct(conn)));
+        return Ok((
+            PubSubClient::Fixed(Box::new(client)),
+            StoreConnection::Direct(conn),
+        ));
     }
     let redacted = redact_url(url);
     let unavailable = |message: String| SchemaError::StoreUnavailable {
