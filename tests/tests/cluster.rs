@@ -5,8 +5,8 @@
 //! themselves (no reconnect by the test).
 //!
 //! Run it with `tests/cluster/run test`: the script starts the cluster,
-//! exports the variables read here, runs this binary
-//! (`cargo test -p celeriac-tests --features cluster --test cluster`) and
+//! exports the variables read here, runs this binary (`cargo test -p
+//! celeriac-tests --test cluster`; `cargo test` alone leaves it out) and
 //! stops the cluster.
 
 #![allow(clippy::unwrap_used)]
