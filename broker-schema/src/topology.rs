@@ -144,6 +144,38 @@ pub struct Topology {
     delivery_limit: u32,
     /// Fair logical queues and their shard counts (section 21).
     fair: BTreeMap<String, u16>,
+    leader_locator: Option<LeaderLocator>,
+}
+
+/// Where a cluster places the leader of a new quorum queue
+/// (`x-queue-leader-locator`, RabbitMQ 3.10+).
+///
+/// # Examples
+///
+/// ```
+/// use celeriac_schema::topology::{ArgValue, LeaderLocator};
+/// use celeriac_schema::Topology;
+///
+/// let topo = Topology::new("shop").unwrap().with_leader_locator(LeaderLocator::Balanced);
+/// let args = topo.work_queue_arguments("emails");
+/// assert!(args.contains(&("x-queue-leader-locator", ArgValue::Str("balanced".into()))));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaderLocator {
+    /// On the node the declaring client is connected to.
+    ClientLocal,
+    /// On the node leading the fewest quorum queues.
+    Balanced,
+}
+
+impl LeaderLocator {
+    /// The argument's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaderLocator::ClientLocal => "client-local",
+            LeaderLocator::Balanced => "balanced",
+        }
+    }
 }
 
 impl Topology {
@@ -160,7 +192,34 @@ impl Topology {
             namespace,
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
             fair: BTreeMap::new(),
+            leader_locator: None,
         })
+    }
+
+    /// Declares work and dead-letter queues with `x-queue-leader-locator`
+    /// (default: none, the broker's own setting, normally the declaring
+    /// client's node). Like the delivery limit, all declarers must agree and
+    /// an existing queue cannot change it: for a namespace already
+    /// declared, set the `queue-leader-locator` policy instead.
+    pub fn with_leader_locator(mut self, locator: LeaderLocator) -> Self {
+        self.leader_locator = Some(locator);
+        self
+    }
+
+    /// The leader locator work and dead-letter queues are declared with.
+    pub fn leader_locator(&self) -> Option<LeaderLocator> {
+        self.leader_locator
+    }
+
+    /// `args` with the leader locator, when one is set.
+    fn located(&self, mut args: Vec<Argument>) -> Vec<Argument> {
+        if let Some(locator) = self.leader_locator {
+            args.push((
+                "x-queue-leader-locator",
+                ArgValue::Str(locator.as_str().into()),
+            ));
+        }
+        args
     }
 
     /// Sets the work queues' `x-delivery-limit`.
@@ -283,7 +342,7 @@ impl Topology {
     /// Arguments of a work queue: quorum, explicit delivery limit,
     /// at-least-once dead-lettering into its dead-letter queue.
     pub fn work_queue_arguments(&self, queue: &str) -> Vec<Argument> {
-        vec![
+        self.located(vec![
             ("x-queue-type", ArgValue::Str("quorum".into())),
             (
                 "x-delivery-limit",
@@ -299,18 +358,18 @@ impl Topology {
                 ArgValue::Str("at-least-once".into()),
             ),
             ("x-overflow", ArgValue::Str("reject-publish".into())),
-        ]
+        ])
     }
 
     /// Arguments of a dead-letter queue.
     pub fn dead_letter_queue_arguments(&self) -> Vec<Argument> {
-        vec![
+        self.located(vec![
             ("x-queue-type", ArgValue::Str("quorum".into())),
             (
                 "x-delivery-limit",
                 ArgValue::Int(i64::from(DEAD_LETTER_DELIVERY_LIMIT)),
             ),
-        ]
+        ])
     }
 
     /// Arguments of delay level `level`'s queue.

@@ -48,6 +48,11 @@ impl Management {
     ///
     /// [`Error::Usage`] for a URL that does not parse.
     pub fn for_amqp(amqp_url: &str, explicit: Option<&str>) -> Result<Self> {
+        // A list of cluster nodes: the management API of the first one.
+        let amqp_url = celeriac_producer::addresses::split(amqp_url)
+            .first()
+            .copied()
+            .unwrap_or(amqp_url);
         let uri: lapin::uri::AMQPUri = amqp_url
             .parse()
             .map_err(|e| Error::Usage(format!("invalid --amqp-addr: {e}")))?;

@@ -38,12 +38,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod addresses;
 pub mod admission;
 pub mod beat;
 pub mod canvas;
 pub mod control;
 mod error;
 mod events;
+mod failover;
 pub mod flow;
 mod handle;
 pub mod metrics;

@@ -62,6 +62,8 @@ pub struct ProducerBuilder {
     events: bool,
     fair: Vec<(String, u64)>,
     pub(crate) admission: Vec<crate::admission::AdmissionLimit>,
+    failover: Option<Duration>,
+    leader_locator: Option<celeriac_schema::topology::LeaderLocator>,
 }
 
 impl std::fmt::Debug for ProducerBuilder {
@@ -77,6 +79,30 @@ impl std::fmt::Debug for ProducerBuilder {
 }
 
 impl ProducerBuilder {
+    /// Every node of the broker cluster: connections start at a random one
+    /// and fail over to the others (see [`crate::addresses`]); replaces the
+    /// URL given to [`Producer::builder`].
+    pub fn addresses<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, urls: I) -> Self {
+        self.url = crate::addresses::join(urls);
+        self
+    }
+
+    /// How long a send keeps publishing its unconfirmed tasks again on a
+    /// new connection after the broker connection failed (default: 30 s
+    /// with several addresses, none with one). A task whose confirm was
+    /// lost with the connection is published twice: use idempotency keys.
+    pub fn failover(mut self, budget: Duration) -> Self {
+        self.failover = Some(budget);
+        self
+    }
+
+    /// Declares queues with this `x-queue-leader-locator` (see
+    /// [`Topology::with_leader_locator`]).
+    pub fn leader_locator(mut self, locator: celeriac_schema::topology::LeaderLocator) -> Self {
+        self.leader_locator = Some(locator);
+        self
+    }
+
     /// Namespace prefix of every exchange and queue (default `celeriac`).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
@@ -205,6 +231,9 @@ impl ProducerBuilder {
         if let Some(limit) = self.delivery_limit {
             topology = topology.with_delivery_limit(limit);
         }
+        if let Some(locator) = self.leader_locator {
+            topology = topology.with_leader_locator(locator);
+        }
         validate_name("queue", &self.default_queue)?;
         let topology = self.fair_topology(topology).await?;
         let pool = crate::pool::new(self.url.clone(), self.tls.clone(), self.pool_size).map_err(
@@ -215,6 +244,9 @@ impl ProducerBuilder {
             },
         )?;
         let events = self.events.then(|| topology.events_exchange());
+        let failover = self
+            .failover
+            .unwrap_or_else(|| crate::failover::default_budget(&self.url));
         let producer = Producer {
             inner: Arc::new(Inner {
                 pool,
@@ -231,6 +263,7 @@ impl ProducerBuilder {
                 metrics: self.metrics.clone(),
                 events,
                 admission: crate::admission::Admission::new(self.admission, self.store.clone()),
+                failover,
             }),
         };
         let channel = producer.channel().await?;
@@ -295,6 +328,8 @@ struct Inner {
     /// The events exchange, when `task.sent` events are on.
     events: Option<String>,
     admission: Option<crate::admission::Admission>,
+    /// How long a failed publish is retried on new connections.
+    failover: Duration,
 }
 
 impl std::fmt::Debug for Inner {
@@ -334,6 +369,8 @@ impl Producer {
             events: false,
             fair: Vec::new(),
             admission: Vec::new(),
+            failover: None,
+            leader_locator: None,
         }
     }
 
@@ -757,11 +794,32 @@ impl Producer {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let channel = self.channel().await?;
-        let result = self.publish_on(&channel, tasks).await;
-        if result.is_ok() {
-            self.release(channel);
-        }
+        let mut retry = crate::failover::Retry::new(self.inner.failover);
+        // Tasks before `done` are confirmed; after a lost connection only
+        // the rest goes out again, on a new one.
+        let mut done = 0;
+        let result = loop {
+            let mut confirmed = 0;
+            let attempt = match self.channel().await {
+                Ok(channel) => {
+                    let sent = self.publish_on(&channel, &tasks[done..], &mut confirmed);
+                    let sent = sent.await;
+                    if sent.is_ok() {
+                        self.release(channel);
+                    }
+                    sent
+                }
+                Err(e) => Err(e),
+            };
+            done += confirmed;
+            match attempt {
+                Ok(_) => break Ok(tasks.iter().map(|t| t.envelope.id).collect()),
+                Err(e) => match retry.after(&e, tasks.len() - done).await {
+                    true => continue,
+                    false => break Err(e),
+                },
+            }
+        };
         if let Some(metrics) = &self.inner.metrics {
             for task in tasks {
                 match &result {
@@ -773,7 +831,12 @@ impl Producer {
         result
     }
 
-    async fn publish_on(&self, channel: &Channel, tasks: &[PreparedTask]) -> Result<Vec<TaskId>> {
+    async fn publish_on(
+        &self,
+        channel: &Channel,
+        tasks: &[PreparedTask],
+        confirmed: &mut usize,
+    ) -> Result<Vec<TaskId>> {
         let mut ids = Vec::with_capacity(tasks.len());
         let mut pending = std::collections::VecDeque::with_capacity(BATCH_WINDOW.min(tasks.len()));
         let now = now_ms();
@@ -801,10 +864,12 @@ impl Producer {
             ids.push(env.id);
             if pending.len() >= BATCH_WINDOW {
                 self.await_one(channel, &mut pending).await?;
+                *confirmed += 1;
             }
         }
         while !pending.is_empty() {
             self.await_one(channel, &mut pending).await?;
+            *confirmed += 1;
         }
         Ok(ids)
     }

@@ -18,7 +18,7 @@
 //! With nothing else waiting, a write goes out at once, alone: batching
 //! adds no delay, it only shares the trips that concurrency makes anyway.
 
-use redis::aio::ConnectionManager;
+use super::sentinel::StoreConnection;
 use redis::{Cmd, RedisError, RedisResult, Value};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -43,7 +43,7 @@ pub(super) struct Batcher {
 
 impl Batcher {
     /// Starts the batcher's task on the current Tokio runtime.
-    pub(super) fn start(conn: ConnectionManager) -> Batcher {
+    pub(super) fn start(conn: StoreConnection) -> Batcher {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(gather(rx, conn));
         Batcher { tx }
@@ -65,7 +65,7 @@ impl Batcher {
 }
 
 /// Takes the writes waiting whenever a batch slot is free and sends them.
-async fn gather(mut rx: mpsc::UnboundedReceiver<Write>, conn: ConnectionManager) {
+async fn gather(mut rx: mpsc::UnboundedReceiver<Write>, conn: StoreConnection) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -84,7 +84,7 @@ async fn gather(mut rx: mpsc::UnboundedReceiver<Write>, conn: ConnectionManager)
 }
 
 /// Sends one batch as one transaction and answers each write.
-async fn send(writes: Vec<Write>, conn: &mut ConnectionManager) {
+async fn send(writes: Vec<Write>, conn: &mut StoreConnection) {
     let commands: usize = writes.iter().map(|w| w.cmds.len()).sum();
     let mut pipe = redis::Pipeline::with_capacity(commands + 2);
     // Errors inside the transaction belong to single writes: they are

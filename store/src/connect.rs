@@ -19,7 +19,7 @@ use crate::waiters::Waiters;
 use crate::{unavailable, Inner, RedisStore, Scripts, StoreResult};
 
 /// How long a store command may take before it counts as a failure.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens a client for `url` (over TLS with `tls` for `rediss://`) and its
 /// reconnecting connection, within five seconds; errors name the
@@ -121,7 +121,7 @@ impl RedisStore {
         settings: StoreSettings,
         tls: &TlsOptions,
     ) -> StoreResult<RedisStore> {
-        let (client, conn) = connect_manager(url, tls).await?;
+        let (client, conn) = crate::sentinel::connect(url, tls).await?;
         let redacted = redact_url(url);
         let with_apply = |body: &str| Script::new(&format!("{}{}", scripts::APPLY, body));
         let store = RedisStore {

@@ -36,8 +36,21 @@ pub enum Error {
 ///     "amqp://user:***@host:5672/%2f"
 /// );
 /// assert_eq!(celeriac_store::redact_url("amqp://host"), "amqp://host");
+/// assert_eq!(
+///     celeriac_store::redact_url("amqp://u:p@a/%2f,amqp://u:p@b/%2f"),
+///     "amqp://u:***@a/%2f,amqp://u:***@b/%2f"
+/// );
 /// ```
 pub fn redact_url(url: &str) -> String {
+    if url.contains(',') {
+        let parts: Vec<String> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(redact_url)
+            .collect();
+        return parts.join(",");
+    }
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };

@@ -49,6 +49,7 @@ mod limits;
 mod pools;
 mod records;
 mod scripts;
+pub mod sentinel;
 pub mod tls;
 mod waiters;
 mod workflows;
@@ -65,7 +66,6 @@ use celeriac_schema::store::{
 };
 use celeriac_schema::workflow::{Node, Workflow};
 use celeriac_schema::{Error as SchemaError, TaskId};
-use redis::aio::ConnectionManager;
 use redis::Script;
 
 use batch::Batcher;
@@ -97,7 +97,7 @@ struct Inner {
     url: String,
     prefix: String,
     settings: StoreSettings,
-    conn: ConnectionManager,
+    conn: sentinel::StoreConnection,
     apply: Scripts,
     waiters: Waiters,
     /// Carries the run leases and outcomes of concurrent runs together.

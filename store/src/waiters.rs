@@ -31,7 +31,7 @@ pub(super) struct Waiters {
 }
 
 struct Shared {
-    client: redis::Client,
+    client: super::sentinel::PubSubClient,
     /// The live pub/sub connection; also serialises (un)subscribes.
     hub: Mutex<Option<Hub>>,
     entries: StdMutex<HashMap<String, Entry>>,
@@ -49,7 +49,7 @@ struct Entry {
 }
 
 impl Waiters {
-    pub(super) fn new(client: redis::Client) -> Waiters {
+    pub(super) fn new(client: super::sentinel::PubSubClient) -> Waiters {
         Waiters {
             shared: Arc::new(Shared {
                 client,

@@ -57,6 +57,7 @@ pub struct WorkerBuilder {
     grace: Duration,
     worker_id: Option<String>,
     delivery_limit: Option<u32>,
+    leader_locator: Option<celeriac_schema::topology::LeaderLocator>,
     limits: DecodeLimits,
     consumer_timeout: Duration,
     lease_ttl: Duration,
@@ -120,6 +121,15 @@ impl WorkerBuilder {
     /// The wait threshold of every queue without one of its own.
     pub fn default_wait_threshold(mut self, threshold: Duration) -> Self {
         self.urgency.default_wait = Some(threshold);
+        self
+    }
+
+    /// Every node of the broker cluster: each (re)connection starts at a
+    /// random one and tries the others in turn (see
+    /// [`celeriac_producer::addresses`]); replaces the URL given to
+    /// [`Worker::builder`](crate::Worker::builder).
+    pub fn addresses<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, urls: I) -> Self {
+        self.url = celeriac_producer::addresses::join(urls);
         self
     }
 
@@ -282,6 +292,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// Declares queues with this `x-queue-leader-locator` (see
+    /// [`Topology::with_leader_locator`](celeriac_schema::Topology::with_leader_locator));
+    /// must match the producers'.
+    pub fn leader_locator(mut self, locator: celeriac_schema::topology::LeaderLocator) -> Self {
+        self.leader_locator = Some(locator);
+        self
+    }
+
     /// Work queues' `x-delivery-limit` (default 5); must match the
     /// producers'.
     pub fn delivery_limit(mut self, limit: u32) -> Self {
@@ -326,6 +344,9 @@ impl WorkerBuilder {
         }
         for (queue, shards) in &self.fair {
             topology = topology.with_fair_queue(queue, *shards)?;
+        }
+        if let Some(locator) = self.leader_locator {
+            topology = topology.with_leader_locator(locator);
         }
         if self.queues.is_empty() {
             return Err(Error::Config("at least one queue is needed".into()));
@@ -427,6 +448,7 @@ impl Worker {
             grace: Duration::from_secs(30),
             worker_id: None,
             delivery_limit: None,
+            leader_locator: None,
             limits: DecodeLimits::default(),
             consumer_timeout: Duration::from_secs(30 * 60),
             lease_ttl: Duration::from_secs(60),

@@ -40,7 +40,23 @@ use crate::error::{redact_url, Error, Result};
 /// # let _ = channel;
 /// # Ok(()) }
 /// ```
+///
+/// `url` may be a comma-separated list of the cluster's nodes: see
+/// [`crate::addresses`].
 pub async fn connect(
+    url: &str,
+    properties: ConnectionProperties,
+    tls: &TlsOptions,
+) -> Result<Connection> {
+    let urls = crate::addresses::split(url);
+    if urls.len() == 1 {
+        return connect_one(urls[0], properties, tls).await;
+    }
+    crate::addresses::connect_any(&urls, properties, tls).await
+}
+
+/// [`connect`] to one address.
+pub(crate) async fn connect_one(
     url: &str,
     properties: ConnectionProperties,
     tls: &TlsOptions,

@@ -37,7 +37,7 @@
 //! # Ok(()) }
 //! ```
 
-mod amqp;
+pub(crate) mod amqp;
 
 use crate::error::{Error, Result};
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use celeriac_schema::{Error as SchemaError, TaskId};
-use redis::aio::ConnectionManager;
+use celeriac_store::sentinel::StoreConnection;
 use redis::Script;
 
 use super::{BeatState, EntryState, TickClaim};
@@ -102,7 +102,7 @@ return 0
 pub struct RedisBeatState {
     url: String,
     prefix: String,
-    conn: ConnectionManager,
+    conn: StoreConnection,
     claim_tick: std::sync::Arc<Script>,
     finish_tick: std::sync::Arc<Script>,
     release_tick: std::sync::Arc<Script>,
@@ -144,7 +144,7 @@ impl RedisBeatState {
         namespace: &str,
         tls: &crate::tls::TlsOptions,
     ) -> Result<RedisBeatState> {
-        let (_, conn) = celeriac_store::connect_manager(url, tls).await?;
+        let (_, conn) = celeriac_store::sentinel::connect(url, tls).await?;
         let redacted = redact_url(url);
         let script = |body: &str| std::sync::Arc::new(Script::new(body));
         Ok(RedisBeatState {
