@@ -185,10 +185,7 @@ fn manager_config() -> ConnectionManagerConfig {
 /// Connects to `url`: through the sentinels for `redis+sentinel://`,
 /// else to the one server. Returns a client for the primary (pub/sub) and
 /// the connection.
-pub async fn connect(
-    url: &str,
-    tls: &TlsOptions,
-) -> StoreResult<(PubSubClient, StoreConnection)> {
+pub async fn connect(url: &str, tls: &TlsOptions) -> StoreResult<(PubSubClient, StoreConnection)> {
     if !url.starts_with(SCHEME) {
         let (client, conn) = crate::connect::connect_manager(url, tls).await?;
         return Ok((

@@ -7,7 +7,9 @@
 //! input rule (given, the previous step's result, or a map of dependency id
 //! to result), the same retries. A program's hard and soft time limits are
 //! enforced by the exec runner (its whole process group is killed); a
-//! handler's hard limit by the scheduler.
+//! handler's hard limit by the scheduler. The flow's `limits:` apply too:
+//! its pool capacities bound the tasks that name the pools, and a task
+//! waits for its task name's and its tenant's rate before each attempt.
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use celeriac_schema::Envelope;
 use serde_json::Value;
 
 use super::error::LocalError;
+use super::rate::{wait_all, RateGate, RateGates};
 use super::result::CANCELLED;
 use super::scheduler::{LocalScheduler, DEFAULT_MAX_WORKERS};
 use super::task::{LocalContext, LocalTask, TaskOptions};
@@ -120,10 +123,20 @@ impl LocalScheduler {
     /// ```
     pub fn from_flow(flow: &Flow, options: FlowOptions) -> Result<LocalScheduler, LocalError> {
         let mut scheduler = LocalScheduler::with_max_workers(options.max_workers);
+        for (pool, capacity) in &flow.limits().pools {
+            scheduler.resource_pool(
+                pool.clone(),
+                usize::try_from(*capacity).unwrap_or(usize::MAX),
+            );
+        }
+        let gates = RateGates::new(flow.limits());
         let exec = Arc::new(options.exec);
         for task in flow.tasks() {
+            let task_gates = gates.of(task);
             let body = match &task.kind {
-                TaskKind::Exec(spec) => exec_task(task, Arc::new(spec.clone()), exec.clone()),
+                TaskKind::Exec(spec) => {
+                    exec_task(task, Arc::new(spec.clone()), exec.clone(), task_gates)
+                }
                 TaskKind::Handler(name) => {
                     let handler = options.registry.get(name).cloned().ok_or_else(|| {
                         LocalError::UnknownHandler {
@@ -132,7 +145,7 @@ impl LocalScheduler {
                             known: options.registry.names().join(", "),
                         }
                     })?;
-                    handler_task(task, name, handler)
+                    handler_task(task, name, handler, task_gates)
                 }
             };
             let mut task_options = TaskOptions::new()
@@ -148,6 +161,9 @@ impl LocalScheduler {
             }
             if let Some(tolerance) = task.tolerance {
                 task_options = task_options.tolerance(tolerance);
+            }
+            for (pool, units) in &task.pools {
+                task_options = task_options.pool(pool.clone(), *units);
             }
             scheduler.add_task_with(task.id.clone(), body, task_options)?;
         }
@@ -192,7 +208,12 @@ impl InputRule {
     }
 }
 
-fn exec_task(task: &FlowTask, spec: Arc<exec::ExecSpec>, config: Arc<ExecConfig>) -> LocalTask {
+fn exec_task(
+    task: &FlowTask,
+    spec: Arc<exec::ExecSpec>,
+    config: Arc<ExecConfig>,
+    gates: Vec<Arc<RateGate>>,
+) -> LocalTask {
     let rule = InputRule::of(task);
     let limits = ExecLimits {
         soft: task.soft_timeout,
@@ -202,14 +223,26 @@ fn exec_task(task: &FlowTask, spec: Arc<exec::ExecSpec>, config: Arc<ExecConfig>
         let input = rule.input(&ctx);
         let spec = spec.clone();
         let config = config.clone();
+        let gates = gates.clone();
         async move {
             let input = input?;
+            tokio::select! {
+                () = wait_all(&gates) => {}
+                _ = ctx.cancellation_token().cancelled() => {
+                    return Err(TaskError::new(CANCELLED, "the task was cancelled"));
+                }
+            }
             exec::run(&config, &spec, &input, limits, ctx.cancellation_token()).await
         }
     })
 }
 
-fn handler_task(task: &FlowTask, name: &str, handler: Arc<dyn ErasedHandler>) -> LocalTask {
+fn handler_task(
+    task: &FlowTask,
+    name: &str,
+    handler: Arc<dyn ErasedHandler>,
+    gates: Vec<Arc<RateGate>>,
+) -> LocalTask {
     let rule = InputRule::of(task);
     let name: Arc<str> = Arc::from(name);
     let queue: Arc<str> = Arc::from(task.queue.as_deref().unwrap_or("local"));
@@ -221,10 +254,15 @@ fn handler_task(task: &FlowTask, name: &str, handler: Arc<dyn ErasedHandler>) ->
             let context = TaskContext::new(Arc::new(envelope), queue.clone(), worker.clone(), None);
             handler.call(input, context)
         });
+        let gates = gates.clone();
         async move {
             let call = call?;
+            let gated = async {
+                wait_all(&gates).await;
+                call.await
+            };
             tokio::select! {
-                output = call => output,
+                output = gated => output,
                 _ = ctx.cancellation_token().cancelled() => {
                     Err(TaskError::new(CANCELLED, "the task was cancelled"))
                 }

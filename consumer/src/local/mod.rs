@@ -52,6 +52,7 @@ mod error;
 mod event;
 mod flow;
 mod pools;
+mod rate;
 mod ready;
 mod result;
 mod scheduler;

@@ -23,6 +23,10 @@
 //!   tenant: acme               #   the tenant tasks run for (rate limits; fair queues share by tenant)
 //!   tolerance: 300             #   delay tolerance, seconds: may wait this long once ready
 //!   pools: {gpu: 1}            #   units of cluster-wide resource pools held while it runs
+//! limits:                      # optional (see FlowLimits): applied by run --local and submit
+//!   pools: {gpu: 2}            #   capacity of each pool
+//!   rate: {celeriac.exec: 5/s} #   starts per task name (programs run as celeriac.exec)
+//!   tenant_rate: {acme: 100/m} #   starts per tenant
 //! tasks:                       # task name -> task; names are [A-Za-z0-9_-]+
 //!   fetch:
 //!     run: [python3, fetch.py] # a program and its arguments (a string is split on spaces; never a shell)
@@ -137,6 +141,7 @@
 //! ```
 
 mod error;
+mod limits;
 mod parse;
 mod resolve;
 #[cfg(test)]
@@ -153,6 +158,7 @@ use celeriac_schema::workflow::{InputFrom, Node, Workflow};
 use celeriac_schema::{RetryPolicy, TaskId};
 
 pub use error::{FlowError, FlowErrorKind, Position};
+pub use limits::FlowLimits;
 
 use crate::schedule::{Overlap, Schedule};
 
@@ -276,6 +282,7 @@ pub struct Flow {
     overlap: Overlap,
     tasks: Vec<FlowTask>,
     entries: Vec<EntryInfo>,
+    limits: FlowLimits,
 }
 
 impl Flow {
@@ -368,6 +375,7 @@ impl Flow {
             overlap: raw.overlap,
             tasks,
             entries,
+            limits: raw.limits,
         })
     }
 
@@ -389,6 +397,25 @@ impl Flow {
     /// The overlap policy (default [`Overlap::Skip`]).
     pub fn overlap(&self) -> Overlap {
         self.overlap
+    }
+
+    /// The `limits:` section: pool capacities and rate limits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use celeriac_producer::flow::Flow;
+    ///
+    /// let flow = Flow::parse(
+    ///     "name: n\nlimits:\n  pools: {gpu: 2}\n  rate: {celeriac.exec: 5/s}\ntasks:\n  a: {run: [true], pools: {gpu: 1}}\n",
+    ///     "n.yaml",
+    /// )?;
+    /// assert_eq!(flow.limits().pools["gpu"], 2);
+    /// assert_eq!(flow.limits().rates["celeriac.exec"].to_string(), "5/s");
+    /// # Ok::<(), celeriac_producer::flow::FlowError>(())
+    /// ```
+    pub fn limits(&self) -> &FlowLimits {
+        &self.limits
     }
 
     /// Every node: subtasks before their parent, file order otherwise.

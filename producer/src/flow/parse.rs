@@ -4,6 +4,7 @@
 //! types, names, the one kind a task has); [`super::resolve`] then checks
 //! what needs the whole tree (`needs`, cycles, schedules).
 
+mod limits;
 mod policy;
 
 use std::path::Path;
@@ -21,7 +22,7 @@ type Result<T> = std::result::Result<T, FlowError>;
 
 mod durations;
 
-const TOP_KEYS: &[&str] = &["name", "schedule", "overlap", "defaults", "tasks"];
+const TOP_KEYS: &[&str] = &["name", "schedule", "overlap", "defaults", "limits", "tasks"];
 const DEFAULT_KEYS: &[&str] = &[
     "retries",
     "timeout",
@@ -58,6 +59,7 @@ pub(super) struct RawFlow {
     pub schedule: Option<Located<Schedule>>,
     pub overlap: Overlap,
     pub defaults: Options,
+    pub limits: crate::flow::FlowLimits,
     pub tasks: Vec<RawItem>,
 }
 
@@ -304,6 +306,10 @@ impl Reader<'_> {
             }
             None => Options::default(),
         };
+        let limits = match f.get("limits") {
+            Some((v, _)) => self.limits(v)?,
+            None => crate::flow::FlowLimits::default(),
+        };
         let Some((tasks, _)) = f.get("tasks") else {
             return Err(self.err(at(doc), "", FlowErrorKind::MissingKey { key: "tasks" }));
         };
@@ -313,6 +319,7 @@ impl Reader<'_> {
             schedule,
             overlap,
             defaults,
+            limits,
             tasks,
         })
     }

@@ -9,6 +9,7 @@ mod support;
 
 mod admission;
 mod cli;
+mod flow;
 mod pools;
 mod rate;
 mod store;

@@ -10,5 +10,6 @@ mod support;
 mod cli;
 mod deadline;
 mod promotion;
+mod purge;
 mod scheduling;
 mod workflow;

@@ -124,9 +124,13 @@ pub async fn run(global: &Global, args: &PurgeArgs) -> ExitCode {
         Ok(_) => purge_shards(&channel, &topology, &args.queue).await,
         Err(_) => (0, 0),
     };
+    let (classes, in_classes) = match &purged {
+        Ok(_) => purge_classes(&connection, &topology, &args.queue).await,
+        Err(_) => (0, 0),
+    };
     let _ = connection.close(200, "done".into()).await;
     let purged = match purged {
-        Ok(count) => count + in_shards,
+        Ok(count) => count + in_shards + in_classes,
         Err(e) => {
             eprintln!("error: cannot purge {work_queue}: {e}");
             return ExitCode::from(1);
@@ -152,10 +156,13 @@ pub async fn run(global: &Global, args: &PurgeArgs) -> ExitCode {
                 "purged_at": purged_at,
                 "delayed": delayed,
                 "shards": shards,
+                "tolerance_classes": classes,
             })
         );
-    } else if shards > 0 {
-        outln!("purged {purged} tasks from {work_queue} and its {shards} fair shards");
+    } else if shards > 0 || classes > 0 {
+        outln!(
+            "purged {purged} tasks from {work_queue}, its {shards} fair shards and its {classes} tolerance class queues"
+        );
     } else {
         outln!("purged {purged} tasks from {work_queue}");
     }
@@ -207,6 +214,33 @@ async fn purge_shards(channel: &lapin::Channel, topology: &Topology, queue: &str
         }
     }
     (shards, tasks)
+}
+
+/// Purges the tolerance class queues of `queue` (section 19 of SPEC.md),
+/// declared only once a deferrable task was sent: each on a channel of its
+/// own, since a missing queue closes the channel. Returns (classes found,
+/// tasks purged).
+async fn purge_classes(
+    connection: &lapin::Connection,
+    topology: &Topology,
+    queue: &str,
+) -> (u32, u32) {
+    let (mut classes, mut tasks) = (0, 0);
+    for class in 0..celeriac_schema::tolerance::TOLERANCE_CLASSES {
+        let Ok(channel) = connection.create_channel().await else {
+            break;
+        };
+        let name = topology.tolerance_queue(queue, class);
+        if let Ok(count) = channel
+            .queue_purge(name.as_str().into(), QueuePurgeOptions::default())
+            .await
+        {
+            classes += 1;
+            tasks += count;
+            let _ = channel.close(200, "done".into()).await;
+        }
+    }
+    (classes, tasks)
 }
 
 /// Writes the purge mark, kept as long as the longest delay.

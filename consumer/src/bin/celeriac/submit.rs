@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use celeriac_producer::flow::Flow;
+use celeriac_producer::flow::{Flow, FlowLimits};
 use celeriac_producer::{status, Error, WorkflowHandle};
+use celeriac_schema::control::{limit_entry, Command};
+use celeriac_schema::store::{ControlHash, Store, TENANT_RATE_FIELD};
 use celeriac_schema::TaskId;
 use clap::Args;
 
@@ -77,6 +79,10 @@ pub async fn run(global: &Global, args: &SubmitArgs) -> ExitCode {
         Ok(store) => Arc::new(store),
         Err(code) => return code,
     };
+    if let Err(e) = apply_limits(store.as_ref(), flow.limits()).await {
+        eprintln!("error: {}: cannot store its limits: {e}", flow.file());
+        return ExitCode::from(1);
+    }
     let producer = match global.producer(Some(store), keyring).await {
         Ok(producer) => producer,
         Err(e) => return fail(&e),
@@ -111,6 +117,50 @@ pub async fn run(global: &Global, args: &SubmitArgs) -> ExitCode {
         );
     }
     wait(&handle, args.timeout, args.json).await
+}
+
+/// Writes the flow's `limits:` to the store, where every worker reads them
+/// (the keys of `celeriac pool set` and `celeriac control rate-limit`):
+/// pool capacities at once, rates at the workers' next heartbeat.
+async fn apply_limits(store: &dyn Store, limits: &FlowLimits) -> Result<(), String> {
+    if limits.is_empty() {
+        return Ok(());
+    }
+    if !limits.pools.is_empty() {
+        let policy = store.policy().ok_or("this store keeps no resource pools")?;
+        for (pool, capacity) in &limits.pools {
+            policy
+                .set_pool(pool, Some(*capacity), false)
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!("pool {pool}: capacity {capacity}");
+        }
+    }
+    let rates = limits
+        .rates
+        .iter()
+        .filter_map(|(task, rate)| {
+            let command = Command::RateLimit {
+                task: task.clone(),
+                rate: Some(rate.to_string()),
+            };
+            limit_entry(&command).map(|(field, _)| (field, rate))
+        })
+        .chain(
+            limits
+                .tenant_rates
+                .iter()
+                .map(|(tenant, rate)| (format!("{TENANT_RATE_FIELD}{tenant}"), rate)),
+        );
+    for (field, rate) in rates {
+        let value = rate.to_string();
+        store
+            .hash_put(ControlHash::Limits, &field, Some(value.as_bytes()))
+            .await
+            .map_err(|e| e.to_string())?;
+        eprintln!("{field}: {value} (workers apply it at their next heartbeat)");
+    }
+    Ok(())
 }
 
 /// Waits for the workflow, then prints every node's state.
