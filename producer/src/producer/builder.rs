@@ -96,7 +96,7 @@ impl ProducerBuilder {
         self
     }
 
-    /// Queue used when [`SendOptions::queue`] is not set (default `default`).
+    /// Queue used when [`SendOptions::queue`](crate::SendOptions::queue) is not set (default `default`).
     pub fn default_queue(mut self, queue: impl Into<String>) -> Self {
         self.default_queue = queue.into();
         self

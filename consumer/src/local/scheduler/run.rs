@@ -112,7 +112,7 @@ impl Run {
 
     /// Starts ready nodes while workers (and their pools) are free: urgent
     /// first, then the earliest deadline, then the oldest ready, tenants
-    /// taking turns (see [`super::ready`]).
+    /// taking turns (see [`ready`](super::super::ready)).
     fn dispatch(&mut self) {
         while self.running < self.max_workers && !self.all.is_cancelled() {
             let (pools, state) = (&self.pools, &self.state);
