@@ -33,7 +33,7 @@ pub const DEFAULT_MAX_WORKERS: usize = 4;
 ///   (ready tasks start in the order they became ready, tenants taking
 ///   turns: see [`TaskOptions::tenant()`]);
 /// - a task receives its dependencies' results by id
-///   ([`LocalContext::input`]);
+///   ([`LocalContext::input`](super::LocalContext::input));
 /// - a failed attempt is retried up to the task's `retries`; a task whose
 ///   last attempt fails is `failed` with that attempt's error, and every
 ///   task downstream of it is `skipped` with 0 attempts, while independent
@@ -95,9 +95,9 @@ struct Entry {
 /// during its run.
 ///
 /// Cancellation is cooperative: a running task sees it through its
-/// [`LocalContext::cancellation_token`], is not retried, and its result is
-/// kept if it returns one. A task cancelled before it started is `skipped`
-/// with kind [`CANCELLED`].
+/// [`LocalContext::cancellation_token`](super::LocalContext::cancellation_token),
+/// is not retried, and its result is kept if it returns one. A task cancelled before it started is `skipped`
+/// with kind [`CANCELLED`](super::CANCELLED).
 ///
 /// Cheap to clone.
 ///
