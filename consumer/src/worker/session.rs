@@ -42,6 +42,10 @@ type Opened = (Arc<str>, usize, Channel, Consumer);
 /// so a flood waits in the broker, not in the worker (SPEC.md section 21);
 /// and one per tolerance class (SPEC.md section 19). Urgent lanes first.
 async fn open_lanes(config: &Config, connection: &Connection, queue: &str) -> Result<Vec<Opened>> {
+    // The class lanes first: once the work queue has its consumer, tasks
+    // arrive, and the session must be ready to run them.
+    let name: Arc<str> = Arc::from(queue);
+    let classes = open_class_lanes(config, connection, queue).await?;
     let mut out = Vec::new();
     match config.topology.fair_shards(queue) {
         None => out.push(open_lane(config, connection, queue, queue, config.prefetch).await?),
@@ -57,8 +61,7 @@ async fn open_lanes(config: &Config, connection: &Connection, queue: &str) -> Re
             }
         }
     }
-    let name: Arc<str> = Arc::from(queue);
-    for (rank, channel, consumer) in open_class_lanes(config, connection, queue).await? {
+    for (rank, channel, consumer) in classes {
         out.push((name.clone(), rank, channel, consumer));
     }
     Ok(out)
