@@ -318,11 +318,16 @@ async fn tasks_survive_a_broker_node_and_a_redis_primary_killed() {
         broker_kill - started,
         sent.load(Ordering::Relaxed)
     );
+    // A worker on the killed node reconnects by itself; one on another node
+    // keeps consuming (the queue's new leader serves it). Either way every
+    // worker is ready again, and the tasks all run (checked below).
     let workers_back = eventually(Duration::from_secs(60), || async {
         workers.iter().all(WorkerHandle::is_ready)
-            && workers.iter().map(|w| w.stats().reconnects).sum::<u64>() > reconnects_before
     })
     .await;
+    let worker_reconnects =
+        workers.iter().map(|w| w.stats().reconnects).sum::<u64>() - reconnects_before;
+    eprintln!("workers ready after the node kill; reconnects: {worker_reconnects}");
     let workers_recovered = broker_kill.elapsed();
     let new_leader = leaders()
         .await
@@ -415,7 +420,7 @@ async fn tasks_survive_a_broker_node_and_a_redis_primary_killed() {
 
     assert!(
         workers_back,
-        "the workers did not reconnect after the broker node died"
+        "the workers were not ready again within 60 s after the broker node died"
     );
     assert!(
         done,
