@@ -6,6 +6,10 @@
 //! seen, for as long as its failover budget lasts. A task whose confirm
 //! was lost with the connection may so reach the broker twice; keyed tasks
 //! run once all the same (the store deduplicates them).
+//!
+//! The state store can fail over too (a Redis primary replaced through
+//! Sentinel): a send whose enqueue-key claim got no answer claims again
+//! for as long as its store budget lasts.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +19,9 @@ use crate::error::Error;
 
 /// The failover budget of a producer with several addresses.
 pub(crate) const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
+/// How long a send retries enqueue-key claims that the state store did
+/// not answer, by default.
+pub(crate) const DEFAULT_STORE_BUDGET: Duration = Duration::from_secs(15);
 /// The longest pause between two attempts.
 const MAX_DELAY: Duration = Duration::from_secs(2);
 
@@ -71,6 +78,28 @@ impl Retry {
         tokio::time::sleep(delay).await;
         true
     }
+
+    /// After the state store failed to answer `claims` enqueue-key claims:
+    /// waits and returns true when the store may answer again (it was
+    /// unreachable, for example during a primary failover) within the
+    /// budget. Claiming again is safe: a key already bound to the same task
+    /// id is claimed by it again.
+    pub(crate) async fn after_store(&mut self, error: &Error, claims: usize) -> bool {
+        if !matches!(
+            error,
+            Error::Schema(celeriac_schema::Error::StoreUnavailable { .. })
+        ) {
+            return false;
+        }
+        let delay = delay(self.attempts);
+        if Instant::now() + delay >= self.deadline {
+            return false;
+        }
+        self.attempts += 1;
+        warn!(%error, claims, attempt = self.attempts, "state store did not answer; claiming the enqueue keys again");
+        tokio::time::sleep(delay).await;
+        true
+    }
 }
 
 /// 50 ms doubling up to [`MAX_DELAY`].
@@ -107,6 +136,22 @@ mod tests {
         };
         assert!(retry.after(&nacked, 1).await);
         assert_eq!(retry.attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn only_an_unreachable_store_is_claimed_again() {
+        let mut retry = Retry::new(Duration::from_secs(60));
+        let down = Error::Schema(celeriac_schema::Error::StoreUnavailable {
+            op: "claim",
+            message: "broken pipe".into(),
+        });
+        assert!(retry.after_store(&down, 2).await);
+        let corrupt = Error::Schema(celeriac_schema::Error::StoreData {
+            what: "record",
+            message: "bad".into(),
+        });
+        assert!(!retry.after_store(&corrupt, 2).await);
+        assert!(!Retry::new(Duration::ZERO).after_store(&down, 2).await);
     }
 
     #[tokio::test]

@@ -81,6 +81,8 @@ struct Inner {
     admission: Option<crate::admission::Admission>,
     /// How long a failed publish is retried on new connections.
     failover: Duration,
+    /// How long enqueue-key claims are retried while the store is away.
+    store_retry: Duration,
 }
 
 impl std::fmt::Debug for Inner {

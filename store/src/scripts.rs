@@ -72,8 +72,10 @@ return #KEYS / 2
 pub const RECORD_BATCH: usize = 200;
 
 /// KEYS: claim, rec, hist. ARGV: key_ttl_ms, stale_ms, record prefix, task
-/// id, result ttl_ms, chan, update. Returns {0, '', 0} when claimed, or
-/// {1, first id, republish}.
+/// id, result ttl_ms, chan, update. Returns {0, '', 0} when claimed (also
+/// when the key is already bound to this very task id, not yet queued: a
+/// send claiming again after its first claim's answer was lost), or {1, first id,
+/// republish}.
 pub const CLAIM: &str = r#"
 local existing = redis.call('GET', KEYS[1])
 if not existing then
@@ -82,9 +84,13 @@ if not existing then
   return {0, '', 0}
 end
 local rec = ARGV[3] .. existing
-local st = redis.call('HMGET', rec, 'state', 'created_at')
+local st = redis.call('HMGET', rec, 'state', 'created_at', 'q')
+local unsent = st[1] == 'created' and not st[3]
+if existing == ARGV[4] and (not st[1] or unsent) then
+  return {0, '', 0}
+end
 local now = tonumber(ARGV[9])
-if st[1] == 'created' and st[2] and now - tonumber(st[2]) > tonumber(ARGV[2]) then
+if unsent and st[2] and now - tonumber(st[2]) > tonumber(ARGV[2]) then
   redis.call('HSET', rec, 'created_at', ARGV[9])
   return {1, existing, 1}
 end

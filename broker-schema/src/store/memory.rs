@@ -209,6 +209,15 @@ impl Store for MemoryStore {
                     inner.record(update, self.settings.result_ttl);
                     answers.push(Claim::Claimed);
                 }
+                // A send claiming again after an answer it never got.
+                Some((task_id, _))
+                    if task_id == update.id
+                        && inner
+                            .get(task_id)
+                            .map_or(true, |r| r.state == TaskState::Created) =>
+                {
+                    answers.push(Claim::Claimed)
+                }
                 Some((task_id, _)) => {
                     let stale = inner.get(task_id).is_some_and(|r| {
                         r.state == TaskState::Created

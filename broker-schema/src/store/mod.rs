@@ -162,7 +162,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<TaskRecord>>;
 
     /// Binds enqueue idempotency keys to task ids, recording `created` for
-    /// each task that claimed its key; one answer per claim, in order.
+    /// each task that claimed its key; one answer per claim, in order. A
+    /// key already bound to the claiming task's own id, still `created`
+    /// (never confirmed as queued), answers [`Claim::Claimed`] again, so a
+    /// send may claim again when it never got the first answer.
     ///
     /// # Errors
     ///

@@ -50,6 +50,7 @@ pub struct ProducerBuilder {
     pub(super) fair: Vec<(String, u64)>,
     pub(crate) admission: Vec<crate::admission::AdmissionLimit>,
     pub(super) failover: Option<Duration>,
+    pub(super) store_retry: Duration,
     pub(super) leader_locator: Option<celeriac_schema::topology::LeaderLocator>,
 }
 
@@ -80,6 +81,16 @@ impl ProducerBuilder {
     /// lost with the connection is published twice: use idempotency keys.
     pub fn failover(mut self, budget: Duration) -> Self {
         self.failover = Some(budget);
+        self
+    }
+
+    /// How long a send claims its idempotency keys again when the state
+    /// store does not answer, for example while Sentinel promotes a new
+    /// Redis primary (default 15 s; zero fails the send at once). A claim
+    /// that reached the store before the connection broke is claimed again
+    /// by the same task, so nothing is skipped.
+    pub fn store_retry(mut self, budget: Duration) -> Self {
+        self.store_retry = budget;
         self
     }
 
@@ -251,6 +262,7 @@ impl ProducerBuilder {
                 events,
                 admission: crate::admission::Admission::new(self.admission, self.store.clone()),
                 failover,
+                store_retry: self.store_retry,
             }),
         };
         let channel = producer.channel().await?;
@@ -281,6 +293,7 @@ impl Producer {
             fair: Vec::new(),
             admission: Vec::new(),
             failover: None,
+            store_retry: crate::failover::DEFAULT_STORE_BUDGET,
             leader_locator: None,
         }
     }

@@ -101,7 +101,7 @@ impl Producer {
             })
             .collect();
         let claims: Vec<(String, Update)> = keyed.iter().map(|(_, c)| c.clone()).collect();
-        let answers = store.claim(&claims).await?;
+        let answers = self.claim(store.as_ref(), &claims).await?;
         let mut ids: Vec<TaskId> = tasks.iter().map(|t| t.envelope.id).collect();
         let mut skip = vec![false; tasks.len()];
         let mut rebound: Vec<PreparedTask> = Vec::new();
@@ -155,5 +155,29 @@ impl Producer {
             warn!(error = %e, tasks = queued.len(), "could not record sent tasks as queued");
         }
         Ok(ids)
+    }
+
+    /// Claims enqueue keys, again while the store does not answer and the
+    /// store budget lasts.
+    async fn claim(
+        &self,
+        store: &dyn celeriac_schema::store::Store,
+        claims: &[(String, Update)],
+    ) -> Result<Vec<Claim>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut retry = crate::failover::Retry::new(self.inner.store_retry);
+        loop {
+            match store.claim(claims).await {
+                Ok(answers) => return Ok(answers),
+                Err(e) => {
+                    let e = Error::from(e);
+                    if !retry.after_store(&e, claims.len()).await {
+                        return Err(e);
+                    }
+                }
+            }
+        }
     }
 }

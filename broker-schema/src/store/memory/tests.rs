@@ -107,6 +107,28 @@ fn claims_return_the_first_id() {
 }
 
 #[test]
+fn a_task_claims_its_own_key_again_until_it_is_queued() {
+    rt().block_on(async {
+        let store = MemoryStore::new(StoreSettings::default());
+        let id = TaskId::new();
+        let claim = [("key".to_owned(), update(id, TaskState::Created))];
+        assert_eq!(store.claim(&claim).await?, vec![Claim::Claimed]);
+        // The first answer was lost: the same task claims again.
+        assert_eq!(store.claim(&claim).await?, vec![Claim::Claimed]);
+        store.record(&[update(id, TaskState::Queued)]).await?;
+        assert_eq!(
+            store.claim(&claim).await?,
+            vec![Claim::Existing {
+                task_id: id,
+                republish: false
+            }]
+        );
+        Ok::<_, crate::Error>(())
+    })
+    .expect("store calls succeed");
+}
+
+#[test]
 fn wait_wakes_on_the_final_write_and_times_out_otherwise() {
     rt().block_on(async {
         let store = std::sync::Arc::new(MemoryStore::new(StoreSettings::default()));

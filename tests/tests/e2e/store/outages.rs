@@ -8,6 +8,9 @@ use super::*;
 struct Flaky {
     inner: MemoryStore,
     down: AtomicBool,
+    /// Claims applied whose answer is then lost, as when the connection to
+    /// a Redis primary breaks after it ran the script.
+    lost_claim_answers: AtomicUsize,
 }
 
 impl Flaky {
@@ -47,7 +50,18 @@ impl Store for Flaky {
     }
     async fn claim(&self, claims: &[(String, Update)]) -> celeriac_schema::Result<Vec<Claim>> {
         self.check("claim")?;
-        self.inner.claim(claims).await
+        let answers = self.inner.claim(claims).await?;
+        let lose = self
+            .lost_claim_answers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if lose {
+            return Err(celeriac_schema::Error::StoreUnavailable {
+                op: "claim",
+                message: "broken pipe (the claim was applied)".into(),
+            });
+        }
+        Ok(answers)
     }
     async fn unclaim(&self, claims: &[(String, TaskId)]) -> celeriac_schema::Result<()> {
         self.check("unclaim")?;
@@ -127,6 +141,7 @@ async fn a_worker_whose_store_is_down_is_not_ready_and_acks_nothing() {
     let flaky = Arc::new(Flaky {
         inner: MemoryStore::new(StoreSettings::default()),
         down: AtomicBool::new(false),
+        lost_claim_answers: AtomicUsize::new(0),
     });
     let store: Arc<dyn Store> = flaky.clone();
     let producer = Producer::builder(&broker().await.url)
@@ -359,4 +374,99 @@ async fn store_writes_fail_while_redis_is_cut_off_and_work_again_after() {
             Begin::Succeeded { task_id: *id }
         );
     }
+}
+
+/// A keyed send goes through a store failover by itself: while the store
+/// does not answer it claims again, and a claim whose answer was lost
+/// (applied before the connection broke) is claimed again by the same
+/// task, which is then published, not skipped.
+#[tokio::test]
+async fn a_keyed_send_claims_again_while_the_store_fails_over() {
+    let ns = namespace("store-claim-again");
+    let flaky = Arc::new(Flaky {
+        inner: MemoryStore::new(StoreSettings::default()),
+        down: AtomicBool::new(false),
+        lost_claim_answers: AtomicUsize::new(0),
+    });
+    let store: Arc<dyn Store> = flaky.clone();
+    let producer = Producer::builder(&broker().await.url)
+        .namespace(&*ns)
+        .store(store.clone())
+        .store_retry(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    let (runs, running, peak) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::default(),
+        Arc::default(),
+    );
+    let worker = InProcessWorker::start(&ns, counting_registry(runs.clone(), running, peak), |b| {
+        b.store(store.clone())
+    })
+    .await;
+
+    // The store is away for 400 ms while the send claims.
+    flaky.down.store(true, Ordering::SeqCst);
+    let back = {
+        let flaky = flaky.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            flaky.down.store(false, Ordering::SeqCst);
+        })
+    };
+    let began = Instant::now();
+    let first = producer
+        .send::<KeyEcho>(&1, &SendOptions::new().idempotency_key("away"))
+        .await
+        .expect("the send claims again once the store answers");
+    assert!(began.elapsed() >= Duration::from_millis(300));
+    back.await.unwrap();
+
+    // The claim is applied but its answer lost, twice.
+    flaky.lost_claim_answers.store(2, Ordering::SeqCst);
+    let second = producer
+        .send::<KeyEcho>(&2, &SendOptions::new().idempotency_key("lost-answer"))
+        .await
+        .expect("the send claims its own key again and publishes");
+    assert_eq!(flaky.lost_claim_answers.load(Ordering::SeqCst), 0);
+
+    for handle in [first.id(), second.id()] {
+        let done = eventually(Duration::from_secs(10), || async {
+            store.get(handle).await.ok().flatten().map(|r| r.state) == Some(TaskState::Succeeded)
+        })
+        .await;
+        assert!(done, "task {handle} ran");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "each task ran once");
+
+    // A store that stays away fails the send once the budget is spent,
+    // and nothing was published.
+    let impatient = Producer::builder(&broker().await.url)
+        .namespace(&*ns)
+        .store(store.clone())
+        .store_retry(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    flaky.down.store(true, Ordering::SeqCst);
+    let err = impatient
+        .send::<KeyEcho>(&3, &SendOptions::new().idempotency_key("gone"))
+        .await
+        .expect_err("the store never answered");
+    flaky.down.store(false, Ordering::SeqCst);
+    assert!(
+        matches!(
+            err,
+            Error::Schema(celeriac_schema::Error::StoreUnavailable { op: "claim", .. })
+        ),
+        "{err}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "the failed send published nothing"
+    );
+    worker.stop().await;
 }

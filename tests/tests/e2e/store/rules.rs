@@ -177,6 +177,14 @@ async fn check_store_rules(store: &dyn Store) {
     );
     assert_eq!(
         store
+            .claim(&[(ekey.clone(), created(first, old))])
+            .await
+            .unwrap(),
+        [Claim::Claimed],
+        "a send whose claim answer was lost claims its own key again"
+    );
+    assert_eq!(
+        store
             .claim(&[(ekey.clone(), created(second, now))])
             .await
             .unwrap(),
@@ -199,6 +207,17 @@ async fn check_store_rules(store: &dyn Store) {
             task_id: first,
             republish: false
         }]
+    );
+    assert_eq!(
+        store
+            .claim(&[(ekey.clone(), created(first, now))])
+            .await
+            .unwrap(),
+        [Claim::Existing {
+            task_id: first,
+            republish: false
+        }],
+        "a queued task sent again is not published again"
     );
     store.unclaim(&[(ekey.clone(), second)]).await.unwrap();
     assert!(
