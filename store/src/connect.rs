@@ -141,6 +141,7 @@ impl RedisStore {
                 },
                 waiters: Waiters::new(client),
                 batcher: Batcher::start(conn.clone()),
+                indexed: Default::default(),
                 conn,
             }),
         };

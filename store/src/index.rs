@@ -2,7 +2,8 @@
 //! task list): the store otherwise finds records by id only.
 //!
 //! Two sorted sets per namespace, each trimmed to [`INDEX_LIMIT`] members
-//! and expiring with the records (the result TTL after their last write):
+//! (a worker's single-task writes trim once in `TRIM_EVERY`) and
+//! expiring with the records (the result TTL after their last write):
 //!
 //! | key | members | score |
 //! |---|---|---|
@@ -83,12 +84,24 @@ fn ttl_ms(store: &RedisStore) -> u64 {
     RedisStore::ttl_ms(store.inner.settings.result_ttl)
 }
 
+/// A client trims the task index and refreshes its TTL with one in this
+/// many of its single-task writes, not with each: the index may hold up
+/// to this many entries over [`INDEX_LIMIT`] per writing client between
+/// two trims, and every write costs Redis one command instead of three.
+pub(super) const TRIM_EVERY: u64 = 64;
+
 /// The commands that index `update`'s task, for a worker's transaction.
 pub(super) fn task_cmds(store: &RedisStore, update: &Update, cmds: &mut Vec<Cmd>) {
     let key = tasks_key(&store.inner.prefix);
     cmds.push(Cmd::zadd(&key, update.id.to_string(), update.at_ms));
-    cmds.push(Cmd::zremrangebyrank(&key, 0, -(INDEX_LIMIT as isize) - 1));
-    cmds.push(Cmd::pexpire(&key, ttl_ms(store) as i64));
+    let written = store
+        .inner
+        .indexed
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if written % TRIM_EVERY == 0 {
+        cmds.push(Cmd::zremrangebyrank(&key, 0, -(INDEX_LIMIT as isize) - 1));
+        cmds.push(Cmd::pexpire(&key, ttl_ms(store) as i64));
+    }
 }
 
 /// Indexes the tasks of `updates` in `pipe`, replies ignored.

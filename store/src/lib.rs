@@ -102,6 +102,8 @@ struct Inner {
     waiters: Waiters,
     /// Carries the run leases and outcomes of concurrent runs together.
     batcher: Batcher,
+    /// Task index entries written by this client (see `index`).
+    indexed: std::sync::atomic::AtomicU64,
 }
 
 struct Scripts {
