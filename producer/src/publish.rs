@@ -4,6 +4,9 @@
 //! The producer and the worker (for retries and dead letters) publish
 //! through these functions, so a task looks the same whoever sent it.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use celeriac_schema::signing::Keyring;
@@ -199,6 +202,54 @@ pub async fn publish(
         )
         .await
         .map_err(Error::amqp("publishing"))
+}
+
+/// A publish already queued on its channel (its frames and its confirm's
+/// delivery tag taken, in call order) whose frames the connection may not
+/// have written yet; it resolves to the confirm to wait for.
+pub(crate) type Queued = Pin<Box<dyn Future<Output = Result<PublisherConfirm>> + Send>>;
+
+/// Queues a publish on `channel` and returns without waiting for the
+/// connection to write it, so the publishes of a batch go out together
+/// instead of one hand-over to the connection's thread each.
+///
+/// The first poll of lapin's publish takes the delivery tag and queues the
+/// frames before it waits for the write, so publishes started one after
+/// another keep their order on the channel.
+///
+/// # Errors
+///
+/// [`Error::Amqp`] when the channel is closed.
+pub(crate) async fn queue_publish(
+    channel: &Channel,
+    route: &Route,
+    body: Vec<u8>,
+    properties: BasicProperties,
+) -> Result<Queued> {
+    let channel = channel.clone();
+    let exchange = route.exchange.as_str().into();
+    let routing_key = route.routing_key.as_str().into();
+    let mut publish: Queued = Box::pin(async move {
+        channel
+            .basic_publish(
+                exchange,
+                routing_key,
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &body,
+                properties,
+            )
+            .await
+            .map_err(Error::amqp("publishing"))
+    });
+    match futures_util::poll!(publish.as_mut()) {
+        Poll::Pending => Ok(publish),
+        Poll::Ready(done) => {
+            done.map(|confirm| Box::pin(std::future::ready(Ok(confirm))) as Queued)
+        }
+    }
 }
 
 /// Waits for a confirm and turns a returned or nacked message into an error.

@@ -98,7 +98,7 @@ pub(super) fn task_cmds(store: &RedisStore, update: &Update, cmds: &mut Vec<Cmd>
         .inner
         .indexed
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if written % TRIM_EVERY == 0 {
+    if written.is_multiple_of(TRIM_EVERY) {
         cmds.push(Cmd::zremrangebyrank(&key, 0, -(INDEX_LIMIT as isize) - 1));
         cmds.push(Cmd::pexpire(&key, ttl_ms(store) as i64));
     }

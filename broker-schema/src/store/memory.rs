@@ -214,7 +214,7 @@ impl Store for MemoryStore {
                     if task_id == update.id
                         && inner
                             .get(task_id)
-                            .map_or(true, |r| r.state == TaskState::Created) =>
+                            .is_none_or(|r| r.state == TaskState::Created) =>
                 {
                     answers.push(Claim::Claimed)
                 }

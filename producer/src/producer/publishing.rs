@@ -1,5 +1,5 @@
-//! Publishing prepared tasks with pipelined publisher confirms and
-//! failover onto new connections.
+//! Publishing prepared tasks with pipelined publishes and publisher
+//! confirms, and failover onto new connections.
 
 use celeriac_schema::{encode, now_ms, TaskId};
 use lapin::Channel;
@@ -77,14 +77,14 @@ impl Producer {
             let route = publish::route(&self.inner.topology, &task.queue, env, now)?;
             let props =
                 publish::task_properties(env, &task.queue, &body, self.inner.signing.as_deref())?;
-            let confirm = publish::publish(channel, &route, &body, props).await?;
+            let queued = publish::queue_publish(channel, &route, body, props).await?;
             debug!(task_id = %env.id, task = %env.task, exchange = %route.exchange, "published");
             let event = self
                 .inner
                 .events
                 .as_ref()
                 .and_then(|_| crate::events::sent(task));
-            pending.push_back((confirm, env.id, route, event, std::time::Instant::now()));
+            pending.push_back((queued, env.id, route, event, std::time::Instant::now()));
             ids.push(env.id);
             if pending.len() >= BATCH_WINDOW {
                 self.await_one(channel, &mut pending).await?;
@@ -105,7 +105,8 @@ impl Producer {
         channel: &Channel,
         pending: &mut std::collections::VecDeque<Unconfirmed>,
     ) -> Result<()> {
-        if let Some((confirm, id, route, event, published)) = pending.pop_front() {
+        if let Some((queued, id, route, event, published)) = pending.pop_front() {
+            let confirm = queued.await?;
             publish::check_confirm(confirm, &id.to_string(), &route, self.inner.confirm_timeout)
                 .await?;
             if let Some(metrics) = &self.inner.metrics {
@@ -121,7 +122,7 @@ impl Producer {
 
 /// A published task waiting for its confirm, with its `sent` event.
 type Unconfirmed = (
-    lapin::PublisherConfirm,
+    publish::Queued,
     TaskId,
     Route,
     Option<crate::events::Pending>,

@@ -52,3 +52,41 @@ async fn many_tasks_round_trip() {
         "nothing may be dead-lettered"
     );
 }
+
+/// A batch's publishes are handed to the connection without waiting for
+/// each write: they still reach the queue in the order they were sent.
+#[tokio::test]
+async fn a_batch_reaches_its_queue_in_order() {
+    let ns = celeriac_tests::namespace("batch-order");
+    let producer = producer(&ns).await;
+    let ids = producer
+        .send_batch::<Record>(
+            (0..3000).map(|_| RecordInput { ms: 0 }),
+            &SendOptions::new(),
+        )
+        .await
+        .unwrap();
+    let (_conn, channel) = broker().await.channel().await;
+    let queue = producer.topology().work_queue("default");
+    assert_eq!(queue_len(&channel, &queue).await, ids.len() as u32);
+    let mut queued = Vec::with_capacity(ids.len());
+    while let Some(message) = channel
+        .basic_get(
+            queue.as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+    {
+        let id = message
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(ToString::to_string)
+            .expect("every task has its id as message id");
+        queued.push(id);
+    }
+    let sent: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    assert_eq!(queued, sent, "the queue holds the batch in the order sent");
+}

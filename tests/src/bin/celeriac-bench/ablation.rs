@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use crate::raw::{raw_phase, Acks, Body, Headers, QueueArgs, RawConfig, RawResult};
+use crate::raw::{raw_phase, Acks, Body, Headers, QueueArgs, RawConfig, RawResult, Writes};
 use crate::Args;
 
 const LIKE: RawConfig = RawConfig::LIKE_FOR_LIKE;
@@ -88,6 +88,14 @@ pub const VARIANTS: &[(&str, &str, RawConfig)] = &[
         "one per message",
         RawConfig {
             acks: Acks::PerMessage,
+            ..LIKE
+        },
+    ),
+    (
+        "publish writes",
+        "each awaited",
+        RawConfig {
+            writes: Writes::Awaited,
             ..LIKE
         },
     ),

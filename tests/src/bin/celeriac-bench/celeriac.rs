@@ -138,6 +138,11 @@ pub async fn cleanup_celeriac(args: &Args, topology: &Topology, store_url: Optio
         queues.push(topology.delay_queue(level));
         exchanges.push(topology.delay_exchange(level));
     }
+    // The worker declares a tolerance class queue per rung for each queue
+    // it consumes; left behind, they pile up as quorum queues on the broker.
+    for class in 0..celeriac_schema::tolerance::TOLERANCE_CLASSES_MS.len() {
+        queues.push(topology.tolerance_queue("default", class as u32));
+    }
     cleanup(&args.amqp_addr, &args.tls.broker(), &queues, &exchanges).await;
     if let Some(url) = store_url {
         celeriac_tests::delete_redis_keys(url, topology.namespace()).await;
@@ -220,7 +225,9 @@ impl WorkerProcess {
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
         if let Some(url) = side.store_url {
-            command.args(["--redis-url", url]);
+            // In the environment, not on the command line where every
+            // process could read its password.
+            command.env("REDIS_URL", url);
         }
         if let Some(path) = side.signing_keys {
             command.arg("--signing-keys").arg(path);

@@ -16,7 +16,6 @@ use celeriac_producer::SendOptions;
 use celeriac_schema::Topology;
 use celeriac_tests::latency::Histogram;
 use celeriac_tests::test_tasks::{unix_micros, BenchNoop, NoopInput};
-use lapin::PublisherConfirm;
 use serde::Serialize;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -25,7 +24,7 @@ use tokio::time::MissedTickBehavior;
 use crate::broker::namespace;
 use crate::celeriac::{cleanup_celeriac, producer, Side, WorkerProcess};
 use crate::machine::{CpuSeconds, CpuSnapshot};
-use crate::raw::{check_confirm, cleanup_raw, raw_consume, Messages, RawConfig, RawLoop};
+use crate::raw::{check_confirm, cleanup_raw, raw_consume, Messages, Queued, RawConfig, RawLoop};
 use crate::report::{mib, round, Latency};
 use crate::Args;
 
@@ -243,11 +242,10 @@ async fn raw_paced(
     // Confirms are awaited in order by a task of their own, within the
     // window, so the schedule never waits for one.
     let window = Arc::new(Semaphore::new(config.window));
-    let (confirms, mut pending) =
-        mpsc::unbounded_channel::<(PublisherConfirm, OwnedSemaphorePermit)>();
+    let (confirms, mut pending) = mpsc::unbounded_channel::<(Queued, OwnedSemaphorePermit)>();
     let confirmer = tokio::spawn(async move {
         while let Some((confirm, permit)) = pending.recv().await {
-            check_confirm(confirm.await?)?;
+            check_confirm(confirm.await?.await?)?;
             drop(permit);
         }
         Ok::<_, anyhow::Error>(Instant::now())
@@ -259,16 +257,7 @@ async fn raw_paced(
         for _ in 0..batch {
             let permit = window.clone().acquire_owned().await?;
             let (body, props) = messages.next()?;
-            let confirm = raw
-                .publisher
-                .basic_publish(
-                    raw.exchange.as_str().into(),
-                    "raw".into(),
-                    options,
-                    &body,
-                    props,
-                )
-                .await?;
+            let confirm = raw.publish(config.writes, options, body, props).await?;
             confirms
                 .send((confirm, permit))
                 .map_err(|_| anyhow!("the confirm reader stopped"))?;

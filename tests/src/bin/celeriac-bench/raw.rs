@@ -5,7 +5,10 @@
 //! same code.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -20,7 +23,9 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, Consumer, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, Consumer, ExchangeKind, PublisherConfirm,
+};
 use serde::Serialize;
 
 use crate::broker::{cleanup, connect, namespace};
@@ -80,6 +85,16 @@ pub enum Acks {
     PerMessage,
 }
 
+/// How the publisher hands its publishes to the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writes {
+    /// Each publish is queued on the channel and the next follows at once;
+    /// the write is awaited with its confirm (what `send_batch` does).
+    Pipelined,
+    /// Each publish waits until the connection wrote it before the next.
+    Awaited,
+}
+
 /// One way to run the raw loop. Every one keeps a durable quorum queue,
 /// persistent messages, publisher confirms and manual acks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +105,7 @@ pub struct RawConfig {
     pub body: Body,
     pub window: usize,
     pub acks: Acks,
+    pub writes: Writes,
 }
 
 impl RawConfig {
@@ -101,6 +117,7 @@ impl RawConfig {
         body: Body::Envelope,
         window: CONFIRM_WINDOW,
         acks: Acks::Multiple,
+        writes: Writes::Pipelined,
     };
 
     /// The fastest loop with the same safety and the same body: no queue
@@ -113,6 +130,7 @@ impl RawConfig {
         body: Body::Envelope,
         window: 8192,
         acks: Acks::Multiple,
+        writes: Writes::Pipelined,
     };
 
     /// What the report says about this loop.
@@ -145,6 +163,10 @@ impl RawConfig {
                 Acks::Multiple => "multiple=true per burst",
                 Acks::PerMessage => "one per message",
             },
+            writes: match self.writes {
+                Writes::Pipelined => "pipelined",
+                Writes::Awaited => "each awaited",
+            },
         }
     }
 
@@ -169,6 +191,7 @@ pub struct RawConfigFigures {
     pub body_bytes: usize,
     pub confirm_window: usize,
     pub acks: &'static str,
+    pub writes: &'static str,
 }
 
 pub struct RawResult {
@@ -260,7 +283,47 @@ pub struct RawLoop {
     pub exchange: String,
 }
 
+/// A publish handed to the channel whose write may still be pending; it
+/// resolves to the confirm.
+pub type Queued = Pin<Box<dyn Future<Output = lapin::Result<PublisherConfirm>> + Send>>;
+
 impl RawLoop {
+    /// Publishes one message: with [`Writes::Pipelined`] returns as soon as
+    /// the channel holds it (lapin takes the delivery tag and queues the
+    /// frames on the first poll), with [`Writes::Awaited`] once the
+    /// connection wrote it.
+    pub async fn publish(
+        &self,
+        writes: Writes,
+        options: BasicPublishOptions,
+        body: Vec<u8>,
+        props: BasicProperties,
+    ) -> Result<Queued> {
+        let channel = self.publisher.clone();
+        let exchange = self.exchange.clone();
+        let mut publish: Queued = Box::pin(async move {
+            channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    "raw".into(),
+                    options,
+                    &body,
+                    props,
+                )
+                .await
+        });
+        match writes {
+            Writes::Pipelined => match futures_util::poll!(publish.as_mut()) {
+                Poll::Pending => Ok(publish),
+                Poll::Ready(done) => Ok(Box::pin(std::future::ready(Ok(done?)))),
+            },
+            Writes::Awaited => {
+                let confirm = publish.await?;
+                Ok(Box::pin(std::future::ready(Ok(confirm))))
+            }
+        }
+    }
+
     /// Declares the exchange and the queue as `config` says, starts
     /// consuming and puts the publisher in confirm mode.
     pub async fn open(args: &Args, topology: &Topology, config: &RawConfig) -> Result<RawLoop> {
@@ -417,25 +480,15 @@ async fn raw_measure(
     let mut pending = VecDeque::with_capacity(window);
     for _ in 0..n {
         let (body, props) = messages.next()?;
-        let confirm = raw
-            .publisher
-            .basic_publish(
-                raw.exchange.as_str().into(),
-                "raw".into(),
-                options,
-                &body,
-                props,
-            )
-            .await?;
-        pending.push_back(confirm);
+        pending.push_back(raw.publish(config.writes, options, body, props).await?);
         if pending.len() >= window {
-            if let Some(confirm) = pending.pop_front() {
-                check_confirm(confirm.await?)?;
+            if let Some(queued) = pending.pop_front() {
+                check_confirm(queued.await?.await?)?;
             }
         }
     }
-    while let Some(confirm) = pending.pop_front() {
-        check_confirm(confirm.await?)?;
+    while let Some(queued) = pending.pop_front() {
+        check_confirm(queued.await?.await?)?;
     }
     let published = start.elapsed();
     let (end, acks) = consumed.await.context("the raw consumer panicked")??;
