@@ -164,6 +164,7 @@ mod tests {
                 config.body != LIKE.body,
                 config.window != LIKE.window,
                 config.acks != LIKE.acks,
+                config.writes != LIKE.writes,
             ];
             assert_eq!(
                 changed.iter().filter(|c| **c).count(),
