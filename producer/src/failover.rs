@@ -69,14 +69,23 @@ impl Retry {
         if !worth_retrying(error) {
             return false;
         }
-        let delay = delay(self.attempts);
-        if Instant::now() + delay >= self.deadline {
+        let Some(delay) = self.next_delay() else {
             return false;
-        }
-        self.attempts += 1;
+        };
         warn!(%error, left, attempt = self.attempts, "publish failed; publishing the unconfirmed tasks again on a new connection");
         tokio::time::sleep(delay).await;
         true
+    }
+
+    /// The pause before the next attempt, counted, or `None` when it would
+    /// end past the budget.
+    fn next_delay(&mut self) -> Option<Duration> {
+        let delay = delay(self.attempts);
+        if Instant::now() + delay >= self.deadline {
+            return None;
+        }
+        self.attempts += 1;
+        Some(delay)
     }
 
     /// After the state store failed to answer `claims` enqueue-key claims:
@@ -91,11 +100,9 @@ impl Retry {
         ) {
             return false;
         }
-        let delay = delay(self.attempts);
-        if Instant::now() + delay >= self.deadline {
+        let Some(delay) = self.next_delay() else {
             return false;
-        }
-        self.attempts += 1;
+        };
         warn!(%error, claims, attempt = self.attempts, "state store did not answer; claiming the enqueue keys again");
         tokio::time::sleep(delay).await;
         true
