@@ -14,6 +14,18 @@ struct Flaky {
 }
 
 impl Flaky {
+    /// A store that answers, and the same store as the trait object that
+    /// producers and workers take.
+    fn up() -> (Arc<Flaky>, Arc<dyn Store>) {
+        let flaky = Arc::new(Flaky {
+            inner: MemoryStore::new(StoreSettings::default()),
+            down: AtomicBool::new(false),
+            lost_claim_answers: AtomicUsize::new(0),
+        });
+        let store: Arc<dyn Store> = flaky.clone();
+        (flaky, store)
+    }
+
     fn check(&self, op: &'static str) -> celeriac_schema::Result<()> {
         if self.down.load(Ordering::SeqCst) {
             return Err(celeriac_schema::Error::StoreUnavailable {
@@ -138,12 +150,7 @@ impl Store for Flaky {
 #[tokio::test]
 async fn a_worker_whose_store_is_down_is_not_ready_and_acks_nothing() {
     let ns = namespace("store-down");
-    let flaky = Arc::new(Flaky {
-        inner: MemoryStore::new(StoreSettings::default()),
-        down: AtomicBool::new(false),
-        lost_claim_answers: AtomicUsize::new(0),
-    });
-    let store: Arc<dyn Store> = flaky.clone();
+    let (flaky, store) = Flaky::up();
     let producer = Producer::builder(&broker().await.url)
         .namespace(&*ns)
         .connect()
@@ -383,12 +390,7 @@ async fn store_writes_fail_while_redis_is_cut_off_and_work_again_after() {
 #[tokio::test]
 async fn a_keyed_send_claims_again_while_the_store_fails_over() {
     let ns = namespace("store-claim-again");
-    let flaky = Arc::new(Flaky {
-        inner: MemoryStore::new(StoreSettings::default()),
-        down: AtomicBool::new(false),
-        lost_claim_answers: AtomicUsize::new(0),
-    });
-    let store: Arc<dyn Store> = flaky.clone();
+    let (flaky, store) = Flaky::up();
     let producer = Producer::builder(&broker().await.url)
         .namespace(&*ns)
         .store(store.clone())
