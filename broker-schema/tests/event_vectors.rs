@@ -86,6 +86,13 @@ fn vectors() -> Vec<(&'static str, &'static str, Event)> {
     online.in_flight = 0;
     online.processed = 0;
     online.at = online.started_at;
+    let mut offline = heartbeat.clone();
+    offline.kind = WorkerEventKind::Offline;
+    offline.in_flight = 0;
+    offline.processed = 1_250;
+    offline.at = AT + 1_000;
+    let mut revoked_by_operator = task(EventKind::Revoked, true);
+    revoked_by_operator.reason = Some("revoked".into());
     vec![
         (
             "task_sent",
@@ -124,6 +131,11 @@ fn vectors() -> Vec<(&'static str, &'static str, Event)> {
             Event::Task(dead),
         ),
         (
+            "task_revoked",
+            "revoked by an operator: acked without running, or its run stopped",
+            Event::Task(revoked_by_operator),
+        ),
+        (
             "task_revoked_purged",
             "dropped without running: its queue was purged after it was sent",
             Event::Task(revoked),
@@ -134,6 +146,11 @@ fn vectors() -> Vec<(&'static str, &'static str, Event)> {
             Event::Task(task(EventKind::Expired, true)),
         ),
         ("worker_online", "a worker started", Event::Worker(online)),
+        (
+            "worker_offline",
+            "a worker stopped after a graceful shutdown",
+            Event::Worker(offline),
+        ),
         (
             "worker_heartbeat",
             "a worker is alive",

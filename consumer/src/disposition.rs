@@ -138,18 +138,13 @@ pub fn decide(outcome: &Outcome, envelope: Option<&Envelope>, random: f64) -> Di
             "Malformed",
             "early delivery without an envelope".to_owned(),
         ),
-        (Outcome::Failed(err), None) => dead_letter(
+        // A handler never runs without an envelope; should one of these
+        // reach here, the body keeps the one error type of a body that
+        // did not decode (SPEC.md section 6.1 is a closed list).
+        (Outcome::Failed(_) | Outcome::Panicked(_) | Outcome::TimedOut(_), None) => dead_letter(
             DeadLetterReason::Malformed,
-            err.kind(),
-            err.message().to_owned(),
-        ),
-        (Outcome::Panicked(message), None) => {
-            dead_letter(DeadLetterReason::Malformed, PANIC, message.clone())
-        }
-        (Outcome::TimedOut(limit), None) => dead_letter(
-            DeadLetterReason::Malformed,
-            TIME_LIMIT,
-            format!("aborted at the hard time limit of {limit:?}"),
+            "Malformed",
+            "an outcome without an envelope".to_owned(),
         ),
     }
 }

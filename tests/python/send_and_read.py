@@ -4,7 +4,7 @@
 ``celeriac_producer`` publishes (sections 2 to 9), ``celeriac_store`` reads
 the records and waits on the completion channel (section 18): no other
 process is asked for anything. Prints one JSON line per case:
-``{"case", "sent", "record"}`` with the record as ``celeriac_store.record_json``
+``{"case", "sent", "record"}`` (the case ``woken`` adds ``waited_ms``) with the record as ``celeriac_store.record_json``
 gives it, or ``"record": null`` when nothing final came within the timeout.
 
     python3 send_and_read.py --amqp-addr URL --redis-url URL --namespace NS [--timeout S]
@@ -19,6 +19,8 @@ import argparse
 import json
 import os
 import sys
+import time
+from typing import Any
 
 import msgpack
 import redis
@@ -53,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     ns = args.namespace
     all_final = True
 
-    def report(case: str, sent: str, record: dict | None) -> None:
+    def report(case: str, sent: str, record: dict | None, **extra: Any) -> None:
         nonlocal all_final
         all_final = all_final and record is not None
-        print(json.dumps({"case": case, "sent": sent, "record": None if record is None else cs.record_json(record)}),
-              flush=True)
+        line = {"case": case, "sent": sent, "record": None if record is None else cs.record_json(record)}
+        print(json.dumps(line | extra), flush=True)
 
     with producer:
         producer.declare([cp.DEFAULT_QUEUE])
@@ -70,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"send_and_read: the echo of {rich} is {echoed!r}, not the input", file=sys.stderr)
                 return 1
         report("rich", rich, record)
+
+        # Woken by the channel alone: the task is due 1.5 s after it is sent
+        # and the wait never re-reads on its own before its timeout, so only
+        # the completion message can end it early.
+        delayed = producer.send("celeriac.echo", "later", countdown_ms=1500)
+        began = time.monotonic()
+        record = cs.wait(store, ns, delayed, args.timeout, recheck=args.timeout)
+        report("woken", delayed, record, waited_ms=round((time.monotonic() - began) * 1000))
 
         # One key, two tasks: the second is not run, its key leads to the first.
         key = f"py-store-{rich}"

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use celeriac_producer::SendOptions;
 use celeriac_schema::store::{PoolGrant, Store, StoreSettings};
-use celeriac_schema::TaskState;
+use celeriac_schema::{headers, TaskState};
 use celeriac_tests::test_tasks::{Record, RecordInput};
 use celeriac_tests::{
-    broker, namespace, read_record, record_file, redis, redis_store, WorkerProcess,
+    broker, drain, header_int, header_str, namespace, queue_len, read_record, record_file, redis,
+    redis_store, WorkerProcess,
 };
 
 use crate::support::{Cluster, Work, WAIT};
@@ -97,6 +98,27 @@ async fn a_pool_without_capacity_dead_letters_the_task() {
     assert_eq!(error.error_type, "UnknownPool");
     assert!(error.message.contains("tpu"), "{}", error.message);
     assert!(cluster.runs.all().is_empty(), "it never ran");
+    // The dead letter says so too (SPEC.md sections 5.2 and 6.1).
+    let (_conn, channel) = broker().await.channel().await;
+    let dlq = cluster.ns.topology().dead_letter_queue("default");
+    let arrived =
+        celeriac_tests::eventually(WAIT, || async { queue_len(&channel, &dlq).await >= 1 }).await;
+    assert!(arrived, "no dead letter reached {dlq}");
+    let letters = drain(&channel, &dlq).await;
+    assert_eq!(letters.len(), 1, "one dead letter in {dlq}");
+    let letter = &letters[0];
+    assert_eq!(header_str(letter, headers::REASON), "rejected");
+    assert_eq!(header_str(letter, headers::ERROR_TYPE), "UnknownPool");
+    assert_eq!(header_int(letter, headers::ATTEMPTS), 0, "it never ran");
+    assert_eq!(
+        letter
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str()),
+        Some(handle.id().to_string().as_str()),
+        "matched to what was sent by its message id"
+    );
 }
 
 #[tokio::test]

@@ -74,6 +74,18 @@ async fn python_reads_results_and_waits_through_the_specified_store_layout() {
         .collect();
     assert_eq!(history, ["started", "succeeded"], "{got}");
 
+    // A wait that only the completion channel could end early: it ended
+    // once the task, due 1.5 s after it was sent, had run, long before the
+    // 60 s timeout at which the wait would first have read again.
+    let woken = &cases["woken"];
+    assert_eq!(woken["record"]["state"], "succeeded", "{woken}");
+    assert_eq!(woken["record"]["result"], "later");
+    let waited = woken["waited_ms"].as_u64().expect("waited_ms");
+    assert!(
+        (1_000..30_000).contains(&waited),
+        "the wait ended after {waited} ms: the channel did not wake it"
+    );
+
     // A second task with a succeeded key: Python follows the key to the
     // task that ran; nothing is recorded under the second id.
     let first = &cases["key-first"];

@@ -165,8 +165,10 @@ impl Job {
                 error_type,
                 message,
             } => {
+                // A task refused before its handler started never ran.
                 let attempts = match (reason, envelope) {
                     (celeriac_schema::DeadLetterReason::UnknownTask, _) | (_, None) => 0,
+                    (_, Some(_)) if error_type == crate::UNKNOWN_POOL => 0,
                     (_, Some(env)) => i64::from(env.attempt) + 1,
                 };
                 // The broker's `x-` headers (`x-death` and the like, left by

@@ -156,6 +156,13 @@ async fn a_duplicate_never_runs_again_and_its_event_is_emitted_again() {
         1,
         "never twice at the same time"
     );
+    // The copy that found its key busy was held and checked again, not
+    // sent back through the delay route (SPEC.md section 11.3 step 5).
+    assert_eq!(
+        a.stats().deferred + b.stats().deferred,
+        0,
+        "a busy key holds the delivery"
+    );
 
     // The completion event, once per copy.
     let mut seen = Vec::new();
