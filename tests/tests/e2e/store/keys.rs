@@ -205,6 +205,55 @@ async fn a_duplicate_never_runs_again_and_its_event_is_emitted_again() {
 }
 
 #[tokio::test]
+async fn a_key_busy_past_half_the_consumer_timeout_is_deferred_through_the_delay_route() {
+    // SPEC.md section 11.3 step 5: a delivery is held behind another run's
+    // lease only up to half the consumer timeout (1 s here), then sent
+    // back through the delay route; it is suppressed once the run is done.
+    let ns = namespace("store-busy-deferred");
+    let store: Arc<dyn Store> = Arc::new(redis_store(&ns, short_leases()).await);
+    let producer = producer_with(&ns, store.clone()).await;
+    let (runs, running, peak) = (Arc::default(), Arc::default(), Arc::default());
+    let task = producer
+        .prepare::<KeyEcho>(&3000, &SendOptions::new())
+        .unwrap();
+    let registry = || counting_registry(Arc::clone(&runs), Arc::clone(&running), Arc::clone(&peak));
+    let start = |registry| {
+        InProcessWorker::start(&ns, registry, |b| {
+            b.store(store.clone())
+                .consumer_timeout(Duration::from_secs(2))
+        })
+    };
+    let a = start(registry()).await;
+    let b = start(registry()).await;
+    producer
+        .send_all(&[task.clone(), task.clone()])
+        .await
+        .unwrap();
+    let handle = producer.handle::<KeyEcho>(task.envelope.id);
+    handle.wait(Duration::from_secs(20)).await.unwrap();
+    let suppressed = eventually(Duration::from_secs(15), || async {
+        a.stats().duplicates_suppressed + b.stats().duplicates_suppressed >= 1
+    })
+    .await;
+    assert!(
+        suppressed,
+        "the second copy is suppressed once the run is done"
+    );
+    assert!(
+        a.stats().deferred + b.stats().deferred >= 1,
+        "the copy held past half the consumer timeout went through the delay route"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran once");
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        1,
+        "never twice at the same time"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
 async fn a_crashed_runs_lease_expires_and_the_task_runs_again() {
     let ns = namespace("store-lease-expiry");
     let store: Arc<dyn Store> = Arc::new(redis_store(&ns, short_leases()).await);
