@@ -154,7 +154,9 @@ pub struct WorkersArgs {
     #[arg(long)]
     pub no_store: bool,
 
-    /// Who answers and how long to wait (without the store).
+    /// How long to wait: for the store's list (to connect, then to read
+    /// it), or without the store for the workers' replies; and who
+    /// answers then.
     #[command(flatten)]
     pub control: ControlArgs,
 }
@@ -400,21 +402,41 @@ pub async fn control(global: &Global, args: &ControlCommandArgs) -> ExitCode {
 
 /// `celeriac workers`.
 pub async fn workers(global: &Global, args: &WorkersArgs) -> ExitCode {
-    let now = celeriac_schema::now_ms();
-    let mut list: Vec<(WorkerStatus, bool)> = Vec::new();
+    let timeout = args.control.timeout;
     let store = if args.no_store {
         None
     } else {
-        match global.store("").await {
-            Ok(store) => Some(store),
-            Err(_) => {
+        match tokio::time::timeout(timeout, global.store("")).await {
+            Ok(Ok(store)) => Some(store),
+            Ok(Err(_)) => {
                 eprintln!("warning: no store; asking the workers instead");
+                None
+            }
+            Err(_) => {
+                eprintln!(
+                    "warning: no answer from the store within {} (--timeout); asking the workers instead",
+                    humantime::format_duration(timeout)
+                );
                 None
             }
         }
     };
-    match &store {
-        Some(store) => match store.hash_all(ControlHash::Workers).await {
+    let mut list: Vec<(WorkerStatus, bool)> = Vec::new();
+    let listed = match &store {
+        Some(store) => Some(
+            match tokio::time::timeout(timeout, store.hash_all(ControlHash::Workers)).await {
+                Ok(read) => read.map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "no answer from the store within {} (--timeout)",
+                    humantime::format_duration(timeout)
+                )),
+            },
+        ),
+        None => None,
+    };
+    let now = celeriac_schema::now_ms();
+    match listed {
+        Some(listed) => match listed {
             Ok(records) => {
                 for (worker, bytes) in records {
                     match WorkerStatus::decode(&bytes) {

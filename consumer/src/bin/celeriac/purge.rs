@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use celeriac_schema::store::Store;
 use celeriac_schema::topology::{validate_name, MAX_DELAY};
@@ -11,6 +12,7 @@ use celeriac_schema::{now_ms, Topology};
 use clap::Args;
 use lapin::options::{QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
 
 use crate::Global;
 
@@ -28,9 +30,11 @@ const NO_SUCH_QUEUE: u8 = 3;
                   sent before the purge when it comes due (state `revoked`, error type `Purged`); \
                   workers read the marks every 2 seconds. Without a store those delayed tasks \
                   still run.\n\
-                  Exit codes: 0 purged; 1 declined at the prompt, a broker or store failure (the \
-                  output says what was done); 2 invalid arguments, or no --yes and stdin is not a \
-                  terminal (nothing is purged); 3 no such queue."
+                  --timeout bounds each wait on the broker or the store: connecting and finding the \
+                  queue (nothing is purged if that takes longer), then purging and marking.\n\
+                  Exit codes: 0 purged; 1 declined at the prompt, a broker or store failure, or no \
+                  answer within --timeout (the output says what was done); 2 invalid arguments, or \
+                  no --yes and stdin is not a terminal (nothing is purged); 3 no such queue."
 )]
 pub struct PurgeArgs {
     /// The logical queue to purge (its work queue is `{namespace}.q.QUEUE`).
@@ -49,6 +53,12 @@ pub struct PurgeArgs {
     /// queue's delayed tasks then still run).
     #[arg(long)]
     pub no_store: bool,
+
+    /// How long to wait for the broker (or the store) before giving up
+    /// (`10s`, `500ms`): to connect and find the queue, then to purge it
+    /// and to write the mark.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub timeout: Duration,
 }
 
 /// Purges the queue.
@@ -73,28 +83,41 @@ pub async fn run(global: &Global, args: &PurgeArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let use_store = global.redis_given && !args.no_store;
-    let (connection, channel) = match crate::events::open(global).await {
-        Ok(open) => open,
-        Err(code) => return code,
+    let timeout = humantime::format_duration(args.timeout);
+    let broker = celeriac_producer::redact_url(&global.amqp_addr);
+    let finding = async {
+        let (connection, channel) = open(global).await?;
+        let declared = channel
+            .queue_declare(
+                work_queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        Ok::<_, ExitCode>((connection, channel, declared))
     };
-    let waiting = match channel
-        .queue_declare(
-            work_queue.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-    {
+    let (connection, channel, declared) = match tokio::time::timeout(args.timeout, finding).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(code)) => return code,
+        Err(_) => {
+            eprintln!(
+                "error: no answer from the broker at {broker} within {timeout} (--timeout): \
+                 nothing purged"
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let waiting = match declared {
         Ok(queue) => queue.message_count(),
         Err(e) => {
             eprintln!(
                 "error: no queue {work_queue} in namespace {:?}: {e}",
                 global.namespace
             );
-            let _ = connection.close(200, "done".into()).await;
+            let _ = tokio::time::timeout(args.timeout, connection.close(200, "done".into())).await;
             return ExitCode::from(NO_SUCH_QUEUE);
         }
     };
@@ -117,18 +140,30 @@ pub async fn run(global: &Global, args: &PurgeArgs) -> ExitCode {
     // Marked with the time before the purge: a task sent after that time
     // is not dropped, whichever way the two race.
     let purged_at = now_ms();
-    let purged = channel
-        .queue_purge(work_queue.as_str().into(), QueuePurgeOptions::default())
-        .await;
-    let (shards, in_shards) = match &purged {
-        Ok(_) => purge_shards(&channel, &topology, &args.queue).await,
-        Err(_) => (0, 0),
+    let purging = async {
+        let purged = channel
+            .queue_purge(work_queue.as_str().into(), QueuePurgeOptions::default())
+            .await;
+        let (shards, in_shards) = match &purged {
+            Ok(_) => purge_shards(&channel, &topology, &args.queue).await,
+            Err(_) => (0, 0),
+        };
+        let (classes, in_classes) = match &purged {
+            Ok(_) => purge_classes(&connection, &topology, &args.queue).await,
+            Err(_) => (0, 0),
+        };
+        (purged, shards, in_shards, classes, in_classes)
     };
-    let (classes, in_classes) = match &purged {
-        Ok(_) => purge_classes(&connection, &topology, &args.queue).await,
-        Err(_) => (0, 0),
+    let Ok((purged, shards, in_shards, classes, in_classes)) =
+        tokio::time::timeout(args.timeout, purging).await
+    else {
+        eprintln!(
+            "error: no answer from the broker at {broker} within {timeout} (--timeout) while \
+             purging {work_queue}: it may be purged in part; nothing was marked in the store"
+        );
+        return ExitCode::from(1);
     };
-    let _ = connection.close(200, "done".into()).await;
+    let _ = tokio::time::timeout(args.timeout, connection.close(200, "done".into())).await;
     let purged = match purged {
         Ok(count) => count + in_shards + in_classes,
         Err(e) => {
@@ -137,7 +172,12 @@ pub async fn run(global: &Global, args: &PurgeArgs) -> ExitCode {
         }
     };
     let marked = if use_store {
-        Some(mark(global, &args.queue, purged_at).await)
+        let marking = mark(global, &args.queue, purged_at);
+        Some(
+            tokio::time::timeout(args.timeout, marking)
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {timeout} (--timeout)"))),
+        )
     } else {
         None
     };
@@ -191,6 +231,24 @@ pub async fn run(global: &Global, args: &PurgeArgs) -> ExitCode {
                 args.queue
             );
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// A connection to the broker and a channel; on failure the error is
+/// printed and the exit code returned.
+async fn open(global: &Global) -> Result<(Connection, Channel), ExitCode> {
+    let props =
+        lapin::ConnectionProperties::default().with_connection_name("celeriac purge".into());
+    let connection =
+        celeriac_producer::tls::connect(&global.amqp_addr, props, &global.tls.broker())
+            .await
+            .map_err(|e| crate::fail(&e))?;
+    match connection.create_channel().await {
+        Ok(channel) => Ok((connection, channel)),
+        Err(e) => {
+            eprintln!("error: cannot open a channel: {e}");
+            Err(ExitCode::from(1))
         }
     }
 }
