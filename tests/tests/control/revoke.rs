@@ -1,8 +1,9 @@
-//! Revocations: queued, delayed and running tasks (Rust handlers and
-//! programs) across three workers, and a workflow mid-run.
+//! Revocations with a store: queued, delayed (by id and by idempotency
+//! key) and running tasks (Rust handlers and programs) across three
+//! workers, and a workflow mid-run.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use celeriac_producer::canvas::{chain, Signature};
 use celeriac_producer::control::RevokeOptions;
@@ -12,7 +13,9 @@ use celeriac_schema::exec::{Exec, ExecInput, ExecSpec};
 use celeriac_schema::store::NodeProgress;
 use celeriac_schema::TaskState;
 
-use crate::support::{until, Cluster, Sleep, WAIT};
+use crate::support::{
+    pid_in, process_gone, until, until_within, Cluster, Sleep, LONG_COUNTDOWN, LONG_WAIT, WAIT,
+};
 
 async fn three_workers(cluster: &mut Cluster) {
     for id in ["w1", "w2", "w3"] {
@@ -66,33 +69,41 @@ async fn a_queued_task_revoked_before_any_worker_runs_never_runs() {
 async fn a_delayed_task_revoked_while_it_waits_never_runs() {
     let mut cluster = Cluster::new("ctl-delayed").await;
     three_workers(&mut cluster).await;
+    let sent = Instant::now();
+    let countdown = SendOptions::new().countdown(LONG_COUNTDOWN);
     let delayed = cluster
         .producer
-        .send::<Sleep>(
-            &10,
-            &SendOptions::new().countdown(Duration::from_millis(1500)),
-        )
+        .send::<Sleep>(&10, &countdown)
         .await
         .unwrap();
     let control = cluster
         .producer
-        .send::<Sleep>(
-            &10,
-            &SendOptions::new().countdown(Duration::from_millis(1500)),
-        )
+        .send::<Sleep>(&10, &countdown)
         .await
         .unwrap();
-    cluster
+    let done = cluster
         .producer
         .revoke(&[delayed.id().to_string()], &RevokeOptions::new())
         .await
         .unwrap();
+    assert!(done.stored);
+    assert_eq!(done.replies.replies.len(), 3, "every worker acknowledged");
+    assert!(
+        sent.elapsed() < LONG_COUNTDOWN / 2,
+        "revoked while it waits"
+    );
     assert_eq!(
-        control.wait(WAIT).await.unwrap(),
+        control.wait(LONG_WAIT).await.unwrap(),
         10,
         "the other delayed task ran"
     );
-    until(
+    assert!(
+        sent.elapsed() >= LONG_COUNTDOWN - Duration::from_secs(1),
+        "the control task waited out its countdown: {:?}",
+        sent.elapsed()
+    );
+    until_within(
+        LONG_WAIT,
         "the revoked task came out of its delay and was acked",
         || revoked_total(&cluster) == 1,
     )
@@ -102,6 +113,63 @@ async fn a_delayed_task_revoked_while_it_waits_never_runs() {
         Err(Error::TaskRevoked { .. })
     ));
     assert!(!cluster.runs.has_started(delayed.id()));
+    assert!(cluster.runs.has_started(control.id()));
+    assert_eq!(cluster.runs.count(), 1, "only the control task ran");
+}
+
+#[tokio::test]
+async fn a_delayed_task_revoked_by_its_idempotency_key_never_runs() {
+    let mut cluster = Cluster::new("ctl-key").await;
+    three_workers(&mut cluster).await;
+    let key = format!("order-{}", uuid::Uuid::now_v7().simple());
+    let countdown = Duration::from_secs(3);
+    let keyed = cluster
+        .producer
+        .send::<Sleep>(
+            &10,
+            &SendOptions::new()
+                .idempotency_key(&key)
+                .countdown(countdown),
+        )
+        .await
+        .unwrap();
+    let control = cluster
+        .producer
+        .send::<Sleep>(
+            &10,
+            &SendOptions::new()
+                .idempotency_key(format!("{key}-other"))
+                .countdown(countdown),
+        )
+        .await
+        .unwrap();
+    let done = cluster
+        .producer
+        .revoke(std::slice::from_ref(&key), &RevokeOptions::new())
+        .await
+        .unwrap();
+    assert!(done.stored);
+    assert_eq!(done.replies.replies.len(), 3);
+    assert_eq!(
+        control.wait(WAIT).await.unwrap(),
+        10,
+        "a task with another key ran"
+    );
+    assert!(matches!(
+        keyed.wait(WAIT).await,
+        Err(Error::TaskRevoked { .. })
+    ));
+    until("the keyed task was acked without running", || {
+        revoked_total(&cluster) == 1
+    })
+    .await;
+    assert!(!cluster.runs.has_started(keyed.id()));
+    let record = keyed.record().await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Revoked);
+    assert_eq!(record.idempotency_key.as_deref(), Some(key.as_str()));
+    let error = record.error.unwrap();
+    assert_eq!(error.error_type, "Revoked");
+    assert!(error.message.contains(&key), "{}", error.message);
 }
 
 #[tokio::test]
@@ -145,9 +213,18 @@ async fn terminate_signals_a_running_program() {
     let mut cluster = Cluster::new("ctl-term-exec").await;
     three_workers(&mut cluster).await;
     let marker = celeriac_tests::record_file("ctl-term-exec");
-    let script =
-        "trap 'echo got-term > \"$1\"; exit 3' TERM; echo started > \"$1\"; sleep 30 & wait";
-    let spec = ExecSpec::new("sh").args(["-c", script, "sh", marker.to_str().unwrap()]);
+    let child = celeriac_tests::record_file("ctl-term-exec-child");
+    // The background sleep is in the program's process group, and outlives
+    // the shell unless the group is killed.
+    let script = "trap 'echo got-term > \"$1\"; exit 3' TERM; sleep 300 & echo $! > \"$2\"; \
+                  echo started > \"$1\"; wait";
+    let spec = ExecSpec::new("sh").args([
+        "-c",
+        script,
+        "sh",
+        marker.to_str().unwrap(),
+        child.to_str().unwrap(),
+    ]);
     let handle = cluster
         .producer
         .send::<Exec>(&ExecInput::new(spec, rmpv::Value::Nil), &SendOptions::new())
@@ -174,7 +251,13 @@ async fn terminate_signals_a_running_program() {
         text.contains("got-term"),
         "the program got SIGTERM: {text:?}"
     );
+    let sleeper = pid_in(&child).await;
+    until("the program's background child is gone too", || {
+        process_gone(sleeper)
+    })
+    .await;
     let _ = std::fs::remove_file(&marker);
+    let _ = std::fs::remove_file(&child);
 }
 
 #[tokio::test]

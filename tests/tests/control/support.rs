@@ -14,6 +14,12 @@ use celeriac_tests::{broker, namespace, redis_store, InProcessWorker, TestNamesp
 /// How long a test waits for something that should happen at once.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// How long a test waits for a task delayed by [`LONG_COUNTDOWN`].
+pub const LONG_WAIT: Duration = Duration::from_secs(60);
+
+/// The countdown of a task revoked while it waits in the delay levels.
+pub const LONG_COUNTDOWN: Duration = Duration::from_secs(30);
+
 /// `test.sleep`: sleeps `ms` unless cancelled; records its start and end.
 pub struct Sleep;
 
@@ -82,7 +88,9 @@ pub fn registry(runs: &Arc<Runs>) -> Registry {
 /// A test's namespace, store, producer and workers.
 pub struct Cluster {
     pub producer: Producer,
-    pub store: Arc<dyn Store>,
+    /// `None` for a cluster without a store: revocations are broadcast
+    /// only.
+    pub store: Option<Arc<dyn Store>>,
     pub runs: Arc<Runs>,
     pub workers: Vec<InProcessWorker>,
     /// Last: its queues are deleted once the workers are gone.
@@ -94,9 +102,22 @@ impl Cluster {
     pub async fn new(test: &str) -> Cluster {
         let ns = namespace(test);
         let store: Arc<dyn Store> = Arc::new(redis_store(&ns, StoreSettings::default()).await);
-        let producer = Producer::builder(&broker().await.url)
-            .namespace(&*ns)
-            .store(store.clone())
+        Cluster::on(ns, Some(store)).await
+    }
+
+    /// A namespace with a producer and no store: the producer and the
+    /// workers started by [`Cluster::start_worker`] share nothing but the
+    /// broker.
+    pub async fn without_store(test: &str) -> Cluster {
+        Cluster::on(namespace(test), None).await
+    }
+
+    async fn on(ns: TestNamespace, store: Option<Arc<dyn Store>>) -> Cluster {
+        let mut builder = Producer::builder(&broker().await.url).namespace(&*ns);
+        if let Some(store) = &store {
+            builder = builder.store(store.clone());
+        }
+        let producer = builder
             .connect()
             .await
             .expect("a producer connects to the test broker");
@@ -109,7 +130,8 @@ impl Cluster {
         }
     }
 
-    /// Starts a worker `id` with the store, tuned by `configure`.
+    /// Starts a worker `id` with the store (if the cluster has one),
+    /// tuned by `configure`.
     pub async fn start_worker(
         &mut self,
         id: &str,
@@ -117,11 +139,11 @@ impl Cluster {
     ) {
         let store = self.store.clone();
         let worker = InProcessWorker::start(&self.ns, registry(&self.runs), |b| {
-            configure(
-                b.worker_id(id)
-                    .store(store)
-                    .heartbeat(Duration::from_millis(300)),
-            )
+            let b = b.worker_id(id).heartbeat(Duration::from_millis(300));
+            configure(match store {
+                Some(store) => b.store(store),
+                None => b,
+            })
         })
         .await;
         self.workers.push(worker);
@@ -129,11 +151,80 @@ impl Cluster {
 }
 
 /// Waits until `check` holds, at most [`WAIT`].
-pub async fn until<F: FnMut() -> bool>(what: &str, mut check: F) {
-    let ok = celeriac_tests::eventually(WAIT, || {
+pub async fn until<F: FnMut() -> bool>(what: &str, check: F) {
+    until_within(WAIT, what, check).await;
+}
+
+/// Waits until `check` holds, at most `timeout`.
+pub async fn until_within<F: FnMut() -> bool>(timeout: Duration, what: &str, mut check: F) {
+    let ok = celeriac_tests::eventually(timeout, || {
         let done = check();
         async move { done }
     })
     .await;
-    assert!(ok, "timed out waiting until {what}");
+    assert!(ok, "timed out after {timeout:?} waiting until {what}");
+}
+
+/// Whether process `pid` is gone: no such process, or a zombie (dead,
+/// waiting for a parent that may never reap it).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
+    }
+}
+
+/// The pid a program wrote to `path`, once it did.
+pub async fn pid_in(path: &std::path::Path) -> u32 {
+    let mut pid = None;
+    until("the program wrote its child's pid", || {
+        pid = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        pid.is_some()
+    })
+    .await;
+    pid.unwrap()
+}
+
+/// Runs the `celeriac` CLI on namespace `ns` with `args`, with the store
+/// when `with_store`; the runtime keeps running the in-process workers
+/// meanwhile.
+pub async fn celeriac(ns: &str, args: &[&str], with_store: bool) -> std::process::Output {
+    let mut command = tokio::process::Command::new(celeriac_tests::celeriac_cli());
+    command
+        .args(["--namespace", ns])
+        .args(args)
+        .env("AMQP_ADDR", &broker().await.url)
+        .env_remove("REDIS_URL")
+        .stdin(std::process::Stdio::null());
+    if with_store {
+        command.env("REDIS_URL", &celeriac_tests::redis().await.url);
+    }
+    command.output().await.expect("the celeriac CLI runs")
+}
+
+/// The exit code and output of a CLI run, for failure messages.
+pub fn described(output: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The JSON Lines a CLI run printed.
+pub fn json_lines(output: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {line}\n{}", described(output)))
+        })
+        .collect()
 }
