@@ -1,6 +1,7 @@
 //! `celeriac purge`: empties exactly the named work queue; with a store,
 //! its tasks waiting in the delay levels are dropped when they come due;
-//! without `--yes` on a non-terminal it refuses and removes nothing.
+//! without `--yes` on a non-terminal it refuses and removes nothing; it
+//! gives up on a silent broker after its `--timeout`.
 
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -175,4 +176,92 @@ async fn purge_without_yes_refuses_on_a_non_terminal_and_without_a_store_says_so
         })
         .await
     );
+}
+
+/// Runs `celeriac purge` against the broker at `amqp_addr`, without a store.
+fn purge_at(ns: &str, amqp_addr: &str, args: &[&str]) -> (Output, Duration) {
+    let started = std::time::Instant::now();
+    let out = Command::new(celeriac_cli())
+        .arg("purge")
+        .args(args)
+        .args(["--namespace", ns])
+        .env("AMQP_ADDR", amqp_addr)
+        .env_remove("REDIS_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (out, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_gives_up_on_a_silent_broker_after_its_timeout() {
+    let ns = namespace("ev-purge-timeout").with_queue("d");
+    let producer = Producer::builder(&broker().await.url)
+        .namespace(ns.name())
+        .connect()
+        .await
+        .unwrap();
+    send_to(&producer, "d", 2).await;
+    let (_conn, channel) = broker().await.channel().await;
+    let d = ns.topology().work_queue("d");
+
+    // A timeout the broker meets: purged as usual.
+    let out = purge(
+        &ns,
+        &["--queue", "d", "--yes", "--json", "--timeout", "10s"],
+        false,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["purged"], 2, "{}", text(&out));
+    assert_eq!(queue_len(&channel, &d).await, 0);
+
+    // Not a duration: a usage error.
+    let out = purge(&ns, &["--queue", "d", "--yes", "--timeout", "soon"], false).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // A broker that accepts the connection and never answers: the kernel
+    // completes the handshake, nothing speaks AMQP.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = format!("amqp://guest:guest@{}/%2f", silent.local_addr().unwrap());
+    let (out, took) = purge_at(
+        &ns,
+        &silent_addr,
+        &["--queue", "d", "--yes", "--timeout", "1s"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no answer from the broker") && stderr.contains("within 1s"),
+        "{}",
+        text(&out)
+    );
+    assert!(stderr.contains("nothing purged"), "{}", text(&out));
+    assert!(
+        !stderr.contains("guest:guest"),
+        "the password is not shown: {stderr}"
+    );
+    assert!(
+        (Duration::from_secs(1)..Duration::from_secs(4)).contains(&took),
+        "gave up after the timeout: {took:?}"
+    );
+    drop(silent);
+
+    // Nothing listening: a clear error at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = format!("amqp://guest:guest@{}/%2f", closed.local_addr().unwrap());
+    drop(closed);
+    let (out, took) = purge_at(
+        &ns,
+        &closed_addr,
+        &["--queue", "d", "--yes", "--timeout", "3s"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("error: "),
+        "{}",
+        text(&out)
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
 }

@@ -11,19 +11,26 @@ use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 
-/// A queue of the test's own bound to `{ns}.events` with `#`: everything
-/// published from the moment it exists.
+/// A queue of the test's own bound to `{ns}.events` (with `#` by default):
+/// everything published under its keys from the moment it exists.
 pub struct Tap {
     _conn: Connection,
     channel: Channel,
     queue: String,
     /// Every event read so far, in order.
     pub seen: Vec<Event>,
+    /// The routing key and body of each of [`Tap::seen`], as published.
+    pub raw: Vec<(String, Vec<u8>)>,
 }
 
 impl Tap {
     /// Binds the tap, declaring the events exchange first (as workers do).
     pub async fn bind(ns: &TestNamespace) -> Tap {
+        Tap::bind_to(ns, &["#"]).await
+    }
+
+    /// [`Tap::bind`] with these routing keys only (`worker.#`, ...).
+    pub async fn bind_to(ns: &TestNamespace, keys: &[&str]) -> Tap {
         let (conn, channel) = broker().await.channel().await;
         celeriac_producer::topology::declare(&channel, &ns.topology().shared_declarations())
             .await
@@ -40,21 +47,24 @@ impl Tap {
             )
             .await
             .unwrap();
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                ns.topology().events_exchange().as_str().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        for key in keys {
+            channel
+                .queue_bind(
+                    queue.name().clone(),
+                    ns.topology().events_exchange().as_str().into(),
+                    (*key).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+        }
         Tap {
             _conn: conn,
             channel,
             queue: queue.name().to_string(),
             seen: Vec::new(),
+            raw: Vec::new(),
         }
     }
 
@@ -85,6 +95,7 @@ impl Tap {
                         Event::Worker(w) => assert_eq!(key, w.routing_key()),
                     }
                     self.seen.push(event);
+                    self.raw.push((key.to_owned(), msg.delivery.data.clone()));
                 }
                 None => tokio::time::sleep(Duration::from_millis(25)).await,
             }
