@@ -26,12 +26,8 @@ impl Producer {
             let mut confirmed = 0;
             let attempt = match self.channel().await {
                 Ok(channel) => {
-                    let sent = self.publish_on(&channel, &tasks[done..], &mut confirmed);
-                    let sent = sent.await;
-                    if sent.is_ok() {
-                        self.release(channel);
-                    }
-                    sent
+                    self.publish_on(&channel, &tasks[done..], &mut confirmed)
+                        .await
                 }
                 Err(e) => Err(e),
             };
@@ -91,6 +87,10 @@ impl Producer {
                 *confirmed += 1;
             }
         }
+        // Every publish is queued on the channel: other sends may use it
+        // while these wait for their confirms (a channel that fails is not
+        // handed out again).
+        self.release(channel.clone());
         while !pending.is_empty() {
             self.await_one(channel, &mut pending).await?;
             *confirmed += 1;
