@@ -122,16 +122,25 @@ function readOnlyTitle() { return config.read_only ? (config.read_only_reason ||
 
 /** A confirmation dialog; resolves true when confirmed. */
 function confirmDialog(title, text, items, confirmLabel, danger) {
+  return choiceDialog(title, text, items, [{ id: "confirm-ok", label: confirmLabel, value: true, danger }]).then((v) => v === true);
+}
+/**
+ * A dialog with several ways to confirm (`choices`: id, label, value,
+ * danger, hint); resolves to the chosen value, or null when cancelled.
+ */
+function choiceDialog(title, text, items, choices) {
   return new Promise((resolve) => {
     const modal = document.getElementById("modal");
     const close = (answer) => { modal.hidden = true; fill(modal); resolve(answer); };
-    const ok = h("button", { class: "btn " + (danger ? "danger solid" : "primary"), id: "confirm-ok", onclick: () => close(true) }, confirmLabel);
+    const buttons = choices.map((c) => h("button", { class: "btn " + (c.danger ? "danger solid" : "primary"), id: c.id, title: c.hint || null, onclick: () => close(c.value) }, c.label));
+    const hints = choices.filter((c) => c.hint);
     fill(modal, h("div", { class: "dialog", role: "dialog", "aria-modal": "true" },
       h("h3", {}, title), h("p", {}, text),
       items && items.length ? h("ul", {}, items.slice(0, 50).map((i) => h("li", {}, i)), items.length > 50 ? h("li", {}, `… and ${items.length - 50} more`) : null) : null,
-      h("div", { class: "actions" }, h("button", { class: "btn", id: "confirm-cancel", onclick: () => close(false) }, "Cancel"), ok)));
+      hints.length ? h("dl", { class: "choices" }, hints.flatMap((c) => [h("dt", {}, c.label), h("dd", {}, c.hint)])) : null,
+      h("div", { class: "actions" }, h("button", { class: "btn", id: "confirm-cancel", onclick: () => close(null) }, "Cancel"), buttons)));
     modal.hidden = false;
-    ok.focus();
+    buttons[0].focus();
   });
 }
 
@@ -171,36 +180,75 @@ function errorBanner(e) { return h("div", { class: "banner error" }, e.message);
 
 // ---- Queues ----------------------------------------------------------------
 
+const UNACKED_UNKNOWN = "Not reported yet: the management API reports a new queue's unacknowledged count after some seconds (and never without the management plugin).";
+
+function laneLabel(l) {
+  return l.kind === "tolerance" ? `tolerance class ${l.index}` : `fair shard ${l.index}`;
+}
+/** "6 tolerance classes · 2 fair shards" */
+function laneSummary(lanes) {
+  const n = (kind) => lanes.filter((l) => l.kind === kind).length;
+  const part = (k, one, many) => (n(k) ? `${n(k)} ${n(k) === 1 ? one : many}` : null);
+  return [part("tolerance", "tolerance class", "tolerance classes"), part("fair", "fair shard", "fair shards")].filter(Boolean).join(" · ");
+}
+function figureCells(q) {
+  return [
+    h("td", { class: "num" }, fmtNum(q.messages)), h("td", { class: "num" }, fmtNum(q.ready)),
+    h("td", { class: "num", title: q.unacked === null ? UNACKED_UNKNOWN : null }, fmtNum(q.unacked)),
+    h("td", { class: "num", title: q.lanes && q.lanes.length ? `over ${q.lanes.length + 1} broker queues: a worker consumes each` : null }, fmtNum(q.consumers)),
+    h("td", { class: "num" }, fmtRate(q.publish_rate)), h("td", { class: "num" }, fmtRate(q.ack_rate)),
+    h("td", { class: "num" }, fmtRate(q.depth_rate)),
+  ];
+}
+
 async function viewQueues(main) {
   const stats = h("div", { class: "stats" });
   const note = h("div");
   const body = h("tbody");
-  fill(main, pageHead("Queues", "Every work queue of the namespace, with its dead-letter queue."), note, stats,
+  const open = new Set();
+  let last = null;
+  fill(main, pageHead("Queues", "Every logical queue of the namespace with its dead-letter queue; its tolerance classes and fair shards are summed into it."), note, stats,
     h("div", { class: "card flush" }, h("div", { class: "table-wrap" }, h("table", { id: "queues" },
       h("thead", {}, h("tr", {}, h("th", {}, "Queue"), h("th", { class: "num" }, "Messages"), h("th", { class: "num" }, "Ready"),
         h("th", { class: "num" }, "Unacked"), h("th", { class: "num" }, "Consumers"), h("th", { class: "num" }, "In"),
         h("th", { class: "num" }, "Out"), h("th", { class: "num" }, "Depth change"), h("th", { class: "num" }, "Dead letters"))), body))));
+  const paint = () => {
+    const data = last;
+    fill(body, ...(data.queues.length ? data.queues.flatMap((q) => {
+      const expanded = open.has(q.queue);
+      const toggle = q.lanes.length ? h("button", {
+        class: "lanes-toggle", type: "button", "aria-expanded": expanded ? "true" : "false",
+        title: expanded ? "Hide the lanes" : "Show each lane",
+        onclick: () => { expanded ? open.delete(q.queue) : open.add(q.queue); paint(); },
+      }, (expanded ? "▾ " : "▸ ") + laneSummary(q.lanes)) : null;
+      const row = h("tr", { "data-queue": q.queue, class: expanded ? "open" : null },
+        h("td", {}, h("strong", {}, q.queue), h("div", { class: "muted mono" }, q.broker_queue), toggle,
+          q.exists ? null : h("span", { class: "badge warn" }, "no work queue"),
+          q.exists && q.messages > 0 && q.consumers === 0 ? h("span", { class: "badge warn" }, "no consumers") : null),
+        figureCells(q),
+        h("td", { class: "num" }, q.dead_letters === null ? "—" : h("a", { href: "#/dead-letters?queue=" + encodeURIComponent(q.queue) }, countBadge(q.dead_letters, true))));
+      const lanes = expanded ? q.lanes.map((l) => h("tr", { class: "lane", "data-lane": l.lane },
+        h("td", {}, h("span", { class: "lane-name" }, laneLabel(l)), h("div", { class: "muted mono" }, l.broker_queue)),
+        figureCells(l), h("td", { class: "num muted", title: "A lane dead-letters into its logical queue's dead-letter queue" }, "—"))) : [];
+      return [row, ...lanes];
+    }) : [emptyRow(9, "No queues yet", "Queues appear once a worker or producer declared them.")]));
+  };
   return async () => {
     const data = await api("/api/queues");
+    last = data;
     const total = (k) => data.queues.reduce((a, q) => a + (q[k] || 0), 0);
+    const lanes = data.queues.reduce((a, q) => a + q.lanes.length, 0);
     const idle = data.queues.filter((q) => q.exists && q.messages > 0 && q.consumers === 0).length;
-    fill(stats, 
-      h("div", { class: "stat" }, h("div", { class: "label" }, "Queues"), h("div", { class: "value" }, fmtNum(data.queues.length))),
+    fill(stats,
+      h("div", { class: "stat", id: "stat-queues" }, h("div", { class: "label" }, "Queues"), h("div", { class: "value" }, fmtNum(data.queues.length)),
+        lanes ? h("div", { class: "hint" }, `plus ${fmtNum(lanes)} lane${lanes === 1 ? "" : "s"} inside them`) : null),
       h("div", { class: "stat" }, h("div", { class: "label" }, "Messages waiting"), h("div", { class: "value" }, fmtNum(total("messages")))),
       h("div", { class: "stat" }, h("div", { class: "label" }, "Consumers"), h("div", { class: "value" }, fmtNum(total("consumers")))),
       h("div", { class: "stat" + (total("dead_letters") > 0 ? " bad" : "") }, h("div", { class: "label" }, "Dead letters"), h("div", { class: "value" }, fmtNum(total("dead_letters")))));
-    fill(note, 
+    fill(note,
       data.source === "amqp" ? h("div", { class: "banner info" }, "Read with passive declares of the known queues (no management API" + (data.note ? ": " + data.note : "") + "); unacked counts and message rates need the management plugin.") : null,
       idle ? h("div", { class: "banner warn" }, `${idle} queue${idle > 1 ? "s have" : " has"} messages and no consumers.`) : null);
-    fill(body, ...(data.queues.length ? data.queues.map((q) => h("tr", { "data-queue": q.queue },
-      h("td", {}, h("strong", {}, q.queue), h("div", { class: "muted mono" }, q.broker_queue),
-        q.exists ? null : h("span", { class: "badge warn" }, "no work queue"),
-        q.exists && q.messages > 0 && q.consumers === 0 ? h("span", { class: "badge warn" }, "no consumers") : null),
-      h("td", { class: "num" }, fmtNum(q.messages)), h("td", { class: "num" }, fmtNum(q.ready)), h("td", { class: "num" }, fmtNum(q.unacked)),
-      h("td", { class: "num" }, fmtNum(q.consumers)), h("td", { class: "num" }, fmtRate(q.publish_rate)), h("td", { class: "num" }, fmtRate(q.ack_rate)),
-      h("td", { class: "num" }, fmtRate(q.depth_rate)),
-      h("td", { class: "num" }, q.dead_letters === null ? "—" : h("a", { href: "#/dead-letters?queue=" + encodeURIComponent(q.queue) }, countBadge(q.dead_letters, true)))))
-      : [emptyRow(9, "No queues yet", "Queues appear once a worker or producer declared them.")]));
+    paint();
   };
 }
 
@@ -208,27 +256,48 @@ async function viewQueues(main) {
 
 const RANGES = [["", "Any time"], ["900", "Last 15 min"], ["3600", "Last hour"], ["86400", "Last 24 h"]];
 
+/**
+ * Unix ms of a datetime-local value (local time), or null. The end of a
+ * range takes in the whole minute or second it names.
+ */
+function localMs(value, end) {
+  if (!value) return null;
+  const ms = new Date(value).getTime();
+  if (Number.isNaN(ms)) return null;
+  if (!end) return ms;
+  return ms + (value.length > 16 ? 999 : 59999);
+}
+
 async function viewTasks(main, _rest, params) {
   const state = h("select", { id: "f-state" }, h("option", { value: "" }, "Any state"), STATES.map((st) => h("option", { value: st }, st)));
   const task = h("input", { id: "f-task", type: "search", placeholder: "name contains…" });
   const queue = h("input", { id: "f-queue", type: "search", placeholder: "queue" });
   const range = h("select", { id: "f-range" }, RANGES.map(([v, t]) => h("option", { value: v }, t)));
+  const from = h("input", { id: "f-from", type: "datetime-local", title: "Latest state at or after this minute (local time)" });
+  const until = h("input", { id: "f-until", type: "datetime-local", title: "Latest state at or before the end of this minute (local time)" });
   state.value = params.get("state") || "";
   task.value = params.get("task") || "";
   queue.value = params.get("queue") || "";
   range.value = params.get("range") || "";
+  from.value = params.get("from") || "";
+  until.value = params.get("until") || "";
   const apply = () => {
     const p = new URLSearchParams();
     if (state.value) p.set("state", state.value);
     if (task.value.trim()) p.set("task", task.value.trim());
     if (queue.value.trim()) p.set("queue", queue.value.trim());
     if (range.value) p.set("range", range.value);
+    if (from.value) p.set("from", from.value);
+    if (until.value) p.set("until", until.value);
     window.location.hash = "#/tasks" + (p.toString() ? "?" + p : "");
   };
   state.addEventListener("change", apply);
   range.addEventListener("change", apply);
+  from.addEventListener("change", apply);
+  until.addEventListener("change", apply);
   const form = h("form", { class: "filters", onsubmit: (e) => { e.preventDefault(); apply(); } },
-    h("label", {}, "State", state), h("label", {}, "Task", task), h("label", {}, "Queue", queue), h("label", {}, "Time", range),
+    h("label", {}, "State", state), h("label", {}, "Task", task), h("label", {}, "Queue", queue), h("label", {}, "Last updated", range),
+    h("label", {}, "From", from), h("label", {}, "Until", until),
     h("button", { class: "btn primary", type: "submit" }, "Filter"),
     h("button", { class: "btn", type: "button", onclick: () => { window.location.hash = "#/tasks"; } }, "Clear"));
   const body = h("tbody");
@@ -239,7 +308,12 @@ async function viewTasks(main, _rest, params) {
   return async () => {
     const q = new URLSearchParams();
     for (const k of ["state", "task", "queue"]) if (params.get(k)) q.set(k, params.get(k));
-    if (params.get("range")) q.set("since", String(Date.now() - Number(params.get("range")) * 1000));
+    // The relative range and the absolute one both hold: the later start.
+    const since = [params.get("range") ? Date.now() - Number(params.get("range")) * 1000 : null, localMs(params.get("from"), false)]
+      .filter((v) => v !== null);
+    const end = localMs(params.get("until"), true);
+    if (since.length) q.set("since", String(Math.max(...since)));
+    if (end !== null) q.set("until", String(end));
     q.set("limit", "100");
     const data = await api("/api/tasks?" + q);
     fill(body, ...(data.tasks.length ? data.tasks.map((t) => h("tr", { "data-id": t.id },
@@ -249,7 +323,8 @@ async function viewTasks(main, _rest, params) {
       h("td", { class: "nowrap" }, when(t.updated_at)), h("td", { class: "num nowrap" }, duration(t.runtime_ms)),
       h("td", { class: "err", title: t.error ? t.error.type + ": " + t.error.message : null }, t.error ? t.error.type + ": " + t.error.message : "")))
       : [emptyRow(9, "No tasks match", "Tasks appear here once they are sent or run.")]));
-    foot.textContent = `${data.tasks.length} task${data.tasks.length === 1 ? "" : "s"} shown · ${data.scanned} recent entries looked at` + (data.truncated ? " · more are older or past the limit" : "");
+    foot.textContent = `${data.tasks.length} task${data.tasks.length === 1 ? "" : "s"} shown · ${data.scanned} recent entries looked at` + (data.truncated ? " · more are older or past the limit" : "")
+      + (since.length && end !== null && Math.max(...since) > end ? " · the range starts after it ends" : "");
   };
 }
 
@@ -267,8 +342,20 @@ async function viewTask(main, rest) {
       class: "btn danger", id: "revoke", disabled: !config.revoke || config.read_only || ["succeeded", "failed", "skipped", "revoked"].includes(t.state),
       title: !config.revoke ? "Revoke needs the control plane" : readOnlyTitle(),
       onclick: async () => {
-        if (!(await confirmDialog("Revoke this task?", "Workers will not run it, and stop it if it runs.", [t.id], "Revoke", true))) return;
-        try { const r = await post(`/api/tasks/${t.id}/revoke`, {}); toast(r.message || "revoked"); } catch (e) { toast(e.message, true); }
+        const running = t.state === "started";
+        const terminate = await choiceDialog("Revoke this task?",
+          running ? "It is running now. A plain revoke lets this run finish and only keeps a later copy (a retry, a redelivery) from running."
+            : "Workers will not run a queued or delayed copy of it.",
+          [`${t.id} · ${t.task}`], [
+            { id: "confirm-ok", label: "Revoke", value: "revoke", danger: true, hint: "Queued or delayed copies never run; a run in progress finishes." },
+            { id: "confirm-terminate", label: "Revoke and terminate if running", value: "terminate", danger: true,
+              hint: "Also stops a run in progress with SIGTERM: a program may clean up, a handler is cancelled after a short grace." },
+          ]);
+        if (!terminate) return;
+        try {
+          const r = await post(`/api/tasks/${t.id}/revoke`, { terminate: terminate === "terminate" });
+          toast(r.message || "revoked");
+        } catch (e) { toast(e.message, true); }
       },
     }, "Revoke");
     const dead = t.state === "failed" ? h("a", { class: "btn primary", id: "to-dead-letter", href: `#/dead-letter/${encodeURIComponent(t.queue)}/${t.id}` }, "Open its dead letter to replay") : null;
@@ -278,7 +365,9 @@ async function viewTask(main, rest) {
       h("div", { class: "card" }, h("div", { class: "grid" },
         field("Queue", t.queue), field("Worker", t.worker ? h("span", { class: "mono" }, t.worker) : null),
         field("Attempt", String(t.attempt)), field("Runs", String(t.runs)),
-        field("Created", fmtTime(t.created_at)), field("Queued", fmtTime(t.queued_at)),
+        field("Created", t.created_at && t.created_at_inferred
+          ? h("span", { id: "created", title: "No creation time was recorded: the earliest time the record knows" }, fmtTime(t.created_at), h("span", { class: "muted" }, " (first seen)"))
+          : h("span", { id: "created" }, fmtTime(t.created_at))), field("Queued", fmtTime(t.queued_at)),
         field("Started", fmtTime(t.started_at)), field("Finished", fmtTime(t.finished_at)),
         field("Run time", duration(t.runtime_ms)), field("Idempotency key", t.idempotency_key ? h("span", { class: "mono" }, t.idempotency_key) : null),
         field("Workflow", t.workflow_id ? h("a", { class: "mono", href: "#/workflow/" + t.workflow_id }, t.workflow_id) : null))),
@@ -514,12 +603,12 @@ async function viewWorkers(main) {
       fill(beats, h("div", { class: "card flush" }, h("h2", {}, "Live"), table(["Worker", "Status", "Host", h("th", { class: "num" }, "PID"), "Queues", h("th", { class: "num" }, "Running"), h("th", { class: "num" }, "Processed"), "Up since", "Heartbeat", "Version"],
         data.heartbeats.length ? data.heartbeats.map((w) => {
           const late = now - w.at > 3 * (w.heartbeat_ms || 2000);
-          return h("tr", {}, h("td", { class: "mono" }, w.worker), h("td", {}, badge(late ? "late" : "online", late ? "late" : "online")), h("td", {}, w.hostname),
+          return h("tr", { "data-worker": w.worker }, h("td", { class: "mono" }, w.worker), h("td", {}, badge(late ? "late" : "online", late ? "late" : "online")), h("td", {}, w.hostname),
             h("td", { class: "num" }, w.pid), h("td", {}, w.queues.join(", ")), h("td", { class: "num" }, `${w.in_flight} / ${w.concurrency}`),
             h("td", { class: "num" }, fmtNum(w.processed)), h("td", { class: "nowrap" }, when(w.started_at)), h("td", { class: "nowrap" }, when(w.at)), h("td", {}, w.version));
         }) : [emptyRow(10, "No live workers", "No heartbeat arrived recently.")], "heartbeats")));
     }
-    fill(body, ...(data.seen.length ? data.seen.map((w) => h("tr", {}, h("td", { class: "mono" }, w.worker), h("td", { class: "nowrap" }, when(w.last_seen)),
+    fill(body, ...(data.seen.length ? data.seen.map((w) => h("tr", { "data-worker": w.worker }, h("td", { class: "mono" }, w.worker), h("td", { class: "nowrap" }, when(w.last_seen)),
       h("td", { class: "num" }, w.running), h("td", { class: "num" }, w.succeeded), h("td", { class: "num" }, countBadge(w.failed, true)), h("td", { class: "num" }, w.retrying), h("td", {}, w.queues.join(", "))))
       : [emptyRow(7, "No workers seen", "No recent task was run by a worker.")]));
   };

@@ -79,13 +79,41 @@ impl Login {
     }
 
     /// `user:password` read from a file (one line; a trailing newline is
-    /// ignored).
+    /// ignored), or from a directory holding the files `username` and
+    /// `password`, as a mounted Kubernetes `kubernetes.io/basic-auth`
+    /// Secret does.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] for a file that cannot be read or is not
-    /// `user:password` with both parts set.
+    /// `user:password` with both parts set, or a directory without both
+    /// files set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("dash-basic-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// std::fs::write(dir.join("username"), "ops").unwrap();
+    /// std::fs::write(dir.join("password"), "s3cret\n").unwrap();
+    /// let login = celeriac_dashboard::Login::basic_auth_file(&dir).unwrap();
+    /// assert_eq!(login, celeriac_dashboard::Login::Basic { user: "ops".into(), password: "s3cret".into() });
+    /// ```
     pub fn basic_auth_file(path: &Path) -> Result<Login> {
+        if path.is_dir() {
+            let part = |name: &str| -> Result<String> {
+                let text = read(&path.join(name))?;
+                Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+            };
+            let (user, password) = (part("username")?, part("password")?);
+            if user.is_empty() || password.is_empty() || user.contains(':') {
+                return Err(Error::Config(format!(
+                    "the basic auth directory {} must hold a `username` (without ':') and a `password`, both set",
+                    path.display()
+                )));
+            }
+            return Ok(Login::Basic { user, password });
+        }
         let text = read(path)?;
         let line = text.trim_end_matches(['\n', '\r']);
         match line.split_once(':') {
@@ -331,6 +359,27 @@ mod tests {
         ));
         assert!(matches!(
             Login::token_file(&dir.join("missing")),
+            Err(Error::Config(_))
+        ));
+        // A mounted basic-auth Secret: a directory of two files.
+        let secret = dir.join("secret");
+        std::fs::create_dir_all(&secret).expect("dir");
+        std::fs::write(secret.join("username"), "ops").expect("write");
+        assert!(matches!(
+            Login::basic_auth_file(&secret),
+            Err(Error::Config(m)) if m.contains("password")
+        ));
+        std::fs::write(secret.join("password"), "pa:ss\n").expect("write");
+        assert_eq!(
+            Login::basic_auth_file(&secret).expect("valid"),
+            Login::Basic {
+                user: "ops".into(),
+                password: "pa:ss".into()
+            }
+        );
+        std::fs::write(secret.join("password"), "").expect("write");
+        assert!(matches!(
+            Login::basic_auth_file(&secret),
             Err(Error::Config(_))
         ));
         let _ = std::fs::remove_dir_all(&dir);

@@ -16,8 +16,9 @@
 //! - [`dead_letters`]: browse, inspect, replay and delete, with the
 //!   dead-letter tool's scan (a copy is confirmed before its original is
 //!   deleted).
-//! - [`workers`]: heartbeats through [`WorkerSource`], and the workers seen
-//!   in recent tasks.
+//! - [`workers`]: heartbeats through [`WorkerSource`] (the workers' own
+//!   records in the store: [`StoreHeartbeats`]), and the workers seen in
+//!   recent tasks.
 //!
 //! # Example
 //!
@@ -56,8 +57,8 @@ use celeriac_store::RedisStore;
 
 pub use auth::Login;
 pub use error::{Error, Result};
-pub use tasks::{RevokeFuture, RevokeHook};
-pub use workers::{NoHeartbeats, WorkerHeartbeat, WorkerSource};
+pub use tasks::{RevokeFuture, RevokeHook, RevokeOptions};
+pub use workers::{NoHeartbeats, StoreHeartbeats, WorkerHeartbeat, WorkerSource};
 
 /// What the dashboard serves and how.
 #[derive(Debug, Clone)]
@@ -161,7 +162,8 @@ impl Dashboard {
         self
     }
 
-    /// Enables the revoke button: `hook` revokes a task by id.
+    /// Enables the revoke button: `hook` revokes a task by id, and stops
+    /// its run when asked to terminate.
     pub fn revoke(mut self, hook: RevokeHook) -> Dashboard {
         self.revoke = Some(hook);
         self

@@ -132,8 +132,19 @@ async fn task_detail(State(app): State<Arc<App>>, Path(id): Path<String>) -> Res
     tasks::detail(&app, &id).await.map(Json)
 }
 
-async fn task_revoke(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Value>> {
-    tasks::revoke(&app, &id).await.map(Json)
+/// `POST /api/tasks/{id}/revoke` `{"terminate": bool}`.
+async fn task_revoke(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    // An empty body is a plain revoke.
+    let options: tasks::RevokeOptions = if bytes.iter().all(u8::is_ascii_whitespace) {
+        tasks::RevokeOptions::default()
+    } else {
+        body(&bytes)?
+    };
+    tasks::revoke(&app, &id, options).await.map(Json)
 }
 
 #[derive(Deserialize)]

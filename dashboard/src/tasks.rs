@@ -18,6 +18,19 @@ use crate::App;
 /// What a revoke answers: a message for the user, or why it failed.
 pub type RevokeFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 
+/// How a revoke from the dashboard acts: the body of
+/// `POST /api/tasks/{id}/revoke`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeOptions {
+    /// Also stop a run in progress (SIGTERM: a program may clean up, a
+    /// handler is cancelled after a short grace). Without it only a queued
+    /// or delayed copy is kept from running, and a run in progress
+    /// finishes.
+    #[serde(default)]
+    pub terminate: bool,
+}
+
 /// Revokes a task by id: the control plane's revoke, given to
 /// [`Dashboard::revoke`](crate::Dashboard::revoke). Without one the
 /// revoke button is disabled and `POST /api/tasks/{id}/revoke` answers 501.
@@ -26,12 +39,18 @@ pub type RevokeFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Se
 ///
 /// ```
 /// use std::sync::Arc;
-/// let hook: celeriac_dashboard::RevokeHook = Arc::new(|id| {
-///     Box::pin(async move { Ok(format!("revoked {id}")) })
+/// let hook: celeriac_dashboard::RevokeHook = Arc::new(|id, options| {
+///     Box::pin(async move {
+///         Ok(if options.terminate {
+///             format!("revoked {id} and stopped its run")
+///         } else {
+///             format!("revoked {id}")
+///         })
+///     })
 /// });
 /// # let _ = hook;
 /// ```
-pub type RevokeHook = Arc<dyn Fn(TaskId) -> RevokeFuture + Send + Sync>;
+pub type RevokeHook = Arc<dyn Fn(TaskId, RevokeOptions) -> RevokeFuture + Send + Sync>;
 
 /// Largest page of the task list.
 pub const MAX_LIMIT: usize = 500;
@@ -119,8 +138,34 @@ fn summary(task: &IndexedTask) -> Value {
     value
 }
 
+/// When a task was created: the producer's record of it, else the
+/// earliest time the record knows (its queued time or first transition),
+/// and whether it was inferred so.
+pub fn created_at(r: &TaskRecord) -> (Option<u64>, bool) {
+    if r.created_at.is_some() {
+        return (r.created_at, false);
+    }
+    let earliest = r
+        .queued_at
+        .into_iter()
+        .chain(r.history.first().map(|t| t.at_ms))
+        .min();
+    (earliest, earliest.is_some())
+}
+
+/// The worker to show for a task: none for one that was skipped without
+/// running (the record keeps the worker that recorded the skip).
+pub(crate) fn shown_worker(r: &TaskRecord) -> Option<&str> {
+    if r.state == TaskState::Skipped && r.runs == 0 {
+        None
+    } else {
+        r.worker.as_deref()
+    }
+}
+
 /// A record as JSON, without its history and result.
 pub fn record_json(r: &TaskRecord) -> Value {
+    let (created_at, created_inferred) = created_at(r);
     json!({
         "id": r.id.to_string(),
         "task": r.task,
@@ -128,10 +173,11 @@ pub fn record_json(r: &TaskRecord) -> Value {
         "state": r.state.as_str(),
         "attempt": r.attempt,
         "runs": r.runs,
-        "worker": r.worker,
+        "worker": shown_worker(r),
         "idempotency_key": r.idempotency_key,
         "workflow_id": r.workflow_id,
-        "created_at": r.created_at,
+        "created_at": created_at,
+        "created_at_inferred": created_inferred,
         "queued_at": r.queued_at,
         "started_at": r.started_at,
         "finished_at": r.finished_at,
@@ -197,15 +243,19 @@ pub(crate) async fn detail(app: &App, id: &str) -> Result<Value> {
 }
 
 /// `POST /api/tasks/{id}/revoke`.
-pub(crate) async fn revoke(app: &App, id: &str) -> Result<Value> {
+pub(crate) async fn revoke(app: &App, id: &str, options: RevokeOptions) -> Result<Value> {
     let id = parse_id(id)?;
     let Some(hook) = &app.revoke else {
         return Err(Error::NotImplemented(
             "revoke is not available: this dashboard has no control plane to send it".into(),
         ));
     };
-    match hook(id).await {
-        Ok(message) => Ok(json!({ "revoked": id.to_string(), "message": message })),
+    match hook(id, options).await {
+        Ok(message) => Ok(json!({
+            "revoked": id.to_string(),
+            "terminate": options.terminate,
+            "message": message,
+        })),
         Err(e) => Err(Error::Broker(format!("revoke of {id} failed: {e}"))),
     }
 }
@@ -233,6 +283,65 @@ mod tests {
             ..ListParams::default()
         };
         assert!(matches!(bad.query(), Err(Error::BadRequest(m)) if m.contains("exploded")));
+    }
+
+    fn record(state: TaskState) -> TaskRecord {
+        TaskRecord {
+            id: TaskId::new(),
+            task: "t".into(),
+            queue: "default".into(),
+            state,
+            attempt: 0,
+            runs: 0,
+            worker: Some("w-1".into()),
+            idempotency_key: None,
+            workflow_id: None,
+            created_at: None,
+            queued_at: None,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            result: None,
+            history: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_creation_time_falls_back_to_the_earliest_known() {
+        let mut r = record(TaskState::Succeeded);
+        assert_eq!(created_at(&r), (None, false));
+        r.history.push(celeriac_schema::store::Transition {
+            state: TaskState::Started,
+            at_ms: 2_000,
+            attempt: 0,
+            worker: None,
+            error: None,
+        });
+        assert_eq!(created_at(&r), (Some(2_000), true));
+        r.queued_at = Some(1_500);
+        assert_eq!(created_at(&r), (Some(1_500), true));
+        r.created_at = Some(1_000);
+        assert_eq!(created_at(&r), (Some(1_000), false));
+        assert_eq!(record_json(&r)["created_at"], 1_000);
+    }
+
+    #[test]
+    fn a_skipped_task_lists_no_worker() {
+        let skipped = record(TaskState::Skipped);
+        assert_eq!(record_json(&skipped)["worker"], Value::Null);
+        let mut ran = record(TaskState::Succeeded);
+        ran.runs = 1;
+        assert_eq!(record_json(&ran)["worker"], "w-1");
+    }
+
+    #[test]
+    fn a_revoke_body_says_whether_to_terminate() {
+        let plain: RevokeOptions = serde_json::from_str("{}").expect("empty");
+        assert!(!plain.terminate);
+        let term: RevokeOptions =
+            serde_json::from_str(r#"{"terminate": true}"#).expect("terminate");
+        assert!(term.terminate);
+        assert!(serde_json::from_str::<RevokeOptions>(r#"{"terminat": true}"#).is_err());
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! The Workers page: the workers' heartbeats, through a [`WorkerSource`]
-//! (the control plane's, once given), and the workers seen in recent tasks
-//! from the store, which is always available.
+//! (the records workers keep in the store: [`StoreHeartbeats`]), and the
+//! workers seen in recent tasks from the store, which is always available.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use celeriac_schema::control::WorkerStatus;
+use celeriac_schema::events::WorkerEventKind;
+use celeriac_schema::store::{ControlHash, Store};
 use celeriac_schema::TaskState;
 use celeriac_store::TaskQuery;
 use serde::Serialize;
@@ -56,6 +60,55 @@ impl WorkerSource for NoHeartbeats {
     }
 }
 
+/// The heartbeat records workers with a store keep in its worker list
+/// (`celeriac workers` reads the same): live workers only, a worker being
+/// lost once it stopped or missed three heartbeats.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> celeriac_dashboard::Result<()> {
+/// use std::sync::Arc;
+/// use celeriac_dashboard::{Config, Dashboard, StoreHeartbeats};
+/// use celeriac_schema::store::StoreSettings;
+///
+/// let store = celeriac_store::RedisStore::connect(
+///     "redis://127.0.0.1:6379", "celeriac", StoreSettings::default()).await?;
+/// let config = Config::new("amqp://guest:guest@127.0.0.1:5672/%2f", "celeriac");
+/// let source = StoreHeartbeats::new(Arc::new(store.clone()));
+/// let dashboard = Dashboard::new(config, store).workers(Arc::new(source));
+/// # let _ = dashboard;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct StoreHeartbeats(Arc<dyn Store>);
+
+impl StoreHeartbeats {
+    /// The heartbeats in `store`.
+    pub fn new(store: Arc<dyn Store>) -> StoreHeartbeats {
+        StoreHeartbeats(store)
+    }
+}
+
+#[async_trait::async_trait]
+impl WorkerSource for StoreHeartbeats {
+    async fn heartbeats(&self) -> Result<Option<Vec<WorkerHeartbeat>>, String> {
+        let records = self
+            .0
+            .hash_all(ControlHash::Workers)
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = celeriac_schema::now_ms();
+        let mut live: Vec<WorkerHeartbeat> = records
+            .iter()
+            .filter_map(|(_, bytes)| WorkerStatus::decode(bytes).ok())
+            .filter(|s| s.kind != WorkerEventKind::Lost && !s.is_lost_at(now))
+            .collect();
+        live.sort_by(|a, b| a.worker.cmp(&b.worker));
+        Ok(Some(live))
+    }
+}
+
 /// A worker seen in the recent tasks of the store.
 #[derive(Debug, Clone, Default, Serialize)]
 struct Seen {
@@ -82,11 +135,11 @@ pub(crate) async fn list(app: &App) -> Result<Value> {
     let page = app.store.recent_tasks(&query).await?;
     let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
     for task in &page.tasks {
-        let Some(worker) = &task.record.worker else {
+        let Some(worker) = crate::tasks::shown_worker(&task.record) else {
             continue;
         };
-        let s = seen.entry(worker.clone()).or_insert_with(|| Seen {
-            worker: worker.clone(),
+        let s = seen.entry(worker.to_owned()).or_insert_with(|| Seen {
+            worker: worker.to_owned(),
             ..Seen::default()
         });
         s.last_seen = s.last_seen.max(task.updated_at);

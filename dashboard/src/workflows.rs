@@ -129,7 +129,9 @@ pub(crate) async fn detail(app: &App, id: &str) -> Result<Value> {
             "task_id": task_id.to_string(),
             "state": task.as_ref().map(|t| t.state.as_str()),
             "attempt": task.as_ref().map(|t| t.attempt),
-            "worker": task.as_ref().and_then(|t| t.worker.clone()),
+            // A skipped node never ran: the worker that recorded the skip
+            // is not its worker.
+            "worker": task.as_ref().filter(|_| progress != NodeProgress::Skipped).and_then(crate::tasks::shown_worker),
             "started_at": task.as_ref().and_then(|t| t.started_at),
             "finished_at": task.as_ref().and_then(|t| t.finished_at),
             "error": task.as_ref().and_then(|t| t.error.as_ref()).map(|e| json!({"type": e.error_type, "message": e.message})),

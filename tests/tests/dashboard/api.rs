@@ -12,7 +12,9 @@ use celeriac_schema::workflow::{Node, Workflow};
 use celeriac_schema::{TaskId, TaskState};
 use serde_json::{json, Value};
 
-use crate::support::{request, setup, token_login, until, Add, Flaky, Setup, FLAKY_ERROR};
+use crate::support::{
+    request, setup, setup_with, token_login, until, Add, Flaky, Options, Setup, FLAKY_ERROR,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -45,10 +47,59 @@ fn ids(list: &Value, key: &str) -> Vec<String> {
         .collect()
 }
 
+fn lane_names(queue: &Value) -> Vec<String> {
+    queue["lanes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["lane"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_shows_what_was_sent() {
-    let s = setup("dash-api", |_| {}).await;
+    let options = Options {
+        queues: &["reports"],
+        fair: Some(("tenants", 2)),
+        ..Options::default()
+    };
+    let s = setup_with("dash-api", options, |_| {}).await;
     let opts = SendOptions::default();
+    // "reports": no consumer, one task waiting in its own queue and two
+    // messages in a tolerance class queue (declared here, as no worker
+    // declares its lanes).
+    s.producer.ensure_queue("reports").await.unwrap();
+    s.producer
+        .send::<Add>(&(1, 1), &SendOptions::default().queue("reports"))
+        .await
+        .unwrap();
+    let lane = s.ns.topology().tolerance_queue("reports", 5);
+    let (_conn, channel) = celeriac_tests::broker().await.channel().await;
+    channel
+        .queue_declare(
+            lane.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        channel
+            .basic_publish(
+                "".into(),
+                lane.as_str().into(),
+                lapin::options::BasicPublishOptions::default(),
+                b"waits in its class",
+                lapin::BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
     let mut adds = Vec::new();
     for i in 0..3 {
         adds.push(s.producer.send::<Add>(&(i, 1), &opts).await.unwrap().id());
@@ -89,13 +140,75 @@ async fn every_page_shows_what_was_sent() {
     assert_eq!(default["dead_letters"], 1, "{default}");
     assert_eq!(default["messages"], 0, "{default}");
 
+    // A logical queue's lanes are listed inside it, not as queues of
+    // their own: the tolerance classes the worker declares with each
+    // queue, and the fair queue's shards. Its figures are their sums.
+    let names: Vec<&str> = queues["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["queue"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["default", "reports", "tenants"], "{queues}");
+    let tolerance: Vec<String> = (0..6).map(|k| format!("default.tol.{k}")).collect();
+    assert_eq!(lane_names(&default), tolerance, "{default}");
+    for lane in default["lanes"].as_array().unwrap() {
+        assert_eq!(lane["kind"], "tolerance", "{lane}");
+        assert_eq!(
+            lane["broker_queue"],
+            format!("{}.q.{}", s.ns.name(), lane["lane"].as_str().unwrap())
+        );
+        assert_eq!(lane["consumers"], 1, "one worker consumes each: {lane}");
+    }
+    assert_eq!(default["lanes"][2]["index"], 2);
+    let own_consumers = default["consumers"].as_u64().unwrap() - 6;
+    assert_eq!(own_consumers, 1, "{default}");
+    let find = |name: &str| {
+        queues["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["queue"] == name)
+            .unwrap()
+            .clone()
+    };
+    let tenants = find("tenants");
+    let shards: Vec<String> = tenants["lanes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["kind"] == "fair")
+        .map(|l| l["lane"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(shards, ["tenants.f.0", "tenants.f.1"], "{tenants}");
+    assert!(
+        tenants["lanes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["consumers"] == 1),
+        "{tenants}"
+    );
+    assert_eq!(
+        tenants["consumers"].as_u64().unwrap(),
+        1 + tenants["lanes"].as_array().unwrap().len() as u64,
+        "{tenants}"
+    );
+    let reports = find("reports");
+    assert_eq!(lane_names(&reports), ["reports.tol.5"], "{reports}");
+    assert_eq!(reports["lanes"][0]["messages"], 2, "{reports}");
+    // One task in its own queue, two in the lane.
+    assert_eq!(reports["messages"], 3, "{reports}");
+    assert_eq!(reports["ready"], 3, "{reports}");
+    assert_eq!(reports["consumers"], 0, "{reports}");
+
     // Tasks: everything sent, newest first; filters narrow it down.
     let all = s.get_json("/api/tasks", &[]).await;
     let listed = ids(&all, "tasks");
     for id in adds.iter().chain([&flaky]) {
         assert!(listed.contains(&id.to_string()), "{id} listed in {all}");
     }
-    assert_eq!(listed.len(), 3 + 1 + 4, "{all}");
+    assert_eq!(listed.len(), 3 + 1 + 4 + 1, "{all}");
     let stamps: Vec<u64> = all["tasks"]
         .as_array()
         .unwrap()
@@ -115,6 +228,37 @@ async fn every_page_shows_what_was_sent() {
     let future = celeriac_schema::now_ms() + 60_000;
     let later = s.get_json(&format!("/api/tasks?since={future}"), &[]).await;
     assert!(ids(&later, "tasks").is_empty());
+    // `until` keeps the tasks whose latest state is no later; with `since`
+    // it is a window.
+    let middle = stamps[stamps.len() / 2];
+    let older = s.get_json(&format!("/api/tasks?until={middle}"), &[]).await;
+    let expected: Vec<&Value> = all["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["updated_at"].as_u64().unwrap() <= middle)
+        .collect();
+    assert!(!expected.is_empty() && expected.len() < stamps.len());
+    assert_eq!(
+        ids(&older, "tasks").len(),
+        expected.len(),
+        "until={middle}: {older}"
+    );
+    assert!(older["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["updated_at"].as_u64().unwrap() <= middle));
+    let oldest = *stamps.last().unwrap();
+    let before = s
+        .get_json(&format!("/api/tasks?until={}", oldest - 1), &[])
+        .await;
+    assert!(ids(&before, "tasks").is_empty(), "{before}");
+    let window = s
+        .get_json(&format!("/api/tasks?since={middle}&until={middle}"), &[])
+        .await;
+    let at_middle = stamps.iter().filter(|t| **t == middle).count();
+    assert_eq!(ids(&window, "tasks").len(), at_middle, "{window}");
     let limited = s.get_json("/api/tasks?limit=2", &[]).await;
     assert_eq!(ids(&limited, "tasks").len(), 2);
     assert_eq!(limited["truncated"], true);
@@ -128,6 +272,14 @@ async fn every_page_shows_what_was_sent() {
     assert_eq!(detail["error"]["type"], "UpstreamRefused");
     assert_eq!(detail["error"]["message"], FLAKY_ERROR);
     assert!(detail["worker"].is_string(), "{detail}");
+    // Its creation time: the producer's, else the earliest time known.
+    let created = detail["created_at"].as_u64().unwrap();
+    let first = detail["history"][0]["at"].as_u64().unwrap();
+    assert!(created <= first, "{detail}");
+    if let Some(queued) = detail["queued_at"].as_u64() {
+        assert!(created <= queued, "{detail}");
+    }
+    assert!(detail["created_at_inferred"].is_boolean(), "{detail}");
     let states: Vec<&str> = detail["history"]
         .as_array()
         .unwrap()
@@ -250,6 +402,21 @@ async fn every_page_shows_what_was_sent() {
             .status,
         404
     );
+
+    // The management API reports a new queue's unacknowledged count after
+    // some seconds; from then on the dashboard shows it.
+    until(Duration::from_secs(40), "unacknowledged counts", || async {
+        let q = s.get_json("/api/queues", &[]).await;
+        let default = q["queues"][0].clone();
+        let known = default["unacked"].is_u64()
+            && default["lanes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| l["unacked"].is_u64());
+        known.then_some(())
+    })
+    .await;
     s.stop().await;
 }
 
@@ -545,7 +712,15 @@ async fn basic_auth_with_read_only_and_queues_without_a_management_api() {
         "{queues}"
     );
     assert_eq!(queues["queues"][0]["queue"], "default");
-    assert_eq!(queues["queues"][0]["consumers"], 1);
+    // Without the management API the tolerance classes are asked for by
+    // name, and summed in as well.
+    assert_eq!(
+        lane_names(&queues["queues"][0]).len(),
+        6,
+        "{}",
+        queues["queues"][0]
+    );
+    assert_eq!(queues["queues"][0]["consumers"], 1 + 6);
     assert!(queues["queues"][0]["unacked"].is_null());
 
     // Read-only wins over the login.

@@ -1,8 +1,10 @@
 //! A real headless Chromium drives the dashboard: it logs in, loads every
-//! page, checks each against what was sent, finds a failed task by its id,
-//! sees why it failed, replays its dead letter from the UI (click, confirm)
-//! and sees it succeed, then deletes the rest in bulk. Each page's
-//! screenshot is saved to `docs/screenshots/`, where the README shows them.
+//! page, checks each against what was sent (two live workers with
+//! heartbeats, a queue's lanes inside it), revokes and terminates a running
+//! task, finds a failed task by its id, sees why it failed, replays its
+//! dead letter from the UI (click, confirm) and sees it succeed, replays
+//! several more in bulk, then deletes the rest. Each page's screenshot is
+//! saved to `docs/screenshots/`, where the README shows them.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +16,9 @@ use celeriac_schema::workflow::{Node, Workflow};
 use celeriac_schema::TaskState;
 use serde_json::json;
 
-use crate::support::{setup_with_queues, token_login, until, Add, Flaky, FLAKY_ERROR};
+use crate::support::{
+    setup_with, token_login, until, Add, Flaky, Options, Slow, FLAKY_ERROR, HEARTBEAT,
+};
 use crate::webdriver::Browser;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -52,7 +56,13 @@ async fn scenario() {
     let Login::Token(token) = login.clone() else {
         unreachable!()
     };
-    let s = setup_with_queues("dash-ui", &["reports"], |c| c.login = Some(login)).await;
+    let options = Options {
+        queues: &["reports"],
+        live_workers: &["worker-1", "worker-2"],
+        revoke: true,
+        ..Options::default()
+    };
+    let s = setup_with("dash-ui", options, |c| c.login = Some(login)).await;
     let opts = SendOptions::default();
     // A queue nobody consumes: its tasks wait, and the page warns.
     s.producer.ensure_queue("reports").await.unwrap();
@@ -79,6 +89,17 @@ async fn scenario() {
         .await
         .unwrap()
         .id();
+    // More failures, to replay in bulk.
+    let mut more = Vec::new();
+    for input in ["invoice-2042", "invoice-2043", "receipt-17"] {
+        more.push(
+            s.producer
+                .send::<Flaky>(&input.to_owned(), &opts)
+                .await
+                .unwrap()
+                .id(),
+        );
+    }
     let mut wf = Workflow::new();
     let arg = |a: i64| rmpv::Value::Array(vec![a.into(), 1.into()]);
     wf.push(Node::new("fetch", "dash.add", arg(1)));
@@ -88,7 +109,7 @@ async fn scenario() {
     wf.push(Node::new("audit", "dash.flaky", rmpv::Value::from("audit-7")).after(["fetch"]));
     wf.push(Node::new("archive", "dash.add", arg(5)).after(["audit"]));
     let workflow = s.producer.submit(&wf, &[]).await.unwrap();
-    for id in adds.iter().chain([&invoice]) {
+    for id in adds.iter().chain([&invoice]).chain(&more) {
         until(WAIT, "the sent tasks to finish", || async {
             let r = s.store.get(*id).await.ok().flatten()?;
             r.state.is_terminal().then_some(())
@@ -96,6 +117,13 @@ async fn scenario() {
         .await;
     }
     let _ = workflow.wait(WAIT).await;
+    // A long task runs while the pages are looked at.
+    let slow = s.producer.send::<Slow>(&600_000, &opts).await.unwrap().id();
+    let slow_worker = until(WAIT, "the long task to start", || async {
+        let r = s.store.get(slow).await.ok().flatten()?;
+        (r.state == TaskState::Started).then_some(r.worker?)
+    })
+    .await;
 
     let b = Browser::start(WIDTH, 900).await;
     let base = s.base();
@@ -113,8 +141,38 @@ async fn scenario() {
         text.contains(&format!("{}.q.default", s.ns.name())),
         "{text}"
     );
-    // Two dead letters: the invoice and the workflow's audit node.
-    b.wait_text("#queues tr[data-queue=default] td:last-child", "2", WAIT)
+    // Five dead letters: the four invoices and the workflow's audit node.
+    b.wait_text("#queues tr[data-queue=default] td:last-child", "5", WAIT)
+        .await;
+    // The tolerance classes are inside their queue, not queues of their
+    // own: two logical queues.
+    b.wait_text("#stat-queues .value", "2", WAIT).await;
+    assert!(
+        b.find("#queues tr[data-queue='default.tol.0']")
+            .await
+            .is_none(),
+        "a lane listed as a queue"
+    );
+    assert_eq!(b.find_all("#queues tbody tr[data-queue]").await.len(), 2);
+    b.wait_text(
+        "#queues tr[data-queue=default] .lanes-toggle",
+        "6 tolerance classes",
+        WAIT,
+    )
+    .await;
+    b.click_on("#queues tr[data-queue=default] .lanes-toggle", WAIT)
+        .await;
+    b.wait_for("#queues tr.lane[data-lane='default.tol.5']", WAIT)
+        .await;
+    assert_eq!(b.find_all("#queues tr.lane").await.len(), 6);
+    // Two workers consume the queue and its six classes.
+    let consumers = b
+        .wait_text("#queues tr[data-queue=default] td:nth-child(5)", "14", WAIT)
+        .await;
+    assert_eq!(consumers.trim(), "14");
+    // The long task is delivered and not acknowledged, once the management
+    // API reports the new queue (some seconds after it was declared).
+    b.wait_text("#queues tr[data-queue=default] td:nth-child(4)", "1", WAIT)
         .await;
     b.wait_text("#mode", "read-write", WAIT).await;
     let waiting = b
@@ -139,15 +197,28 @@ async fn scenario() {
             "{id} listed"
         );
     }
-    assert_eq!(b.find_all("#tasks tbody tr").await.len(), 3 + 6 + 1 + 6);
+    b.wait_for(&format!("#tasks tr[data-id='{slow}']"), WAIT)
+        .await;
+    assert_eq!(
+        b.find_all("#tasks tbody tr").await.len(),
+        3 + 6 + 1 + 3 + 1 + 6
+    );
     b.screenshot(&shot("tasks"), WIDTH).await;
     b.goto(&format!("{base}/#/tasks?state=failed")).await;
     b.wait_for(&format!("#tasks tr[data-id='{invoice}']"), WAIT)
         .await;
     until(WAIT, "the failed filter", || async {
-        (b.find_all("#tasks tbody tr").await.len() == 2).then_some(())
+        (b.find_all("#tasks tbody tr").await.len() == 5).then_some(())
     })
     .await;
+    // An absolute range that ends before anything was sent: nothing.
+    b.goto(&format!("{base}/#/tasks?until=2001-01-01T00:00"))
+        .await;
+    b.wait_text("#tasks tbody", "No tasks match", WAIT).await;
+    let until_value = b
+        .execute("return document.getElementById('f-until').value", json!([]))
+        .await;
+    assert_eq!(until_value, "2001-01-01T00:00");
 
     // Find the failed task from its id, and see why it failed.
     b.goto(&format!("{base}/#/queues")).await;
@@ -157,6 +228,8 @@ async fn scenario() {
     assert!(error.contains("UpstreamRefused"), "{error}");
     assert!(b.url().await.ends_with(&format!("#/task/{invoice}")));
     b.wait_for("#history tbody tr", WAIT).await;
+    let created = b.wait_text("#created", "20", WAIT).await;
+    assert!(!created.contains('—'), "{created}");
     b.screenshot(&shot("task-failed"), WIDTH).await;
 
     // Workflows: the list, and the DAG with a node per state.
@@ -183,42 +256,91 @@ async fn scenario() {
         6,
         "one edge per dependency"
     );
+    // The skipped node never ran: no worker is listed for it.
+    let archive = b.wait_text("tr[data-node=archive]", "skipped", WAIT).await;
+    assert!(!archive.contains("worker-"), "{archive}");
     b.screenshot(&shot("workflow"), WIDTH).await;
 
-    // Workers: no heartbeats here, the worker seen in the tasks.
+    // Workers: both live from their heartbeats, the long task's worker
+    // running it; both seen in the tasks.
     b.goto(&format!("{base}/#/workers")).await;
-    b.wait_text("#no-heartbeats", "No heartbeat data", WAIT)
+    for id in ["worker-1", "worker-2"] {
+        let row = b
+            .wait_text(
+                &format!("#heartbeats tr[data-worker='{id}']"),
+                "online",
+                WAIT,
+            )
+            .await;
+        assert!(row.contains("default"), "{row}");
+        assert!(row.contains(env!("CARGO_PKG_VERSION")), "{row}");
+        b.wait_for(&format!("#seen tr[data-worker='{id}']"), WAIT)
+            .await;
+    }
+    b.wait_text(
+        &format!("#heartbeats tr[data-worker='{slow_worker}']"),
+        "1 / 4",
+        WAIT,
+    )
+    .await;
+    assert!(b.find("#no-heartbeats").await.is_none());
+    // The latest heartbeat is seconds old (a beat every HEARTBEAT).
+    let beat = b
+        .wait_text(
+            &format!("#heartbeats tr[data-worker='{slow_worker}'] td:nth-child(9)"),
+            " s ago",
+            WAIT,
+        )
         .await;
-    b.wait_for("#seen tbody tr td.mono", WAIT).await;
+    let secs: u64 = beat.trim_end_matches(" s ago").trim().parse().unwrap();
+    assert!(secs <= 3, "{beat} with a heartbeat every {HEARTBEAT:?}");
     b.screenshot(&shot("workers"), WIDTH).await;
 
-    // Dead letters: both listed.
+    // Revoke the long task from its page: the dialog offers a plain revoke
+    // and one that terminates the run; the second stops it.
+    b.goto(&format!("{base}/#/task/{slow}")).await;
+    b.wait_text("main .page-head h1", "started", WAIT).await;
+    b.click_on("#revoke:not([disabled])", WAIT).await;
+    let terminate = b.wait_for("#confirm-terminate", WAIT).await;
+    b.wait_text("#confirm-ok", "Revoke", WAIT).await;
+    b.wait_text("#modal", "SIGTERM", WAIT).await;
+    b.screenshot_window(&shot("revoke-confirm"), WIDTH).await;
+    b.click(&terminate).await;
+    until(WAIT, "the long task to be revoked", || async {
+        let r = s.store.get(slow).await.ok().flatten()?;
+        (r.state == TaskState::Revoked).then_some(())
+    })
+    .await;
+    b.wait_text("#toast", "terminated", WAIT).await;
+    b.wait_text("main .page-head h1", "revoked", WAIT).await;
+    // Dismissed, so that it does not cover the next screenshots.
+    b.execute("document.getElementById('toast').hidden = true", json!([]))
+        .await;
+
+    // Dead letters: all five listed; three picked for a bulk replay.
     b.goto(&format!("{base}/#/dead-letters")).await;
     b.wait_for(&format!("#dead-letters tr[data-id='{invoice}']"), WAIT)
         .await;
-    assert_eq!(b.find_all("#dead-letters tbody tr").await.len(), 2);
+    assert_eq!(b.find_all("#dead-letters tbody tr").await.len(), 5);
     let replay = b.wait_for("#replay-selected", WAIT).await;
     assert!(
         b.attribute(&replay, "disabled").await.is_some(),
         "nothing selected yet"
     );
-    let pick = b
-        .wait_for(
-            &format!("#dead-letters tr[data-id='{invoice}'] input[type=checkbox]"),
+    for id in &more {
+        b.click_on(
+            &format!("#dead-letters tr[data-id='{id}'] input[type=checkbox]"),
             WAIT,
         )
         .await;
-    b.click(&pick).await;
-    b.wait_text("#replay-selected", "Replay 1 selected", WAIT)
+    }
+    b.wait_text("#replay-selected", "Replay 3 selected", WAIT)
         .await;
     assert!(
-        b.attribute(&replay, "disabled").await.is_none(),
-        "one selected"
+        b.find("#replay-selected:not([disabled])").await.is_some(),
+        "three selected"
     );
     b.screenshot(&shot("dead-letters"), WIDTH).await;
-    b.click(&pick).await;
-    b.wait_text("#replay-selected", "Replay selected", WAIT)
-        .await;
 
     // From the failed task to its dead letter; replay it (click, confirm)
     // once the service is back, and see it succeed.
@@ -243,16 +365,48 @@ async fn scenario() {
     b.wait_text("main", "processed invoice-2041", WAIT).await;
     b.screenshot(&shot("task-replayed"), WIDTH).await;
 
-    // The dead-letter queue kept the other one only.
+    // The dead-letter queue kept the other four.
     b.goto(&format!("{base}/#/dead-letters")).await;
     b.wait_for("#dead-letters tbody tr[data-id]", WAIT).await;
-    until(WAIT, "one dead letter left", || async {
+    until(WAIT, "four dead letters left", || async {
         let rows = b.find_all("#dead-letters tbody tr[data-id]").await;
-        (rows.len() == 1
+        (rows.len() == 4
             && b.find(&format!("#dead-letters tr[data-id='{invoice}']"))
                 .await
                 .is_none())
         .then_some(())
+    })
+    .await;
+
+    // Bulk replay: pick three, confirm; each runs again and succeeds.
+    for id in &more {
+        b.click_on(
+            &format!("#dead-letters tr[data-id='{id}'] input[type=checkbox]"),
+            WAIT,
+        )
+        .await;
+    }
+    b.wait_text("#replay-selected", "Replay 3 selected", WAIT)
+        .await;
+    b.click_on("#replay-selected", WAIT).await;
+    let confirm = b.wait_for("#confirm-ok", WAIT).await;
+    assert_eq!(b.text(&confirm).await, "Replay 3");
+    let listed = b.text(&b.wait_for("#modal ul", WAIT).await).await;
+    for id in &more {
+        assert!(listed.contains(&id.to_string()), "{listed}");
+    }
+    b.click(&confirm).await;
+    b.wait_text("#toast", "replayed 3", WAIT).await;
+    for id in &more {
+        until(WAIT, "the bulk-replayed tasks to succeed", || async {
+            let r = s.store.get(*id).await.ok().flatten()?;
+            (r.state == TaskState::Succeeded && r.runs == 2).then_some(())
+        })
+        .await;
+    }
+    until(WAIT, "one dead letter left", || async {
+        let rows = b.find_all("#dead-letters tbody tr[data-id]").await;
+        (rows.len() == 1).then_some(())
     })
     .await;
 

@@ -88,15 +88,16 @@ async fn the_command_serves_read_only_until_sigterm() {
 }
 
 /// With a login the command's revoke button revokes through the control
-/// plane (a delayed task is recorded revoked and never runs), and the
-/// Workers page lists the heartbeats workers keep in the store.
+/// plane (a delayed task is recorded revoked and never runs; a running one
+/// is stopped when the revoke asks to terminate), and the Workers page
+/// lists the heartbeats workers keep in the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_revokes_through_the_control_plane_and_lists_heartbeats() {
     use std::sync::Arc;
 
     use celeriac_consumer::{Registry, Worker};
     use celeriac_producer::{Producer, SendOptions};
-    use celeriac_schema::builtin::Noop;
+    use celeriac_schema::builtin::{Noop, Sleep, SleepInput};
     use celeriac_schema::store::{Store, StoreSettings};
     use celeriac_schema::TaskState;
 
@@ -190,6 +191,55 @@ async fn the_command_revokes_through_the_control_plane_and_lists_heartbeats() {
     })
     .await;
     assert_eq!(workers["heartbeats"][0]["pid"], std::process::id());
+
+    // A running task: revoke and terminate stops it at once (SIGTERM; a
+    // handler is cancelled after a short grace), not after its minute.
+    let long_task = producer
+        .send::<Sleep>(&SleepInput { ms: 60_000 }, &SendOptions::new())
+        .await
+        .unwrap()
+        .id();
+    until(
+        Duration::from_secs(15),
+        "the long task to start",
+        || async {
+            let record = store.get(long_task).await.ok().flatten()?;
+            (record.state == TaskState::Started).then_some(())
+        },
+    )
+    .await;
+    let asked = std::time::Instant::now();
+    let r = request(
+        addr,
+        "POST",
+        &format!("/api/tasks/{long_task}/revoke"),
+        &auth,
+        Some(r#"{"terminate": true}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["terminate"], true, "{}", r.body);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("SIGTERM"),
+        "{}",
+        r.body
+    );
+    until(Duration::from_secs(20), "the run to stop", || async {
+        let record = store.get(long_task).await.ok().flatten()?;
+        (record.state == TaskState::Revoked).then_some(())
+    })
+    .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "stopped in {:?}",
+        asked.elapsed()
+    );
+    let record = store.get(long_task).await.unwrap().expect("a record");
+    assert_eq!(record.runs, 1, "{record:?}");
+    assert!(record.result.is_none(), "{record:?}");
 
     // Past its countdown the task has not run: it stays revoked.
     tokio::time::sleep(Duration::from_secs(5)).await;

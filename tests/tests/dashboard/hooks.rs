@@ -1,5 +1,6 @@
 //! The control plane's hooks: a revoke function enables the revoke
-//! endpoint, and a heartbeat source fills the live workers table.
+//! endpoint (and gets whether to terminate a run), and a heartbeat source
+//! fills the live workers table.
 
 use std::sync::{Arc, Mutex};
 
@@ -27,15 +28,15 @@ async fn a_revoke_hook_and_a_heartbeat_source_are_used() {
     let store = redis_store(&ns, StoreSettings::default()).await;
     let mut config = Config::new(&broker().await.url, ns.name());
     config.login = Some(Login::Token("hook-token".into()));
-    let revoked: Arc<Mutex<Vec<TaskId>>> = Arc::default();
+    let revoked: Arc<Mutex<Vec<(TaskId, bool)>>> = Arc::default();
     let seen = revoked.clone();
-    let hook: RevokeHook = Arc::new(move |id| {
+    let hook: RevokeHook = Arc::new(move |id, options| {
         let seen = seen.clone();
         Box::pin(async move {
             if let Ok(mut ids) = seen.lock() {
-                ids.push(id);
+                ids.push((id, options.terminate));
             }
-            if ids_len(&seen) > 1 {
+            if ids_len(&seen) > 2 {
                 Err("the control exchange refused".to_owned())
             } else {
                 Ok(format!("revoke of {id} sent to 2 workers"))
@@ -84,8 +85,31 @@ async fn a_revoke_hook_and_a_heartbeat_source_are_used() {
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["revoked"], id.to_string());
+    assert_eq!(r.json()["terminate"], false);
     assert!(r.json()["message"].as_str().unwrap().contains("2 workers"));
-    assert_eq!(*revoked.lock().unwrap(), vec![id]);
+    assert_eq!(*revoked.lock().unwrap(), vec![(id, false)]);
+    // Terminate is passed on; a misspelt option is refused, not ignored.
+    let r = request(
+        addr,
+        "POST",
+        &format!("/api/tasks/{id}/revoke"),
+        &auth,
+        Some(r#"{"terminate": true}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["terminate"], true);
+    assert_eq!(*revoked.lock().unwrap(), vec![(id, false), (id, true)]);
+    let r = request(
+        addr,
+        "POST",
+        &format!("/api/tasks/{id}/revoke"),
+        &auth,
+        Some(r#"{"terminat": true}"#),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(revoked.lock().unwrap().len(), 2);
     // A failed revoke says why.
     let r = request(
         addr,
@@ -112,6 +136,6 @@ async fn a_revoke_hook_and_a_heartbeat_source_are_used() {
     server.await.unwrap().unwrap();
 }
 
-fn ids_len(ids: &Mutex<Vec<TaskId>>) -> usize {
+fn ids_len(ids: &Mutex<Vec<(TaskId, bool)>>) -> usize {
     ids.lock().map(|v| v.len()).unwrap_or(0)
 }

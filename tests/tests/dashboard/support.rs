@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celeriac_consumer::{Registry, TaskContext, TaskError};
-use celeriac_dashboard::{Config, Dashboard, Login};
+use celeriac_dashboard::{Config, Dashboard, Login, RevokeHook, RevokeOptions, StoreHeartbeats};
 use celeriac_producer::Producer;
 use celeriac_schema::store::{Store, StoreSettings};
 use celeriac_schema::Task;
@@ -33,6 +33,14 @@ impl Task for Flaky {
     type Output = String;
 }
 
+/// Runs for the given milliseconds (until a revoke terminates it).
+pub struct Slow;
+impl Task for Slow {
+    const NAME: &'static str = "dash.slow";
+    type Input = u64;
+    type Output = u64;
+}
+
 /// The message a failing `dash.flaky` gives.
 pub const FLAKY_ERROR: &str = "the upstream service refused the invoice";
 
@@ -51,6 +59,10 @@ pub fn registry(healed: &Healed) -> Registry {
     let mut registry = Registry::new();
     registry
         .register::<Add, _, _>(|(a, b), _ctx: TaskContext| async move { Ok::<_, TaskError>(a + b) })
+        .register::<Slow, _, _>(|ms, _ctx: TaskContext| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, TaskError>(ms)
+        })
         .register::<Flaky, _, _>(move |input: String, _ctx: TaskContext| {
             let healed = healed.0.load(Ordering::SeqCst);
             async move {
@@ -71,38 +83,89 @@ pub struct Setup {
     pub producer: Producer,
     pub healed: Healed,
     pub addr: SocketAddr,
-    worker: Option<InProcessWorker>,
+    workers: Vec<InProcessWorker>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<celeriac_dashboard::Result<()>>>,
 }
 
+/// How [`setup_with`] sets a namespace up.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Options<'a> {
+    /// More logical queues (cleaned up with the namespace) that no worker
+    /// consumes.
+    pub queues: &'a [&'a str],
+    /// Workers by id, with short heartbeats that the Workers page reads
+    /// from the store; empty: one worker of the default id, and no
+    /// heartbeat source.
+    pub live_workers: &'a [&'a str],
+    /// A fair queue every worker also consumes, with its shard count.
+    pub fair: Option<(&'a str, u16)>,
+    /// Revoke through the control plane, as `celeriac dashboard` does.
+    pub revoke: bool,
+}
+
+/// How often live workers beat.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+
 /// Starts everything on a fresh namespace; `configure` adjusts the
 /// dashboard's config.
 pub async fn setup(name: &str, configure: impl FnOnce(&mut Config)) -> Setup {
-    setup_with_queues(name, &[], configure).await
+    setup_with(name, Options::default(), configure).await
 }
 
-/// As [`setup`], with more logical queues (cleaned up with the namespace)
-/// that no worker consumes.
-pub async fn setup_with_queues(
+/// As [`setup`], as `options` say.
+pub async fn setup_with(
     name: &str,
-    queues: &[&str],
+    options: Options<'_>,
     configure: impl FnOnce(&mut Config),
 ) -> Setup {
-    let ns = queues
+    let mut ns = options
+        .queues
         .iter()
         .fold(namespace(name), |ns, q| ns.with_queue(q));
+    let mut consumed = vec!["default".to_owned()];
+    if let Some((queue, shards)) = options.fair {
+        ns = ns.with_queue(queue);
+        // The test namespace knows no shard counts: its shards are
+        // deleted by name.
+        for shard in 0..shards {
+            let name = ns
+                .topology()
+                .work_queue(&celeriac_schema::fair::shard_name(queue, shard));
+            ns = ns.with_raw_queue(&name);
+        }
+        consumed.push(queue.to_owned());
+    }
     let store = redis_store(&ns, StoreSettings::default()).await;
     let shared: Arc<dyn Store> = Arc::new(store.clone());
     let healed = Healed::default();
-    let worker = InProcessWorker::start(&ns, registry(&healed), |b| {
-        b.concurrency(4).store(shared.clone())
-    })
-    .await;
+    let ids: Vec<Option<&str>> = if options.live_workers.is_empty() {
+        vec![None]
+    } else {
+        options.live_workers.iter().copied().map(Some).collect()
+    };
+    let mut workers = Vec::new();
+    for id in ids {
+        let worker = InProcessWorker::start(&ns, registry(&healed), |b| {
+            let mut b = b
+                .concurrency(4)
+                .store(shared.clone())
+                .queues(consumed.clone());
+            if let Some((queue, shards)) = options.fair {
+                b = b.fair_queue(queue, u64::from(shards));
+            }
+            match id {
+                Some(id) => b.worker_id(id).heartbeat(HEARTBEAT),
+                None => b,
+            }
+        })
+        .await;
+        workers.push(worker);
+    }
     let url = broker().await.url.clone();
     let producer = Producer::builder(&url)
         .namespace(&*ns)
-        .store(shared)
+        .store(shared.clone())
         .connect()
         .await
         .unwrap();
@@ -111,21 +174,55 @@ pub async fn setup_with_queues(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        Dashboard::new(config, store.clone()).serve(listener, async {
-            let _ = stopped.await;
-        }),
-    );
+    let mut dashboard = Dashboard::new(config, store.clone());
+    if !options.live_workers.is_empty() {
+        dashboard = dashboard.workers(Arc::new(StoreHeartbeats::new(shared)));
+    }
+    if options.revoke {
+        dashboard = dashboard.revoke(revoke_hook(producer.clone()));
+    }
+    let server = tokio::spawn(dashboard.serve(listener, async {
+        let _ = stopped.await;
+    }));
     Setup {
         ns,
         store,
         producer,
         healed,
         addr,
-        worker: Some(worker),
+        workers,
         stop: Some(stop),
         server: Some(server),
     }
+}
+
+/// The control plane's revoke, terminating a run when asked (the hook of
+/// `celeriac dashboard`).
+fn revoke_hook(producer: Producer) -> RevokeHook {
+    use celeriac_producer::control::RevokeOptions as Revoke;
+    Arc::new(move |id, how: RevokeOptions| {
+        let producer = producer.clone();
+        Box::pin(async move {
+            let options = if how.terminate {
+                Revoke::new().terminate(celeriac_schema::control::KillSignal::Term)
+            } else {
+                Revoke::new()
+            };
+            let done = producer
+                .revoke(&[id.to_string()], &options)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!(
+                "revoked {id}{}; {} worker(s) acknowledged",
+                if how.terminate {
+                    " and terminated its run"
+                } else {
+                    ""
+                },
+                done.replies.replies.len()
+            ))
+        })
+    })
 }
 
 impl Setup {
@@ -141,7 +238,7 @@ impl Setup {
                 "the dashboard stops cleanly: {served:?}"
             );
         }
-        if let Some(worker) = self.worker.take() {
+        for worker in self.workers.drain(..) {
             worker.shutdown().await;
         }
     }

@@ -266,6 +266,31 @@ impl Browser {
         assert!(v.get("error").is_none(), "click: {v}");
     }
 
+    /// Clicks the element matching `css` once there is one, again if the
+    /// page replaced it between the finding and the click (the pages
+    /// redraw their tables as they refresh).
+    pub async fn click_on(&self, css: &str, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let element = self.wait_for(css, timeout).await;
+            let v = self
+                .session_call(
+                    "POST",
+                    &format!("/element/{element}/click"),
+                    Some(json!({})),
+                )
+                .await;
+            if v.get("error").is_none() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "click on {css:?}: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Types `text` into an element.
     pub async fn type_text(&self, element: &str, text: &str) {
         let v = self

@@ -6,12 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use celeriac_dashboard::{Config, Dashboard, Login, RevokeHook, WorkerHeartbeat, WorkerSource};
+use celeriac_dashboard::{Config, Dashboard, Login, RevokeHook, StoreHeartbeats};
 use celeriac_producer::control::RevokeOptions;
-use celeriac_schema::control::WorkerStatus;
-use celeriac_schema::events::WorkerEventKind;
+use celeriac_schema::control::KillSignal;
 use celeriac_schema::signing::Keyring;
-use celeriac_schema::store::{ControlHash, Store};
+use celeriac_schema::store::Store;
 use celeriac_schema::TaskId;
 use clap::Args;
 
@@ -44,8 +43,9 @@ pub struct DashboardArgs {
     #[arg(long, env = "CELERIAC_DASHBOARD_TOKEN_FILE", value_name = "PATH")]
     token_file: Option<PathBuf>,
 
-    /// Require HTTP basic auth with the `user:password` of this file, and
-    /// allow writes.
+    /// Require HTTP basic auth with the `user:password` of this file (or
+    /// the `username` and `password` files of this directory, as a mounted
+    /// Kubernetes basic-auth Secret holds them), and allow writes.
     #[arg(
         long,
         env = "CELERIAC_DASHBOARD_BASIC_AUTH_FILE",
@@ -70,8 +70,9 @@ pub struct DashboardArgs {
 
 /// The control plane's revoke behind the dashboard's revoke button: the
 /// id is revoked in the store (so a queued or delayed copy never runs) and
-/// broadcast to the workers; a run in progress finishes. `None` (the
-/// button disabled) when the broker cannot be reached at start.
+/// broadcast to the workers; a run in progress finishes, unless the
+/// dashboard asks to terminate it (SIGTERM). `None` (the button disabled)
+/// when the broker cannot be reached at start.
 async fn revoke_hook(
     global: &Global,
     store: Arc<dyn Store>,
@@ -84,44 +85,33 @@ async fn revoke_hook(
             return None;
         }
     };
-    Some(Arc::new(move |id: TaskId| {
-        let producer = producer.clone();
-        Box::pin(async move {
-            let revoked = producer
-                .revoke(&[id.to_string()], &RevokeOptions::new())
-                .await
-                .map_err(|e| e.to_string())?;
-            let heard = revoked.replies.replies.len();
-            Ok(if revoked.stored {
-                format!("revoked {id}; {heard} worker(s) acknowledged")
-            } else {
-                format!("revoked {id} on the {heard} worker(s) that acknowledged (no store)")
+    Some(Arc::new(
+        move |id: TaskId, how: celeriac_dashboard::RevokeOptions| {
+            let producer = producer.clone();
+            Box::pin(async move {
+                let options = if how.terminate {
+                    RevokeOptions::new().terminate(KillSignal::Term)
+                } else {
+                    RevokeOptions::new()
+                };
+                let revoked = producer
+                    .revoke(&[id.to_string()], &options)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let heard = revoked.replies.replies.len();
+                let what = if how.terminate {
+                    format!("revoked {id} and sent SIGTERM to its run, if any")
+                } else {
+                    format!("revoked {id}")
+                };
+                Ok(if revoked.stored {
+                    format!("{what}; {heard} worker(s) acknowledged")
+                } else {
+                    format!("{what} on the {heard} worker(s) that acknowledged (no store)")
+                })
             })
-        })
-    }))
-}
-
-/// The workers' heartbeat records in the store (`celeriac workers` reads
-/// the same): live workers only.
-#[derive(Debug)]
-struct StoreHeartbeats(Arc<dyn Store>);
-
-#[async_trait::async_trait]
-impl WorkerSource for StoreHeartbeats {
-    async fn heartbeats(&self) -> Result<Option<Vec<WorkerHeartbeat>>, String> {
-        let records = self
-            .0
-            .hash_all(ControlHash::Workers)
-            .await
-            .map_err(|e| e.to_string())?;
-        let now = celeriac_schema::now_ms();
-        let live = records
-            .iter()
-            .filter_map(|(_, bytes)| WorkerStatus::decode(bytes).ok())
-            .filter(|s| s.kind != WorkerEventKind::Lost && !s.is_lost_at(now))
-            .collect();
-        Ok(Some(live))
-    }
+        },
+    ))
 }
 
 pub async fn run(global: &Global, args: &DashboardArgs) -> ExitCode {
@@ -173,7 +163,8 @@ pub async fn run(global: &Global, args: &DashboardArgs) -> ExitCode {
     } else {
         None
     };
-    let mut dashboard = Dashboard::new(config, store).workers(Arc::new(StoreHeartbeats(shared)));
+    let mut dashboard =
+        Dashboard::new(config, store).workers(Arc::new(StoreHeartbeats::new(shared)));
     if let Some(hook) = revoke {
         dashboard = dashboard.revoke(hook);
     }
