@@ -27,6 +27,7 @@ from check_security import mounted_secrets
 
 ALERTS = CHART / "files" / "alerts.yaml"
 ALERT_TESTS = CHART / "tests" / "alerts_test.yaml"
+OVERRIDE_TESTS = CHART / "tests" / "alerts_overrides_test.yaml"
 DASHBOARD = CHART / "files" / "dashboard.json"
 VENV_BIN = Path(sys.executable).parent
 
@@ -137,6 +138,17 @@ SCENARIOS: dict[str, dict] = {
             "thresholds": {"stuckSeconds": 7200, "unconsumedFor": "20m", "retryRatio": 0.8},
         },
     },
+    "monitoring-overrides": {
+        "prometheusRule": {
+            "enabled": True,
+            "thresholds": {"beatMissedTicks": 3, "runTimeP95Seconds": 120},
+            "thresholdOverrides": {
+                "stuckSeconds": [{"queue": "reports", "value": 7200}, {"queue": "emails", "value": 600}],
+                "runTimeP95Seconds": [{"task": "render", "value": 600},
+                                      {"queue": "media", "task": "transcode", "value": 1800}],
+            },
+        },
+    },
     "existing-secret": {
         "credentials": {"existingSecret": "celeriac-urls", "amqpAddr": "", "redisUrl": ""},
         "autoscaling": {"keda": {"enabled": True}},
@@ -205,6 +217,23 @@ BAD_VALUES: dict[str, tuple[dict, str]] = {
         "not both"),
     "beat flow file not named .yaml": (
         {"daemons": {"beat": {"enabled": True, "flows": {"nightly.txt": "name: x"}}}}, "nightly.txt"),
+    "threshold override of an unknown threshold": (
+        {"prometheusRule": {"enabled": True, "thresholdOverrides": {"unconsumedFor": [{"queue": "q", "value": 1}]}}},
+        "no alert has this threshold in its expression"),
+    "threshold override by a label the alert lacks": (
+        {"prometheusRule": {"enabled": True, "thresholdOverrides": {"stuckSeconds": [{"task": "t", "value": 1}]}}},
+        "no task label"),
+    "threshold overrides that overlap": (
+        {"prometheusRule": {"enabled": True,
+                            "thresholdOverrides": {"runTimeP95Seconds": [{"task": "t", "value": 1},
+                                                                         {"queue": "q", "task": "t", "value": 2}]}}},
+        "overridden twice"),
+    "threshold override twice for one queue": (
+        {"prometheusRule": {"enabled": True,
+                            "thresholdOverrides": {"stuckSeconds": [{"queue": "q", "value": 1}, {"queue": "q", "value": 2}]}}},
+        "overridden twice"),
+    "dashboard login of an unknown type": (
+        {"daemons": {"dashboard": {"enabled": True, "loginSecret": "x", "loginType": "oauth"}}}, "loginType"),
     "beat flow that is not a mapping": (
         {"daemons": {"beat": {"enabled": True, "flows": {"bad.yaml": "- name: x"}}}}, "bad.yaml"),
 }
@@ -482,12 +511,30 @@ def check_web_dashboard() -> None:
     rules = policy["spec"]["ingress"]
     need(len(rules) == 2 and rules[1]["ports"] == [{"port": "http", "protocol": "TCP"}],
          f"dashboard ingress rule {rules}")
+    # Basic auth: the user name and password keys of the Secret become the
+    # files of the directory --basic-auth-file reads.
+    basic = render({"daemons": {"dashboard": {"enabled": True, "loginSecret": "ui-basic", "loginType": "basic",
+                                              "loginUsernameKey": "user"}}}, "web-dashboard-basic")
+    bdep = one(basic, "Deployment", "dashboard")
+    bpod = bdep["spec"]["template"]["spec"]
+    (bc,) = bpod["containers"]
+    benv = env_of(bc)
+    need(benv["CELERIAC_DASHBOARD_BASIC_AUTH_FILE"]["value"] == "/etc/celeriac/login", "dashboard basic auth directory")
+    need("CELERIAC_DASHBOARD_TOKEN_FILE" not in benv, "basic auth also gets a token file")
+    need(mounted_secrets(bpod, bc).get("/etc/celeriac/login") == "ui-basic", "dashboard basic auth Secret mount")
+    (vol,) = [v for v in bpod["volumes"] if v["name"] == "login"]
+    need(vol["secret"]["items"] == [{"key": "user", "path": "username"}, {"key": "password", "path": "password"}],
+         f"basic auth Secret items {vol['secret']}")
+    src = (ROOT / "dashboard" / "src" / "auth.rs").read_text()
+    need('part("username")' in src and 'part("password")' in src,
+         "the dashboard no longer reads username and password files from a --basic-auth-file directory")
     # Without a login Secret: read-only, nothing mounted.
     plain = one(render({"daemons": {"dashboard": {"enabled": True}}}, "web-dashboard-ro"), "Deployment", "dashboard")
     (pc,) = plain["spec"]["template"]["spec"]["containers"]
     need("CELERIAC_DASHBOARD_TOKEN_FILE" not in env_of(pc), "a read-only dashboard gets a token file")
     ok("web dashboard: `celeriac dashboard` on 8080 behind a ClusterIP Service, login from a Secret "
-       "(read-only without), TCP probes, reachable through the NetworkPolicy only from dashboardFrom")
+       "(a token, or basic auth from its username and password keys; read-only without), TCP probes, "
+       "reachable through the NetworkPolicy only from dashboardFrom")
 
 
 def check_beat() -> None:
@@ -731,6 +778,30 @@ def check_alert_rules(tmp: Path) -> None:
     run(["promtool", "check", "rules", str(tmp / "custom.yaml")])
     ok("monitoring-custom: jobName, extra alert labels, runbook_url, thresholds and disabledAlerts applied; "
        "promtool check rules passes")
+
+    # Per-queue and per-task thresholds: a copy of the alert per override,
+    # the alert itself without the overridden series; promtool tests that
+    # each fires at its own threshold, once.
+    rule = one(docs_for("monitoring-overrides"), "PrometheusRule")
+    orules = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    count = {n: sum(1 for r in orules if r["alert"] == n) for n in ("CeleriacTaskStuck", "CeleriacRunTimeSloBreached")}
+    need(count == {"CeleriacTaskStuck": 3, "CeleriacRunTimeSloBreached": 3}, f"override rules {count}")
+    need(len(orules) == len(rules) + 4, "alerts lost or added besides the overrides")
+    stuck = [r["expr"] for r in orules if r["alert"] == "CeleriacTaskStuck"]
+    need("unless on (queue)" in stuck[0] and 'queue="reports"' in stuck[1] and "> 7200 # threshold:stuckSeconds" in stuck[1],
+         f"stuck overrides {stuck}")
+    odir = tmp / "overrides"
+    (odir / "files").mkdir(parents=True)
+    (odir / "tests").mkdir()
+    (odir / "files" / "alerts.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
+    shutil.copy(OVERRIDE_TESTS, odir / "tests" / "alerts_overrides_test.yaml")
+    run(["promtool", "check", "rules", str(odir / "files" / "alerts.yaml")])
+    out = run(["promtool", "test", "rules", str(odir / "tests" / "alerts_overrides_test.yaml")])
+    need("SUCCESS" in out, out)
+    otests = yaml.safe_load(OVERRIDE_TESTS.read_text())
+    ok(f"monitoring-overrides: thresholdOverrides add one rule per override and leave their series out of the "
+       f"alert; promtool test rules tests/alerts_overrides_test.yaml: {len(otests['tests'])} cases pass "
+       "(each override fires at its own threshold, once; beatMissedTicks applied)")
 
 
 def check_dashboard(tmp: Path) -> None:
