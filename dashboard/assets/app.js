@@ -195,7 +195,7 @@ function figureCells(q) {
   return [
     h("td", { class: "num" }, fmtNum(q.messages)), h("td", { class: "num" }, fmtNum(q.ready)),
     h("td", { class: "num", title: q.unacked === null ? UNACKED_UNKNOWN : null }, fmtNum(q.unacked)),
-    h("td", { class: "num", title: q.lanes && q.lanes.length ? `over ${q.lanes.length + 1} broker queues: a worker consumes each` : null }, fmtNum(q.consumers)),
+    h("td", { class: "num", title: q.lanes && q.lanes.length ? `workers: each consumes the queue and its ${q.lanes.length} lanes (the most on any one of them)` : null }, fmtNum(q.consumers)),
     h("td", { class: "num" }, fmtRate(q.publish_rate)), h("td", { class: "num" }, fmtRate(q.ack_rate)),
     h("td", { class: "num" }, fmtRate(q.depth_rate)),
   ];

@@ -49,7 +49,9 @@ pub struct QueueRow {
     /// Messages delivered and not yet acknowledged (`None` without the
     /// management API, or before it reported any of these queues).
     pub unacked: Option<u64>,
-    /// Consumers of the queue and its lanes (a worker consumes each).
+    /// Consumers of the queue: the most on the queue or any one of its
+    /// lanes (a worker consumes each, so this counts workers, not
+    /// broker consumers).
     pub consumers: u64,
     /// Messages in its dead-letter queue (`None` when it has none).
     pub dead_letters: Option<u64>,
@@ -267,7 +269,7 @@ impl QueueRow {
         self.messages += f.messages;
         self.ready += f.ready;
         self.unacked = plus(self.unacked, f.unacked);
-        self.consumers += f.consumers;
+        self.consumers = self.consumers.max(f.consumers);
         self.publish_rate = plus(self.publish_rate, f.publish_rate);
         self.ack_rate = plus(self.ack_rate, f.ack_rate);
         self.depth_rate = plus(self.depth_rate, f.depth_rate);
@@ -568,7 +570,7 @@ mod tests {
     }
 
     #[test]
-    fn a_logical_row_sums_what_is_known() {
+    fn a_logical_row_sums_what_is_known_and_counts_workers_once() {
         let mut row = QueueRow::default();
         row.add(&Figures {
             messages: 3,
@@ -582,7 +584,7 @@ mod tests {
             messages: 4,
             ready: 4,
             unacked: None,
-            consumers: 1,
+            consumers: 2,
             publish_rate: None,
             depth_rate: Some(-1.0),
             ..Figures::default()
