@@ -11,6 +11,7 @@ mod support;
 mod webdriver;
 
 mod api;
+mod auth;
 mod browser;
 mod cli;
 mod hooks;
