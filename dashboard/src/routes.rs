@@ -22,6 +22,7 @@ use crate::{queues, tasks, workers, workflows, App};
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const LOGIN_HTML: &str = include_str!("../assets/login.html");
+const UI_JS: &str = include_str!("../assets/ui.js");
 const APP_JS: &str = include_str!("../assets/app.js");
 const LOGIN_JS: &str = include_str!("../assets/login.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
@@ -47,6 +48,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/login", get(login_page))
+        .route(
+            "/assets/ui.js",
+            get(|| asset(UI_JS, "text/javascript; charset=utf-8")),
+        )
         .route(
             "/assets/app.js",
             get(|| asset(APP_JS, "text/javascript; charset=utf-8")),

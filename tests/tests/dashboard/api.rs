@@ -376,12 +376,15 @@ async fn every_page_shows_what_was_sent() {
     // The pages and assets are built in.
     let page = request(s.addr, "GET", "/", &[], None).await;
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("/assets/app.js"));
-    let js = request(s.addr, "GET", "/assets/app.js", &[], None).await;
-    assert!(js
-        .headers
-        .to_ascii_lowercase()
-        .contains("content-type: text/javascript"));
+    for script in ["/assets/ui.js", "/assets/app.js"] {
+        assert!(page.body.contains(script), "the page loads {script}");
+        let js = request(s.addr, "GET", script, &[], None).await;
+        assert_eq!(js.status, 200, "{script}");
+        assert!(js
+            .headers
+            .to_ascii_lowercase()
+            .contains("content-type: text/javascript"));
+    }
     assert!(page
         .headers
         .to_ascii_lowercase()
