@@ -149,6 +149,30 @@ pub fn decide(outcome: &Outcome, envelope: Option<&Envelope>, random: f64) -> Di
     }
 }
 
+/// What a workflow node's outcome means for the nodes that depend on it:
+/// `Some(true)` releases them, `Some(false)` skips them (and fails the
+/// workflow), `None` decides nothing yet (a retry or a delay is coming).
+///
+/// A node that ends without succeeding for any reason (dead-lettered,
+/// revoked, expired) skips its dependents, so its workflow always ends.
+///
+/// # Examples
+///
+/// ```
+/// use celeriac_consumer::disposition::{workflow_step, Disposition, Outcome};
+///
+/// assert_eq!(workflow_step(&Outcome::Succeeded, &Disposition::Ack), Some(true));
+/// assert_eq!(workflow_step(&Outcome::Expired, &Disposition::Ack), Some(false));
+/// ```
+pub fn workflow_step(outcome: &Outcome, disposition: &Disposition) -> Option<bool> {
+    match (outcome, disposition) {
+        (Outcome::Succeeded, _) => Some(true),
+        (Outcome::Revoked(_) | Outcome::Expired, _) => Some(false),
+        (_, Disposition::DeadLetter { .. }) => Some(false),
+        _ => None,
+    }
+}
+
 fn retry_or_exhausted(env: &Envelope, kind: &str, message: &str, random: f64) -> Disposition {
     if env.retry.allows_retry_after(env.attempt) {
         Disposition::Retry {
@@ -353,6 +377,32 @@ mod tests {
         assert_eq!(
             decide(&Outcome::Early(wait), Some(&env), 0.5),
             Disposition::Delay { delay: wait }
+        );
+    }
+
+    #[test]
+    fn a_node_that_ends_without_succeeding_skips_its_dependents() {
+        let env = envelope(0, 3);
+        let failed = Outcome::Failed(TaskError::new("Io", "reset"));
+        let retry = decide(&failed, Some(&env), 0.5);
+        assert_eq!(
+            workflow_step(&failed, &retry),
+            None,
+            "a retry decides nothing"
+        );
+        let early = Outcome::Early(Duration::from_secs(1));
+        let delay = decide(&early, Some(&env), 0.5);
+        assert_eq!(workflow_step(&early, &delay), None, "nor does a delay");
+        let last = envelope(3, 3);
+        let exhausted = decide(&failed, Some(&last), 0.5);
+        assert_eq!(workflow_step(&failed, &exhausted), Some(false));
+        for ended in [Outcome::Expired, Outcome::Revoked("revoked".into())] {
+            let d = decide(&ended, Some(&env), 0.5);
+            assert_eq!(workflow_step(&ended, &d), Some(false), "{ended:?}");
+        }
+        assert_eq!(
+            workflow_step(&Outcome::Succeeded, &Disposition::Ack),
+            Some(true)
         );
     }
 

@@ -26,7 +26,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use super::lane::AckMsg;
 use super::Shared;
 use crate::coordinator;
-use crate::disposition::{decide, Disposition, Outcome};
+use crate::disposition::{decide, Outcome};
 use crate::metrics::{QueueMetrics, TaskMetrics};
 use crate::stats::WorkerStats;
 use settle::RunEnd;
@@ -293,13 +293,7 @@ impl Job {
         }
         // Workflow nodes: release dependents, or skip them, before the ack.
         if let (Some(store), Some(env)) = (&store, envelope.as_ref()) {
-            let step = match (&outcome, &disposition) {
-                (Outcome::Succeeded, _) => Some(true),
-                // A revoked node skips its dependents, as a failure does.
-                (Outcome::Revoked(_), _) => Some(false),
-                (_, Disposition::DeadLetter { .. }) => Some(false),
-                _ => None,
-            };
+            let step = crate::disposition::workflow_step(&outcome, &disposition);
             if let (Some(succeeded), Some(_)) = (step, &env.workflow) {
                 let done = match &publisher {
                     Some(publisher) => {
