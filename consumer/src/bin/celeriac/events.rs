@@ -152,20 +152,27 @@ pub async fn run(global: &Global, args: &EventsArgs) -> ExitCode {
 
 /// Connects to the broker (TLS for `amqps://`) and opens a channel.
 pub async fn open(global: &Global) -> Result<(Connection, Channel), ExitCode> {
-    let props = lapin::ConnectionProperties::default().with_connection_name("celeriac cli".into());
-    let tls = global.tls.broker();
-    let connecting = celeriac_producer::tls::connect(&global.amqp_addr, props, &tls);
-    let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-        Ok(Ok(connection)) => connection,
-        Ok(Err(e)) => return Err(fail(&e)),
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect(global, "celeriac cli")).await {
+        Ok(opened) => opened,
         Err(_) => {
             eprintln!(
                 "error: no connection to the broker at {} within {CONNECT_TIMEOUT:?}",
                 celeriac_producer::redact_url(&global.amqp_addr)
             );
-            return Err(ExitCode::from(1));
+            Err(ExitCode::from(1))
         }
-    };
+    }
+}
+
+/// A connection to the broker named `name`, and a channel on it, with no
+/// time limit of its own; on failure the error is printed and the exit
+/// code returned.
+pub async fn connect(global: &Global, name: &str) -> Result<(Connection, Channel), ExitCode> {
+    let props = lapin::ConnectionProperties::default().with_connection_name(name.into());
+    let connection =
+        celeriac_producer::tls::connect(&global.amqp_addr, props, &global.tls.broker())
+            .await
+            .map_err(|e| fail(&e))?;
     match connection.create_channel().await {
         Ok(channel) => Ok((connection, channel)),
         Err(e) => {

@@ -12,7 +12,6 @@ use celeriac_schema::{now_ms, Topology};
 use clap::Args;
 use lapin::options::{QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection};
 
 use crate::Global;
 
@@ -86,7 +85,7 @@ pub async fn run(global: &Global, args: &PurgeArgs) -> ExitCode {
     let timeout = humantime::format_duration(args.timeout);
     let broker = celeriac_producer::redact_url(&global.amqp_addr);
     let finding = async {
-        let (connection, channel) = open(global).await?;
+        let (connection, channel) = crate::events::connect(global, "celeriac purge").await?;
         let declared = channel
             .queue_declare(
                 work_queue.as_str().into(),
@@ -231,24 +230,6 @@ pub async fn run(global: &Global, args: &PurgeArgs) -> ExitCode {
                 args.queue
             );
             ExitCode::SUCCESS
-        }
-    }
-}
-
-/// A connection to the broker and a channel; on failure the error is
-/// printed and the exit code returned.
-async fn open(global: &Global) -> Result<(Connection, Channel), ExitCode> {
-    let props =
-        lapin::ConnectionProperties::default().with_connection_name("celeriac purge".into());
-    let connection =
-        celeriac_producer::tls::connect(&global.amqp_addr, props, &global.tls.broker())
-            .await
-            .map_err(|e| crate::fail(&e))?;
-    match connection.create_channel().await {
-        Ok(channel) => Ok((connection, channel)),
-        Err(e) => {
-            eprintln!("error: cannot open a channel: {e}");
-            Err(ExitCode::from(1))
         }
     }
 }
