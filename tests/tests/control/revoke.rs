@@ -17,16 +17,6 @@ use crate::support::{
     pid_in, process_gone, until, until_within, Cluster, Sleep, LONG_COUNTDOWN, LONG_WAIT, WAIT,
 };
 
-async fn three_workers(cluster: &mut Cluster) {
-    for id in ["w1", "w2", "w3"] {
-        cluster.start_worker(id, |b| b.concurrency(2)).await;
-    }
-}
-
-fn revoked_total(cluster: &Cluster) -> u64 {
-    cluster.workers.iter().map(|w| w.stats().revoked).sum()
-}
-
 #[tokio::test]
 async fn a_queued_task_revoked_before_any_worker_runs_never_runs() {
     let mut cluster = Cluster::new("ctl-queued").await;
@@ -51,9 +41,9 @@ async fn a_queued_task_revoked_before_any_worker_runs_never_runs() {
         ),
         "a handle on a queued task answers at once"
     );
-    three_workers(&mut cluster).await;
+    cluster.three_workers(["w1", "w2", "w3"]).await;
     until("a worker acked the revoked task", || {
-        revoked_total(&cluster) == 1
+        cluster.revoked_total() == 1
     })
     .await;
     assert!(!cluster.runs.has_started(handle.id()));
@@ -68,7 +58,7 @@ async fn a_queued_task_revoked_before_any_worker_runs_never_runs() {
 #[tokio::test]
 async fn a_delayed_task_revoked_while_it_waits_never_runs() {
     let mut cluster = Cluster::new("ctl-delayed").await;
-    three_workers(&mut cluster).await;
+    cluster.three_workers(["w1", "w2", "w3"]).await;
     let sent = Instant::now();
     let countdown = SendOptions::new().countdown(LONG_COUNTDOWN);
     let delayed = cluster
@@ -105,7 +95,7 @@ async fn a_delayed_task_revoked_while_it_waits_never_runs() {
     until_within(
         LONG_WAIT,
         "the revoked task came out of its delay and was acked",
-        || revoked_total(&cluster) == 1,
+        || cluster.revoked_total() == 1,
     )
     .await;
     assert!(matches!(
@@ -120,7 +110,7 @@ async fn a_delayed_task_revoked_while_it_waits_never_runs() {
 #[tokio::test]
 async fn a_delayed_task_revoked_by_its_idempotency_key_never_runs() {
     let mut cluster = Cluster::new("ctl-key").await;
-    three_workers(&mut cluster).await;
+    cluster.three_workers(["w1", "w2", "w3"]).await;
     let key = format!("order-{}", uuid::Uuid::now_v7().simple());
     let countdown = Duration::from_secs(3);
     let keyed = cluster
@@ -160,7 +150,7 @@ async fn a_delayed_task_revoked_by_its_idempotency_key_never_runs() {
         Err(Error::TaskRevoked { .. })
     ));
     until("the keyed task was acked without running", || {
-        revoked_total(&cluster) == 1
+        cluster.revoked_total() == 1
     })
     .await;
     assert!(!cluster.runs.has_started(keyed.id()));
@@ -175,23 +165,9 @@ async fn a_delayed_task_revoked_by_its_idempotency_key_never_runs() {
 #[tokio::test]
 async fn terminate_cancels_a_running_handler() {
     let mut cluster = Cluster::new("ctl-term-rust").await;
-    three_workers(&mut cluster).await;
-    let handle = cluster
-        .producer
-        .send::<Sleep>(&60_000, &SendOptions::new())
-        .await
-        .unwrap();
+    cluster.three_workers(["w1", "w2", "w3"]).await;
+    let (handle, done, started) = cluster.terminate_a_running_sleep().await;
     let runs = cluster.runs.clone();
-    until("the task runs", || runs.has_started(handle.id())).await;
-    let started = std::time::Instant::now();
-    let done = cluster
-        .producer
-        .revoke(
-            &[handle.id().to_string()],
-            &RevokeOptions::new().terminate(KillSignal::Term),
-        )
-        .await
-        .unwrap();
     assert_eq!(done.replies.replies.len(), 3, "every worker acknowledged");
     assert!(matches!(
         handle.wait(WAIT).await,
@@ -203,7 +179,7 @@ async fn terminate_cancels_a_running_handler() {
         "the handler saw its cancellation"
     );
     until("the run is counted as revoked", || {
-        revoked_total(&cluster) == 1
+        cluster.revoked_total() == 1
     })
     .await;
 }
@@ -211,7 +187,7 @@ async fn terminate_cancels_a_running_handler() {
 #[tokio::test]
 async fn terminate_signals_a_running_program() {
     let mut cluster = Cluster::new("ctl-term-exec").await;
-    three_workers(&mut cluster).await;
+    cluster.three_workers(["w1", "w2", "w3"]).await;
     let marker = celeriac_tests::record_file("ctl-term-exec");
     let child = celeriac_tests::record_file("ctl-term-exec-child");
     // The background sleep is in the program's process group, and outlives
@@ -263,7 +239,7 @@ async fn terminate_signals_a_running_program() {
 #[tokio::test]
 async fn a_workflow_revoked_mid_run_runs_nothing_more() {
     let mut cluster = Cluster::new("ctl-flow").await;
-    three_workers(&mut cluster).await;
+    cluster.three_workers(["w1", "w2", "w3"]).await;
     let canvas = chain([
         Signature::new::<Sleep>(&800).unwrap(),
         Signature::callback::<Sleep>(),

@@ -3,10 +3,12 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use celeriac_consumer::{Registry, TaskContext, TaskError, WorkerBuilder};
-use celeriac_producer::Producer;
+use celeriac_producer::control::{ControlOptions, RevokeOptions, Revoked};
+use celeriac_producer::{Producer, SendOptions, TaskHandle};
+use celeriac_schema::control::{Command, Inspect, KillSignal};
 use celeriac_schema::store::{Store, StoreSettings};
 use celeriac_schema::{Task, TaskId};
 use celeriac_tests::{broker, namespace, redis_store, InProcessWorker, TestNamespace};
@@ -147,6 +149,64 @@ impl Cluster {
         })
         .await;
         self.workers.push(worker);
+    }
+
+    /// Starts three workers named `ids`, each running two tasks at once.
+    pub async fn three_workers(&mut self, ids: [&str; 3]) {
+        for id in ids {
+            self.start_worker(id, |b| b.concurrency(2)).await;
+        }
+    }
+
+    /// Tasks the workers acked as revoked, all together.
+    pub fn revoked_total(&self) -> u64 {
+        self.workers.iter().map(|w| w.stats().revoked).sum()
+    }
+
+    /// Sends a `test.sleep` of a minute, waits until it runs, then revokes
+    /// it with `--terminate` (SIGTERM): its handle, the revocation's
+    /// answer, and when the revocation was sent.
+    pub async fn terminate_a_running_sleep(&self) -> (TaskHandle<Sleep>, Revoked, Instant) {
+        let handle = self
+            .producer
+            .send::<Sleep>(&60_000, &SendOptions::new())
+            .await
+            .unwrap();
+        let runs = self.runs.clone();
+        until("the task runs", || runs.has_started(handle.id())).await;
+        let started = Instant::now();
+        let done = self
+            .producer
+            .revoke(
+                &[handle.id().to_string()],
+                &RevokeOptions::new().terminate(KillSignal::Term),
+            )
+            .await
+            .unwrap();
+        (handle, done, started)
+    }
+
+    /// What `inspect revoked` answers from each of `workers`, as JSON.
+    pub async fn held_revocations(&self, workers: [&str; 3]) -> Vec<(String, serde_json::Value)> {
+        let replies = self
+            .producer
+            .control(
+                Command::Inspect {
+                    what: Inspect::Revoked,
+                },
+                &ControlOptions::new().destination(workers),
+            )
+            .await
+            .unwrap();
+        assert!(replies.missing.is_empty(), "{replies:?}");
+        replies
+            .replies
+            .iter()
+            .map(|r| {
+                let held = serde_json::to_value(r.result.as_ref().unwrap()).unwrap();
+                (r.worker.clone(), held)
+            })
+            .collect()
     }
 }
 
