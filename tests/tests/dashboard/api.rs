@@ -23,7 +23,13 @@ pub(crate) async fn finished(s: &Setup, id: TaskId) -> TaskState {
 }
 
 pub(crate) async fn dead_letter_depth(s: &Setup) -> u64 {
-    let q = s.get_json("/api/queues", &[]).await;
+    dead_letter_depth_as(s, &[]).await
+}
+
+/// The dead letters of queue `default`, as a client sending `auth` sees
+/// them.
+pub(crate) async fn dead_letter_depth_as(s: &Setup, auth: &[(&str, &str)]) -> u64 {
+    let q = s.get_json("/api/queues", auth).await;
     q["queues"]
         .as_array()
         .unwrap()

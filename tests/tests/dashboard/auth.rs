@@ -10,8 +10,8 @@ use celeriac_schema::store::Store;
 use celeriac_schema::{TaskId, TaskState};
 use serde_json::json;
 
-use crate::api::{finished, ids, lane_names, WAIT};
-use crate::support::{request, setup, token_login, until, Add, Flaky, Setup};
+use crate::api::{dead_letter_depth_as, finished, ids, lane_names, WAIT};
+use crate::support::{request, setup, token_login, until, Add, Flaky};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_enables_replay_and_delete_and_every_write_is_checked() {
@@ -38,7 +38,7 @@ async fn a_login_enables_replay_and_delete_and_every_write_is_checked() {
     finished(&s, first).await;
     finished(&s, second).await;
     until(WAIT, "two dead letters", || async {
-        (dead_letter_depth_auth(&s, &auth).await == 2).then_some(())
+        (dead_letter_depth_as(&s, &auth).await == 2).then_some(())
     })
     .await;
 
@@ -174,7 +174,7 @@ async fn a_login_enables_replay_and_delete_and_every_write_is_checked() {
     )
     .await;
     assert_eq!(r.status, 404);
-    assert_eq!(dead_letter_depth_auth(&s, &auth).await, 2, "nothing moved");
+    assert_eq!(dead_letter_depth_as(&s, &auth).await, 2, "nothing moved");
 
     // An id that is not there is reported, and nothing moves.
     let ghost = TaskId::new().to_string();
@@ -189,7 +189,7 @@ async fn a_login_enables_replay_and_delete_and_every_write_is_checked() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["not_found"], json!([ghost]));
     assert_eq!(r.json()["done"], json!([]));
-    assert_eq!(dead_letter_depth_auth(&s, &auth).await, 2);
+    assert_eq!(dead_letter_depth_as(&s, &auth).await, 2);
 
     // Replay one (healed now): it runs again and succeeds; the other stays.
     s.healed.heal();
@@ -215,7 +215,7 @@ async fn a_login_enables_replay_and_delete_and_every_write_is_checked() {
     .await;
     let rec = s.store.get(first).await.unwrap().unwrap();
     assert_eq!(rec.runs, 2, "ran again once");
-    assert_eq!(dead_letter_depth_auth(&s, &auth).await, 1);
+    assert_eq!(dead_letter_depth_as(&s, &auth).await, 1);
 
     // Delete the other.
     let body = json!({"queue": "default", "ids": [second.to_string()]}).to_string();
@@ -229,7 +229,7 @@ async fn a_login_enables_replay_and_delete_and_every_write_is_checked() {
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["done"], json!([second.to_string()]));
-    assert_eq!(dead_letter_depth_auth(&s, &auth).await, 0);
+    assert_eq!(dead_letter_depth_as(&s, &auth).await, 0);
     assert_eq!(
         s.store.get(second).await.unwrap().unwrap().state,
         TaskState::Failed
@@ -246,17 +246,6 @@ async fn a_login_enables_replay_and_delete_and_every_write_is_checked() {
     .await;
     assert_eq!(r.status, 501);
     s.stop().await;
-}
-
-async fn dead_letter_depth_auth(s: &Setup, auth: &[(&str, &str)]) -> u64 {
-    let q = s.get_json("/api/queues", auth).await;
-    q["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["queue"] == "default")
-        .and_then(|q| q["dead_letters"].as_u64())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

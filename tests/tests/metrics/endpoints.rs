@@ -10,7 +10,7 @@ use celeriac_tests::{broker, eventually};
 use lapin::options::BasicPublishOptions;
 use lapin::BasicProperties;
 
-use crate::support::{get, producer, Metrics, MetricsWorker};
+use crate::support::{get, producer, send_expired, Metrics, MetricsWorker};
 
 const PINGS: u32 = 20;
 const ECHOES: u32 = 10;
@@ -95,14 +95,7 @@ async fn a_live_worker_counts_what_it_was_sent() {
         .await
         .unwrap();
     // Past its expiry by the time it is sent.
-    let stale = producer
-        .prepare::<Ping>(
-            &(),
-            &SendOptions::new().expires_in(Duration::from_millis(1)),
-        )
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    producer.send_prepared(&stale).await.unwrap();
+    send_expired(&producer).await;
 
     let dead = RETRIED_FAILS + FATAL_FAILS + 2;
     let done = eventually(Duration::from_secs(30), || async {

@@ -10,7 +10,7 @@ use celeriac_schema::builtin::{Fail, FailInput, Ping, Sleep, SleepInput};
 use celeriac_schema::{Backoff, RetryPolicy};
 use celeriac_tests::eventually;
 
-use crate::support::{producer, MetricsWorker};
+use crate::support::{producer, send_expired, MetricsWorker};
 
 const STARTED: &str = "celeriac_tasks_started_total";
 const PINGS: u32 = 5;
@@ -72,14 +72,7 @@ async fn started_counts_each_run_as_it_begins() {
         .await
         .unwrap();
     // Past its expiry when it arrives: never runs.
-    let stale = producer
-        .prepare::<Ping>(
-            &(),
-            &SendOptions::new().expires_in(Duration::from_millis(1)),
-        )
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    producer.send_prepared(&stale).await.unwrap();
+    send_expired(&producer).await;
 
     let done = eventually(Duration::from_secs(30), || async {
         let s = worker.handle.stats();

@@ -15,6 +15,19 @@ pub fn builtins() -> Registry {
     registry
 }
 
+/// Sends a `celeriac.ping` already past its expiry when it is sent: a
+/// worker drops it without running it.
+pub async fn send_expired(producer: &Producer) {
+    let stale = producer
+        .prepare::<celeriac_schema::builtin::Ping>(
+            &(),
+            &celeriac_producer::SendOptions::new().expires_in(Duration::from_millis(1)),
+        )
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    producer.send_prepared(&stale).await.unwrap();
+}
+
 /// A producer on `namespace`.
 pub async fn producer(namespace: &str) -> Producer {
     Producer::builder(&broker().await.url)
