@@ -112,6 +112,7 @@ SCENARIOS: dict[str, dict] = {
             "replicaCount": 3, "queues": ["default", "reports"], "concurrency": 4,
             "prefetch": 8, "threads": 2, "graceSeconds": 120, "deliveryLimit": 5,
             "consumerTimeout": "1h", "leaseTtl": "90s", "maxMessageBytes": 1048576,
+            "resultTtl": "6h", "keyTtl": "2d",
             "extraArgs": ["--log-format", "json"],
             "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}],
             "extraEnvFrom": [{"configMapRef": {"name": "task-config"}}],

@@ -80,6 +80,7 @@ def check_worker_deployment() -> None:
     need(pod["terminationGracePeriodSeconds"] == 135 and env["CELERIAC_GRACE"]["value"] == "120s", "grace 120")
     for var, val in {"CELERIAC_PREFETCH": "8", "CELERIAC_THREADS": "2", "CELERIAC_DELIVERY_LIMIT": "5",
                      "CELERIAC_CONSUMER_TIMEOUT": "1h", "CELERIAC_LEASE_TTL": "90s",
+                     "CELERIAC_RESULT_TTL": "6h", "CELERIAC_KEY_TTL": "2d",
                      "CELERIAC_MAX_MESSAGE_BYTES": "1048576", "RUST_BACKTRACE": "1",
                      "CELERIAC_QUEUES": "default,reports", "CELERIAC_CONCURRENCY": "4"}.items():
         need(env.get(var, {}).get("value") == val, f"{var} != {val}: {env.get(var)}")

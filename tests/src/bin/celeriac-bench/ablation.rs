@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 
+use crate::machine::Servers;
 use crate::raw::{raw_phase, Acks, Body, Headers, QueueArgs, RawConfig, RawResult, Writes};
 use crate::Args;
 
@@ -111,35 +112,30 @@ pub struct RawSide {
 /// Measures the raw loops of one run. The like-for-like loop comes first,
 /// or last with `like_last` (the variants then in reverse order), so that
 /// it always sits next to celeriac.
-pub async fn raw_side(
-    args: &Args,
-    broker_pid: Option<u32>,
-    run: u64,
-    like_last: bool,
-) -> Result<RawSide> {
+pub async fn raw_side(args: &Args, servers: Servers, run: u64, like_last: bool) -> Result<RawSide> {
     let with_best = args.best || args.ablation;
     let variants: &[_] = if args.ablation { VARIANTS } else { &[] };
     let mut ablation = Vec::new();
     if like_last {
         for (ingredient, setting, config) in variants.iter().rev() {
             let label = format!("raw lapin, {ingredient}: {setting}");
-            let result = raw_phase(args, broker_pid, run, config, &label).await?;
+            let result = raw_phase(args, servers, run, config, &label).await?;
             ablation.push((*ingredient, *setting, result));
         }
         ablation.reverse();
     }
     let mut best = None;
     if with_best && like_last {
-        best = Some(raw_phase(args, broker_pid, run, &RawConfig::BEST, "raw lapin, best").await?);
+        best = Some(raw_phase(args, servers, run, &RawConfig::BEST, "raw lapin, best").await?);
     }
-    let like = raw_phase(args, broker_pid, run, &LIKE, "raw lapin").await?;
+    let like = raw_phase(args, servers, run, &LIKE, "raw lapin").await?;
     if with_best && !like_last {
-        best = Some(raw_phase(args, broker_pid, run, &RawConfig::BEST, "raw lapin, best").await?);
+        best = Some(raw_phase(args, servers, run, &RawConfig::BEST, "raw lapin, best").await?);
     }
     if !like_last {
         for (ingredient, setting, config) in variants {
             let label = format!("raw lapin, {ingredient}: {setting}");
-            let result = raw_phase(args, broker_pid, run, config, &label).await?;
+            let result = raw_phase(args, servers, run, config, &label).await?;
             ablation.push((*ingredient, *setting, result));
         }
     }

@@ -110,11 +110,26 @@ pub fn broker_version(url: &str) -> Option<String> {
 /// RabbitMQ node on the same machine is not mistaken for it).
 pub fn local_broker_pid(url: &str) -> Option<u32> {
     let uri: lapin::uri::AMQPUri = url.parse().ok()?;
-    let host = uri.authority.host.as_str();
+    local_listener_pid(uri.authority.host.as_str(), uri.authority.port)
+}
+
+/// The pid of the Redis server of `url`, when it runs on this machine.
+pub fn local_store_pid(url: &str) -> Option<u32> {
+    let info = redis::IntoConnectionInfo::into_connection_info(url).ok()?;
+    match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => local_listener_pid(host, *port),
+        redis::ConnectionAddr::TcpTls { host, port, .. } => local_listener_pid(host, *port),
+        _ => None,
+    }
+}
+
+/// The pid of the process listening on `port` of this machine, if `host`
+/// is this machine.
+fn local_listener_pid(host: &str, port: u16) -> Option<u32> {
     if !matches!(host, "localhost" | "127.0.0.1" | "::1" | "[::1]") {
         return None;
     }
-    let port = format!(":{:04X}", uri.authority.port);
+    let port = format!(":{port:04X}");
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
@@ -146,4 +161,34 @@ pub fn local_broker_pid(url: &str) -> Option<u32> {
                 .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
                 .then_some(pid)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_listener_is_found_by_its_port() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a local port");
+        let port = listener.local_addr().expect("its address").port();
+        assert_eq!(
+            local_listener_pid("127.0.0.1", port),
+            Some(std::process::id())
+        );
+        assert_eq!(
+            local_store_pid(&format!("redis://127.0.0.1:{port}/0")),
+            Some(std::process::id())
+        );
+        assert_eq!(
+            local_broker_pid(&format!("amqp://guest:guest@localhost:{port}/%2f")),
+            Some(std::process::id())
+        );
+    }
+
+    #[test]
+    fn remote_or_unparsable_servers_have_no_local_pid() {
+        assert_eq!(local_store_pid("redis://redis.internal:6379"), None);
+        assert_eq!(local_store_pid("not a url"), None);
+        assert_eq!(local_broker_pid("amqp://rabbit.internal:5672/%2f"), None);
+    }
 }

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 
 use crate::broker::{cleanup, connect, namespace};
-use crate::machine::{proc_status_kib, CpuSeconds, CpuSnapshot};
+use crate::machine::{proc_status_kib, CpuSeconds, CpuSnapshot, Servers};
 use crate::report::{mib, round, CeleriacFigures, Latency};
 use crate::Args;
 
@@ -85,7 +85,7 @@ impl Side<'_> {
 pub async fn celeriac_phase(
     args: &Args,
     side: Side<'_>,
-    broker_pid: Option<u32>,
+    servers: Servers,
     run: u64,
 ) -> Result<CeleriacResult> {
     let kind = side.kind();
@@ -97,7 +97,7 @@ pub async fn celeriac_phase(
     );
     let result = tokio::time::timeout(
         args.timeout,
-        celeriac_measure(args, &topology, side, broker_pid),
+        celeriac_measure(args, &topology, side, servers),
     )
     .await
     .map_err(|_| anyhow!("celeriac: not done within {:?}", args.timeout))
@@ -379,14 +379,14 @@ async fn celeriac_measure(
     args: &Args,
     topology: &Topology,
     side: Side<'_>,
-    broker_pid: Option<u32>,
+    servers: Servers,
 ) -> Result<CeleriacResult> {
     let n = args.tasks;
     // Declares the namespace, so the worker can be watched for readiness.
     let producer = producer(args, topology.namespace(), side).await?;
     let mut worker = WorkerProcess::start(args, topology, side, n).await?;
 
-    let cpu_before = CpuSnapshot::take(broker_pid, Some(worker.pid));
+    let cpu_before = CpuSnapshot::take(servers, Some(worker.pid));
     let start_us = unix_micros();
     let start = Instant::now();
     let sending = {
@@ -410,7 +410,7 @@ async fn celeriac_measure(
     };
 
     let done_us = worker.wait_done().await?;
-    let cpu = CpuSnapshot::take(broker_pid, Some(worker.pid)).since(&cpu_before);
+    let cpu = CpuSnapshot::take(servers, Some(worker.pid)).since(&cpu_before);
     let published = sending
         .await
         .context("the producer panicked")?

@@ -16,15 +16,28 @@ pub struct Machine {
     pub memory_gib: Option<f64>,
 }
 
+/// The servers' processes, when they run on this machine: their CPU is
+/// measured apart.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Servers {
+    /// The RabbitMQ node's.
+    pub broker: Option<u32>,
+    /// The Redis server's (only with `--redis-url`).
+    pub store: Option<u32>,
+}
+
 /// CPU seconds spent during one measurement: by each process (the broker's
-/// only when it runs on this machine), by the whole machine, and by
-/// everything else on it (other load skews a run).
+/// and the store's only when they run on this machine), by the whole
+/// machine, and by everything else on it (other load skews a run).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct CpuSeconds {
     pub broker: Option<f64>,
     pub bench: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<f64>,
+    /// The Redis server's, in every measurement of a run with a store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<f64>,
     pub machine: Option<f64>,
     pub other: Option<f64>,
     pub iowait: Option<f64>,
@@ -70,15 +83,18 @@ pub struct CpuSnapshot {
     broker: Option<f64>,
     bench: Option<f64>,
     worker: Option<f64>,
+    store: Option<f64>,
     machine: Option<(f64, f64)>,
 }
 
 impl CpuSnapshot {
-    pub fn take(broker: Option<u32>, worker: Option<u32>) -> Self {
+    pub fn take(servers: Servers, worker: Option<u32>) -> Self {
+        let of = |pid: Option<u32>| pid.and_then(|pid| cpu_seconds(&pid.to_string()));
         CpuSnapshot {
-            broker: broker.and_then(|pid| cpu_seconds(&pid.to_string())),
+            broker: of(servers.broker),
             bench: cpu_seconds("self"),
-            worker: worker.and_then(|pid| cpu_seconds(&pid.to_string())),
+            worker: of(worker),
+            store: of(servers.store),
             machine: machine_cpu_seconds(),
         }
     }
@@ -88,14 +104,17 @@ impl CpuSnapshot {
         let broker = diff(self.broker, before.broker);
         let bench = diff(self.bench, before.bench);
         let worker = diff(self.worker, before.worker);
+        let store = diff(self.store, before.store);
         let machine = diff(self.machine.map(|m| m.0), before.machine.map(|m| m.0));
         let iowait = diff(self.machine.map(|m| m.1), before.machine.map(|m| m.1));
-        let other = (|| Some(machine? - broker? - bench? - worker.unwrap_or(0.0)))();
+        let other =
+            (|| Some(machine? - broker? - bench? - worker.unwrap_or(0.0) - store.unwrap_or(0.0)))();
         let r = |v: Option<f64>| v.map(|v| round(v, 2));
         CpuSeconds {
             broker: r(broker),
             bench: r(bench),
             worker: r(worker),
+            store: r(store),
             machine: r(machine),
             other: r(other.map(|o| o.max(0.0))),
             iowait: r(iowait),

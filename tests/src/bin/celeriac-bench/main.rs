@@ -83,9 +83,9 @@ use celeriac_schema::encode;
 use clap::Parser;
 
 use crate::ablation::raw_side;
-use crate::broker::{broker_version, connect, local_broker_pid};
+use crate::broker::{broker_version, connect, local_broker_pid, local_store_pid};
 use crate::celeriac::{bench_key_file, celeriac_phase, locate_worker, CeleriacResult, Side};
-use crate::machine::machine;
+use crate::machine::{machine, Servers};
 use crate::raw::{noop_envelope, RawConfig, CONFIRM_WINDOW};
 use crate::report::{
     ablation_figures, best_figures, iso_date, median, mib, round, run_figures, variant_figures,
@@ -229,7 +229,10 @@ async fn bench(args: Args) -> Result<Report> {
         .map_err(|e| anyhow!("{e:#}; {}", celeriac_tests::HOW_TO_PROVIDE_A_BROKER))?;
     let _ = probe.close(200, "probe done".into()).await;
     let broker_version = broker_version(&args.amqp_addr);
-    let broker_pid = local_broker_pid(&args.amqp_addr);
+    let servers = Servers {
+        broker: local_broker_pid(&args.amqp_addr),
+        store: args.redis_url.as_deref().and_then(local_store_pid),
+    };
     let body_bytes = encode(&noop_envelope()?)?.len();
     eprintln!(
         "celeriac-bench: {} tasks x {} runs, prefetch {}, concurrency {}, chunk {}, body {} bytes, broker {}",
@@ -241,11 +244,18 @@ async fn bench(args: Args) -> Result<Report> {
         body_bytes,
         broker_version.as_deref().unwrap_or("version unknown"),
     );
-    match broker_pid {
+    match servers.broker {
         Some(pid) => eprintln!("celeriac-bench: the broker is pid {pid} on this machine"),
         None => {
             eprintln!("celeriac-bench: the broker is not on this machine; no broker CPU figures")
         }
+    }
+    match (servers.store, &args.redis_url) {
+        (Some(pid), _) => eprintln!("celeriac-bench: the store is pid {pid} on this machine"),
+        (None, Some(_)) => {
+            eprintln!("celeriac-bench: the store is not on this machine; no store CPU figures")
+        }
+        (None, None) => {}
     }
 
     let keys = args.signing.then(bench_key_file).transpose()?;
@@ -268,9 +278,9 @@ async fn bench(args: Args) -> Result<Report> {
     for run in 1..=args.runs {
         // Alternate the order so that neither side always follows the
         // other's clean-up.
-        let phase = |side| celeriac_phase(&args, side, broker_pid, run);
+        let phase = |side| celeriac_phase(&args, side, servers, run);
         let (raw, celeriac, stored, signed) = if run % 2 == 1 {
-            let raw = raw_side(&args, broker_pid, run, true).await?;
+            let raw = raw_side(&args, servers, run, true).await?;
             let celeriac = phase(plain).await?;
             let signed = match signed_side {
                 Some(side) => Some(phase(side).await?),
@@ -291,7 +301,7 @@ async fn bench(args: Args) -> Result<Report> {
                 None => None,
             };
             let celeriac = phase(plain).await?;
-            let raw = raw_side(&args, broker_pid, run, false).await?;
+            let raw = raw_side(&args, servers, run, false).await?;
             (raw, celeriac, stored, signed)
         };
         let raw_rate = raw.like.msgs_per_sec();
@@ -328,7 +338,7 @@ async fn bench(args: Args) -> Result<Report> {
     let paced = if args.paced.is_empty() {
         None
     } else {
-        Some(paced::paced(&args, &worker_bin, broker_pid).await?)
+        Some(paced::paced(&args, &worker_bin, servers).await?)
     };
 
     if let Some(path) = &keys {

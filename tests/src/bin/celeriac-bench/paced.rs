@@ -23,7 +23,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::broker::namespace;
 use crate::celeriac::{cleanup_celeriac, producer, Side, WorkerProcess};
-use crate::machine::{CpuSeconds, CpuSnapshot};
+use crate::machine::{CpuSeconds, CpuSnapshot, Servers};
 use crate::raw::{check_confirm, cleanup_raw, raw_consume, Messages, Queued, RawConfig, RawLoop};
 use crate::report::{mib, round, Latency};
 use crate::Args;
@@ -169,7 +169,7 @@ impl Paced {
 pub async fn paced(
     args: &Args,
     worker_bin: &std::path::Path,
-    broker_pid: Option<u32>,
+    servers: Servers,
 ) -> Result<Vec<PacedFigures>> {
     let mut figures = Vec::new();
     for &rate in &args.paced {
@@ -178,7 +178,7 @@ pub async fn paced(
 
         let topology = Topology::new(namespace("raw"))?;
         eprintln!("paced {rate} msgs/s: raw lapin in {}", topology.namespace());
-        let raw = tokio::time::timeout(limit, raw_paced(args, &topology, broker_pid, rate, total))
+        let raw = tokio::time::timeout(limit, raw_paced(args, &topology, servers, rate, total))
             .await
             .map_err(|_| anyhow!("paced raw lapin: not done within {limit:?}"))
             .and_then(|r| r);
@@ -196,7 +196,7 @@ pub async fn paced(
         eprintln!("paced {rate} msgs/s: celeriac in {}", topology.namespace());
         let celeriac = tokio::time::timeout(
             limit,
-            celeriac_paced(args, &topology, side, broker_pid, rate, total),
+            celeriac_paced(args, &topology, side, servers, rate, total),
         )
         .await
         .map_err(|_| anyhow!("paced celeriac: not done within {limit:?}"))
@@ -221,7 +221,7 @@ pub async fn paced(
 async fn raw_paced(
     args: &Args,
     topology: &Topology,
-    broker_pid: Option<u32>,
+    servers: Servers,
     rate: u64,
     total: u64,
 ) -> Result<Paced> {
@@ -231,7 +231,7 @@ async fn raw_paced(
     let options = messages.options();
     let histogram = Arc::new(Histogram::new());
 
-    let cpu_before = CpuSnapshot::take(broker_pid, None);
+    let cpu_before = CpuSnapshot::take(servers, None);
     let consumed = tokio::spawn(raw_consume(
         raw.channel.clone(),
         raw.take_consumer()?,
@@ -267,7 +267,7 @@ async fn raw_paced(
     let confirmed = confirmer.await.context("the confirm reader panicked")??;
     let (delivered, _) = consumed.await.context("the raw consumer panicked")??;
     let last_us = start_us + delivered.duration_since(pacer.start).as_micros() as u64;
-    let cpu = CpuSnapshot::take(broker_pid, None).since(&cpu_before);
+    let cpu = CpuSnapshot::take(servers, None).since(&cpu_before);
     raw.close().await;
     Ok(Paced {
         sent: total,
@@ -291,14 +291,14 @@ async fn celeriac_paced(
     args: &Args,
     topology: &Topology,
     side: Side<'_>,
-    broker_pid: Option<u32>,
+    servers: Servers,
     rate: u64,
     total: u64,
 ) -> Result<Paced> {
     let producer = producer(args, topology.namespace(), side).await?;
     let mut worker = WorkerProcess::start(args, topology, side, total).await?;
 
-    let cpu_before = CpuSnapshot::take(broker_pid, Some(worker.pid));
+    let cpu_before = CpuSnapshot::take(servers, Some(worker.pid));
     let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
     let mut calls = JoinSet::new();
     let start_us = unix_micros();
@@ -325,7 +325,7 @@ async fn celeriac_paced(
     }
     let confirmed = Instant::now();
     let last_us = worker.wait_done().await?;
-    let cpu = CpuSnapshot::take(broker_pid, Some(worker.pid)).since(&cpu_before);
+    let cpu = CpuSnapshot::take(servers, Some(worker.pid)).since(&cpu_before);
     let peak_rss_kib = worker.peak_rss_kib;
     let summary = worker.stop(total).await?;
     Ok(Paced {

@@ -29,7 +29,7 @@ use lapin::{
 use serde::Serialize;
 
 use crate::broker::{cleanup, connect, namespace};
-use crate::machine::{CpuSeconds, CpuSnapshot};
+use crate::machine::{CpuSeconds, CpuSnapshot, Servers};
 use crate::report::{round, RawFigures};
 use crate::Args;
 
@@ -228,7 +228,7 @@ pub fn noop_envelope() -> Result<Envelope> {
 /// waits `--settle`. `label` names it in the progress lines.
 pub async fn raw_phase(
     args: &Args,
-    broker_pid: Option<u32>,
+    servers: Servers,
     run: u64,
     config: &RawConfig,
     label: &str,
@@ -239,13 +239,10 @@ pub async fn raw_phase(
         args.runs,
         topology.namespace()
     );
-    let result = tokio::time::timeout(
-        args.timeout,
-        raw_measure(args, &topology, broker_pid, config),
-    )
-    .await
-    .map_err(|_| anyhow!("{label}: not done within {:?}", args.timeout))
-    .and_then(|r| r);
+    let result = tokio::time::timeout(args.timeout, raw_measure(args, &topology, servers, config))
+        .await
+        .map_err(|_| anyhow!("{label}: not done within {:?}", args.timeout))
+        .and_then(|r| r);
     cleanup_raw(args, &topology).await;
     let result = result.with_context(|| label.to_owned())?;
     eprintln!(
@@ -459,7 +456,7 @@ impl Messages {
 async fn raw_measure(
     args: &Args,
     topology: &Topology,
-    broker_pid: Option<u32>,
+    servers: Servers,
     config: &RawConfig,
 ) -> Result<RawResult> {
     let n = args.tasks;
@@ -468,7 +465,7 @@ async fn raw_measure(
     let options = messages.options();
     let window = config.window.max(1);
 
-    let cpu_before = CpuSnapshot::take(broker_pid, None);
+    let cpu_before = CpuSnapshot::take(servers, None);
     let start = Instant::now();
     let consumed = tokio::spawn(raw_consume(
         raw.channel.clone(),
@@ -492,7 +489,7 @@ async fn raw_measure(
     }
     let published = start.elapsed();
     let (end, acks) = consumed.await.context("the raw consumer panicked")??;
-    let cpu = CpuSnapshot::take(broker_pid, None).since(&cpu_before);
+    let cpu = CpuSnapshot::take(servers, None).since(&cpu_before);
     raw.close().await;
     Ok(RawResult {
         tasks: n,
