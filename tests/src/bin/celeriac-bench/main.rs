@@ -139,7 +139,8 @@ pub struct Args {
 
     /// The Redis state store for the third measurement (celeriac with
     /// results, task states and idempotency keys on); without it only raw
-    /// lapin and plain celeriac are measured.
+    /// lapin and plain celeriac are measured. When the Redis server runs on
+    /// this machine, every measurement reports its CPU (`store`).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
