@@ -29,17 +29,7 @@ fn counts(done: &celeriac_producer::control::Revoked) -> Vec<(u64, u64)> {
 async fn a_delayed_task_revoked_by_broadcast_is_acked_without_running() {
     let mut cluster = Cluster::without_store("ctl-ns-delayed").await;
     cluster.three_workers(["n1", "n2", "n3"]).await;
-    let countdown = SendOptions::new().countdown(Duration::from_secs(3));
-    let delayed = cluster
-        .producer
-        .send::<Sleep>(&10, &countdown)
-        .await
-        .unwrap();
-    let control = cluster
-        .producer
-        .send::<Sleep>(&10, &countdown)
-        .await
-        .unwrap();
+    let (delayed, control) = cluster.two_delayed_sleeps(Duration::from_secs(3)).await;
     let ttl = Duration::from_secs(600);
     let before = now_ms();
     let done = cluster

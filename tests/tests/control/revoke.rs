@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use celeriac_producer::canvas::{chain, Signature};
 use celeriac_producer::control::RevokeOptions;
 use celeriac_producer::{Error, SendOptions};
-use celeriac_schema::control::KillSignal;
 use celeriac_schema::exec::{Exec, ExecInput, ExecSpec};
 use celeriac_schema::store::NodeProgress;
 use celeriac_schema::TaskState;
@@ -60,17 +59,7 @@ async fn a_delayed_task_revoked_while_it_waits_never_runs() {
     let mut cluster = Cluster::new("ctl-delayed").await;
     cluster.three_workers(["w1", "w2", "w3"]).await;
     let sent = Instant::now();
-    let countdown = SendOptions::new().countdown(LONG_COUNTDOWN);
-    let delayed = cluster
-        .producer
-        .send::<Sleep>(&10, &countdown)
-        .await
-        .unwrap();
-    let control = cluster
-        .producer
-        .send::<Sleep>(&10, &countdown)
-        .await
-        .unwrap();
+    let (delayed, control) = cluster.two_delayed_sleeps(LONG_COUNTDOWN).await;
     let done = cluster
         .producer
         .revoke(&[delayed.id().to_string()], &RevokeOptions::new())
@@ -210,14 +199,7 @@ async fn terminate_signals_a_running_program() {
         std::fs::read_to_string(&marker).is_ok_and(|s| s.contains("started"))
     })
     .await;
-    cluster
-        .producer
-        .revoke(
-            &[handle.id().to_string()],
-            &RevokeOptions::new().terminate(KillSignal::Term),
-        )
-        .await
-        .unwrap();
+    cluster.revoke_and_terminate(handle.id()).await;
     assert!(matches!(
         handle.wait(WAIT).await,
         Err(Error::TaskRevoked { .. })

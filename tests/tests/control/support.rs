@@ -163,6 +163,29 @@ impl Cluster {
         self.workers.iter().map(|w| w.stats().revoked).sum()
     }
 
+    /// Sends two `test.sleep` tasks of 10 ms due after `countdown`: one to
+    /// revoke and one left alone to show that delayed tasks still run.
+    pub async fn two_delayed_sleeps(
+        &self,
+        countdown: Duration,
+    ) -> (TaskHandle<Sleep>, TaskHandle<Sleep>) {
+        let options = SendOptions::new().countdown(countdown);
+        let revoked = self.producer.send::<Sleep>(&10, &options).await.unwrap();
+        let control = self.producer.send::<Sleep>(&10, &options).await.unwrap();
+        (revoked, control)
+    }
+
+    /// Revokes the task `id` with `--terminate` (SIGTERM).
+    pub async fn revoke_and_terminate(&self, id: TaskId) -> Revoked {
+        self.producer
+            .revoke(
+                &[id.to_string()],
+                &RevokeOptions::new().terminate(KillSignal::Term),
+            )
+            .await
+            .unwrap()
+    }
+
     /// Sends a `test.sleep` of a minute, waits until it runs, then revokes
     /// it with `--terminate` (SIGTERM): its handle, the revocation's
     /// answer, and when the revocation was sent.
@@ -175,14 +198,7 @@ impl Cluster {
         let runs = self.runs.clone();
         until("the task runs", || runs.has_started(handle.id())).await;
         let started = Instant::now();
-        let done = self
-            .producer
-            .revoke(
-                &[handle.id().to_string()],
-                &RevokeOptions::new().terminate(KillSignal::Term),
-            )
-            .await
-            .unwrap();
+        let done = self.revoke_and_terminate(handle.id()).await;
         (handle, done, started)
     }
 
