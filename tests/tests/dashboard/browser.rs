@@ -13,7 +13,7 @@ use celeriac_dashboard::Login;
 use celeriac_producer::SendOptions;
 use celeriac_schema::store::Store;
 use celeriac_schema::workflow::{Node, Workflow};
-use celeriac_schema::TaskState;
+use celeriac_schema::{TaskId, TaskState};
 use serde_json::json;
 
 use crate::support::{
@@ -23,6 +23,24 @@ use crate::webdriver::Browser;
 
 const WAIT: Duration = Duration::from_secs(30);
 const WIDTH: u32 = 1360;
+
+/// Ticks the dead letters of `ids` in the list and waits until the bulk
+/// replay button counts them.
+async fn select_dead_letters(b: &Browser, ids: &[TaskId]) {
+    for id in ids {
+        b.click_on(
+            &format!("#dead-letters tr[data-id='{id}'] input[type=checkbox]"),
+            WAIT,
+        )
+        .await;
+    }
+    b.wait_text(
+        "#replay-selected",
+        &format!("Replay {} selected", ids.len()),
+        WAIT,
+    )
+    .await;
+}
 
 fn shot(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -327,15 +345,7 @@ async fn scenario() {
         b.attribute(&replay, "disabled").await.is_some(),
         "nothing selected yet"
     );
-    for id in &more {
-        b.click_on(
-            &format!("#dead-letters tr[data-id='{id}'] input[type=checkbox]"),
-            WAIT,
-        )
-        .await;
-    }
-    b.wait_text("#replay-selected", "Replay 3 selected", WAIT)
-        .await;
+    select_dead_letters(&b, &more).await;
     assert!(
         b.find("#replay-selected:not([disabled])").await.is_some(),
         "three selected"
@@ -379,15 +389,7 @@ async fn scenario() {
     .await;
 
     // Bulk replay: pick three, confirm; each runs again and succeeds.
-    for id in &more {
-        b.click_on(
-            &format!("#dead-letters tr[data-id='{id}'] input[type=checkbox]"),
-            WAIT,
-        )
-        .await;
-    }
-    b.wait_text("#replay-selected", "Replay 3 selected", WAIT)
-        .await;
+    select_dead_letters(&b, &more).await;
     b.click_on("#replay-selected", WAIT).await;
     let confirm = b.wait_for("#confirm-ok", WAIT).await;
     assert_eq!(b.text(&confirm).await, "Replay 3");

@@ -254,15 +254,19 @@ impl Browser {
             .map(str::to_owned)
     }
 
+    /// Asks the driver to click an element; its answer.
+    async fn click_call(&self, element: &str) -> Value {
+        self.session_call(
+            "POST",
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        )
+        .await
+    }
+
     /// Clicks an element.
     pub async fn click(&self, element: &str) {
-        let v = self
-            .session_call(
-                "POST",
-                &format!("/element/{element}/click"),
-                Some(json!({})),
-            )
-            .await;
+        let v = self.click_call(element).await;
         assert!(v.get("error").is_none(), "click: {v}");
     }
 
@@ -273,13 +277,7 @@ impl Browser {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let element = self.wait_for(css, timeout).await;
-            let v = self
-                .session_call(
-                    "POST",
-                    &format!("/element/{element}/click"),
-                    Some(json!({})),
-                )
-                .await;
+            let v = self.click_call(&element).await;
             if v.get("error").is_none() {
                 return;
             }
