@@ -1,8 +1,9 @@
 #![allow(clippy::unwrap_used)]
 //! Golden vectors of the store's layout (SPEC.md section 18): every record
-//! of `golden/store/records.json` reads as it says, under the keys it
-//! names, and every value of `golden/store/json_values.json` maps to its
-//! JSON form and back.
+//! of `golden/store/records_v2.json` (layout version 2) and of
+//! `golden/store/records.json` (version 1, still read) reads as it says,
+//! under the keys it names, and every value of
+//! `golden/store/json_values.json` maps to its JSON form and back.
 //!
 //! The vectors were written once by an independent encoder (Python's
 //! `msgpack`) from the text of SPEC.md and are checked in.
@@ -42,15 +43,21 @@ fn opt_str(json: &Json) -> Option<String> {
 
 #[test]
 fn every_record_vector_reads_as_it_says() {
-    let file = golden("records.json");
-    let vectors = file["vectors"].as_array().unwrap();
-    assert!(vectors.len() >= 8, "the store vectors are all there");
-    for v in vectors {
+    for (file, version) in [("records_v2.json", 2), ("records.json", 1)] {
+        let file = golden(file);
+        let vectors = file["vectors"].as_array().unwrap();
+        assert!(vectors.len() >= 9, "the store vectors are all there");
+        for v in vectors {
+            check_record_vector(v, version);
+        }
+    }
+}
+
+fn check_record_vector(v: &Json, version: u32) {
+    {
         let name = v["name"].as_str().unwrap();
         let ns = v["namespace"].as_str().unwrap();
         let id: TaskId = v["id"].as_str().unwrap().parse().unwrap();
-        assert_eq!(v["keys"]["record"], layout::record_key(ns, id), "{name}");
-        assert_eq!(v["keys"]["history"], layout::history_key(ns, id), "{name}");
         assert_eq!(v["keys"]["channel"], layout::done_channel(ns, id), "{name}");
 
         let fields: HashMap<String, Vec<u8>> = v["fields"]
@@ -65,8 +72,24 @@ fn every_record_vector_reads_as_it_says() {
                 (k.clone(), bytes)
             })
             .collect();
-        let history = hex(v["history_hex"].as_str().unwrap());
-        let record = layout::parse_record(id, &fields, &history)
+        let record = if version == 1 {
+            assert_eq!(
+                v["keys"]["record"],
+                layout::v1::record_key(ns, id),
+                "{name}"
+            );
+            assert_eq!(
+                v["keys"]["history"],
+                layout::v1::history_key(ns, id),
+                "{name}"
+            );
+            let history = hex(v["history_hex"].as_str().unwrap());
+            layout::v1::parse_record(id, &fields, &history)
+        } else {
+            assert_eq!(v["keys"]["record"], layout::record_key(ns, id), "{name}");
+            layout::parse_record(id, &fields)
+        };
+        let record = record
             .unwrap_or_else(|e| panic!("{name}: {e}"))
             .unwrap_or_else(|| panic!("{name}: no record"));
         let want = &v["record"];
@@ -123,8 +146,9 @@ fn every_record_vector_reads_as_it_says() {
 #[test]
 fn an_empty_hash_is_no_record_and_bad_fields_are_errors() {
     let id = TaskId::new();
+    assert_eq!(layout::parse_record(id, &HashMap::new()).unwrap(), None);
     assert_eq!(
-        layout::parse_record(id, &HashMap::new(), &[]).unwrap(),
+        layout::v1::parse_record(id, &HashMap::new(), &[]).unwrap(),
         None
     );
     let field = |pairs: &[(&str, &[u8])]| -> HashMap<String, Vec<u8>> {
@@ -136,16 +160,28 @@ fn an_empty_hash_is_no_record_and_bad_fields_are_errors() {
     for (bad, what) in [
         (field(&[("task", b"t"), ("state", b"running")]), "state"),
         (
-            field(&[("task", b"t"), ("state", b"started"), ("runs", b"x")]),
-            "runs",
+            field(&[("task", b"t"), ("state", b"started"), ("attempt", b"x")]),
+            "attempt",
         ),
         (field(&[("task", b"t"), ("q", b"\xc1")]), "queued mark"),
+        // A version 1 mark is not one of version 2.
+        (field(&[("q", b"\x92\x00\x01")]), "queued mark"),
+        (
+            field(&[
+                ("state", b"started"),
+                ("h:0:started:1", b"\x81\xa1\x78\x01"),
+            ]),
+            "history",
+        ),
     ] {
-        let err = layout::parse_record(id, &bad, &[]).unwrap_err();
+        let err = layout::parse_record(id, &bad).unwrap_err();
         assert!(err.to_string().contains(what), "{err}");
     }
+    let v1_bad = field(&[("task", b"t"), ("state", b"started"), ("runs", b"x")]);
+    let err = layout::v1::parse_record(id, &v1_bad, &[]).unwrap_err();
+    assert!(err.to_string().contains("runs"), "{err}");
     let ok = field(&[("task", b"t"), ("state", b"started")]);
-    let err = layout::parse_record(id, &ok, &[0x81, 0xa1, 0x78, 0x01]).unwrap_err();
+    let err = layout::v1::parse_record(id, &ok, &[0x81, 0xa1, 0x78, 0x01]).unwrap_err();
     assert!(err.to_string().contains("history"), "{err}");
 }
 

@@ -206,11 +206,14 @@ impl RedisStore {
     }
 
     pub(crate) fn record_key(&self, id: TaskId) -> String {
-        format!("{}t:{id}", self.inner.prefix)
+        format!("{}r:{id}", self.inner.prefix)
     }
 
-    pub(crate) fn history_key(&self, id: TaskId) -> String {
-        format!("{}t:{id}:h", self.inner.prefix)
+    /// The record and history keys of layout version 1, read while
+    /// records written by earlier builds last.
+    pub(crate) fn v1_keys(&self, id: TaskId) -> (String, String) {
+        let prefix = &self.inner.prefix;
+        (format!("{prefix}t:{id}"), format!("{prefix}t:{id}:h"))
     }
 
     pub(crate) fn execution_key(&self, key: &str) -> String {

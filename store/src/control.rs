@@ -43,9 +43,9 @@ impl RedisStore {
     ) -> StoreResult<Begin> {
         let mut check = Cmd::new();
         check.arg("ZMSCORE").arg(self.revoked_key()).arg(revocable);
-        let replies = self
-            .write("lease", vec![check, self.take_lease_cmd(key, token)])
-            .await?;
+        let mut cmds = vec![check];
+        self.take_lease_cmds(key, token, &mut cmds);
+        let replies = self.write("lease", cmds).await?;
         let scores: Vec<Option<f64>> = replies
             .first()
             .cloned()
@@ -65,10 +65,8 @@ impl RedisStore {
         {
             return Ok(Begin::Revoked { id });
         }
-        match replies.get(1) {
-            Some(redis::Value::Nil) => self.lease_holder(key).await,
-            _ => Ok(Begin::Run),
-        }
+        self.lease_taken(key, token, replies.get(1..).unwrap_or_default())
+            .await
     }
 
     pub(super) async fn revoke_ids(&self, ids: &[String], expires_at: u64) -> StoreResult<()> {

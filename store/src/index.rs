@@ -203,7 +203,7 @@ impl RedisStore {
             };
             for ((id, updated_at), fields) in ids.into_iter().zip(records) {
                 // A record this build cannot read is left out of the list.
-                let Ok(Some(record)) = self.parse_record(id, fields, Vec::new()) else {
+                let Ok(Some(record)) = self.parse_record(id, fields) else {
                     continue;
                 };
                 if query.matches(&record) {

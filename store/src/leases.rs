@@ -1,24 +1,78 @@
 //! Run leases of idempotency keys: taking one, renewing it while the run
 //! lasts, and finishing (the success mark, or the lease released).
+//!
+//! A task sent without an idempotency key runs under its own id as key.
+//! Its success needs no mark of its own: its record says it, so taking its
+//! lease also reads the record's state, and a success deletes the lease.
 
 use std::time::Duration;
 
-use celeriac_schema::store::{Begin, Update};
+use celeriac_schema::store::{layout, Begin, Update};
 use celeriac_schema::{Error as SchemaError, TaskId, TaskState};
 use redis::Cmd;
 
 use crate::{RedisStore, StoreResult};
 
 impl RedisStore {
-    /// `SET` of a run lease, if nobody holds the key.
-    pub(crate) fn take_lease_cmd(&self, key: &str, token: &str) -> Cmd {
+    /// `SET` of a run lease, if nobody holds the key; for a key that is a
+    /// task id, also the `HGET` of that task's state (its success is kept
+    /// there, not in the key).
+    pub(crate) fn take_lease_cmds(&self, key: &str, token: &str, cmds: &mut Vec<Cmd>) {
         let mut take = redis::cmd("SET");
         take.arg(self.execution_key(key))
             .arg(token)
             .arg("NX")
             .arg("PX")
             .arg(Self::ttl_ms(self.inner.settings.lease_ttl));
-        take
+        cmds.push(take);
+        if let Ok(id) = key.parse::<TaskId>() {
+            cmds.push(Cmd::hget(self.record_key(id), layout::STATE));
+        }
+    }
+
+    /// What the replies of [`take_lease_cmds`](Self::take_lease_cmds)
+    /// mean.
+    pub(crate) async fn lease_taken(
+        &self,
+        key: &str,
+        token: &str,
+        replies: &[redis::Value],
+    ) -> StoreResult<Begin> {
+        if matches!(replies.first(), Some(redis::Value::Nil)) {
+            return self.lease_holder(key).await;
+        }
+        let state: Option<String> = match replies.get(1) {
+            Some(value) => {
+                redis::from_redis_value(value.clone()).map_err(|e| SchemaError::StoreData {
+                    what: "task state",
+                    message: e.to_string(),
+                })?
+            }
+            None => None,
+        };
+        if state.as_deref() != Some(TaskState::Succeeded.as_str()) {
+            return Ok(Begin::Run);
+        }
+        // The task ran to success already: the lease just taken goes back.
+        let task_id = key.parse::<TaskId>().map_err(|e| SchemaError::StoreData {
+            what: "execution key",
+            message: format!("{key:?}: {e}"),
+        })?;
+        self.release_lease(key, token).await?;
+        Ok(Begin::Succeeded { task_id })
+    }
+
+    /// Releases a run lease if `token` still holds it.
+    async fn release_lease(&self, key: &str, token: &str) -> StoreResult<()> {
+        let mut release = redis::pipe();
+        Self::invoke(
+            &mut release,
+            &self.inner.apply.release,
+            &[self.execution_key(key)],
+            vec![token.as_bytes().to_vec()],
+        );
+        release.ignore();
+        self.run::<()>("release", &release).await
     }
 
     /// Who holds a key whose lease could not be taken: a run (busy) or a
@@ -51,13 +105,10 @@ impl RedisStore {
         // succeeded; finishing sets the mark before anything releases it.
         // The usual case, a key nobody holds, costs one command; who holds
         // it is asked only when the lease is taken.
-        let replies = self
-            .write("lease", vec![self.take_lease_cmd(key, token)])
-            .await?;
-        if matches!(replies.first(), Some(redis::Value::Nil)) {
-            return self.lease_holder(key).await;
-        }
-        Ok(Begin::Run)
+        let mut cmds = Vec::with_capacity(2);
+        self.take_lease_cmds(key, token, &mut cmds);
+        let replies = self.write("lease", cmds).await?;
+        self.lease_taken(key, token, &replies).await
     }
 
     /// [`Store::renew`].
@@ -86,27 +137,23 @@ impl RedisStore {
         update: &Update,
     ) -> StoreResult<()> {
         let k = self.execution_key(key);
-        let mut cmds = Vec::with_capacity(8);
-        if update.state == TaskState::Succeeded {
-            // The mark and the record land together.
-            let mut mark = redis::cmd("SET");
-            mark.arg(&k)
-                .arg(format!("done:{}", update.id))
-                .arg("PX")
-                .arg(Self::ttl_ms(self.inner.settings.key_ttl));
-            cmds.push(mark);
-        } else {
+        let mut cmds = Vec::with_capacity(6);
+        let own_key = update.idempotency_key.is_none() && key == update.id.to_string();
+        match update.state {
+            // The record says it: the lease goes, in the same transaction.
+            TaskState::Succeeded if own_key => cmds.push(Cmd::del(&k)),
+            TaskState::Succeeded => {
+                // The mark and the record land together.
+                let mut mark = redis::cmd("SET");
+                mark.arg(&k)
+                    .arg(format!("{}{}", layout::SUCCEEDED_PREFIX, update.id))
+                    .arg("PX")
+                    .arg(Self::ttl_ms(self.inner.settings.key_ttl));
+                cmds.push(mark);
+            }
             // On its own: a script Redis lost is loaded and run again
             // without repeating the record's writes.
-            let mut release = redis::pipe();
-            Self::invoke(
-                &mut release,
-                &self.inner.apply.release,
-                &[k],
-                vec![token.as_bytes().to_vec()],
-            );
-            release.ignore();
-            self.run::<()>("finish", &release).await?;
+            _ => self.release_lease(key, token).await?,
         }
         self.worker_state(&mut cmds, update)?;
         self.write("finish", cmds).await.map(drop)

@@ -17,15 +17,14 @@
 //! shared by every waiter of the process: each waiter subscribes to its
 //! task's channel, and the final write publishes on it.
 //!
-//! Keys, under the namespace `{ns}` (the public layout, version 1, of
+//! Keys, under the namespace `{ns}` (the public layout, version 2, of
 //! SPEC.md section 18; `celeriac_schema::store::layout` names them and
 //! reads records):
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{ns}:t:{task id}` | hash | the record; its field `q` is a producer's `queued` mark for a task sent without a key |
-//! | `{ns}:t:{task id}:h` | string | its history: MessagePack transitions one after another |
-//! | `{ns}:k:{key}` | string | the run lease token while a run holds it; `done:{task id}` once a run with this key succeeded |
+//! | `{ns}:r:{task id}` | hash | the record: its fields, one field `h:…` per transition of its history, and a producer's `queued` mark `q` for a task sent without a key |
+//! | `{ns}:k:{key}` | string | the run lease token while a run holds it; `done:{task id}` once a run with this idempotency key succeeded (a task sent without a key, whose key is its id, has its success in its record and its lease deleted) |
 //! | `{ns}:e:{key}` | string | the task id an enqueue key is bound to |
 //! | `{ns}:purged` | hash | logical queue → when it was purged (ms); the hash lives as long as the longest mark asked for |
 //! | channel `{ns}:done:{task id}` | pub/sub | the final state, when reached |
@@ -138,18 +137,7 @@ fn unavailable<'a>(
 
 /// MessagePack with named fields, as the store keeps its values.
 fn encode<T: serde::Serialize + ?Sized>(what: &'static str, value: &T) -> StoreResult<Vec<u8>> {
-    let mut bytes = Vec::new();
-    encode_into(&mut bytes, what, value)?;
-    Ok(bytes)
-}
-
-/// [`encode`], appended to `bytes`.
-fn encode_into<T: serde::Serialize + ?Sized>(
-    bytes: &mut Vec<u8>,
-    what: &'static str,
-    value: &T,
-) -> StoreResult<()> {
-    rmp_serde::encode::write_named(bytes, value).map_err(|e| SchemaError::Encode {
+    rmp_serde::to_vec_named(value).map_err(|e| SchemaError::Encode {
         what,
         message: e.to_string(),
     })

@@ -11,7 +11,7 @@ use celeriac_schema::store::{Claim, TaskRecord, Update, CLAIM_STALE_AFTER};
 use celeriac_schema::{Error as SchemaError, TaskId, TaskState};
 use redis::{Cmd, Script};
 
-use crate::{encode, encode_into, index, scripts, unavailable, RedisStore, StoreResult};
+use crate::{index, scripts, unavailable, RedisStore, StoreResult};
 
 /// The record field of a producer's [`QueuedMark`].
 const QUEUED_MARK: &str = layout::QUEUED_MARK;
@@ -30,8 +30,17 @@ impl RedisStore {
     /// entry, the TTLs, and the wake-up of waiters on a final state.
     pub(crate) fn worker_state(&self, cmds: &mut Vec<Cmd>, update: &Update) -> StoreResult<()> {
         let rec = self.record_key(update.id);
-        let hist = self.history_key(update.id);
         let ttl = Self::ttl_ms(self.inner.settings.result_ttl);
+        // A run too short to have written `started` records it here.
+        let started = update.started_transition();
+        let transition = update.transition();
+        let started_entry = started
+            .as_ref()
+            .map(|t| {
+                Ok::<_, SchemaError>((layout::history_field(t), layout::encode_transition(t)?))
+            })
+            .transpose()?;
+        let entry = layout::encode_transition(&transition)?;
         // Sized once: the fields below, and the values that vary in length.
         let varying = update.task.len()
             + update.queue.len()
@@ -42,74 +51,69 @@ impl RedisStore {
             + update
                 .error
                 .as_ref()
-                .map_or(0, |e| e.error_type.len() + e.message.len());
-        let mut fields = Cmd::with_capacity(32, rec.len() + varying + 256);
+                .map_or(0, |e| e.error_type.len() + e.message.len())
+            + entry.len()
+            + started_entry.as_ref().map_or(0, |(_, e)| e.len());
+        let mut fields = Cmd::with_capacity(36, rec.len() + varying + 320);
         fields
             .arg("HSET")
             .arg(&rec)
-            .arg("task")
+            .arg(layout::TASK)
             .arg(&update.task)
-            .arg("queue")
+            .arg(layout::QUEUE)
             .arg(&update.queue)
-            .arg("state")
+            .arg(layout::STATE)
             .arg(update.state.as_str())
-            .arg("attempt")
+            .arg(layout::ATTEMPT)
             .arg(update.attempt);
         if let Some(worker) = &update.worker {
-            fields.arg("worker").arg(worker);
+            fields.arg(layout::WORKER).arg(worker);
         }
         if let Some(key) = &update.idempotency_key {
-            fields.arg("key").arg(key);
+            fields.arg(layout::KEY).arg(key);
         }
         if let Some(wf) = &update.workflow_id {
-            fields.arg("wf").arg(wf);
+            fields.arg(layout::WORKFLOW).arg(wf);
         }
-        // A run too short to have written `started` records it here.
-        let started = update.started_transition();
         if let Some(started) = &started {
-            fields.arg("started_at").arg(started.at_ms);
+            fields.arg(layout::STARTED_AT).arg(started.at_ms);
         }
         match update.state {
             TaskState::Started => {
                 fields
-                    .arg("started_at")
+                    .arg(layout::STARTED_AT)
                     .arg(update.at_ms)
-                    .arg("finished_at")
+                    .arg(layout::FINISHED_AT)
                     .arg("");
             }
             s if s.is_terminal() => {
-                fields.arg("finished_at").arg(update.at_ms);
+                fields.arg(layout::FINISHED_AT).arg(update.at_ms);
             }
             _ => {}
         }
         if let Some(failure) = &update.error {
             fields
-                .arg("err_type")
+                .arg(layout::ERROR_TYPE)
                 .arg(&failure.error_type)
-                .arg("err_msg")
+                .arg(layout::ERROR_MESSAGE)
                 .arg(&failure.message);
         }
         if update.state == TaskState::Succeeded {
             fields
-                .arg("err_type")
+                .arg(layout::ERROR_TYPE)
                 .arg("")
-                .arg("err_msg")
+                .arg(layout::ERROR_MESSAGE)
                 .arg("")
-                .arg("result")
+                .arg(layout::RESULT)
                 .arg(update.result.as_deref().unwrap_or_default());
         }
+        // The history: one field per transition, in the same command.
+        if let Some((name, bytes)) = &started_entry {
+            fields.arg(name).arg(bytes);
+        }
+        fields.arg(layout::history_field(&transition)).arg(entry);
         cmds.push(fields);
-        if started.is_some() || update.state == TaskState::Started {
-            cmds.push(Cmd::hincr(&rec, "runs", 1));
-        }
-        let mut entries = Vec::new();
-        if let Some(started) = &started {
-            encode_into(&mut entries, "transition", started)?;
-        }
-        encode_into(&mut entries, "transition", &update.transition())?;
-        cmds.push(Cmd::append(&hist, entries));
         cmds.push(Cmd::pexpire(&rec, ttl as i64));
-        cmds.push(Cmd::pexpire(&hist, ttl as i64));
         if update.state.is_terminal() {
             cmds.push(Cmd::publish(self.channel(update.id), update.state.as_str()));
         }
@@ -118,7 +122,8 @@ impl RedisStore {
     }
 
     pub(crate) fn update_args(&self, update: &Update) -> StoreResult<Vec<Vec<u8>>> {
-        let entry = encode("transition", &update.transition())?;
+        let transition = update.transition();
+        let entry = layout::encode_transition(&transition)?;
         let (has_err, err_type, err_msg) = match &update.error {
             Some(f) => ("1", f.error_type.as_str(), f.message.as_str()),
             None => ("0", "", ""),
@@ -139,6 +144,7 @@ impl RedisStore {
             has_err.into(),
             err_type.into(),
             err_msg.into(),
+            layout::history_field(&transition).into_bytes(),
             entry,
             has_result.into(),
             result,
@@ -149,9 +155,8 @@ impl RedisStore {
         &self,
         id: TaskId,
         fields: HashMap<String, Vec<u8>>,
-        history_bytes: Vec<u8>,
     ) -> StoreResult<Option<TaskRecord>> {
-        layout::parse_record(id, &fields, &history_bytes)
+        layout::parse_record(id, &fields)
     }
 
     /// [`Store::mark_purged`].
@@ -194,36 +199,24 @@ impl RedisStore {
         index::tasks_pipe(self, updates, &mut pipe);
         // A producer's `queued` for a task sent without a key needs no
         // script: its mark is one field set only if unset (the first
-        // send's wins), and reading the record applies it by the usual
-        // rules (a worker that started the task first keeps its state and
-        // history).
+        // send's wins), carrying the task's name, queue and workflow, and
+        // reading the record applies it by the usual rules (a worker that
+        // started the task first keeps its state and history).
         let (plain, scripted): (Vec<&Update>, Vec<&Update>) = updates.iter().partition(|u| {
             u.state == TaskState::Queued && u.idempotency_key.is_none() && u.result.is_none()
         });
         for update in plain {
             let rec = self.record_key(update.id);
-            let mut names = redis::cmd("HSET");
-            names
-                .arg(&rec)
-                .arg("task")
-                .arg(&update.task)
-                .arg("queue")
-                .arg(&update.queue);
-            if let Some(wf) = &update.workflow_id {
-                names.arg("wf").arg(wf);
-            }
-            pipe.add_command(names).ignore();
             pipe.hset_nx(&rec, QUEUED_MARK, QueuedMark::of(update).encode()?)
                 .ignore();
             pipe.pexpire(&rec, ttl as i64).ignore();
         }
         for batch in scripted.chunks(scripts::RECORD_BATCH) {
             let mut keys = Vec::with_capacity(batch.len());
-            let mut args = Vec::with_capacity(1 + batch.len() * 15);
+            let mut args = Vec::with_capacity(1 + batch.len() * (1 + scripts::UPDATE_ARGS));
             args.push(ttl.to_string().into_bytes());
             for update in batch {
                 keys.push(self.record_key(update.id));
-                keys.push(self.history_key(update.id));
                 args.push(self.channel(update.id).into_bytes());
                 args.extend(self.update_args(update)?);
             }
@@ -233,13 +226,21 @@ impl RedisStore {
         self.run::<()>("record", &pipe).await
     }
 
-    /// [`Store::get`].
+    /// [`Store::get`]: the record, or one of layout version 1 written by
+    /// an earlier build, read in the same trip.
     pub(crate) async fn get_record(&self, id: TaskId) -> StoreResult<Option<TaskRecord>> {
+        let (v1_rec, v1_hist) = self.v1_keys(id);
         let mut pipe = redis::pipe();
-        pipe.hgetall(self.record_key(id)).get(self.history_key(id));
-        let (fields, history): (HashMap<String, Vec<u8>>, Option<Vec<u8>>) =
+        pipe.hgetall(self.record_key(id))
+            .hgetall(v1_rec)
+            .get(v1_hist);
+        type Fields = HashMap<String, Vec<u8>>;
+        let (fields, v1_fields, v1_history): (Fields, Fields, Option<Vec<u8>>) =
             self.run("get", &pipe).await?;
-        self.parse_record(id, fields, history.unwrap_or_default())
+        if fields.is_empty() && !v1_fields.is_empty() {
+            return layout::v1::parse_record(id, &v1_fields, &v1_history.unwrap_or_default());
+        }
+        self.parse_record(id, fields)
     }
 
     /// [`Store::claim`].
@@ -255,7 +256,7 @@ impl RedisStore {
                 (CLAIM_STALE_AFTER.as_millis() as u64)
                     .to_string()
                     .into_bytes(),
-                format!("{}t:", self.inner.prefix).into_bytes(),
+                format!("{}r:", self.inner.prefix).into_bytes(),
                 update.id.to_string().into_bytes(),
                 Self::ttl_ms(settings.result_ttl).to_string().into_bytes(),
                 self.channel(update.id).into_bytes(),
@@ -267,7 +268,6 @@ impl RedisStore {
                 &[
                     format!("{}e:{key}", self.inner.prefix),
                     self.record_key(update.id),
-                    self.history_key(update.id),
                 ],
                 args,
             );
@@ -317,12 +317,18 @@ impl RedisStore {
     pub(crate) async fn read_results(&self, ids: &[TaskId]) -> StoreResult<Vec<Option<Vec<u8>>>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(1000) {
+            // Each result, and the one of a record of layout version 1
+            // written by an earlier build, read in the same trip.
             let mut pipe = redis::pipe();
             for id in chunk {
-                pipe.hget(self.record_key(*id), "result");
+                pipe.hget(self.record_key(*id), layout::RESULT)
+                    .hget(self.v1_keys(*id).0, layout::RESULT);
             }
             let values: Vec<Option<Vec<u8>>> = self.run("results", &pipe).await?;
-            out.extend(values.into_iter().map(|v| v.filter(|b| !b.is_empty())));
+            let mut values = values.into_iter();
+            while let (Some(current), Some(v1)) = (values.next(), values.next()) {
+                out.push(current.or(v1).filter(|b| !b.is_empty()));
+            }
         }
         Ok(out)
     }

@@ -5,18 +5,18 @@
 //! store by the tests. An update travels as 12 arguments starting at
 //! `base` (see `UpdateArgs` in the parent module).
 
-/// `apply(rec, hist, ttl_ms, chan, base)`: applies the state rules to the
-/// record hash, appends the history entry to the history string (MessagePack
-/// transitions one after another), refreshes the TTLs and publishes final
-/// states. A late producer state only records its time. An empty field
-/// means "none".
+/// `apply(rec, ttl_ms, chan, base)`: applies the state rules to the record
+/// hash, adds the history entry as a field of its own, refreshes the TTL
+/// and publishes final states. A late producer state only records its
+/// time. An empty field means "none".
 pub const APPLY: &str = r#"
-local function apply(rec, hist, ttl, chan, b)
+local function apply(rec, ttl, chan, b)
   local state, attempt, at = ARGV[b], ARGV[b+1], ARGV[b+2]
   local worker, ikey, wf = ARGV[b+3], ARGV[b+4], ARGV[b+5]
   local task, queue = ARGV[b+6], ARGV[b+7]
   local has_err, err_type, err_msg = ARGV[b+8], ARGV[b+9], ARGV[b+10]
-  local entry, has_result, result = ARGV[b+11], ARGV[b+12], ARGV[b+13]
+  local hfield, entry = ARGV[b+11], ARGV[b+12]
+  local has_result, result = ARGV[b+13], ARGV[b+14]
   local cur = redis.call('HMGET', rec, 'state', 'created_at', 'queued_at')
   local f = {'task', task, 'queue', queue}
   if ikey ~= '' then f[#f+1] = 'key'; f[#f+1] = ikey end
@@ -32,7 +32,6 @@ local function apply(rec, hist, ttl, chan, b)
     f[#f+1] = 'attempt'; f[#f+1] = attempt
     if worker ~= '' then f[#f+1] = 'worker'; f[#f+1] = worker end
     if state == 'started' then
-      redis.call('HINCRBY', rec, 'runs', 1)
       f[#f+1] = 'started_at'; f[#f+1] = at
       f[#f+1] = 'finished_at'; f[#f+1] = ''
     elseif final then
@@ -47,8 +46,7 @@ local function apply(rec, hist, ttl, chan, b)
       f[#f+1] = 'err_msg'; f[#f+1] = ''
       f[#f+1] = 'result'; f[#f+1] = (has_result == '1') and result or ''
     end
-    redis.call('APPEND', hist, entry)
-    redis.call('PEXPIRE', hist, ttl)
+    f[#f+1] = hfield; f[#f+1] = entry
   end
   redis.call('HSET', rec, unpack(f))
   redis.call('PEXPIRE', rec, ttl)
@@ -57,21 +55,24 @@ local function apply(rec, hist, ttl, chan, b)
 end
 "#;
 
-/// KEYS: record and history of each update. ARGV: ttl_ms, then for each
-/// update its channel and its 14 fields. Applies them in order.
+/// Arguments of one update after its channel (see `update_args`).
+pub const UPDATE_ARGS: usize = 15;
+
+/// KEYS: the record of each update. ARGV: ttl_ms, then for each update its
+/// channel and its `UPDATE_ARGS` fields. Applies them in order.
 pub const RECORD: &str = r#"
-for i = 1, #KEYS / 2 do
-  local p = 2 + (i - 1) * 15
-  apply(KEYS[2 * i - 1], KEYS[2 * i], ARGV[1], ARGV[p], p + 1)
+for i = 1, #KEYS do
+  local p = 2 + (i - 1) * 16
+  apply(KEYS[i], ARGV[1], ARGV[p], p + 1)
 end
-return #KEYS / 2
+return #KEYS
 "#;
 
 /// Updates per `RECORD` call: enough to amortise the call, few enough that
 /// one call never holds Redis for long.
 pub const RECORD_BATCH: usize = 200;
 
-/// KEYS: claim, rec, hist. ARGV: key_ttl_ms, stale_ms, record prefix, task
+/// KEYS: claim, rec. ARGV: key_ttl_ms, stale_ms, record prefix, task
 /// id, result ttl_ms, chan, update. Returns {0, '', 0} when claimed (also
 /// when the key is already bound to this very task id, not yet queued: a
 /// send claiming again after its first claim's answer was lost), or {1, first id,
@@ -80,7 +81,7 @@ pub const CLAIM: &str = r#"
 local existing = redis.call('GET', KEYS[1])
 if not existing then
   redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[1])
-  apply(KEYS[2], KEYS[3], ARGV[5], ARGV[6], 7)
+  apply(KEYS[2], ARGV[5], ARGV[6], 7)
   return {0, '', 0}
 end
 local rec = ARGV[3] .. existing

@@ -2,9 +2,11 @@
 """A reader of celeriac's state store, written from ``broker-schema/SPEC.md`` alone.
 
 Section 18 of the contract makes the store's layout in Redis public: a
-task's record is the hash ``{ns}:t:{id}``, its history the string
-``{ns}:t:{id}:h``, and the write of a final state publishes on the channel
-``{ns}:done:{id}``. This module reads records (section 18.4), waits for
+task's record is the hash ``{ns}:r:{id}`` (layout version 2), its history
+the hash's fields named ``h:…``, and the write of a final state publishes
+on the channel ``{ns}:done:{id}``. Records of version 1 (the hash
+``{ns}:t:{id}`` beside the history string ``{ns}:t:{id}:h``) are read when
+a task has none of version 2. This module reads records (section 18.4), waits for
 final states without polling (section 18.5), follows an idempotency key to
 the task that ran, and shows MessagePack values as JSON without loss
 (section 18.6). It uses only ``redis`` (redis-py) and ``msgpack``.
@@ -53,11 +55,16 @@ TAGS = ("$int", "$float", "$str", "$bin", "$ext", "$map")
 
 def record_key(ns: str, task_id: str) -> str:
     """The hash of a task's record (section 18.2)."""
+    return f"{ns}:r:{task_id}"
+
+
+def v1_record_key(ns: str, task_id: str) -> str:
+    """The hash of a task's record in layout version 1 (section 18.4)."""
     return f"{ns}:t:{task_id}"
 
 
-def history_key(ns: str, task_id: str) -> str:
-    """The string of a task's history (section 18.2)."""
+def v1_history_key(ns: str, task_id: str) -> str:
+    """The string of a task's history in layout version 1 (section 18.4)."""
     return f"{ns}:t:{task_id}:h"
 
 
@@ -170,18 +177,38 @@ def bytes_to_json(data: bytes) -> Any:
         return _tag("$raw", _b64(data))
 
 
-def parse_history(data: bytes | None) -> list[dict]:
-    """The transitions of a history string, oldest first (section 18.4)."""
+# Section 18.4: the stage of a state in a history's order.
+STAGES = {"created": 0, "queued": 1, "started": 2}
+
+
+def history_order(transition: Mapping[str, Any]) -> tuple[int, int, int]:
+    """Where a transition sorts: attempt, stage, time (section 18.4)."""
+    return (transition["attempt"], STAGES.get(transition["state"], 3), transition["at_ms"])
+
+
+def _transition(entry: Any) -> dict:
+    if not isinstance(entry, dict) or "state" not in entry:
+        raise ValueError(f"history entry {entry!r} is not a transition")
+    return entry
+
+
+def parse_history(fields: Mapping[bytes, bytes]) -> list[dict]:
+    """The transitions of a record's ``h:`` fields, all of them, oldest first."""
+    out = [
+        _transition(msgpack.unpackb(value, raw=False, strict_map_key=False))
+        for name, value in fields.items()
+        if name.startswith(b"h:")
+    ]
+    return sorted(out, key=history_order)
+
+
+def parse_v1_history(data: bytes | None) -> list[dict]:
+    """The transitions of a history string of version 1, oldest first."""
     if not data:
         return []
-    out = []
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
     unpacker.feed(data)
-    for entry in unpacker:
-        if not isinstance(entry, dict) or "state" not in entry:
-            raise ValueError(f"history entry {entry!r} is not a transition")
-        out.append(entry)
-    return out[-HISTORY_LIMIT:]
+    return [_transition(entry) for entry in unpacker][-HISTORY_LIMIT:]
 
 
 def _text(fields: Mapping[bytes, bytes], name: str) -> str | None:
@@ -198,8 +225,8 @@ def _number(fields: Mapping[bytes, bytes], name: str) -> int | None:
     return int(text)
 
 
-def parse_record(task_id: str, fields: Mapping[bytes, bytes], history: bytes | None) -> dict | None:
-    """A task's record from its hash fields and history string (section 18.4).
+def parse_record(task_id: str, fields: Mapping[bytes, bytes]) -> dict | None:
+    """A task's record from its hash fields (section 18.4).
 
     ``None`` for an empty hash. The record is a dict: ``id``, ``task``,
     ``queue``, ``state``, ``attempt``, ``runs``, ``worker``,
@@ -209,33 +236,56 @@ def parse_record(task_id: str, fields: Mapping[bytes, bytes], history: bytes | N
     """
     if not fields:
         return None
-    raw_mark = fields.get(b"q")
     mark = None
-    if raw_mark:
-        mark = msgpack.unpackb(raw_mark)
+    if fields.get(b"q"):
+        mark = msgpack.unpackb(fields[b"q"], raw=False)
+        if not (isinstance(mark, list) and len(mark) == 5 and all(isinstance(n, int) for n in mark[:2])
+                and all(isinstance(t, str) for t in mark[2:4]) and (mark[4] is None or isinstance(mark[4], str))):
+            raise ValueError(f"queued mark {mark!r} is not [attempt, at_ms, task, queue, wf]")
+    history = parse_history(fields)
+    runs = sum(1 for t in history if t["state"] == "started")
+    record = _build(task_id, fields, mark, history, runs)
+    record["history"] = sorted(record["history"], key=history_order)[-HISTORY_LIMIT:]
+    return record
+
+
+def parse_v1_record(task_id: str, fields: Mapping[bytes, bytes], history: bytes | None) -> dict | None:
+    """A task's record of layout version 1: its hash fields and history string."""
+    if not fields:
+        return None
+    mark = None
+    if fields.get(b"q"):
+        mark = msgpack.unpackb(fields[b"q"])
         if not (isinstance(mark, list) and len(mark) == 2 and all(isinstance(n, int) for n in mark)):
             raise ValueError(f"queued mark {mark!r} is not [attempt, at_ms]")
+        mark = mark + [None, None, None]
+    return _build(task_id, fields, mark, parse_v1_history(history), _number(fields, "runs") or 0)
+
+
+def _build(task_id: str, fields: Mapping[bytes, bytes], mark: list | None, history: list[dict],
+           runs: int) -> dict:
+    """Steps 2 to 4 of section 18.4, both versions; ``mark`` has five items."""
     record = {
         "id": task_id,
-        "task": _text(fields, "task") or "",
-        "queue": _text(fields, "queue") or "",
+        "task": _text(fields, "task") or (mark and mark[2]) or "",
+        "queue": _text(fields, "queue") or (mark and mark[3]) or "",
         "state": _text(fields, "state"),
         "attempt": _number(fields, "attempt") or 0,
-        "runs": _number(fields, "runs") or 0,
+        "runs": runs,
         "worker": _text(fields, "worker"),
         "idempotency_key": _text(fields, "key"),
-        "workflow_id": _text(fields, "wf"),
+        "workflow_id": _text(fields, "wf") or (mark and mark[4]) or None,
         "created_at": _number(fields, "created_at"),
         "queued_at": _number(fields, "queued_at"),
         "started_at": _number(fields, "started_at"),
         "finished_at": _number(fields, "finished_at"),
         "error": None,
         "result": fields.get(b"result") or None,
-        "history": [],
+        "history": history,
     }
     if record["state"] is None and mark is not None:
         # Step 2: only a producer's mark.
-        attempt, at_ms = mark
+        attempt, at_ms = mark[0], mark[1]
         record.update(
             state="queued", attempt=attempt, runs=0, queued_at=at_ms, worker=None, idempotency_key=None,
             created_at=None, started_at=None, finished_at=None, result=None,
@@ -244,9 +294,8 @@ def parse_record(task_id: str, fields: Mapping[bytes, bytes], history: bytes | N
         return record
     if _text(fields, "err_type") is not None:
         record["error"] = (_text(fields, "err_type"), _text(fields, "err_msg") or "")
-    record["history"] = parse_history(history)
     if mark is not None:
-        attempt, at_ms = mark
+        attempt, at_ms = mark[0], mark[1]
         if record["queued_at"] is None:
             record["queued_at"] = at_ms
         if record["state"] in ("created", "queued"):
@@ -259,12 +308,15 @@ def parse_record(task_id: str, fields: Mapping[bytes, bytes], history: bytes | N
 
 
 def read(r: Any, ns: str, task_id: str) -> dict | None:
-    """Reads a task's record, hash and history in one transaction."""
+    """Reads a task's record in one transaction, or its record of version 1."""
     pipe = r.pipeline(transaction=True)
     pipe.hgetall(record_key(ns, task_id))
-    pipe.get(history_key(ns, task_id))
-    fields, history = pipe.execute()
-    return parse_record(task_id, fields, history)
+    pipe.hgetall(v1_record_key(ns, task_id))
+    pipe.get(v1_history_key(ns, task_id))
+    fields, v1_fields, v1_history = pipe.execute()
+    if not fields and v1_fields:
+        return parse_v1_record(task_id, v1_fields, v1_history)
+    return parse_record(task_id, fields)
 
 
 def succeeded_as(r: Any, ns: str, key: str) -> str | None:

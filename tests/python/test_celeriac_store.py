@@ -27,28 +27,41 @@ def _fields(vector) -> dict[bytes, bytes]:
 
 class RecordTest(unittest.TestCase):
     def test_every_golden_record_reads_as_it_says(self):
-        vectors = _load("records.json")
-        self.assertGreaterEqual(len(vectors), 8)
-        for v in vectors:
-            with self.subTest(v["name"]):
-                ns, task_id = v["namespace"], v["id"]
-                self.assertEqual(cs.record_key(ns, task_id), v["keys"]["record"])
-                self.assertEqual(cs.history_key(ns, task_id), v["keys"]["history"])
-                self.assertEqual(cs.done_channel(ns, task_id), v["keys"]["channel"])
-                record = cs.parse_record(task_id, _fields(v), bytes.fromhex(v["history_hex"]))
-                want = v["record"]
-                for field in ("task", "queue", "state", "attempt", "runs", "worker", "idempotency_key",
-                              "workflow_id", "created_at", "queued_at", "started_at", "finished_at", "history"):
-                    self.assertEqual(record[field], want[field], field)
-                error = None if record["error"] is None else {"type": record["error"][0], "message": record["error"][1]}
-                self.assertEqual(error, want["error"])
-                self.assertEqual(record["result"].hex() if record["result"] else None, want["result_hex"])
-                shown = cs.record_json(record)
-                self.assertEqual(shown["result"], v["status"]["result"])
-                self.assertEqual(shown["result_stored"], v["status"]["result_stored"])
+        for name in ("records_v2.json", "records.json"):
+            vectors = _load(name)
+            self.assertGreaterEqual(len(vectors), 9)
+            for v in vectors:
+                with self.subTest(name=name, vector=v["name"]):
+                    self._check(v)
+
+    def _check(self, v):
+        ns, task_id = v["namespace"], v["id"]
+        self.assertEqual(cs.done_channel(ns, task_id), v["keys"]["channel"])
+        if "history_hex" in v:
+            self.assertEqual(cs.v1_record_key(ns, task_id), v["keys"]["record"])
+            self.assertEqual(cs.v1_history_key(ns, task_id), v["keys"]["history"])
+            record = cs.parse_v1_record(task_id, _fields(v), bytes.fromhex(v["history_hex"]))
+        else:
+            self.assertEqual(cs.record_key(ns, task_id), v["keys"]["record"])
+            record = cs.parse_record(task_id, _fields(v))
+        want = v["record"]
+        for field in ("task", "queue", "state", "attempt", "runs", "worker", "idempotency_key",
+                      "workflow_id", "created_at", "queued_at", "started_at", "finished_at", "history"):
+            self.assertEqual(record[field], want[field], field)
+        error = None if record["error"] is None else {"type": record["error"][0], "message": record["error"][1]}
+        self.assertEqual(error, want["error"])
+        self.assertEqual(record["result"].hex() if record["result"] else None, want["result_hex"])
+        shown = cs.record_json(record)
+        self.assertEqual(shown["result"], v["status"]["result"])
+        self.assertEqual(shown["result_stored"], v["status"]["result_stored"])
 
     def test_an_empty_hash_is_no_record(self):
-        self.assertIsNone(cs.parse_record("x", {}, None))
+        self.assertIsNone(cs.parse_record("x", {}))
+        self.assertIsNone(cs.parse_v1_record("x", {}, None))
+
+    def test_a_mark_of_the_wrong_version_is_an_error(self):
+        with self.assertRaises(ValueError):
+            cs.parse_record("x", {b"q": bytes.fromhex("9200cf0000019abb34efc7")})
 
 
 class JsonValueTest(unittest.TestCase):

@@ -1,7 +1,8 @@
 //! The Redis store writes the layout SPEC.md section 18 makes public: a
-//! raw Redis client, knowing only the spec, finds the record, its history
-//! and the execution key under their names with their TTLs, is woken on
-//! the completion channel, and reads the same record as the store.
+//! raw Redis client, knowing only the spec, finds the record with its
+//! history inside and the execution key under their names with their TTLs,
+//! is woken on the completion channel, and reads the same record as the
+//! store; a task sent without a key leaves no key of its own behind.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -50,39 +51,33 @@ async fn the_store_writes_the_specified_layout_and_wakes_the_channel() {
     assert_eq!(text(layout::STATE).as_deref(), Some("succeeded"));
     assert_eq!(text(layout::TASK).as_deref(), Some(Echo::NAME));
     assert_eq!(text(layout::QUEUE).as_deref(), Some("default"));
-    assert_eq!(text(layout::RUNS).as_deref(), Some("1"));
     assert_eq!(text(layout::KEY), Some(format!("layout-{ns}")));
     // The result: one MessagePack value, bin ff 00 -> c4 02 00 ff.
     assert_eq!(fields[layout::RESULT], vec![0xc4, 0x02, 0x00, 0xff]);
-    let history: Vec<u8> = redis::AsyncCommands::get(&mut conn, layout::history_key(&ns, id))
-        .await
-        .unwrap();
-    let states: Vec<TaskState> = layout::parse_history(&history)
+    let states: Vec<TaskState> = layout::parse_history(&fields)
         .unwrap()
         .iter()
         .map(|t| t.state)
         .collect();
     // `queued` may come after the worker's `started` and then only gives
-    // its time (section 18.4).
+    // its time (section 18.4), so it is not always in the history.
     assert_eq!(states.first(), Some(&TaskState::Created), "{states:?}");
     assert!(
         states.ends_with(&[TaskState::Started, TaskState::Succeeded]),
         "{states:?}"
     );
     // The store's reading and the spec's are the same record.
-    let record = layout::parse_record(id, &fields, &history)
-        .unwrap()
-        .unwrap();
+    let record = layout::parse_record(id, &fields).unwrap().unwrap();
+    assert_eq!(record.runs, 1);
     let stored = cluster.producer.handle::<Echo>(id).record().await.unwrap();
     assert_eq!(Some(record), stored);
 
-    // TTLs: the record and its history live for the result TTL, the
-    // execution key (`done:{id}`) for the key TTL.
+    // TTLs: the record lives for the result TTL, the execution key
+    // (`done:{id}`) for the key TTL.
     let day_ms = StoreSettings::DEFAULT_RESULT_TTL.as_millis() as i64;
-    for key in [layout::record_key(&ns, id), layout::history_key(&ns, id)] {
-        let ttl: i64 = redis::AsyncCommands::pttl(&mut conn, &key).await.unwrap();
-        assert!(ttl > day_ms - 60_000 && ttl <= day_ms, "{key}: PTTL {ttl}");
-    }
+    let key = layout::record_key(&ns, id);
+    let ttl: i64 = redis::AsyncCommands::pttl(&mut conn, &key).await.unwrap();
+    assert!(ttl > day_ms - 60_000 && ttl <= day_ms, "{key}: PTTL {ttl}");
     let exec_key = layout::execution_key(&ns, &format!("layout-{ns}"));
     let held: String = redis::AsyncCommands::get(&mut conn, &exec_key)
         .await
@@ -98,4 +93,53 @@ async fn the_store_writes_the_specified_layout_and_wakes_the_channel() {
             .await
             .unwrap();
     assert_eq!(claimed, id.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_without_a_key_keeps_its_success_in_its_record_alone() {
+    let cluster = store_cluster("layout-nokey", crate::support::worker_bin(), &[]).await;
+    let ns = String::from(&cluster.ns);
+    let client = redis_client_for(&redis().await.url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+
+    let handle = cluster
+        .producer
+        .send::<Echo>(&rmpv::Value::from("no key"), &SendOptions::new())
+        .await
+        .unwrap();
+    let id = handle.id();
+    let output = handle.wait(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(output, rmpv::Value::from("no key"));
+    let record = handle.record().await.unwrap().expect("its record");
+    assert_eq!(record.state, TaskState::Succeeded);
+    assert_eq!(record.runs, 1);
+
+    // One key: the record, with its history inside it and no lease left.
+    let keys: Vec<String> = redis::AsyncCommands::keys(&mut conn, format!("{ns}:*{id}*"))
+        .await
+        .unwrap();
+    assert_eq!(keys, vec![layout::record_key(&ns, id)]);
+    let fields: HashMap<String, Vec<u8>> =
+        redis::AsyncCommands::hgetall(&mut conn, layout::record_key(&ns, id))
+            .await
+            .unwrap();
+    let history: Vec<String> = fields
+        .keys()
+        .filter(|name| name.starts_with(layout::HISTORY_PREFIX))
+        .cloned()
+        .collect();
+    assert_eq!(history.len(), 2, "started and succeeded: {history:?}");
+    let mark = layout::QueuedMark::decode(&fields[layout::QUEUED_MARK]).unwrap();
+    assert_eq!((mark.task.as_str(), mark.attempt), (Echo::NAME, 0));
+    let states: Vec<TaskState> = layout::parse_record(id, &fields)
+        .unwrap()
+        .unwrap()
+        .history
+        .iter()
+        .map(|t| t.state)
+        .collect();
+    assert!(
+        states.ends_with(&[TaskState::Started, TaskState::Succeeded]),
+        "{states:?}"
+    );
 }

@@ -286,7 +286,7 @@ async fn a_write_that_fails_inside_a_shared_transaction_fails_alone() {
     let broken = TaskId::new();
     let mut conn = raw_redis().await;
     let _: () = celeriac_tests::redis_client::cmd("SET")
-        .arg(format!("{ns}:t:{broken}"))
+        .arg(celeriac_schema::store::layout::record_key(&ns, broken))
         .arg("not a hash")
         .arg("PX")
         .arg(60_000)

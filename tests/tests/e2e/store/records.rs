@@ -160,3 +160,63 @@ async fn a_record_keeps_the_last_hundred_transitions() {
         assert_eq!(record.attempt, 129);
     }
 }
+
+#[tokio::test]
+async fn a_record_of_layout_version_one_is_still_read() {
+    let ns = namespace("store-layout-v1");
+    let store = redis_store(&ns, StoreSettings::default()).await;
+    let mut conn = raw_redis().await;
+    // What an earlier build wrote: the hash, a `runs` counter and the
+    // history string beside it.
+    let id = TaskId::new();
+    let (rec, hist) = (
+        celeriac_schema::store::layout::v1::record_key(&ns, id),
+        celeriac_schema::store::layout::v1::history_key(&ns, id),
+    );
+    let started = celeriac_schema::store::Transition {
+        state: TaskState::Started,
+        at_ms: 1_764_077_400_001,
+        attempt: 0,
+        worker: None,
+        error: None,
+    };
+    let succeeded = celeriac_schema::store::Transition {
+        state: TaskState::Succeeded,
+        at_ms: 1_764_077_400_002,
+        ..started.clone()
+    };
+    let mut history = rmp_serde::to_vec_named(&started).unwrap();
+    history.extend(rmp_serde::to_vec_named(&succeeded).unwrap());
+    let result = celeriac_schema::store::encode_result(&7u32).unwrap();
+    let _: () = celeriac_tests::redis_client::pipe()
+        .cmd("HSET")
+        .arg(&rec)
+        .arg("task")
+        .arg("t.old")
+        .arg("queue")
+        .arg("default")
+        .arg("state")
+        .arg("succeeded")
+        .arg("runs")
+        .arg(1)
+        .arg("result")
+        .arg(&result)
+        .ignore()
+        .cmd("SET")
+        .arg(&hist)
+        .arg(history)
+        .ignore()
+        .pexpire(&rec, 60_000)
+        .ignore()
+        .pexpire(&hist, 60_000)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let record = store.get(id).await.unwrap().expect("the old record");
+    assert_eq!((record.state, record.runs), (TaskState::Succeeded, 1));
+    assert_eq!(record.history, vec![started, succeeded]);
+    assert_eq!(record.decode_result::<u32>().unwrap(), Some(7));
+    let results = store.results(&[id, TaskId::new()]).await.unwrap();
+    assert_eq!(results, vec![Some(result), None]);
+}

@@ -139,6 +139,35 @@ async fn check_store_rules(store: &dyn Store) {
             (TaskState::Succeeded, done.at_ms)
         ]
     );
+    // A task sent without a key runs under its own id: once it succeeded
+    // (in the same millisecond as it started), taking its lease again
+    // answers that it did, and a failed run of another such task leaves
+    // the lease free for its redelivery.
+    let own = TaskId::new();
+    let own_key = own.to_string();
+    assert_eq!(store.lease(&own_key, "o").await.unwrap(), Begin::Run);
+    let mut done = Update::new(own, "t.rules", "default", TaskState::Succeeded, 0);
+    done.started_at_ms = Some(done.at_ms);
+    store.finish(&own_key, "o", &done).await.unwrap();
+    assert_eq!(
+        store.lease(&own_key, "p").await.unwrap(),
+        Begin::Succeeded { task_id: own }
+    );
+    let record = store.get(own).await.unwrap().unwrap();
+    let states: Vec<TaskState> = record.history.iter().map(|t| t.state).collect();
+    assert_eq!(states, [TaskState::Started, TaskState::Succeeded]);
+    assert_eq!(record.runs, 1);
+    let lost = TaskId::new();
+    let lost_key = lost.to_string();
+    assert_eq!(store.lease(&lost_key, "x").await.unwrap(), Begin::Run);
+    let mut failed = Update::new(lost, "t.rules", "default", TaskState::Failed, 0);
+    failed.error = Some(celeriac_schema::store::TaskFailure {
+        error_type: "Io".into(),
+        message: "gone".into(),
+    });
+    store.finish(&lost_key, "x", &failed).await.unwrap();
+    assert_eq!(store.lease(&lost_key, "y").await.unwrap(), Begin::Run);
+
     // A long run writes `started` on its own while it runs.
     let long = TaskId::new();
     let long_key = format!("key-{long}");
