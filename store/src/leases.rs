@@ -138,7 +138,8 @@ impl RedisStore {
     ) -> StoreResult<()> {
         let k = self.execution_key(key);
         let mut cmds = Vec::with_capacity(6);
-        let own_key = update.idempotency_key.is_none() && key == update.id.to_string();
+        let own_key =
+            update.idempotency_key.is_none() && key.parse::<TaskId>().ok() == Some(update.id);
         match update.state {
             // The record says it: the lease goes, in the same transaction.
             TaskState::Succeeded if own_key => cmds.push(Cmd::del(&k)),

@@ -54,7 +54,7 @@ impl RedisStore {
                 .map_or(0, |e| e.error_type.len() + e.message.len())
             + entry.len()
             + started_entry.as_ref().map_or(0, |(_, e)| e.len());
-        let mut fields = Cmd::with_capacity(36, rec.len() + varying + 320);
+        let mut fields = Cmd::with_capacity(32, rec.len() + varying + 256);
         fields
             .arg("HSET")
             .arg(&rec)
@@ -63,9 +63,12 @@ impl RedisStore {
             .arg(layout::QUEUE)
             .arg(&update.queue)
             .arg(layout::STATE)
-            .arg(update.state.as_str())
-            .arg(layout::ATTEMPT)
-            .arg(update.attempt);
+            .arg(update.state.as_str());
+        // Absent reads as 0, and attempts only grow: the first one's
+        // number needs no field.
+        if update.attempt > 0 {
+            fields.arg(layout::ATTEMPT).arg(update.attempt);
+        }
         if let Some(worker) = &update.worker {
             fields.arg(layout::WORKER).arg(worker);
         }
@@ -98,14 +101,10 @@ impl RedisStore {
                 .arg(layout::ERROR_MESSAGE)
                 .arg(&failure.message);
         }
-        if update.state == TaskState::Succeeded {
-            fields
-                .arg(layout::ERROR_TYPE)
-                .arg("")
-                .arg(layout::ERROR_MESSAGE)
-                .arg("")
-                .arg(layout::RESULT)
-                .arg(update.result.as_deref().unwrap_or_default());
+        // A success leaves an earlier error in place: readers show none
+        // for a succeeded record. A result not stored is no field.
+        if let (TaskState::Succeeded, Some(result)) = (update.state, &update.result) {
+            fields.arg(layout::RESULT).arg(result);
         }
         // The history: one field per transition, in the same command.
         if let Some((name, bytes)) = &started_entry {

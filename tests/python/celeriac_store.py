@@ -292,7 +292,7 @@ def _build(task_id: str, fields: Mapping[bytes, bytes], mark: list | None, histo
             history=[{"state": "queued", "at_ms": at_ms, "attempt": attempt}],
         )
         return record
-    if _text(fields, "err_type") is not None:
+    if _text(fields, "err_type") is not None and record["state"] != "succeeded":
         record["error"] = (_text(fields, "err_type"), _text(fields, "err_msg") or "")
     if mark is not None:
         attempt, at_ms = mark[0], mark[1]

@@ -90,7 +90,8 @@ pub struct StoreSettings {
     /// How long a task record and its result live after their last write.
     pub result_ttl: Duration,
     /// How long an idempotency key is remembered (enqueue claims and
-    /// succeeded executions).
+    /// succeeded executions). A task sent without a key is remembered by
+    /// its record, for `result_ttl`.
     pub key_ttl: Duration,
     /// How long a run lease lasts unless renewed; a crashed worker's task
     /// runs again once its lease expires.

@@ -341,10 +341,13 @@ fn build(
         what: "state",
         message: format!("unknown state {state_text:?}"),
     })?;
-    let error = text(ERROR_TYPE).map(|error_type| TaskFailure {
-        error_type,
-        message: text(ERROR_MESSAGE).unwrap_or_default(),
-    });
+    // A succeeded record has no error, whatever an earlier run left.
+    let error = text(ERROR_TYPE)
+        .filter(|_| state != TaskState::Succeeded)
+        .map(|error_type| TaskFailure {
+            error_type,
+            message: text(ERROR_MESSAGE).unwrap_or_default(),
+        });
     let attempt = number(ATTEMPT)?
         .unwrap_or(0)
         .try_into()
