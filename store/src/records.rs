@@ -63,12 +63,9 @@ impl RedisStore {
             .arg(layout::QUEUE)
             .arg(&update.queue)
             .arg(layout::STATE)
-            .arg(update.state.as_str());
-        // Absent reads as 0, and attempts only grow: the first one's
-        // number needs no field.
-        if update.attempt > 0 {
-            fields.arg(layout::ATTEMPT).arg(update.attempt);
-        }
+            .arg(update.state.as_str())
+            .arg(layout::ATTEMPT)
+            .arg(update.attempt);
         if let Some(worker) = &update.worker {
             fields.arg(layout::WORKER).arg(worker);
         }

@@ -182,8 +182,8 @@ STAGES = {"created": 0, "queued": 1, "started": 2}
 
 
 def history_order(transition: Mapping[str, Any]) -> tuple[int, int, int]:
-    """Where a transition sorts: attempt, stage, time (section 18.4)."""
-    return (transition["attempt"], STAGES.get(transition["state"], 3), transition["at_ms"])
+    """Where a transition sorts: time, attempt, stage (section 18.4)."""
+    return (transition["at_ms"], transition["attempt"], STAGES.get(transition["state"], 3))
 
 
 def _transition(entry: Any) -> dict:

@@ -154,19 +154,20 @@ pub fn encode_transition(transition: &Transition) -> Result<Vec<u8>> {
     })
 }
 
-/// Where a transition sorts in a history: by attempt, then by stage
-/// (`created` 0, `queued` 1, `started` 2, any other state 3), then by
-/// time. The stage keeps a run's start before its outcome when both fall
-/// in the same millisecond, and the attempt keeps the order whatever the
-/// clocks of the machines that wrote them.
-pub fn history_order(transition: &Transition) -> (u32, u8, u64) {
+/// Where a transition sorts in a history: by time, then by attempt, then
+/// by stage (`created` 0, `queued` 1, `started` 2, any other state 3).
+/// Within one millisecond, an attempt's end comes before the next
+/// attempt's start, and a run's start before its outcome. (Not by attempt
+/// first: a replay from the dead-letter queue runs the same task id again
+/// from attempt 0.)
+pub fn history_order(transition: &Transition) -> (u64, u32, u8) {
     let stage = match transition.state {
         TaskState::Created => 0,
         TaskState::Queued => 1,
         TaskState::Started => 2,
         _ => 3,
     };
-    (transition.attempt, stage, transition.at_ms)
+    (transition.at_ms, transition.attempt, stage)
 }
 
 /// A producer's `queued` for a task sent without an idempotency key, kept

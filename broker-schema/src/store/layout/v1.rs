@@ -34,9 +34,9 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use super::{field_text, QUEUE, QUEUED_MARK, TASK, WORKFLOW};
-use crate::store::{TaskRecord, Transition, Update, HISTORY_LIMIT};
-use crate::{Error, Result, TaskId, TaskState};
+use super::QUEUED_MARK;
+use crate::store::{TaskRecord, Transition, HISTORY_LIMIT};
+use crate::{Error, Result, TaskId};
 
 /// Record field of this version: how many runs started, decimal.
 pub const RUNS: &str = "runs";
@@ -75,19 +75,16 @@ impl QueuedMark {
         })
     }
 
-    /// The `queued` update of the record `fields` hold.
-    fn update(self, id: TaskId, fields: &HashMap<String, Vec<u8>>) -> Update {
-        let text = |name: &str| field_text(fields, name);
-        let mut update = Update::new(
-            id,
-            text(TASK).unwrap_or_default(),
-            text(QUEUE).unwrap_or_default(),
-            TaskState::Queued,
-            self.attempt,
-        );
-        update.at_ms = self.at_ms;
-        update.workflow_id = text(WORKFLOW);
-        update
+    /// The same mark in the current form, its task and queue left to the
+    /// record's fields.
+    fn current(self) -> super::QueuedMark {
+        super::QueuedMark {
+            attempt: self.attempt,
+            at_ms: self.at_ms,
+            task: String::new(),
+            queue: String::new(),
+            workflow: None,
+        }
     }
 }
 
@@ -133,7 +130,7 @@ pub fn parse_record(
     }
     let queued = fields
         .get(QUEUED_MARK)
-        .map(|bytes| QueuedMark::decode(bytes).map(|mark| mark.update(id, fields)))
+        .map(|bytes| QueuedMark::decode(bytes).map(|mark| mark.current().update(id, fields)))
         .transpose()?;
     let runs = super::decimal(fields, RUNS)?.unwrap_or(0);
     let runs = u32::try_from(runs).map_err(|_| Error::StoreData {
