@@ -203,7 +203,9 @@ impl RedisStore {
             };
             for ((id, updated_at), fields) in ids.into_iter().zip(records) {
                 // A record this build cannot read is left out of the list.
-                let Ok(Some(mut record)) = self.parse_record(id, fields) else {
+                let Ok(Some(mut record)) =
+                    celeriac_schema::store::layout::parse_record(id, &fields)
+                else {
                     continue;
                 };
                 // The list shows records, not their histories.

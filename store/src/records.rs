@@ -147,14 +147,6 @@ impl RedisStore {
         ])
     }
 
-    pub(crate) fn parse_record(
-        &self,
-        id: TaskId,
-        fields: HashMap<String, Vec<u8>>,
-    ) -> StoreResult<Option<TaskRecord>> {
-        layout::parse_record(id, &fields)
-    }
-
     /// [`Store::mark_purged`].
     pub(crate) async fn mark_queue_purged(
         &self,
@@ -236,7 +228,7 @@ impl RedisStore {
         if fields.is_empty() && !v1_fields.is_empty() {
             return layout::v1::parse_record(id, &v1_fields, &v1_history.unwrap_or_default());
         }
-        self.parse_record(id, fields)
+        layout::parse_record(id, &fields)
     }
 
     /// [`Store::claim`].
@@ -313,18 +305,25 @@ impl RedisStore {
     pub(crate) async fn read_results(&self, ids: &[TaskId]) -> StoreResult<Vec<Option<Vec<u8>>>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(1000) {
-            // Each result, and the one of a record of layout version 1
-            // written by an earlier build, read in the same trip.
             let mut pipe = redis::pipe();
             for id in chunk {
-                pipe.hget(self.record_key(*id), layout::RESULT)
-                    .hget(self.v1_keys(*id).0, layout::RESULT);
+                pipe.hget(self.record_key(*id), layout::RESULT);
             }
-            let values: Vec<Option<Vec<u8>>> = self.run("results", &pipe).await?;
-            let mut values = values.into_iter();
-            while let (Some(current), Some(v1)) = (values.next(), values.next()) {
-                out.push(current.or(v1).filter(|b| !b.is_empty()));
+            let mut values: Vec<Option<Vec<u8>>> = self.run("results", &pipe).await?;
+            // Only where there is none: the result of a record of layout
+            // version 1, written by an earlier build.
+            let missing: Vec<usize> = (0..values.len()).filter(|i| values[*i].is_none()).collect();
+            if !missing.is_empty() {
+                let mut pipe = redis::pipe();
+                for i in &missing {
+                    pipe.hget(self.v1_keys(chunk[*i]).0, layout::RESULT);
+                }
+                let old: Vec<Option<Vec<u8>>> = self.run("results", &pipe).await?;
+                for (i, value) in missing.into_iter().zip(old) {
+                    values[i] = value;
+                }
             }
+            out.extend(values.into_iter().map(|v| v.filter(|b| !b.is_empty())));
         }
         Ok(out)
     }

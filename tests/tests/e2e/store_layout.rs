@@ -11,14 +11,21 @@ use celeriac_producer::SendOptions;
 use celeriac_schema::builtin::Echo;
 use celeriac_schema::store::{layout, StoreSettings};
 use celeriac_schema::{Task, TaskState};
-use celeriac_tests::{redis, redis_client_for, store_cluster};
+use celeriac_tests::{redis, redis_client_for, store_cluster, StoreCluster};
 use futures_util::StreamExt;
+
+/// A worker and a producer sharing the store, their namespace, and a plain
+/// Redis client that knows only the spec.
+async fn layout_cluster(test: &str) -> (StoreCluster, String, redis::Client) {
+    let cluster = store_cluster(test, crate::support::worker_bin(), &[]).await;
+    let ns = String::from(&cluster.ns);
+    let client = redis_client_for(&redis().await.url).unwrap();
+    (cluster, ns, client)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_writes_the_specified_layout_and_wakes_the_channel() {
-    let cluster = store_cluster("layout", crate::support::worker_bin(), &[]).await;
-    let ns = String::from(&cluster.ns);
-    let client = redis_client_for(&redis().await.url).unwrap();
+    let (cluster, ns, client) = layout_cluster("layout").await;
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
 
     // Subscribed before the task exists: the final write wakes us.
@@ -97,9 +104,7 @@ async fn the_store_writes_the_specified_layout_and_wakes_the_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_without_a_key_keeps_its_success_in_its_record_alone() {
-    let cluster = store_cluster("layout-nokey", crate::support::worker_bin(), &[]).await;
-    let ns = String::from(&cluster.ns);
-    let client = redis_client_for(&redis().await.url).unwrap();
+    let (cluster, ns, client) = layout_cluster("layout-nokey").await;
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
 
     let handle = cluster
