@@ -15,6 +15,11 @@
 //! memory) fails every write in it, and each caller handles that as it
 //! handled its own failure before.
 //!
+//! A write whose commands need no atomicity (a run lease: a `SET NX` and
+//! reads) can go ahead of the transaction instead, in the same trip: Redis
+//! then runs it at once instead of queueing it, and answers each command
+//! once instead of twice (`QUEUED`, then the reply).
+//!
 //! With nothing else waiting, a write goes out at once, alone: batching
 //! adds no delay, it only shares the trips that concurrency makes anyway.
 
@@ -28,11 +33,15 @@ const IN_FLIGHT: usize = 2;
 /// Writes per batch at most, so one transaction never holds Redis long.
 const MAX_WRITES: usize = 256;
 
-/// One write: its commands, applied together, and where its replies go.
+/// One write: its commands, applied together (in the transaction when
+/// `atomic`), and where its replies go.
 struct Write {
     cmds: Vec<Cmd>,
+    atomic: bool,
     reply: oneshot::Sender<RedisResult<Vec<Value>>>,
 }
+
+type Reply = (usize, oneshot::Sender<RedisResult<Vec<Value>>>);
 
 /// Sends the writes handed to it in shared transactions (see the module
 /// documentation). Dropping it ends its task once the writes queued before
@@ -57,9 +66,31 @@ impl Batcher {
     /// The error of the first of its commands that failed, or the batch's
     /// own error when the transaction as a whole did not run.
     pub(super) async fn write(&self, cmds: Vec<Cmd>) -> RedisResult<Vec<Value>> {
+        self.send(cmds, true).await
+    }
+
+    /// Runs `cmds` in order ahead of the batch's transaction, in the same
+    /// trip, and returns their replies: for commands that need no
+    /// atomicity with each other (another client may run commands between
+    /// them).
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write).
+    pub(super) async fn write_plain(&self, cmds: Vec<Cmd>) -> RedisResult<Vec<Value>> {
+        self.send(cmds, false).await
+    }
+
+    async fn send(&self, cmds: Vec<Cmd>, atomic: bool) -> RedisResult<Vec<Value>> {
         let (reply, answer) = oneshot::channel();
         let gone = || RedisError::from((redis::ErrorKind::Io, "the store's batch writer stopped"));
-        self.tx.send(Write { cmds, reply }).map_err(|_| gone())?;
+        self.tx
+            .send(Write {
+                cmds,
+                atomic,
+                reply,
+            })
+            .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 }
@@ -83,16 +114,55 @@ async fn gather(mut rx: mpsc::UnboundedReceiver<Write>, conn: StoreConnection) {
     }
 }
 
-/// Sends one batch as one transaction and answers each write.
+/// Sends one batch in one trip, the plain writes first and then the
+/// others as one transaction, and answers each write.
 async fn send(writes: Vec<Write>, conn: &mut StoreConnection) {
     let commands: usize = writes.iter().map(|w| w.cmds.len()).sum();
     let mut pipe = redis::Pipeline::with_capacity(commands + 2);
-    // Errors inside the transaction belong to single writes: they are
-    // sorted out below, not turned into the whole batch's failure.
+    // Errors of commands belong to single writes: they are sorted out
+    // below, not turned into the whole batch's failure.
     pipe.ignore_errors();
+    let (plain, atomic): (Vec<Write>, Vec<Write>) = writes.into_iter().partition(|w| !w.atomic);
+    let plain = queue(&mut pipe, plain);
     // Nothing is marked ignored (that costs a set insert per command):
-    // the replies before EXEC's are all `QUEUED` and dropped below.
-    pipe.cmd("MULTI");
+    // the replies between MULTI and EXEC are all `QUEUED` and dropped below.
+    let in_transaction = !atomic.is_empty();
+    if in_transaction {
+        pipe.cmd("MULTI");
+    }
+    let atomic = queue(&mut pipe, atomic);
+    if in_transaction {
+        pipe.cmd("EXEC");
+    }
+    let mut all = match pipe.query_async::<Vec<Value>>(conn).await {
+        Ok(all) => all.into_iter(),
+        Err(e) => {
+            fail_all(plain, &e);
+            return fail_all(atomic, &e);
+        }
+    };
+    answer(plain, &mut all);
+    if !in_transaction {
+        return;
+    }
+    // EXEC's own reply, the last: the commands' replies, or the
+    // transaction's error (the commands' errors are looked at per write).
+    match all.next_back() {
+        Some(Value::Array(values)) => answer(atomic, &mut values.into_iter()),
+        Some(Value::ServerError(e)) => fail_all(atomic, &e.into()),
+        other => {
+            let e = RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "unexpected reply to EXEC",
+                format!("{other:?}"),
+            ));
+            fail_all(atomic, &e);
+        }
+    }
+}
+
+/// Adds the writes' commands to `pipe`, in order.
+fn queue(pipe: &mut redis::Pipeline, writes: Vec<Write>) -> Vec<Reply> {
     let mut replies = Vec::with_capacity(writes.len());
     for write in writes {
         replies.push((write.cmds.len(), write.reply));
@@ -100,31 +170,17 @@ async fn send(writes: Vec<Write>, conn: &mut StoreConnection) {
             pipe.add_command(cmd);
         }
     }
-    pipe.cmd("EXEC");
-    let answer: RedisResult<Vec<Value>> = pipe.query_async(conn).await;
-    // EXEC's own reply: the commands' replies, or the transaction's error
-    // (the commands' errors are looked at per write below).
-    let exec = answer.map(|mut all| all.pop());
-    let values = match exec {
-        Ok(Some(Value::Array(values))) => values,
-        Ok(Some(Value::ServerError(e))) => return fail_all(replies, &e.into()),
-        Ok(other) => {
-            let e = RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "unexpected reply to EXEC",
-                format!("{other:?}"),
-            ));
-            return fail_all(replies, &e);
-        }
-        Err(e) => return fail_all(replies, &e),
-    };
-    let mut values = values.into_iter();
+    replies
+}
+
+/// Hands each write the next replies, as many as it sent commands.
+fn answer(replies: Vec<Reply>, values: &mut impl Iterator<Item = Value>) {
     for (count, reply) in replies {
         let own: Vec<Value> = values.by_ref().take(count).collect();
         let answer = if own.len() < count {
             Err(RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
-                "EXEC answered fewer commands than were sent",
+                "Redis answered fewer commands than were sent",
             )))
         } else {
             own.into_iter().map(Value::extract_error).collect()
@@ -133,7 +189,7 @@ async fn send(writes: Vec<Write>, conn: &mut StoreConnection) {
     }
 }
 
-fn fail_all(replies: Vec<(usize, oneshot::Sender<RedisResult<Vec<Value>>>)>, e: &RedisError) {
+fn fail_all(replies: Vec<Reply>, e: &RedisError) {
     for (_, reply) in replies {
         let _ = reply.send(Err(e.clone()));
     }

@@ -2,13 +2,14 @@
 //! pipelines of script calls (loading the scripts again when Redis lost
 //! them), the batched writes, and the names of the keys.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use celeriac_schema::store::StoreSettings;
 use celeriac_schema::{Error as SchemaError, TaskId};
 use redis::aio::ConnectionManager;
-use redis::{Cmd, Pipeline, Script};
+use redis::{Cmd, Pipeline, RedisWrite, Script, ToRedisArgs};
 use tracing::debug;
 
 use crate::batch::Batcher;
@@ -205,8 +206,27 @@ impl RedisStore {
             .map_err(unavailable(op, &self.inner.url))
     }
 
+    /// Runs `cmds` through the batcher ahead of its transaction, in the
+    /// same trip: for commands that need no atomicity (a lease and reads).
+    pub(crate) async fn write_plain(
+        &self,
+        op: &'static str,
+        cmds: Vec<Cmd>,
+    ) -> StoreResult<Vec<redis::Value>> {
+        self.inner
+            .batcher
+            .write_plain(cmds)
+            .await
+            .map_err(unavailable(op, &self.inner.url))
+    }
+
     pub(crate) fn record_key(&self, id: TaskId) -> String {
-        format!("{}r:{id}", self.inner.prefix)
+        self.record_name(id).to_string()
+    }
+
+    /// [`record_key`](Self::record_key), as a command argument.
+    pub(crate) fn record_name(&self, id: TaskId) -> Name<'_, TaskId> {
+        Name::new(&self.inner.prefix, "r:", id)
     }
 
     /// The record and history keys of layout version 1, read while
@@ -217,11 +237,21 @@ impl RedisStore {
     }
 
     pub(crate) fn execution_key(&self, key: &str) -> String {
-        format!("{}k:{key}", self.inner.prefix)
+        self.execution_name(key).to_string()
+    }
+
+    /// [`execution_key`](Self::execution_key), as a command argument.
+    pub(crate) fn execution_name<'a>(&'a self, key: &'a str) -> Name<'a, &'a str> {
+        Name::new(&self.inner.prefix, "k:", key)
     }
 
     pub(crate) fn channel(&self, id: TaskId) -> String {
-        format!("{}done:{id}", self.inner.prefix)
+        self.channel_name(id).to_string()
+    }
+
+    /// [`channel`](Self::channel), as a command argument.
+    pub(crate) fn channel_name(&self, id: TaskId) -> Name<'_, TaskId> {
+        Name::new(&self.inner.prefix, "done:", id)
     }
 
     pub(crate) fn ttl_ms(ttl: Duration) -> u64 {
@@ -251,5 +281,97 @@ impl RedisStore {
             .await
             .map(|_| ())
             .map_err(unavailable("ping", &self.inner.url))
+    }
+}
+
+/// A name in the store's namespace, `{prefix}{kind}{name}`: written into a
+/// command's buffer as it is sent, so the writes of every run make no
+/// `String` of their keys.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Name<'a, T> {
+    prefix: &'a str,
+    kind: &'static str,
+    name: T,
+}
+
+impl<'a, T> Name<'a, T> {
+    pub(crate) fn new(prefix: &'a str, kind: &'static str, name: T) -> Self {
+        Name { prefix, kind, name }
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Name<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.prefix)?;
+        f.write_str(self.kind)?;
+        self.name.fmt(f)
+    }
+}
+
+impl<T: fmt::Display> ToRedisArgs for Name<'_, T> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + RedisWrite,
+    {
+        out.write_arg_fmt(self);
+    }
+}
+
+/// One command argument written from its `Display` form straight into the
+/// command's buffer, with no `String` of its own.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shown<T>(pub(crate) T);
+
+impl<T: fmt::Display> ToRedisArgs for Shown<T> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + RedisWrite,
+    {
+        out.write_arg_fmt(&self.0);
+    }
+}
+
+/// A command named `name` with room for `args` arguments of `bytes` bytes
+/// in all, so that adding them never grows its buffers.
+pub(crate) fn command(name: &'static str, args: usize, bytes: usize) -> Cmd {
+    let mut cmd = Cmd::with_capacity(args, bytes);
+    cmd.arg(name);
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The arguments of `cmd`, as Redis receives them.
+    fn args(cmd: &Cmd) -> Vec<Vec<u8>> {
+        cmd.args_iter()
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => bytes.to_vec(),
+                _ => b"<not a plain argument>".to_vec(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_are_written_as_their_strings() {
+        let id: TaskId = "0191e0c4-3f6a-7d2c-9b1e-5a4f3c2b1a09"
+            .parse()
+            .expect("a valid task id");
+        let record = Name::new("ns:", "r:", id);
+        let lease = Name::new("ns:", "k:", "order-42");
+        assert_eq!(record.to_string(), format!("ns:r:{id}"));
+        assert_eq!(lease.to_string(), "ns:k:order-42");
+        let mut cmd = command("HSET", 4, 8);
+        cmd.arg(record).arg(Shown(7u32)).arg(lease);
+        assert_eq!(
+            args(&cmd),
+            vec![
+                b"HSET".to_vec(),
+                format!("ns:r:{id}").into_bytes(),
+                b"7".to_vec(),
+                b"ns:k:order-42".to_vec(),
+            ]
+        );
     }
 }

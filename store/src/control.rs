@@ -9,8 +9,9 @@
 
 use celeriac_schema::store::{Begin, ControlHash};
 use celeriac_schema::Error as SchemaError;
-use redis::{Cmd, Script};
+use redis::Script;
 
+use super::connect::{command, Name};
 use super::{unavailable, RedisStore, StoreResult};
 
 /// KEYS: hash. ARGV: field, old, new. Swaps the field's value if it still
@@ -32,24 +33,33 @@ impl RedisStore {
         format!("{}{}", self.prefix(), hash.suffix())
     }
 
-    /// The run lease and the revocation check in one transaction: the
-    /// revoked set is read in the same `MULTI` as the lease is taken, so
-    /// the common path costs no extra round trip.
+    /// The run lease and the revocation check in one write: the revoked
+    /// set is read in the same trip as the lease is taken (ahead of the
+    /// batch's transaction), so the common path costs no extra round
+    /// trip. The check comes after the lease's `SET NX`: a revocation
+    /// recorded before the lease was taken is always seen.
     pub(super) async fn admit_checked(
         &self,
         key: &str,
         token: &str,
         revocable: &[&str],
     ) -> StoreResult<Begin> {
-        let mut check = Cmd::new();
-        check.arg("ZMSCORE").arg(self.revoked_key()).arg(revocable);
-        let mut cmds = vec![check];
+        let bytes: usize = revocable.iter().map(|id| id.len() + 8).sum();
+        let mut check = command(
+            "ZMSCORE",
+            2 + revocable.len(),
+            self.prefix().len() + bytes + 16,
+        );
+        check
+            .arg(Name::new(self.prefix(), "revoked", ""))
+            .arg(revocable);
+        let mut cmds = Vec::with_capacity(3);
         self.take_lease_cmds(key, token, &mut cmds);
-        let replies = self.write("lease", cmds).await?;
-        let scores: Vec<Option<f64>> = replies
-            .first()
-            .cloned()
-            .map(redis::from_redis_value)
+        cmds.push(check);
+        let replies = self.write_plain("lease", cmds).await?;
+        let (scores, lease) = replies.split_last().unzip();
+        let scores: Vec<Option<f64>> = scores
+            .map(redis::from_redis_value_ref)
             .transpose()
             .map_err(|e| SchemaError::StoreData {
                 what: "revocations",
@@ -65,7 +75,7 @@ impl RedisStore {
         {
             return Ok(Begin::Revoked { id });
         }
-        self.lease_taken(key, token, replies.get(1..).unwrap_or_default())
+        self.lease_taken(key, token, lease.unwrap_or_default())
             .await
     }
 

@@ -21,6 +21,7 @@ use celeriac_schema::store::{TaskRecord, Update};
 use celeriac_schema::{TaskId, TaskState};
 use redis::{Cmd, Pipeline};
 
+use super::connect::{command, Name, Shown};
 use super::{RedisStore, StoreResult};
 
 /// Members kept per index: the newest ones.
@@ -72,8 +73,11 @@ pub struct TaskPage {
     pub truncated: bool,
 }
 
+/// The task index's key, after the namespace's prefix.
+const TASKS: &str = "idx:t";
+
 pub(super) fn tasks_key(prefix: &str) -> String {
-    format!("{prefix}idx:t")
+    format!("{prefix}{TASKS}")
 }
 
 pub(super) fn workflows_key(prefix: &str) -> String {
@@ -92,13 +96,16 @@ pub(super) const TRIM_EVERY: u64 = 64;
 
 /// The commands that index `update`'s task, for a worker's transaction.
 pub(super) fn task_cmds(store: &RedisStore, update: &Update, cmds: &mut Vec<Cmd>) {
-    let key = tasks_key(&store.inner.prefix);
-    cmds.push(Cmd::zadd(&key, update.id.to_string(), update.at_ms));
+    let key = Name::new(&store.inner.prefix, TASKS, "");
+    let mut add = command("ZADD", 4, store.inner.prefix.len() + 70);
+    add.arg(key).arg(update.at_ms).arg(Shown(update.id));
+    cmds.push(add);
     let written = store
         .inner
         .indexed
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if written.is_multiple_of(TRIM_EVERY) {
+        let key = tasks_key(&store.inner.prefix);
         cmds.push(Cmd::zremrangebyrank(&key, 0, -(INDEX_LIMIT as isize) - 1));
         cmds.push(Cmd::pexpire(&key, ttl_ms(store) as i64));
     }
@@ -110,15 +117,21 @@ pub(super) fn tasks_pipe<'a>(
     updates: impl IntoIterator<Item = &'a Update>,
     pipe: &mut Pipeline,
 ) {
-    let key = tasks_key(&store.inner.prefix);
-    let members: Vec<(u64, String)> = updates
-        .into_iter()
-        .map(|u| (u.at_ms, u.id.to_string()))
-        .collect();
-    if members.is_empty() {
+    let prefix = &store.inner.prefix;
+    let updates = updates.into_iter();
+    let members = updates.size_hint().0;
+    let mut add = command("ZADD", 2 + 2 * members, prefix.len() + 16 + 60 * members);
+    add.arg(Name::new(prefix, TASKS, ""));
+    let mut added = 0;
+    for update in updates {
+        add.arg(update.at_ms).arg(Shown(update.id));
+        added += 1;
+    }
+    if added == 0 {
         return;
     }
-    pipe.zadd_multiple(&key, &members).ignore();
+    pipe.add_command(add).ignore();
+    let key = tasks_key(prefix);
     pipe.zremrangebyrank(&key, 0, -(INDEX_LIMIT as isize) - 1)
         .ignore();
     pipe.pexpire(&key, ttl_ms(store) as i64).ignore();

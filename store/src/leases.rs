@@ -11,6 +11,7 @@ use celeriac_schema::store::{layout, Begin, Update};
 use celeriac_schema::{Error as SchemaError, TaskId, TaskState};
 use redis::Cmd;
 
+use crate::connect::command;
 use crate::{RedisStore, StoreResult};
 
 impl RedisStore {
@@ -18,15 +19,18 @@ impl RedisStore {
     /// task id, also the `HGET` of that task's state (its success is kept
     /// there, not in the key).
     pub(crate) fn take_lease_cmds(&self, key: &str, token: &str, cmds: &mut Vec<Cmd>) {
-        let mut take = redis::cmd("SET");
-        take.arg(self.execution_key(key))
+        let prefix = self.inner.prefix.len();
+        let mut take = command("SET", 6, prefix + key.len() + token.len() + 40);
+        take.arg(self.execution_name(key))
             .arg(token)
             .arg("NX")
             .arg("PX")
             .arg(Self::ttl_ms(self.inner.settings.lease_ttl));
         cmds.push(take);
         if let Ok(id) = key.parse::<TaskId>() {
-            cmds.push(Cmd::hget(self.record_key(id), layout::STATE));
+            let mut state = command("HGET", 3, prefix + 60);
+            state.arg(self.record_name(id)).arg(layout::STATE);
+            cmds.push(state);
         }
     }
 
@@ -43,7 +47,7 @@ impl RedisStore {
         }
         let state: Option<String> = match replies.get(1) {
             Some(value) => {
-                redis::from_redis_value(value.clone()).map_err(|e| SchemaError::StoreData {
+                redis::from_redis_value_ref(value).map_err(|e| SchemaError::StoreData {
                     what: "task state",
                     message: e.to_string(),
                 })?
@@ -107,7 +111,7 @@ impl RedisStore {
         // it is asked only when the lease is taken.
         let mut cmds = Vec::with_capacity(2);
         self.take_lease_cmds(key, token, &mut cmds);
-        let replies = self.write("lease", cmds).await?;
+        let replies = self.write_plain("lease", cmds).await?;
         self.lease_taken(key, token, &replies).await
     }
 
@@ -142,7 +146,11 @@ impl RedisStore {
             update.idempotency_key.is_none() && key.parse::<TaskId>().ok() == Some(update.id);
         match update.state {
             // The record says it: the lease goes, in the same transaction.
-            TaskState::Succeeded if own_key => cmds.push(Cmd::del(&k)),
+            TaskState::Succeeded if own_key => {
+                let mut del = command("DEL", 2, k.len() + 8);
+                del.arg(&k);
+                cmds.push(del);
+            }
             TaskState::Succeeded => {
                 // The mark and the record land together.
                 let mut mark = redis::cmd("SET");

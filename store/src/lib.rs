@@ -11,8 +11,10 @@
 //! command. Each store step is atomic: a Lua script where it must read
 //! before it writes (producer states with their rules, enqueue claims,
 //! workflow steps), plain commands in one transaction where it need not (a
-//! run's lease, start and outcome). A worker's concurrent runs share those
-//! transactions (see the `batch` module), and a producer's batches of
+//! run's start and outcome). A run's lease needs no atomicity: its `SET
+//! NX` and reads go ahead of the transaction, in the same trip. A worker's
+//! concurrent runs share those trips and transactions (see the `batch`
+//! module), and a producer's batches of
 //! updates go out pipelined. Waiting for results costs one more connection,
 //! shared by every waiter of the process: each waiter subscribes to its
 //! task's channel, and the final write publishes on it.

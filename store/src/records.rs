@@ -11,6 +11,7 @@ use celeriac_schema::store::{Claim, TaskRecord, Update, CLAIM_STALE_AFTER};
 use celeriac_schema::{Error as SchemaError, TaskId, TaskState};
 use redis::{Cmd, Script};
 
+use crate::connect::{command, Shown};
 use crate::{index, scripts, unavailable, RedisStore, StoreResult};
 
 /// The record field of a producer's [`QueuedMark`].
@@ -29,16 +30,15 @@ impl RedisStore {
     /// applies unconditionally) to `cmds`: the record's fields, the history
     /// entry, the TTLs, and the wake-up of waiters on a final state.
     pub(crate) fn worker_state(&self, cmds: &mut Vec<Cmd>, update: &Update) -> StoreResult<()> {
-        let rec = self.record_key(update.id);
+        let rec = self.record_name(update.id);
+        let rec_len = self.inner.prefix.len() + 40;
         let ttl = Self::ttl_ms(self.inner.settings.result_ttl);
         // A run too short to have written `started` records it here.
         let started = update.started_transition();
         let transition = update.transition();
         let started_entry = started
             .as_ref()
-            .map(|t| {
-                Ok::<_, SchemaError>((layout::history_field(t), layout::encode_transition(t)?))
-            })
+            .map(|t| Ok::<_, SchemaError>((layout::HistoryField(t), layout::encode_transition(t)?)))
             .transpose()?;
         let entry = layout::encode_transition(&transition)?;
         // Sized once: the fields below, and the values that vary in length.
@@ -54,10 +54,10 @@ impl RedisStore {
                 .map_or(0, |e| e.error_type.len() + e.message.len())
             + entry.len()
             + started_entry.as_ref().map_or(0, |(_, e)| e.len());
-        let mut fields = Cmd::with_capacity(32, rec.len() + varying + 256);
+        let mut fields = Cmd::with_capacity(32, rec_len + varying + 256);
         fields
             .arg("HSET")
-            .arg(&rec)
+            .arg(rec)
             .arg(layout::TASK)
             .arg(&update.task)
             .arg(layout::QUEUE)
@@ -105,13 +105,21 @@ impl RedisStore {
         }
         // The history: one field per transition, in the same command.
         if let Some((name, bytes)) = &started_entry {
-            fields.arg(name).arg(bytes);
+            fields.arg(Shown(name)).arg(bytes);
         }
-        fields.arg(layout::history_field(&transition)).arg(entry);
+        fields
+            .arg(Shown(layout::HistoryField(&transition)))
+            .arg(entry);
         cmds.push(fields);
-        cmds.push(Cmd::pexpire(&rec, ttl as i64));
+        let mut expire = command("PEXPIRE", 3, rec_len + 24);
+        expire.arg(rec).arg(ttl);
+        cmds.push(expire);
         if update.state.is_terminal() {
-            cmds.push(Cmd::publish(self.channel(update.id), update.state.as_str()));
+            let mut publish = command("PUBLISH", 3, rec_len + 24);
+            publish
+                .arg(self.channel_name(update.id))
+                .arg(update.state.as_str());
+            cmds.push(publish);
         }
         index::task_cmds(self, update, cmds);
         Ok(())
@@ -193,11 +201,16 @@ impl RedisStore {
         let (plain, scripted): (Vec<&Update>, Vec<&Update>) = updates.iter().partition(|u| {
             u.state == TaskState::Queued && u.idempotency_key.is_none() && u.result.is_none()
         });
+        let rec_len = self.inner.prefix.len() + 40;
         for update in plain {
-            let rec = self.record_key(update.id);
-            pipe.hset_nx(&rec, QUEUED_MARK, QueuedMark::of(update).encode()?)
-                .ignore();
-            pipe.pexpire(&rec, ttl as i64).ignore();
+            let rec = self.record_name(update.id);
+            let mark = QueuedMark::of(update).encode()?;
+            let mut set = command("HSETNX", 4, rec_len + mark.len() + 8);
+            set.arg(rec).arg(QUEUED_MARK).arg(mark);
+            pipe.add_command(set).ignore();
+            let mut expire = command("PEXPIRE", 3, rec_len + 24);
+            expire.arg(rec).arg(ttl);
+            pipe.add_command(expire).ignore();
         }
         for batch in scripted.chunks(scripts::RECORD_BATCH) {
             let mut keys = Vec::with_capacity(batch.len());

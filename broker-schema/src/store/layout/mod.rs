@@ -133,12 +133,41 @@ pub fn workflow_key(namespace: &str, id: TaskId) -> String {
 /// transitions; readers order the history by the transitions themselves
 /// ([`history_order`]), not by the names.
 pub fn history_field(transition: &Transition) -> String {
-    format!(
-        "{HISTORY_PREFIX}{}:{}:{}",
-        transition.attempt,
-        transition.state.as_str(),
-        transition.at_ms
-    )
+    HistoryField(transition).to_string()
+}
+
+/// [`history_field`] as a value to format, for writers that put the name
+/// straight into a buffer of their own.
+///
+/// ```
+/// use celeriac_schema::store::layout::{history_field, HistoryField};
+/// use celeriac_schema::store::Transition;
+/// use celeriac_schema::TaskState;
+///
+/// let t = Transition {
+///     state: TaskState::Started,
+///     at_ms: 7,
+///     attempt: 1,
+///     worker: None,
+///     error: None,
+/// };
+/// assert_eq!(HistoryField(&t).to_string(), "h:1:started:7");
+/// assert_eq!(history_field(&t), "h:1:started:7");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryField<'a>(pub &'a Transition);
+
+impl std::fmt::Display for HistoryField<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.0;
+        write!(
+            f,
+            "{HISTORY_PREFIX}{}:{}:{}",
+            t.attempt,
+            t.state.as_str(),
+            t.at_ms
+        )
+    }
 }
 
 /// A history field's value: the transition as a MessagePack map with
@@ -148,10 +177,15 @@ pub fn history_field(transition: &Transition) -> String {
 ///
 /// [`Error::Encode`] (never for this type in practice).
 pub fn encode_transition(transition: &Transition) -> Result<Vec<u8>> {
-    rmp_serde::to_vec_named(transition).map_err(|e| Error::Encode {
-        what: "transition",
-        message: e.to_string(),
-    })
+    // Sized for the usual entry (state, time, attempt, worker), so that
+    // encoding it does not grow the buffer on the way.
+    let mut bytes = Vec::with_capacity(96);
+    rmp_serde::encode::write_named(&mut bytes, transition)
+        .map(|()| bytes)
+        .map_err(|e| Error::Encode {
+            what: "transition",
+            message: e.to_string(),
+        })
 }
 
 /// Where a transition sorts in a history: by time, then by attempt, then

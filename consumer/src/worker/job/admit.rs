@@ -61,7 +61,7 @@ impl Job {
     /// A store update for `env` entering `state`, written by this worker.
     pub(super) fn update(&self, env: &Envelope, state: TaskState) -> Update {
         let mut update = Update::new(env.id, env.task.clone(), &*self.queue, state, env.attempt);
-        update.worker = Some(self.shared.config.worker_id.to_string());
+        update.worker = Some(String::from(&*self.shared.config.worker_id));
         update.idempotency_key = env.idempotency_key.clone();
         update.workflow_id = env.workflow.as_ref().map(|w| w.workflow_id.to_string());
         update

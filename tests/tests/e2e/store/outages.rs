@@ -327,6 +327,57 @@ async fn a_write_that_fails_inside_a_shared_transaction_fails_alone() {
 }
 
 #[tokio::test]
+async fn a_lease_that_fails_ahead_of_a_shared_transaction_fails_alone() {
+    let ns = namespace("store-lease-alone");
+    let store = redis_store(&ns, StoreSettings::default()).await;
+    // Tasks run under their own ids as keys, so taking a lease also reads
+    // the record's state; one record is not a hash, so that read fails.
+    let broken = TaskId::new();
+    let mut conn = raw_redis().await;
+    let _: () = celeriac_tests::redis_client::cmd("SET")
+        .arg(celeriac_schema::store::layout::record_key(&ns, broken))
+        .arg("not a hash")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut ids: Vec<TaskId> = (0..64).map(|_| TaskId::new()).collect();
+    ids.insert(32, broken);
+    let runs = ids.iter().map(|id| {
+        let store = store.clone();
+        let id = *id;
+        async move {
+            let key = id.to_string();
+            let begun = store.lease(&key, "run").await?;
+            store.finish(&key, "run", &succeeded(id)).await?;
+            Ok::<_, celeriac_schema::Error>(begun)
+        }
+    });
+    let outcomes = futures_util::future::join_all(runs).await;
+    for (id, outcome) in ids.iter().zip(&outcomes) {
+        if *id == broken {
+            let e = outcome
+                .as_ref()
+                .expect_err("the broken record's lease fails");
+            assert!(e.to_string().contains("WRONGTYPE"), "{e}");
+            continue;
+        }
+        let begun = outcome
+            .as_ref()
+            .unwrap_or_else(|e| panic!("a sound run sharing its batch failed: {e}"));
+        assert_eq!(*begun, Begin::Run);
+        let record = store.get(*id).await.unwrap().unwrap();
+        assert_eq!(record.state, TaskState::Succeeded);
+        // Its success is in its record: a second lease reads it.
+        assert_eq!(
+            store.lease(&id.to_string(), "again").await.unwrap(),
+            Begin::Succeeded { task_id: *id }
+        );
+    }
+}
+
+#[tokio::test]
 async fn store_writes_fail_while_redis_is_cut_off_and_work_again_after() {
     let ns = namespace("store-cut-off");
     let relay = Relay::start(&redis().await.url).await;
