@@ -79,10 +79,21 @@ impl Cluster {
     async fn send(&self, spec: ExecSpec, input: Value) -> TaskHandle<Exec> {
         let input = ExecInput::new(spec, celeriac_schema::to_value(&input).unwrap());
         // One retry at most: a failing program fails fast.
-        self.producer
-            .send::<Exec>(&input, &SendOptions::new().max_retries(0))
-            .await
-            .unwrap()
+        let options = SendOptions::new().max_retries(0);
+        let mut attempts = 0;
+        loop {
+            match self.producer.send::<Exec>(&input, &options).await {
+                Ok(handle) => return handle,
+                // A busy broker may nack a publish; the caller sends again,
+                // as the error's documentation says.
+                Err(e) if e.is_transient() && attempts < 3 => {
+                    attempts += 1;
+                    println!("send failed ({e}); sending again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("send failed: {e}"),
+            }
+        }
     }
 }
 
