@@ -33,11 +33,22 @@ const IN_FLIGHT: usize = 2;
 /// Writes per batch at most, so one transaction never holds Redis long.
 const MAX_WRITES: usize = 256;
 
-/// One write: its commands, applied together (in the transaction when
-/// `atomic`), and where its replies go.
+/// How a write's commands are applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Together, in the batch's transaction.
+    Atomic,
+    /// Ahead of the batch's transaction, in the same trip: for commands
+    /// that need no atomicity with each other (another client may run
+    /// commands between them), such as a lease and reads.
+    Plain,
+}
+
+/// One write: its commands, how they are applied, and where its replies
+/// go.
 struct Write {
     cmds: Vec<Cmd>,
-    atomic: bool,
+    mode: Mode,
     reply: oneshot::Sender<RedisResult<Vec<Value>>>,
 }
 
@@ -58,38 +69,18 @@ impl Batcher {
         Batcher { tx }
     }
 
-    /// Applies `cmds` atomically, in a batch with whatever other writes are
-    /// waiting, and returns their replies in order.
+    /// Applies `cmds` in a batch with whatever other writes are waiting,
+    /// in order and as `mode` says, and returns their replies in order.
     ///
     /// # Errors
     ///
     /// The error of the first of its commands that failed, or the batch's
     /// own error when the transaction as a whole did not run.
-    pub(super) async fn write(&self, cmds: Vec<Cmd>) -> RedisResult<Vec<Value>> {
-        self.send(cmds, true).await
-    }
-
-    /// Runs `cmds` in order ahead of the batch's transaction, in the same
-    /// trip, and returns their replies: for commands that need no
-    /// atomicity with each other (another client may run commands between
-    /// them).
-    ///
-    /// # Errors
-    ///
-    /// As [`write`](Self::write).
-    pub(super) async fn write_plain(&self, cmds: Vec<Cmd>) -> RedisResult<Vec<Value>> {
-        self.send(cmds, false).await
-    }
-
-    async fn send(&self, cmds: Vec<Cmd>, atomic: bool) -> RedisResult<Vec<Value>> {
+    pub(super) async fn write(&self, cmds: Vec<Cmd>, mode: Mode) -> RedisResult<Vec<Value>> {
         let (reply, answer) = oneshot::channel();
         let gone = || RedisError::from((redis::ErrorKind::Io, "the store's batch writer stopped"));
         self.tx
-            .send(Write {
-                cmds,
-                atomic,
-                reply,
-            })
+            .send(Write { cmds, mode, reply })
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
@@ -122,7 +113,8 @@ async fn send(writes: Vec<Write>, conn: &mut StoreConnection) {
     // Errors of commands belong to single writes: they are sorted out
     // below, not turned into the whole batch's failure.
     pipe.ignore_errors();
-    let (plain, atomic): (Vec<Write>, Vec<Write>) = writes.into_iter().partition(|w| !w.atomic);
+    let (plain, atomic): (Vec<Write>, Vec<Write>) =
+        writes.into_iter().partition(|w| w.mode == Mode::Plain);
     let plain = queue(&mut pipe, plain);
     // Nothing is marked ignored (that costs a set insert per command):
     // the replies between MULTI and EXEC are all `QUEUED` and dropped below.

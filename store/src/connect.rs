@@ -12,7 +12,7 @@ use redis::aio::ConnectionManager;
 use redis::{Cmd, Pipeline, RedisWrite, Script, ToRedisArgs};
 use tracing::debug;
 
-use crate::batch::Batcher;
+use crate::batch::{Batcher, Mode};
 use crate::error::redact_url;
 use crate::scripts;
 use crate::tls::TlsOptions;
@@ -192,30 +192,18 @@ impl RedisStore {
         }
     }
 
-    /// Applies `cmds` atomically through the batcher, which shares one
-    /// transaction among the writes of concurrent runs.
+    /// Applies `cmds` through the batcher, which shares one trip (and one
+    /// transaction, for [`Mode::Atomic`]) among the writes of concurrent
+    /// runs.
     pub(crate) async fn write(
         &self,
         op: &'static str,
+        mode: Mode,
         cmds: Vec<Cmd>,
     ) -> StoreResult<Vec<redis::Value>> {
         self.inner
             .batcher
-            .write(cmds)
-            .await
-            .map_err(unavailable(op, &self.inner.url))
-    }
-
-    /// Runs `cmds` through the batcher ahead of its transaction, in the
-    /// same trip: for commands that need no atomicity (a lease and reads).
-    pub(crate) async fn write_plain(
-        &self,
-        op: &'static str,
-        cmds: Vec<Cmd>,
-    ) -> StoreResult<Vec<redis::Value>> {
-        self.inner
-            .batcher
-            .write_plain(cmds)
+            .write(cmds, mode)
             .await
             .map_err(unavailable(op, &self.inner.url))
     }

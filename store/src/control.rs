@@ -11,6 +11,7 @@ use celeriac_schema::store::{Begin, ControlHash};
 use celeriac_schema::Error as SchemaError;
 use redis::Script;
 
+use super::batch::Mode;
 use super::connect::{command, Name};
 use super::{unavailable, RedisStore, StoreResult};
 
@@ -56,7 +57,7 @@ impl RedisStore {
         let mut cmds = Vec::with_capacity(3);
         self.take_lease_cmds(key, token, &mut cmds);
         cmds.push(check);
-        let replies = self.write_plain("lease", cmds).await?;
+        let replies = self.write("lease", Mode::Plain, cmds).await?;
         let (scores, lease) = replies.split_last().unzip();
         let scores: Vec<Option<f64>> = scores
             .map(redis::from_redis_value_ref)

@@ -11,6 +11,7 @@ use celeriac_schema::store::{layout, Begin, Update};
 use celeriac_schema::{Error as SchemaError, TaskId, TaskState};
 use redis::Cmd;
 
+use crate::batch::Mode;
 use crate::connect::command;
 use crate::{RedisStore, StoreResult};
 
@@ -111,7 +112,7 @@ impl RedisStore {
         // it is asked only when the lease is taken.
         let mut cmds = Vec::with_capacity(2);
         self.take_lease_cmds(key, token, &mut cmds);
-        let replies = self.write_plain("lease", cmds).await?;
+        let replies = self.write("lease", Mode::Plain, cmds).await?;
         self.lease_taken(key, token, &replies).await
     }
 
@@ -165,6 +166,6 @@ impl RedisStore {
             _ => self.release_lease(key, token).await?,
         }
         self.worker_state(&mut cmds, update)?;
-        self.write("finish", cmds).await.map(drop)
+        self.write("finish", Mode::Atomic, cmds).await.map(drop)
     }
 }

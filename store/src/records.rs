@@ -11,6 +11,7 @@ use celeriac_schema::store::{Claim, TaskRecord, Update, CLAIM_STALE_AFTER};
 use celeriac_schema::{Error as SchemaError, TaskId, TaskState};
 use redis::{Cmd, Script};
 
+use crate::batch::Mode;
 use crate::connect::{command, Shown};
 use crate::{index, scripts, unavailable, RedisStore, StoreResult};
 
@@ -311,7 +312,7 @@ impl RedisStore {
     pub(crate) async fn record_started(&self, update: &Update) -> StoreResult<()> {
         let mut cmds = Vec::with_capacity(6);
         self.worker_state(&mut cmds, update)?;
-        self.write("started", cmds).await.map(drop)
+        self.write("started", Mode::Atomic, cmds).await.map(drop)
     }
 
     /// [`Store::results`].

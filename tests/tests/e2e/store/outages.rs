@@ -278,24 +278,31 @@ fn succeeded(id: TaskId) -> Update {
     done
 }
 
-#[tokio::test]
-async fn a_write_that_fails_inside_a_shared_transaction_fails_alone() {
-    let ns = namespace("store-batch-alone");
-    let store = redis_store(&ns, StoreSettings::default()).await;
-    // One record is not a hash: writing it fails inside the transaction.
+/// A task whose record in namespace `ns` is a string, not a hash, and
+/// sixty-four sound task ids with it in the middle: run at once, they
+/// share the store's batches.
+async fn sixty_four_around_a_broken_record(ns: &str) -> (TaskId, Vec<TaskId>) {
     let broken = TaskId::new();
     let mut conn = raw_redis().await;
     let _: () = celeriac_tests::redis_client::cmd("SET")
-        .arg(celeriac_schema::store::layout::record_key(&ns, broken))
+        .arg(celeriac_schema::store::layout::record_key(ns, broken))
         .arg("not a hash")
         .arg("PX")
         .arg(60_000)
         .query_async(&mut conn)
         .await
         .unwrap();
-    // Sixty-four writes at once share transactions with it.
     let mut ids: Vec<TaskId> = (0..64).map(|_| TaskId::new()).collect();
     ids.insert(32, broken);
+    (broken, ids)
+}
+
+#[tokio::test]
+async fn a_write_that_fails_inside_a_shared_transaction_fails_alone() {
+    let ns = namespace("store-batch-alone");
+    let store = redis_store(&ns, StoreSettings::default()).await;
+    // One record is not a hash: writing it fails inside the transaction.
+    let (broken, ids) = sixty_four_around_a_broken_record(&ns).await;
     let writes = ids.iter().map(|id| {
         let store = store.clone();
         let id = *id;
@@ -332,18 +339,7 @@ async fn a_lease_that_fails_ahead_of_a_shared_transaction_fails_alone() {
     let store = redis_store(&ns, StoreSettings::default()).await;
     // Tasks run under their own ids as keys, so taking a lease also reads
     // the record's state; one record is not a hash, so that read fails.
-    let broken = TaskId::new();
-    let mut conn = raw_redis().await;
-    let _: () = celeriac_tests::redis_client::cmd("SET")
-        .arg(celeriac_schema::store::layout::record_key(&ns, broken))
-        .arg("not a hash")
-        .arg("PX")
-        .arg(60_000)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut ids: Vec<TaskId> = (0..64).map(|_| TaskId::new()).collect();
-    ids.insert(32, broken);
+    let (broken, ids) = sixty_four_around_a_broken_record(&ns).await;
     let runs = ids.iter().map(|id| {
         let store = store.clone();
         let id = *id;
