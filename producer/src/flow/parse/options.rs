@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use saphyr::MarkedYaml;
+use saphyr::{MarkedYaml, Scalar, YamlData};
 
-use super::{at, join, Reader, Result};
+use super::{at, data, join, Fields, Reader, Result};
 
 /// Settings a task takes from itself, its enclosing blocks or `defaults`.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +34,71 @@ impl Options {
 }
 
 impl Reader<'_> {
+    /// The settings of one block or task: `retries`, `timeout`,
+    /// `soft_timeout`, `queue`, `tenant`, `tolerance` and `pools`.
+    pub(super) fn options(&self, f: &Fields<'_, '_>) -> Result<Options> {
+        let path = &f.path;
+        let retries = match f.get("retries") {
+            Some((v, _)) => match data(v) {
+                YamlData::Value(Scalar::Integer(n)) => Some(u32::try_from(*n).map_err(|_| {
+                    self.invalid(
+                        at(v),
+                        join(path, "retries"),
+                        format!("{n} is not a number of retries (0 or more)"),
+                    )
+                })?),
+                _ => return Err(self.wrong_type(v, &join(path, "retries"), "a whole number")),
+            },
+            None => None,
+        };
+        let timeout = match f.get("timeout") {
+            Some((v, _)) => Some(self.seconds(v, &join(path, "timeout"))?),
+            None => None,
+        };
+        let soft_timeout = match f.get("soft_timeout") {
+            Some((v, _)) => Some(self.seconds(v, &join(path, "soft_timeout"))?),
+            None => None,
+        };
+        if let (Some(soft), Some(hard)) = (soft_timeout, timeout) {
+            if soft >= hard {
+                let p = f.key_at("soft_timeout").unwrap_or_default();
+                return Err(self.invalid(
+                    p,
+                    join(path, "soft_timeout"),
+                    format!(
+                        "the soft time limit ({}s) must be shorter than `timeout` ({}s)",
+                        soft.as_secs_f64(),
+                        hard.as_secs_f64()
+                    ),
+                ));
+            }
+        }
+        let queue = match f.get("queue") {
+            Some((v, _)) => {
+                let q = self.string(v, &join(path, "queue"))?;
+                if q.is_empty() || q.chars().any(char::is_whitespace) {
+                    return Err(self.invalid(
+                        at(v),
+                        join(path, "queue"),
+                        format!("{q:?} is not a queue name"),
+                    ));
+                }
+                Some(q)
+            }
+            None => None,
+        };
+        let (tenant, pools) = self.policy_options(f)?;
+        Ok(Options {
+            retries,
+            timeout,
+            soft_timeout,
+            queue,
+            tenant,
+            tolerance: self.tolerance(f)?,
+            pools,
+        })
+    }
+
     /// A `tenant:` value: 1 to 128 bytes without control characters.
     pub(super) fn tenant(&self, node: &MarkedYaml<'_>, path: &str) -> Result<String> {
         let path = join(path, "tenant");
