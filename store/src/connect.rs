@@ -9,7 +9,7 @@ use std::time::Duration;
 use celeriac_schema::store::StoreSettings;
 use celeriac_schema::{Error as SchemaError, TaskId};
 use redis::aio::ConnectionManager;
-use redis::{Cmd, Pipeline, RedisWrite, Script, ToRedisArgs};
+use redis::{Cmd, Pipeline, RedisWrite, Script, ToRedisArgs, ToSingleRedisArg};
 use tracing::debug;
 
 use crate::batch::{Batcher, Mode};
@@ -305,6 +305,9 @@ impl<T: fmt::Display> ToRedisArgs for Name<'_, T> {
     }
 }
 
+/// One argument, always.
+impl<T: fmt::Display> ToSingleRedisArg for Name<'_, T> {}
+
 /// One command argument written from its `Display` form straight into the
 /// command's buffer, with no `String` of its own.
 #[derive(Debug, Clone, Copy)]
@@ -318,6 +321,9 @@ impl<T: fmt::Display> ToRedisArgs for Shown<T> {
         out.write_arg_fmt(&self.0);
     }
 }
+
+/// One argument, always.
+impl<T: fmt::Display> ToSingleRedisArg for Shown<T> {}
 
 /// A command named `name` with room for `args` arguments of `bytes` bytes
 /// in all, so that adding them never grows its buffers.

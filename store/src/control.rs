@@ -26,8 +26,9 @@ return 0
 "#;
 
 impl RedisStore {
-    fn revoked_key(&self) -> String {
-        format!("{}revoked", self.prefix())
+    /// The set of revocations, as a command argument.
+    fn revoked_name(&self) -> Name<'_, &'static str> {
+        Name::new(self.prefix(), "revoked", "")
     }
 
     fn hash_key(&self, hash: ControlHash) -> String {
@@ -51,9 +52,7 @@ impl RedisStore {
             2 + revocable.len(),
             self.prefix().len() + bytes + 16,
         );
-        check
-            .arg(Name::new(self.prefix(), "revoked", ""))
-            .arg(revocable);
+        check.arg(self.revoked_name()).arg(revocable);
         let mut cmds = Vec::with_capacity(3);
         self.take_lease_cmds(key, token, &mut cmds);
         cmds.push(check);
@@ -81,17 +80,17 @@ impl RedisStore {
     }
 
     pub(super) async fn revoke_ids(&self, ids: &[String], expires_at: u64) -> StoreResult<()> {
-        let key = self.revoked_key();
+        let key = self.revoked_name();
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.cmd("ZREMRANGEBYSCORE")
-            .arg(&key)
+            .arg(key)
             .arg("-inf")
             .arg(celeriac_schema::now_ms())
             .ignore();
         // GT: new ids are added, and a longer revocation already held is
         // kept.
-        let add = pipe.cmd("ZADD").arg(&key).arg("GT");
+        let add = pipe.cmd("ZADD").arg(key).arg("GT");
         for id in ids {
             add.arg(expires_at).arg(id);
         }
@@ -102,7 +101,7 @@ impl RedisStore {
     pub(super) async fn live_revocations(&self) -> StoreResult<Vec<(String, u64)>> {
         let mut pipe = redis::pipe();
         pipe.cmd("ZRANGE")
-            .arg(self.revoked_key())
+            .arg(self.revoked_name())
             .arg(format!("({}", celeriac_schema::now_ms()))
             .arg("+inf")
             .arg("BYSCORE")

@@ -77,7 +77,12 @@ pub struct TaskPage {
 const TASKS: &str = "idx:t";
 
 pub(super) fn tasks_key(prefix: &str) -> String {
-    format!("{prefix}{TASKS}")
+    tasks_name(prefix).to_string()
+}
+
+/// [`tasks_key`], as a command argument.
+fn tasks_name(prefix: &str) -> Name<'_, &'static str> {
+    Name::new(prefix, TASKS, "")
 }
 
 pub(super) fn workflows_key(prefix: &str) -> String {
@@ -96,7 +101,7 @@ pub(super) const TRIM_EVERY: u64 = 64;
 
 /// The commands that index `update`'s task, for a worker's transaction.
 pub(super) fn task_cmds(store: &RedisStore, update: &Update, cmds: &mut Vec<Cmd>) {
-    let key = Name::new(&store.inner.prefix, TASKS, "");
+    let key = tasks_name(&store.inner.prefix);
     let mut add = command("ZADD", 4, store.inner.prefix.len() + 70);
     add.arg(key).arg(update.at_ms).arg(Shown(update.id));
     cmds.push(add);
@@ -105,9 +110,8 @@ pub(super) fn task_cmds(store: &RedisStore, update: &Update, cmds: &mut Vec<Cmd>
         .indexed
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if written.is_multiple_of(TRIM_EVERY) {
-        let key = tasks_key(&store.inner.prefix);
-        cmds.push(Cmd::zremrangebyrank(&key, 0, -(INDEX_LIMIT as isize) - 1));
-        cmds.push(Cmd::pexpire(&key, ttl_ms(store) as i64));
+        cmds.push(Cmd::zremrangebyrank(key, 0, -(INDEX_LIMIT as isize) - 1));
+        cmds.push(Cmd::pexpire(key, ttl_ms(store) as i64));
     }
 }
 
@@ -121,7 +125,8 @@ pub(super) fn tasks_pipe<'a>(
     let updates = updates.into_iter();
     let members = updates.size_hint().0;
     let mut add = command("ZADD", 2 + 2 * members, prefix.len() + 16 + 60 * members);
-    add.arg(Name::new(prefix, TASKS, ""));
+    let key = tasks_name(prefix);
+    add.arg(key);
     let mut added = 0;
     for update in updates {
         add.arg(update.at_ms).arg(Shown(update.id));
@@ -131,10 +136,9 @@ pub(super) fn tasks_pipe<'a>(
         return;
     }
     pipe.add_command(add).ignore();
-    let key = tasks_key(prefix);
-    pipe.zremrangebyrank(&key, 0, -(INDEX_LIMIT as isize) - 1)
+    pipe.zremrangebyrank(key, 0, -(INDEX_LIMIT as isize) - 1)
         .ignore();
-    pipe.pexpire(&key, ttl_ms(store) as i64).ignore();
+    pipe.pexpire(key, ttl_ms(store) as i64).ignore();
 }
 
 /// Indexes a workflow created now in `pipe`, replies ignored.
