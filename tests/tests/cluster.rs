@@ -161,6 +161,27 @@ async fn start_worker(amqp: &str, redis: &str, ns: &str, effects: &Arc<Effects>)
     handle
 }
 
+/// `sorted` as runs of consecutive numbers: `3-5, 9`.
+fn ranges(sorted: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    out.join(", ")
+}
+
 /// When each batch was confirmed and when a send failed, for the
 /// producer's recovery times.
 #[derive(Default)]
@@ -252,6 +273,15 @@ async fn wait_sent(sent: &AtomicUsize, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tasks_survive_a_broker_node_and_a_redis_primary_killed() {
+    // The workers run in this process: their warnings (store calls that
+    // failed, deliveries held or deferred) go to the report.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let amqp = var("CELERIAC_CLUSTER_AMQP");
     let redis = var("CELERIAC_CLUSTER_REDIS");
     let id = uuid::Uuid::now_v7().simple().to_string();
@@ -402,6 +432,19 @@ async fn tasks_survive_a_broker_node_and_a_redis_primary_killed() {
         lost.len(),
         duplicated.len()
     );
+    if !lost.is_empty() {
+        eprintln!("lost task indices: {}", ranges(&lost));
+        eprintln!(
+            "ready in {work_queue}: {}",
+            celeriac_tests::queue_len(&channel.0, &work_queue).await
+        );
+        for (i, s) in stats.iter().enumerate() {
+            eprintln!(
+                "worker {i}: received {}, succeeded {}, in flight {}, deferred {}, requeued {}, dead-lettered {}, revoked {}, store errors {}",
+                s.received, s.succeeded, s.in_flight, s.deferred, s.requeued, s.dead_lettered, s.revoked, s.store_errors
+            );
+        }
+    }
     eprintln!("all done after {finished:?}; worker reconnects: {reconnects}; a result waited for after the failover came in {result_after:?}");
     let between = redis_kill - broker_kill;
     let after = Duration::from_secs(30);
