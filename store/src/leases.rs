@@ -44,7 +44,13 @@ impl RedisStore {
         replies: &[redis::Value],
     ) -> StoreResult<Begin> {
         if matches!(replies.first(), Some(redis::Value::Nil)) {
-            return self.lease_holder(key).await;
+            // Held already: by another run, by a success, or by this very
+            // run, when an earlier try's `SET NX` went through but its
+            // reply was lost (a broken connection, a failover). Tokens are
+            // unique per run, so the last case is this run's lease.
+            if let Some(held) = self.lease_holder(key, token).await? {
+                return Ok(held);
+            }
         }
         let state: Option<String> = match replies.get(1) {
             Some(value) => {
@@ -80,26 +86,29 @@ impl RedisStore {
         self.run::<()>("release", &release).await
     }
 
-    /// Who holds a key whose lease could not be taken: a run (busy) or a
-    /// success.
-    pub(crate) async fn lease_holder(&self, key: &str) -> StoreResult<Begin> {
+    /// Who holds a key whose lease could not be taken: another run (busy)
+    /// or a success; `None` when `token`, the asking run's, holds it.
+    pub(crate) async fn lease_holder(&self, key: &str, token: &str) -> StoreResult<Option<Begin>> {
         let k = self.execution_key(key);
         let mut pipe = redis::pipe();
         pipe.get(&k).pttl(&k);
         // A holder gone in between (its lease ran out) reads as busy
         // for a millisecond: the caller asks again.
         let (holder, left): (Option<String>, i64) = self.run("lease", &pipe).await?;
+        if holder.as_deref() == Some(token) {
+            return Ok(None);
+        }
         match holder.as_deref().and_then(|h| h.strip_prefix("done:")) {
             Some(id) => id
                 .parse::<TaskId>()
-                .map(|task_id| Begin::Succeeded { task_id })
+                .map(|task_id| Some(Begin::Succeeded { task_id }))
                 .map_err(|e| SchemaError::StoreData {
                     what: "execution key",
                     message: format!("{id:?}: {e}"),
                 }),
-            None => Ok(Begin::Busy {
+            None => Ok(Some(Begin::Busy {
                 retry_after: Duration::from_millis(left.max(1) as u64),
-            }),
+            })),
         }
     }
 

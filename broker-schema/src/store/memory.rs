@@ -252,7 +252,11 @@ impl Store for MemoryStore {
             return Ok(Begin::Succeeded { task_id });
         }
         let now = Instant::now();
-        if let Some((_, expiry)) = live(&inner.leases, key) {
+        if let Some((holder, expiry)) = live(&inner.leases, key) {
+            // A run asking again for the lease it holds has it.
+            if holder == token {
+                return Ok(Begin::Run);
+            }
             return Ok(Begin::Busy {
                 retry_after: expiry.saturating_duration_since(now),
             });

@@ -187,6 +187,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// [`Update::started_at_ms`] when the run ends first: short runs then
     /// cost one write instead of two.
     ///
+    /// Tokens are unique per run, and taking the lease again with the token
+    /// that holds it answers [`Begin::Run`]: a run whose first call took
+    /// the lease but lost its answer (a broken connection, a failover)
+    /// calls again and does not wait for itself.
+    ///
     /// # Errors
     ///
     /// [`Error::StoreUnavailable`], [`Error::StoreData`].

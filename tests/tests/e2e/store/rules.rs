@@ -34,6 +34,21 @@ async fn check_store_rules(store: &dyn Store) {
     }
     assert!(store.renew(&key, "a").await.unwrap());
     assert!(!store.renew(&key, "b").await.unwrap());
+    // The holder asking again (its first answer lost with a connection)
+    // has the lease: it does not wait for itself.
+    assert_eq!(store.lease(&key, "a").await.unwrap(), Begin::Run);
+    assert_eq!(
+        store.admit(&key, "a", &[key.as_str()]).await.unwrap(),
+        Begin::Run
+    );
+    // So has a task run under its own id as key.
+    let own = TaskId::new().to_string();
+    assert_eq!(store.lease(&own, "a").await.unwrap(), Begin::Run);
+    assert_eq!(store.lease(&own, "a").await.unwrap(), Begin::Run);
+    assert!(matches!(
+        store.lease(&own, "b").await.unwrap(),
+        Begin::Busy { .. }
+    ));
 
     // A retry releases the lease; success marks the key.
     let mut retrying = update(TaskState::Retrying);
