@@ -261,6 +261,16 @@ fn primary_lost(error: &RedisError) -> bool {
         || matches!(error.code(), Some("READONLY" | "MASTERDOWN"))
 }
 
+/// Whether a reply (or one nested in it, as in `EXEC`'s) is an error that
+/// [`primary_lost`] would count.
+fn names_primary_lost(reply: &Value) -> bool {
+    match reply {
+        Value::ServerError(e) => matches!(e.code(), "READONLY" | "MASTERDOWN"),
+        Value::Array(values) => values.iter().any(names_primary_lost),
+        _ => false,
+    }
+}
+
 impl Follower {
     fn current(&self) -> (u64, ConnectionManager) {
         let guard = self
@@ -312,6 +322,17 @@ impl Follower {
             let (generation, mut conn) = self.current();
             let result = self.send(&mut conn, &request).await;
             let Err(e) = &result else {
+                // A pipeline that ignores its commands' errors succeeds on
+                // a node that turned replica too: its writes then answer
+                // `READONLY` one by one. That node is no longer the
+                // primary: find the new one, so the callers' retries go
+                // there instead of to the replica forever.
+                if let Ok(Reply::Many(replies)) = &result {
+                    if replies.iter().any(names_primary_lost) {
+                        warn!(master = %self.master, "a write reached a replica; asking the sentinels for the primary");
+                        self.refresh(generation).await;
+                    }
+                }
                 return result;
             };
             if !primary_lost(e) {
@@ -416,6 +437,24 @@ impl ConnectionLike for StoreConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_answered_by_a_replica_means_the_primary_moved() {
+        let reply = |bytes: &[u8]| redis::parse_redis_value(bytes).expect("a RESP reply");
+        let readonly = reply(b"-READONLY You can't write against a read only replica.\r\n");
+        assert!(names_primary_lost(&readonly));
+        // Inside a transaction's answer too.
+        let exec = Value::Array(vec![Value::Okay, readonly]);
+        assert!(names_primary_lost(&exec));
+        assert!(names_primary_lost(&reply(
+            b"-MASTERDOWN Link with MASTER is down\r\n"
+        )));
+        // Other errors belong to their commands.
+        assert!(!names_primary_lost(&reply(
+            b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
+        )));
+        assert!(!names_primary_lost(&Value::Okay));
+    }
 
     #[test]
     fn a_full_url_parses() {
